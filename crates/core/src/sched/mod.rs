@@ -1,0 +1,533 @@
+//! The scheduler: a pure function from the cluster state and the time to a
+//! [`Plan`] of allocations.
+//!
+//! One pass considers pending jobs in priority order and places each on the
+//! nodes of its partition. When the first job of a partition cannot start,
+//! it gets a *reservation* — the earliest time its resources free up, from
+//! the time limits of running jobs — and later jobs may only start ahead of
+//! it if they do not delay that reservation (EASY backfill).
+//!
+//! The plan is proposed as one `Command::Allocate`; the state machine
+//! re-checks every allocation, so a plan computed on a slightly stale state
+//! can never over-commit a node.
+
+mod place;
+mod priority;
+
+pub use place::Select;
+pub use priority::{Multifactor, PriorityInput, PriorityPolicy};
+
+use crate::job::{JobId, JobSpec, MemRequest, NodeShare, PendingReason};
+use crate::node::NodeStatus;
+use crate::partition::Partition;
+use crate::resources::Resources;
+use crate::state::{DepStatus, State};
+use crate::{secs, Time};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What the scheduler decides about: a job, or the next task of an array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JobKey {
+    Job(JobId),
+    Task { array: JobId, task: u32 },
+}
+
+impl JobKey {
+    fn order(&self) -> (JobId, u32) {
+        match *self {
+            JobKey::Job(id) => (id, 0),
+            JobKey::Task { array, task } => (array, task),
+        }
+    }
+}
+
+impl fmt::Display for JobKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobKey::Job(id) => write!(f, "{id}"),
+            JobKey::Task { array, task } => write!(f, "{array}_{task}"),
+        }
+    }
+}
+
+/// Start `key` now on these nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedAllocation {
+    pub key: JobKey,
+    pub shares: Vec<NodeShare>,
+    /// The limit the job runs under, seconds.
+    pub time_limit: Option<u64>,
+    pub partition: String,
+}
+
+/// The outcome of one scheduling pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub allocations: Vec<PlannedAllocation>,
+    /// New pending reasons, only where they changed.
+    pub reasons: Vec<(JobKey, PendingReason)>,
+    /// Jobs whose dependency can never be met and that asked to be cancelled
+    /// then (`--kill-on-invalid-dep=yes`).
+    pub cancel: Vec<JobId>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.allocations.is_empty() && self.reasons.is_empty() && self.cancel.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedConfig {
+    pub priority: Multifactor,
+    pub select: Select,
+    pub backfill: bool,
+}
+
+impl Default for SchedConfig {
+    fn default() -> SchedConfig {
+        SchedConfig { priority: Multifactor::default(), select: Select::FirstFit, backfill: true }
+    }
+}
+
+/// One scheduling pass with the configured multifactor priority.
+pub fn schedule(state: &State, now: Time, cfg: &SchedConfig) -> Plan {
+    schedule_with(state, now, cfg, &cfg.priority)
+}
+
+/// One scheduling pass with any priority policy (fair-share, tests).
+pub fn schedule_with(state: &State, now: Time, cfg: &SchedConfig, policy: &dyn PriorityPolicy) -> Plan {
+    Pass::new(state, now, cfg).run(policy)
+}
+
+/// A job that may start, in the order the pass considers it.
+struct Candidate<'a> {
+    priority: u64,
+    /// The job id, or the array id: the tie-breaker.
+    order_id: JobId,
+    key: JobKey,
+    spec: &'a JobSpec,
+    part: usize,
+    reason: PendingReason,
+}
+
+/// What the first blocked job of a partition holds back for itself.
+enum Reservation<'a> {
+    /// Backfill is off: nothing behind the blocked job may start on its
+    /// partition's nodes.
+    Strict { part: usize },
+    /// EASY backfill: the earliest time the blocked job fits, and the free
+    /// resources projected for then.
+    At { part: usize, spec: &'a JobSpec, start: Time, free_at_start: Vec<Resources> },
+}
+
+struct Pass<'a> {
+    state: &'a State,
+    now: Time,
+    cfg: &'a SchedConfig,
+    free: Vec<Resources>,
+    usable: Vec<bool>,
+    /// Resources that free up when running jobs reach their time limits:
+    /// (time, node, resources), in time order.
+    releases: Vec<(Time, u32, Resources)>,
+    /// Per partition: shapes that did not fit this pass; anything at least as
+    /// large will not fit either (free resources only shrink in a pass).
+    failed: Vec<Vec<ShapeKey>>,
+    /// Per partition: a higher-priority job is already waiting for resources.
+    blocked: Vec<bool>,
+    plan: Plan,
+}
+
+/// The parts of a request that decide whether it fits, for jobs without
+/// node lists, exclusions, features or exclusivity.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ShapeKey {
+    nodes_min: u32,
+    nodes_max: Option<u32>,
+    tpn: Option<u32>,
+    mem_kind: u8,
+    ntasks: u32,
+    cpus_per_task: u32,
+    mem: u64,
+    gpus: u32,
+}
+
+impl ShapeKey {
+    fn of(spec: &JobSpec) -> Option<ShapeKey> {
+        if !spec.nodelist.is_empty() || !spec.exclude.is_empty() || spec.constraint.is_some() || spec.exclusive {
+            return None;
+        }
+        let (mem_kind, mem) = match spec.mem {
+            MemRequest::Default => (0, 0),
+            MemRequest::PerNode(0) => return None,
+            MemRequest::PerNode(m) => (1, m),
+            MemRequest::PerCpu(m) => (2, m),
+        };
+        Some(ShapeKey {
+            nodes_min: spec.nodes_min,
+            nodes_max: spec.nodes_given.then_some(spec.nodes_max),
+            tpn: spec.ntasks_per_node,
+            mem_kind,
+            ntasks: spec.ntasks,
+            cpus_per_task: spec.cpus_per_task,
+            mem,
+            gpus: spec.gpus_per_node,
+        })
+    }
+
+    /// `self` needs at least what `smaller` needs, in every dimension.
+    fn dominates(&self, smaller: &ShapeKey) -> bool {
+        self.nodes_min == smaller.nodes_min
+            && self.nodes_max == smaller.nodes_max
+            && self.tpn == smaller.tpn
+            && self.mem_kind == smaller.mem_kind
+            && self.ntasks >= smaller.ntasks
+            && self.cpus_per_task >= smaller.cpus_per_task
+            && self.mem >= smaller.mem
+            && self.gpus >= smaller.gpus
+    }
+}
+
+impl<'a> Pass<'a> {
+    fn new(state: &'a State, now: Time, cfg: &'a SchedConfig) -> Pass<'a> {
+        let nodes = state.nodes();
+        let usable: Vec<bool> = nodes.iter().map(|n| n.schedulable()).collect();
+        let free = nodes.iter().map(|n| n.free()).collect();
+        let mut releases = Vec::new();
+        for id in state.active_ids() {
+            let job = &state.jobs()[id];
+            let Some(alloc) = &job.alloc else { continue };
+            let (Some(start), Some(limit)) = (job.start_time, alloc.time_limit) else { continue };
+            for s in &alloc.shares {
+                if usable[s.node as usize] {
+                    releases.push((start + secs(limit), s.node, s.res));
+                }
+            }
+        }
+        releases.sort_by_key(|r| (r.0, r.1));
+        Pass {
+            state,
+            now,
+            cfg,
+            free,
+            usable,
+            releases,
+            failed: vec![Vec::new(); state.partitions().len()],
+            blocked: vec![false; state.partitions().len()],
+            plan: Plan::default(),
+        }
+    }
+
+    fn part_index(&self, spec: &JobSpec) -> Option<usize> {
+        let p = self.state.partition_for(spec).ok()?;
+        self.state.partitions().iter().position(|x| x.name() == p.name())
+    }
+
+    fn run(mut self, policy: &dyn PriorityPolicy) -> Plan {
+        let candidates = self.candidates(policy);
+        let mut reservations: Vec<Reservation<'a>> = Vec::new();
+        for c in &candidates {
+            match c.key {
+                JobKey::Job(_) => {
+                    self.consider(c, c.key, &mut reservations);
+                }
+                JobKey::Task { array, .. } => {
+                    let a = &self.state.arrays()[&array];
+                    let throttle = a.spec.array.as_ref().and_then(|s| s.max_running);
+                    let mut running = a.active;
+                    let mut started_any = false;
+                    for task in a.pending.iter() {
+                        if throttle.is_some_and(|max| running >= max) {
+                            if !started_any {
+                                self.set_reason(c, PendingReason::JobArrayTaskLimit);
+                            }
+                            break;
+                        }
+                        let key = JobKey::Task { array, task };
+                        if !self.consider(c, key, &mut reservations) {
+                            break;
+                        }
+                        started_any = true;
+                        running += 1;
+                    }
+                }
+            }
+        }
+        self.plan
+    }
+
+    /// Tries to start one job (or array task); returns whether it started.
+    fn consider(&mut self, c: &Candidate<'a>, key: JobKey, reservations: &mut Vec<Reservation<'a>>) -> bool {
+        let part = &self.state.partitions()[c.part];
+        let shape = ShapeKey::of(c.spec);
+        let known_misfit = shape.is_some_and(|s| self.failed[c.part].iter().any(|f| s.dominates(f)));
+        let shares = if known_misfit { None } else { self.place_now(c.spec, part) };
+        let Some(shares) = shares else {
+            if let Some(s) = shape {
+                if !known_misfit && self.failed[c.part].len() < 32 {
+                    self.failed[c.part].push(s);
+                }
+            }
+            if !self.blocked[c.part] {
+                self.blocked[c.part] = true;
+                if !self.cfg.backfill {
+                    reservations.push(Reservation::Strict { part: c.part });
+                } else if let Some(r) = self.reserve(c, part) {
+                    reservations.push(r);
+                }
+                self.set_reason(c, PendingReason::Resources);
+            } else {
+                self.set_reason(c, PendingReason::Priority);
+            }
+            return false;
+        };
+        let limit = part.effective_limit(c.spec.time_limit);
+        let end = limit.map_or(Time::MAX, |l| self.now + secs(l));
+        // Backfill check: starting now must not delay any reservation.
+        for r in reservations.iter_mut() {
+            match r {
+                Reservation::Strict { part: rp } => {
+                    if *rp == c.part || overlaps(&self.state.partitions()[*rp], &shares) {
+                        self.set_reason(c, PendingReason::Priority);
+                        return false;
+                    }
+                }
+                Reservation::At { part: rp, spec, start, free_at_start } => {
+                    if end <= *start {
+                        continue;
+                    }
+                    let mut after = free_at_start.clone();
+                    for s in &shares {
+                        let f = &mut after[s.node as usize];
+                        *f = f.saturating_sub(&s.res);
+                    }
+                    let rpart = &self.state.partitions()[*rp];
+                    let still_fits =
+                        place::place(spec, self.state.nodes(), &rpart.members, &|i| Some(after[i as usize]), self.cfg.select)
+                            .is_some();
+                    if !still_fits {
+                        self.set_reason(c, PendingReason::Priority);
+                        return false;
+                    }
+                    *free_at_start = after;
+                }
+            }
+        }
+        for s in &shares {
+            let f = &mut self.free[s.node as usize];
+            *f = f.saturating_sub(&s.res);
+            if end != Time::MAX {
+                let pos = self.releases.partition_point(|x| x.0 <= end);
+                self.releases.insert(pos, (end, s.node, s.res));
+            }
+        }
+        self.plan.allocations.push(PlannedAllocation {
+            key,
+            shares,
+            time_limit: limit,
+            partition: part.name().to_string(),
+        });
+        true
+    }
+
+    fn place_now(&self, spec: &JobSpec, part: &Partition) -> Option<Vec<NodeShare>> {
+        let (free, usable) = (&self.free, &self.usable);
+        place::place(
+            spec,
+            self.state.nodes(),
+            &part.members,
+            &|i| usable[i as usize].then(|| free[i as usize]),
+            self.cfg.select,
+        )
+    }
+
+    /// The earliest time `c` fits, from the time limits of running jobs.
+    fn reserve(&self, c: &Candidate<'a>, part: &Partition) -> Option<Reservation<'a>> {
+        let nodes = self.state.nodes();
+        let free_after = |k: usize| -> Vec<Resources> {
+            let mut f: Vec<Resources> =
+                self.free.iter().zip(&self.usable).map(|(r, &u)| if u { *r } else { Resources::ZERO }).collect();
+            for &(_, node, res) in &self.releases[..k] {
+                let x = &mut f[node as usize];
+                *x = x.add(&res).min_with(&nodes[node as usize].total);
+            }
+            f
+        };
+        let fits = |f: &Vec<Resources>| {
+            place::place(c.spec, nodes, &part.members, &|i| Some(f[i as usize]), self.cfg.select).is_some()
+        };
+        let n = self.releases.len();
+        if n == 0 || !fits(&free_after(n)) {
+            return None;
+        }
+        // Fit only improves as more resources free up: binary search for the
+        // first release after which the job fits.
+        let (mut lo, mut hi) = (1, n);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if fits(&free_after(mid)) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        // Include every release that happens at that same instant.
+        let start = self.releases[lo - 1].0;
+        let k = self.releases.partition_point(|r| r.0 <= start);
+        Some(Reservation::At { part: c.part, spec: c.spec, start, free_at_start: free_after(k) })
+    }
+
+    fn set_reason(&mut self, c: &Candidate<'a>, reason: PendingReason) {
+        if c.reason != reason {
+            // An array is one candidate: only its first reason counts.
+            if !self.plan.reasons.iter().any(|(k, _)| *k == c.key) {
+                self.plan.reasons.push((c.key, reason));
+            }
+        }
+    }
+
+    /// Every job that may start now, highest priority first; the others get
+    /// their reason recorded.
+    fn candidates(&mut self, policy: &dyn PriorityPolicy) -> Vec<Candidate<'a>> {
+        let state = self.state;
+        let part_cpus: Vec<u64> = state
+            .partitions()
+            .iter()
+            .map(|p| p.members.iter().map(|&i| u64::from(state.nodes()[i as usize].total.cpus)).sum())
+            .collect();
+        let mut out = Vec::with_capacity(state.pending_ids().len() + state.arrays_pending().len());
+        let mut blocked: Vec<(JobKey, PendingReason, PendingReason)> = Vec::new();
+        let mut cancel = Vec::new();
+        let now = self.now;
+        let mut consider = |key: JobKey,
+                            order_id: JobId,
+                            spec: &'a JobSpec,
+                            held: bool,
+                            eligible: Time,
+                            submit: Time,
+                            reason: PendingReason,
+                            dep: &dyn Fn() -> DepStatus,
+                            part: Option<usize>| {
+            if held {
+                return;
+            }
+            let Some(part) = part else {
+                blocked.push((key, reason, PendingReason::PartitionDown));
+                return;
+            };
+            let p = &state.partitions()[part];
+            let why = if !p.spec.up {
+                Some(PendingReason::PartitionDown)
+            } else if eligible > now {
+                Some(PendingReason::BeginTime)
+            } else {
+                match dep() {
+                    DepStatus::Satisfied => None,
+                    DepStatus::Waiting => Some(PendingReason::Dependency),
+                    DepStatus::Never => {
+                        if let (true, JobKey::Job(id)) = (spec.kill_on_invalid_dep, key) {
+                            cancel.push(id);
+                        }
+                        Some(PendingReason::DependencyNeverSatisfied)
+                    }
+                }
+            };
+            let why = why.or_else(|| {
+                let unavailable = spec.nodelist.iter().any(|n| {
+                    state.node(n).is_none_or(|node| !node.schedulable() || node.status != NodeStatus::Up)
+                });
+                unavailable.then_some(PendingReason::ReqNodeNotAvail)
+            });
+            match why {
+                Some(w) => blocked.push((key, reason, w)),
+                None => {
+                    let input = PriorityInput { spec, submit_time: submit, partition_cpus: part_cpus[part] };
+                    out.push(Candidate { priority: policy.priority(&input, now), order_id, key, spec, part, reason });
+                }
+            }
+        };
+        for id in state.pending_ids() {
+            let j = &state.jobs()[id];
+            let part = self.part_index(&j.spec);
+            let order_id = j.array.map_or(j.id, |t| t.array_id);
+            consider(
+                JobKey::Job(j.id),
+                order_id,
+                &j.spec,
+                j.held_by_admin.is_some(),
+                j.eligible_time,
+                j.submit_time,
+                j.reason,
+                &|| state.dependency_status(j, now),
+                part,
+            );
+        }
+        for id in state.arrays_pending() {
+            let a = &state.arrays()[id];
+            let Some(first) = a.pending.first() else { continue };
+            let part = self.part_index(&a.spec);
+            let me = crate::job::ArrayTask { array_id: a.id, task: first };
+            consider(
+                JobKey::Task { array: a.id, task: first },
+                a.id,
+                &a.spec,
+                a.held_by_admin.is_some(),
+                a.eligible_time,
+                a.submit_time,
+                a.reason,
+                &|| state.spec_dependency_status(&a.spec, a.id, Some(me), now),
+                part,
+            );
+        }
+        for (key, old, new) in blocked {
+            if old != new {
+                self.plan.reasons.push((key, new));
+            }
+        }
+        self.plan.cancel = cancel;
+        out.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.order_id.cmp(&b.order_id)).then(a.key.order().cmp(&b.key.order())));
+        out
+    }
+}
+
+fn overlaps(part: &Partition, shares: &[NodeShare]) -> bool {
+    shares.iter().any(|s| part.members.contains(&s.node))
+}
+
+/// Whether any node of `part` could hold `spec` if it were empty — the
+/// submit-time check that refuses requests no node can ever satisfy.
+pub fn place_on_empty(state: &State, spec: &JobSpec, part: &Partition) -> Option<Vec<NodeShare>> {
+    let nodes = state.nodes();
+    let known = |i: u32| (nodes[i as usize].status != NodeStatus::Unknown).then(|| nodes[i as usize].total);
+    place::place(spec, nodes, &part.members, &known, Select::FirstFit)
+}
+
+/// Says why `spec` fits no node of `part`, with the numbers.
+pub fn describe_misfit(state: &State, spec: &JobSpec, part: &Partition) -> String {
+    let per_node_tasks = spec.ntasks.div_ceil(spec.nodes_max.max(1)).max(spec.ntasks_per_node.unwrap_or(0));
+    let cpus = per_node_tasks * spec.cpus_per_task;
+    let mem = match spec.mem {
+        MemRequest::Default => String::new(),
+        MemRequest::PerNode(0) => ", all memory".to_string(),
+        MemRequest::PerNode(m) => format!(", {} memory", crate::memory::format_mb(m)),
+        MemRequest::PerCpu(m) => format!(", {} memory", crate::memory::format_mb(m * u64::from(cpus))),
+    };
+    let gpus = if spec.gpus_per_node > 0 { format!(", {} GPUs", spec.gpus_per_node) } else { String::new() };
+    let nodes = state.nodes();
+    let members: Vec<_> = part.members.iter().map(|&i| &nodes[i as usize]).filter(|n| n.status != NodeStatus::Unknown).collect();
+    let best = members.iter().map(|n| n.total).fold(Resources::ZERO, |acc, t| Resources {
+        cpus: acc.cpus.max(t.cpus),
+        mem_mb: acc.mem_mb.max(t.mem_mb),
+        gpus: acc.gpus.max(t.gpus),
+    });
+    format!(
+        "asked for {} node(s) with {cpus} CPUs{mem}{gpus} each; partition {} has {} node(s), the largest with {} CPUs, {} memory, {} GPUs",
+        spec.nodes_min,
+        part.name(),
+        members.len(),
+        best.cpus,
+        crate::memory::format_mb(best.mem_mb),
+        best.gpus,
+    )
+}

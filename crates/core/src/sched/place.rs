@@ -1,0 +1,128 @@
+//! Node selection: given free resources, which nodes a job gets and how much
+//! of each.
+
+use crate::job::{JobSpec, MemRequest, NodeShare};
+use crate::node::Node;
+use crate::resources::Resources;
+
+/// How to choose among nodes that fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Select {
+    /// The first nodes in partition order: packs jobs, cheapest to compute.
+    FirstFit,
+    /// The nodes with the fewest free CPUs that still fit: leaves whole
+    /// nodes free for wide jobs.
+    BestFit,
+}
+
+/// The most tasks `node` can take now with `free`, and what one more task
+/// costs there; `None` if the node cannot take any.
+fn capacity(spec: &JobSpec, node: &Node, free: &Resources) -> u32 {
+    let total = &node.total;
+    let c = spec.cpus_per_task;
+    if spec.exclusive && free != total {
+        return 0;
+    }
+    if free.gpus < spec.gpus_per_node {
+        return 0;
+    }
+    let mut k = free.cpus / c;
+    match spec.mem {
+        MemRequest::PerNode(0) if free.mem_mb < total.mem_mb => return 0,
+        MemRequest::PerNode(m) if free.mem_mb < m => return 0,
+        MemRequest::PerNode(_) => {}
+        MemRequest::PerCpu(m) => {
+            let per_task = u64::from(c) * m;
+            k = k.min(u32::try_from(free.mem_mb / per_task).unwrap_or(u32::MAX));
+        }
+        MemRequest::Default => {
+            let per_task = u64::from(c) * (total.mem_mb / u64::from(total.cpus.max(1)));
+            if per_task > 0 {
+                k = k.min(u32::try_from(free.mem_mb / per_task).unwrap_or(u32::MAX));
+            }
+        }
+    }
+    match spec.ntasks_per_node {
+        Some(t) if k >= t => t,
+        Some(_) => 0,
+        None => k,
+    }
+}
+
+/// What `tasks` tasks of `spec` hold on `node`.
+fn share_for(spec: &JobSpec, node: &Node, tasks: u32) -> Resources {
+    let total = &node.total;
+    if spec.exclusive {
+        return *total;
+    }
+    let cpus = tasks * spec.cpus_per_task;
+    let mem_mb = match spec.mem {
+        MemRequest::PerNode(0) => total.mem_mb,
+        MemRequest::PerNode(m) => m,
+        MemRequest::PerCpu(m) => u64::from(cpus) * m,
+        MemRequest::Default => u64::from(cpus) * (total.mem_mb / u64::from(total.cpus.max(1))),
+    };
+    Resources { cpus, mem_mb, gpus: spec.gpus_per_node }
+}
+
+/// Whether `node` may run `spec` at all (name lists and features).
+pub(crate) fn eligible(spec: &JobSpec, node: &Node) -> bool {
+    !spec.exclude.iter().any(|x| x == &node.name)
+        && spec.constraint.as_deref().is_none_or(|c| node.satisfies(c))
+}
+
+/// Places `spec` on `members` (node indices in preference order) given each
+/// node's free resources (`None`: unusable). Required nodes (`--nodelist`)
+/// come first and must all be used.
+pub(crate) fn place(
+    spec: &JobSpec,
+    nodes: &[Node],
+    members: &[u32],
+    free: &dyn Fn(u32) -> Option<Resources>,
+    select: Select,
+) -> Option<Vec<NodeShare>> {
+    let mut order: Vec<u32>;
+    let candidates: &[u32] = if spec.nodelist.is_empty() && select == Select::FirstFit {
+        members
+    } else {
+        order = Vec::with_capacity(members.len());
+        for name in &spec.nodelist {
+            let i = members.iter().copied().find(|&i| &nodes[i as usize].name == name)?;
+            order.push(i);
+        }
+        let required = order.len();
+        let rest: Vec<u32> = members.iter().copied().filter(|i| !order[..required].contains(i)).collect();
+        order.extend(rest);
+        if select == Select::BestFit {
+            order[required..].sort_by_key(|&i| (free(i).map_or(u32::MAX, |f| f.cpus), i));
+        }
+        &order
+    };
+    let required = spec.nodelist.len();
+    let (min_nodes, max_nodes) = (spec.nodes_min as usize, spec.nodes_max as usize);
+    let mut remaining = spec.ntasks;
+    let mut shares: Vec<NodeShare> = Vec::new();
+    for (pos, &i) in candidates.iter().enumerate() {
+        if remaining == 0 && shares.len() >= min_nodes {
+            break;
+        }
+        if shares.len() == max_nodes {
+            break;
+        }
+        let node = &nodes[i as usize];
+        let usable = free(i).filter(|_| eligible(spec, node));
+        let mut k = usable.map_or(0, |f| capacity(spec, node, &f));
+        // Leave at least one task for each node still needed.
+        let still_needed = min_nodes.saturating_sub(shares.len() + 1) as u32;
+        k = k.min(remaining.saturating_sub(still_needed));
+        if k == 0 {
+            if pos < required {
+                return None;
+            }
+            continue;
+        }
+        shares.push(NodeShare { node: i, res: share_for(spec, node, k), tasks: k });
+        remaining -= k;
+    }
+    (remaining == 0 && shares.len() >= min_nodes).then_some(shares)
+}

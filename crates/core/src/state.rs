@@ -1,0 +1,1623 @@
+//! The cluster state machine.
+//!
+//! Every change to the cluster is a [`Command`]; [`State::apply`] turns one
+//! into a new state and the [`Event`]s that happened. It is deterministic —
+//! no clock, no randomness, no I/O, no iteration over hash maps — so
+//! replaying a command log always yields the same state. That is the whole
+//! basis of Drover's durability and replication: the Raft log *is* the list
+//! of commands.
+//!
+//! A command either applies completely or returns a [`CommandError`] and
+//! changes nothing. Commands that act on many things at once (a cancel of
+//! many jobs, a scheduling plan) report the parts they could not do as
+//! events instead, so one bad item does not block the rest.
+
+use crate::array::TaskSet;
+use crate::dependency::{DepKind, Dependency};
+use crate::hostlist;
+use crate::job::{
+    Allocation, ArrayTask, EndIntent, ExitStatus, Job, JobId, JobRef, JobSpec, JobState, NodeShare,
+    PendingReason,
+};
+use crate::node::{Node, NodeAction, NodeState, NodeStatus};
+use crate::partition::{Partition, PartitionSpec};
+use crate::resources::Resources;
+use crate::sched::{self, JobKey, Plan};
+use crate::Time;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+/// Cluster-wide settings that change behaviour of the state machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub cluster_name: String,
+    /// A node whose last heartbeat is older than this goes DOWN on the next
+    /// `Tick`. `None` leaves liveness to whoever sends `NodeDown`.
+    pub node_timeout_ms: Option<u64>,
+    /// How many times a job is requeued after node failures before it ends
+    /// NODE_FAIL.
+    pub max_requeue: u32,
+    /// Wait before a requeued job may start again; doubles each requeue.
+    pub requeue_backoff_ms: u64,
+    /// How long a job may overrun its limit before `Tick` ends it. Agents
+    /// enforce limits themselves; this catches agents that cannot.
+    pub over_time_grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            cluster_name: "drover".into(),
+            node_timeout_ms: Some(10_000),
+            max_requeue: 3,
+            requeue_backoff_ms: 1_000,
+            over_time_grace_ms: 30_000,
+        }
+    }
+}
+
+/// Who asks: decides which jobs and nodes a command may touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requester {
+    pub uid: u32,
+    /// Root or a configured operator: may act on every job and node.
+    pub operator: bool,
+}
+
+impl Requester {
+    pub const ROOT: Requester = Requester { uid: 0, operator: true };
+
+    pub fn user(uid: u32) -> Requester {
+        Requester { uid, operator: uid == 0 }
+    }
+
+    fn may_touch(&self, owner_uid: u32) -> bool {
+        self.operator || self.uid == owner_uid
+    }
+}
+
+/// Which jobs a cancel acts on. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelFilter {
+    pub jobs: Vec<JobRef>,
+    pub user: Option<String>,
+    pub states: Vec<JobState>,
+    pub name: Option<String>,
+    pub partition: Option<String>,
+}
+
+/// How a job's batch step ended, as its agent saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepOutcome {
+    Exited(i32),
+    Signaled(i32),
+    OutOfMemory,
+    TimedOut,
+}
+
+/// Everything that can change the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Configure(Config),
+    SetPartition(PartitionSpec),
+    Submit { spec: Box<JobSpec>, now: Time },
+    /// Many jobs at once: all are accepted or none.
+    SubmitBatch { specs: Vec<JobSpec>, now: Time },
+    Cancel { filter: CancelFilter, by: Requester, now: Time },
+    Signal { job: JobRef, signal: i32, by: Requester, now: Time },
+    Hold { job: JobRef, by: Requester, now: Time },
+    Release { job: JobRef, by: Requester, now: Time },
+    Requeue { job: JobRef, hold: bool, by: Requester, now: Time },
+    RegisterNode {
+        name: String,
+        addr: String,
+        total: Resources,
+        features: Vec<String>,
+        /// Steps the agent still knows about (running, or finished and not yet
+        /// reported), as (job, attempt).
+        known_steps: Vec<(JobId, u32)>,
+        now: Time,
+    },
+    Heartbeat { node: String, now: Time },
+    NodeDown { node: String, reason: String, now: Time },
+    SetNodeState { node: String, action: NodeAction, reason: Option<String>, by: Requester, now: Time },
+    /// The scheduler's decisions for one pass.
+    Allocate { plan: Plan, now: Time },
+    StepStarted { job: JobId, attempt: u32, now: Time },
+    StepFinished { job: JobId, attempt: u32, outcome: StepOutcome, now: Time },
+    Tick { now: Time },
+}
+
+impl Command {
+    pub fn now(&self) -> Option<Time> {
+        use Command::*;
+        match self {
+            Configure(_) | SetPartition(_) => None,
+            Submit { now, .. }
+            | SubmitBatch { now, .. }
+            | Cancel { now, .. }
+            | Signal { now, .. }
+            | Hold { now, .. }
+            | Release { now, .. }
+            | Requeue { now, .. }
+            | RegisterNode { now, .. }
+            | Heartbeat { now, .. }
+            | NodeDown { now, .. }
+            | SetNodeState { now, .. }
+            | Allocate { now, .. }
+            | StepStarted { now, .. }
+            | StepFinished { now, .. }
+            | Tick { now } => Some(*now),
+        }
+    }
+}
+
+/// Why a command was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum CommandError {
+    #[error("invalid partition name specified: '{name}' (partitions: {known})")]
+    UnknownPartition { name: String, known: String },
+    #[error("no partition given and the cluster has no default partition")]
+    NoDefaultPartition,
+    #[error("requested time limit {limit} exceeds the maximum {max} of partition {partition}")]
+    TimeLimitExceeded { limit: String, max: String, partition: String },
+    #[error("Requested node configuration is not available: {0}")]
+    NoSuchNodeConfig(String),
+    #[error("Job dependency problem: {0}")]
+    Dependency(String),
+    #[error("Invalid job id specified: {0}")]
+    UnknownJob(String),
+    #[error("Invalid node name specified: {0}")]
+    UnknownNode(String),
+    #[error("Access/permission denied: {0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("node {0} is not registered or is down; register it first")]
+    NodeNotRegistered(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("job {index} of the batch: {error}")]
+    InBatch { index: usize, error: Box<CommandError> },
+}
+
+/// What happened. Events are the state machine's only output: the controller
+/// turns them into launch and kill orders for agents, into the event stream,
+/// metrics and accounting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    JobSubmitted { job: JobId, array_tasks: Option<u64> },
+    /// Also the launch order: the agents of `nodes` start attempt `attempt`.
+    JobStarted { job: JobId, display: String, attempt: u32, nodes: String },
+    /// Kill order: the agents of `nodes` signal, wait, then kill the job.
+    JobKill { job: JobId, attempt: u32, nodes: String },
+    JobSignal { job: JobId, attempt: u32, nodes: String, signal: i32 },
+    JobFinished { job: JobId, display: String, state: JobState, exit: Option<ExitStatus> },
+    JobRequeued { job: JobId, display: String, restart_count: u32, reason: String },
+    JobHeld { job: String },
+    JobReleased { job: String },
+    ArrayTasksCancelled { array: JobId, tasks: String },
+    NodeRegistered { node: String },
+    NodeStateChanged { node: String, from: NodeState, to: NodeState, reason: Option<String> },
+    AllocationRejected { job: String, reason: String },
+    /// A report or a running step from an older attempt: the agent must kill
+    /// it (fencing by allocation epoch).
+    StaleStep { job: JobId, attempt: u32, node: String },
+    /// One item of a many-item command was not done.
+    Refused { target: String, reason: String },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Event::*;
+        match self {
+            JobSubmitted { job, array_tasks: None } => write!(f, "submitted {job}"),
+            JobSubmitted { job, array_tasks: Some(n) } => write!(f, "submitted {job} array of {n}"),
+            JobStarted { display, attempt, nodes, .. } => write!(f, "started {display} on {nodes} attempt={attempt}"),
+            JobKill { job, attempt, nodes } => write!(f, "kill {job} on {nodes} attempt={attempt}"),
+            JobSignal { job, nodes, signal, .. } => write!(f, "signal {job} on {nodes} sig={signal}"),
+            JobFinished { display, state, exit, .. } => match exit {
+                Some(e) => write!(f, "finished {display} {state} exit={e}"),
+                None => write!(f, "finished {display} {state}"),
+            },
+            JobRequeued { display, restart_count, reason, .. } => {
+                write!(f, "requeued {display} restarts={restart_count} ({reason})")
+            }
+            JobHeld { job } => write!(f, "held {job}"),
+            JobReleased { job } => write!(f, "released {job}"),
+            ArrayTasksCancelled { array, tasks } if tasks.bytes().all(|b| b.is_ascii_digit()) => {
+                write!(f, "cancelled {array}_{tasks}")
+            }
+            ArrayTasksCancelled { array, tasks } => write!(f, "cancelled {array}_[{tasks}]"),
+            NodeRegistered { node } => write!(f, "registered {node}"),
+            NodeStateChanged { node, from, to, reason } => {
+                write!(f, "node {node} {from} -> {to}")?;
+                match reason {
+                    Some(r) => write!(f, " ({r})"),
+                    None => Ok(()),
+                }
+            }
+            AllocationRejected { job, reason } => write!(f, "rejected allocation of {job}: {reason}"),
+            StaleStep { job, attempt, node } if node.is_empty() => write!(f, "stale step {job} attempt={attempt}"),
+            StaleStep { job, attempt, node } => write!(f, "stale step {job} attempt={attempt} on {node}"),
+            Refused { target, reason } => write!(f, "refused {target}: {reason}"),
+        }
+    }
+}
+
+/// The rest of an array that has not started yet: one record, however many
+/// tasks, until each task is split off into its own [`Job`] when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayJob {
+    pub id: JobId,
+    pub spec: Arc<JobSpec>,
+    /// Tasks not yet split off.
+    pub pending: TaskSet,
+    pub reason: PendingReason,
+    pub held_by_admin: Option<bool>,
+    pub submit_time: Time,
+    pub eligible_time: Time,
+    pub total: u64,
+    /// Job ids of the tasks split off so far, in split order.
+    pub split_ids: Vec<JobId>,
+    /// Split tasks holding resources now (what the `%N` throttle counts).
+    pub active: u32,
+    /// Tasks that reached a terminal state (incl. cancelled before starting).
+    pub ended: u64,
+    pub ended_ok: u64,
+    pub started: bool,
+}
+
+/// Whether a job's dependency allows it to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepStatus {
+    Satisfied,
+    Waiting,
+    Never,
+}
+
+/// Persistent state; see [`State::snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub config: Config,
+    pub next_job_id: JobId,
+    pub now: Time,
+    pub jobs: Vec<Job>,
+    pub arrays: Vec<ArrayJob>,
+    pub nodes: Vec<Node>,
+    pub partitions: Vec<Partition>,
+}
+
+/// Lookup structures rebuilt from the persistent state; never serialised.
+#[derive(Debug, Clone, Default)]
+struct Indexes {
+    node_by_name: HashMap<String, u32>,
+    pending: BTreeSet<JobId>,
+    active: BTreeSet<JobId>,
+    arrays_pending: BTreeSet<JobId>,
+    task_ids: HashMap<(JobId, u32), JobId>,
+}
+
+/// The whole cluster: jobs, arrays, nodes, partitions.
+#[derive(Debug, Clone)]
+pub struct State {
+    config: Config,
+    next_job_id: JobId,
+    /// The latest time any command carried.
+    now: Time,
+    jobs: BTreeMap<JobId, Job>,
+    arrays: BTreeMap<JobId, ArrayJob>,
+    nodes: Vec<Node>,
+    partitions: Vec<Partition>,
+    idx: Indexes,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State::new(Config::default())
+    }
+}
+
+impl PartialEq for State {
+    fn eq(&self, other: &State) -> bool {
+        self.snapshot() == other.snapshot()
+    }
+}
+
+fn nodes_text(nodes: &[Node], shares: &[NodeShare]) -> String {
+    let names: Vec<&str> = shares.iter().map(|s| nodes[s.node as usize].name.as_str()).collect();
+    hostlist::compress(&names)
+}
+
+impl State {
+    pub fn new(config: Config) -> State {
+        State {
+            config,
+            next_job_id: 1,
+            now: 0,
+            jobs: BTreeMap::new(),
+            arrays: BTreeMap::new(),
+            nodes: Vec::new(),
+            partitions: Vec::new(),
+            idx: Indexes::default(),
+        }
+    }
+
+    // ---- reading ----
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    pub fn now(&self) -> Time {
+        self.now
+    }
+    pub fn next_job_id(&self) -> JobId {
+        self.next_job_id
+    }
+    pub fn jobs(&self) -> &BTreeMap<JobId, Job> {
+        &self.jobs
+    }
+    pub fn job(&self, id: JobId) -> Option<&Job> {
+        self.jobs.get(&id)
+    }
+    pub fn arrays(&self) -> &BTreeMap<JobId, ArrayJob> {
+        &self.arrays
+    }
+    pub fn array(&self, id: JobId) -> Option<&ArrayJob> {
+        self.arrays.get(&id)
+    }
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.node_index(name).map(|i| &self.nodes[i as usize])
+    }
+    pub fn node_index(&self, name: &str) -> Option<u32> {
+        self.idx.node_by_name.get(name).copied()
+    }
+    pub fn partitions(&self) -> &[Partition] {
+        &self.partitions
+    }
+    pub fn partition(&self, name: &str) -> Option<&Partition> {
+        self.partitions.iter().find(|p| p.name() == name)
+    }
+    pub fn default_partition(&self) -> Option<&Partition> {
+        self.partitions.iter().find(|p| p.spec.is_default)
+    }
+    /// Pending jobs (not counting unsplit array tasks), by id.
+    pub fn pending_ids(&self) -> &BTreeSet<JobId> {
+        &self.idx.pending
+    }
+    /// Jobs holding resources, by id.
+    pub fn active_ids(&self) -> &BTreeSet<JobId> {
+        &self.idx.active
+    }
+    /// Arrays that still have unsplit pending tasks.
+    pub fn arrays_pending(&self) -> &BTreeSet<JobId> {
+        &self.idx.arrays_pending
+    }
+    /// The job id of an array task that has been split off.
+    pub fn task_job_id(&self, array: JobId, task: u32) -> Option<JobId> {
+        self.idx.task_ids.get(&(array, task)).copied()
+    }
+
+    /// The partition a spec runs in: its own, else the default.
+    pub fn partition_for(&self, spec: &JobSpec) -> Result<&Partition, CommandError> {
+        match &spec.partition {
+            Some(name) => self.partition(name).ok_or_else(|| CommandError::UnknownPartition {
+                name: name.clone(),
+                known: self.partitions.iter().map(|p| p.name()).collect::<Vec<_>>().join(","),
+            }),
+            None => self.default_partition().ok_or(CommandError::NoDefaultPartition),
+        }
+    }
+
+    // ---- snapshots ----
+
+    /// Everything needed to rebuild this state exactly.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            config: self.config.clone(),
+            next_job_id: self.next_job_id,
+            now: self.now,
+            jobs: self.jobs.values().cloned().collect(),
+            arrays: self.arrays.values().cloned().collect(),
+            nodes: self.nodes.clone(),
+            partitions: self.partitions.clone(),
+        }
+    }
+
+    pub fn restore(s: Snapshot) -> State {
+        let mut st = State {
+            config: s.config,
+            next_job_id: s.next_job_id,
+            now: s.now,
+            jobs: s.jobs.into_iter().map(|j| (j.id, j)).collect(),
+            arrays: s.arrays.into_iter().map(|a| (a.id, a)).collect(),
+            nodes: s.nodes,
+            partitions: s.partitions,
+            idx: Indexes::default(),
+        };
+        st.rebuild_indexes();
+        st
+    }
+
+    fn rebuild_indexes(&mut self) {
+        let mut idx = Indexes::default();
+        for (i, n) in self.nodes.iter().enumerate() {
+            idx.node_by_name.insert(n.name.clone(), i as u32);
+        }
+        for job in self.jobs.values() {
+            if job.state == JobState::Pending {
+                idx.pending.insert(job.id);
+            } else if job.state.is_active() {
+                idx.active.insert(job.id);
+            }
+            if let Some(a) = job.array {
+                idx.task_ids.insert((a.array_id, a.task), job.id);
+            }
+        }
+        for a in self.arrays.values() {
+            if !a.pending.is_empty() {
+                idx.arrays_pending.insert(a.id);
+            }
+        }
+        self.idx = idx;
+    }
+
+    /// Checks every invariant; used by tests after each command.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut alloc = vec![Resources::ZERO; self.nodes.len()];
+        let mut jobs_on = vec![0u32; self.nodes.len()];
+        let mut completing_on = vec![0u32; self.nodes.len()];
+        for job in self.jobs.values() {
+            let in_pending = self.idx.pending.contains(&job.id);
+            let in_active = self.idx.active.contains(&job.id);
+            match job.state {
+                JobState::Pending if !in_pending || in_active => return Err(format!("job {} index mismatch", job.id)),
+                s if s.is_active() && (!in_active || in_pending) => return Err(format!("job {} index mismatch", job.id)),
+                s if s.is_terminal() && (in_active || in_pending) => return Err(format!("job {} index mismatch", job.id)),
+                _ => {}
+            }
+            if job.state.is_active() {
+                let a = job.alloc.as_ref().ok_or(format!("active job {} has no allocation", job.id))?;
+                for s in &a.shares {
+                    let i = s.node as usize;
+                    alloc[i] = alloc[i].add(&s.res);
+                    jobs_on[i] += 1;
+                    if job.state == JobState::Completing {
+                        completing_on[i] += 1;
+                    }
+                }
+            }
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.alloc != alloc[i] || n.jobs != jobs_on[i] || n.completing != completing_on[i] {
+                return Err(format!(
+                    "node {} books {} ({} jobs) but its jobs hold {} ({} jobs)",
+                    n.name, n.alloc, n.jobs, alloc[i], jobs_on[i]
+                ));
+            }
+            if !n.total.covers(&n.alloc) {
+                return Err(format!("node {} over-committed: {} of {}", n.name, n.alloc, n.total));
+            }
+        }
+        for a in self.arrays.values() {
+            let split = a.split_ids.len() as u64;
+            if a.pending.len() + split + (a.ended - self.ended_split(a)) != a.total {
+                return Err(format!("array {} task counts do not add up", a.id));
+            }
+            if self.idx.arrays_pending.contains(&a.id) == a.pending.is_empty() {
+                return Err(format!("array {} pending index mismatch", a.id));
+            }
+            let active = a.split_ids.iter().filter(|id| self.jobs[id].state.is_active()).count() as u32;
+            if active != a.active {
+                return Err(format!("array {} counts {} active tasks, has {}", a.id, a.active, active));
+            }
+        }
+        Ok(())
+    }
+
+    fn ended_split(&self, a: &ArrayJob) -> u64 {
+        a.split_ids.iter().filter(|id| self.jobs[id].state.is_terminal()).count() as u64
+    }
+
+    // ---- applying ----
+
+    /// Applies one command. On error nothing has changed.
+    pub fn apply(&mut self, cmd: Command) -> Result<Vec<Event>, CommandError> {
+        if let Some(now) = cmd.now() {
+            self.now = self.now.max(now);
+        }
+        let mut ev = Vec::new();
+        match cmd {
+            Command::Configure(config) => {
+                if config.max_requeue > 1000 {
+                    return Err(CommandError::Invalid("max_requeue above 1000".into()));
+                }
+                self.config = config;
+            }
+            Command::SetPartition(spec) => self.set_partition(spec)?,
+            Command::Submit { spec, now } => {
+                self.validate_submit(&spec)?;
+                self.submit(*spec, now, &mut ev);
+            }
+            Command::SubmitBatch { specs, now } => {
+                for (index, spec) in specs.iter().enumerate() {
+                    self.validate_submit(spec)
+                        .map_err(|e| CommandError::InBatch { index, error: Box::new(e) })?;
+                }
+                for spec in specs {
+                    self.submit(spec, now, &mut ev);
+                }
+            }
+            Command::Cancel { filter, by, now } => self.cancel(&filter, by, now, &mut ev)?,
+            Command::Signal { job, signal, by, .. } => {
+                let id = self.resolve_started(&job)?;
+                let j = &self.jobs[&id];
+                if !by.may_touch(j.spec.uid) {
+                    return Err(CommandError::PermissionDenied(format!("job {job} belongs to {}", j.spec.user)));
+                }
+                if j.state != JobState::Running {
+                    return Err(CommandError::InvalidState(format!("job {job} is {}, not RUNNING", j.state)));
+                }
+                let alloc = j.alloc.as_ref().expect("running jobs have allocations");
+                ev.push(Event::JobSignal {
+                    job: id,
+                    attempt: j.restart_count,
+                    nodes: nodes_text(&self.nodes, &alloc.shares),
+                    signal,
+                });
+            }
+            Command::Hold { job, by, .. } => self.hold(&job, by, &mut ev)?,
+            Command::Release { job, by, .. } => self.release(&job, by, &mut ev)?,
+            Command::Requeue { job, hold, by, .. } => {
+                let id = self.resolve_started(&job)?;
+                let j = &self.jobs[&id];
+                if !by.may_touch(j.spec.uid) {
+                    return Err(CommandError::PermissionDenied(format!("job {job} belongs to {}", j.spec.user)));
+                }
+                if j.state != JobState::Running && j.state != JobState::Suspended {
+                    return Err(CommandError::InvalidState(format!(
+                        "job {job} is {}; only running jobs can be requeued",
+                        j.state
+                    )));
+                }
+                self.begin_kill(id, EndIntent::Requeue { hold }, &mut ev);
+            }
+            Command::RegisterNode { name, addr, total, features, known_steps, now } => {
+                self.register_node(name, addr, total, features, &known_steps, now, &mut ev)?
+            }
+            Command::Heartbeat { node, now } => {
+                let i = self.node_index(&node).ok_or_else(|| CommandError::NodeNotRegistered(node.clone()))?;
+                let n = &mut self.nodes[i as usize];
+                if n.status != NodeStatus::Up {
+                    return Err(CommandError::NodeNotRegistered(node));
+                }
+                n.last_heartbeat = n.last_heartbeat.max(now);
+            }
+            Command::NodeDown { node, reason, now } => {
+                let i = self.node_index(&node).ok_or(CommandError::UnknownNode(node))?;
+                self.node_down(i, reason, now, &mut ev);
+            }
+            Command::SetNodeState { node, action, reason, by, now } => {
+                self.set_node_state(&node, action, reason, by, now, &mut ev)?
+            }
+            Command::Allocate { plan, now } => self.allocate(plan, now, &mut ev),
+            Command::StepStarted { job, attempt, .. } => {
+                let j = self.jobs.get(&job).ok_or_else(|| CommandError::UnknownJob(job.to_string()))?;
+                if j.restart_count != attempt || !j.state.is_active() {
+                    ev.push(self.stale(job, attempt));
+                }
+            }
+            Command::StepFinished { job, attempt, outcome, now } => {
+                let j = self.jobs.get(&job).ok_or_else(|| CommandError::UnknownJob(job.to_string()))?;
+                if j.restart_count != attempt || !j.state.is_active() {
+                    ev.push(self.stale(job, attempt));
+                } else {
+                    self.step_finished(job, outcome, now, &mut ev);
+                }
+            }
+            Command::Tick { now } => self.tick(now, &mut ev),
+        }
+        Ok(ev)
+    }
+
+    fn stale(&self, job: JobId, attempt: u32) -> Event {
+        let node = self
+            .jobs
+            .get(&job)
+            .and_then(|j| j.alloc.as_ref())
+            .map(|a| nodes_text(&self.nodes, &a.shares))
+            .unwrap_or_default();
+        Event::StaleStep { job, attempt, node }
+    }
+
+    // ---- partitions ----
+
+    fn set_partition(&mut self, spec: PartitionSpec) -> Result<(), CommandError> {
+        let mut p = Partition::new(spec).map_err(CommandError::Invalid)?;
+        p.members = (0..self.nodes.len() as u32).filter(|&i| p.includes(&self.nodes[i as usize].name)).collect();
+        if p.spec.is_default {
+            for other in &mut self.partitions {
+                other.spec.is_default = false;
+            }
+        }
+        match self.partitions.iter_mut().find(|x| x.name() == p.name()) {
+            Some(existing) => *existing = p,
+            None => {
+                self.partitions.push(p);
+                self.partitions.sort_by(|a, b| a.name().cmp(b.name()));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- submission ----
+
+    fn validate_submit(&self, spec: &JobSpec) -> Result<(), CommandError> {
+        let part = self.partition_for(spec)?;
+        if let (Some(limit), Some(max)) = (spec.time_limit, part.spec.max_time) {
+            if limit > max {
+                return Err(CommandError::TimeLimitExceeded {
+                    limit: crate::time::format_duration(limit),
+                    max: crate::time::format_duration(max),
+                    partition: part.name().to_string(),
+                });
+            }
+        }
+        for n in spec.nodelist.iter().chain(&spec.exclude) {
+            if self.node_index(n).is_none() {
+                return Err(CommandError::UnknownNode(n.clone()));
+            }
+        }
+        if spec.ntasks == 0 || spec.cpus_per_task == 0 || spec.nodes_min == 0 || spec.nodes_min > spec.nodes_max {
+            return Err(CommandError::Invalid("tasks, CPUs per task and nodes must be at least 1".into()));
+        }
+        // A request no node could ever hold is refused now, not left pending
+        // forever. Nodes count even while down: they may come back.
+        let registered = part.members.iter().any(|&i| self.nodes[i as usize].status != NodeStatus::Unknown);
+        if registered && sched::place_on_empty(self, spec, part).is_none() {
+            return Err(CommandError::NoSuchNodeConfig(sched::describe_misfit(self, spec, part)));
+        }
+        if let Some(dep) = &spec.dependency {
+            self.validate_dependency(dep)?;
+        }
+        Ok(())
+    }
+
+    fn validate_dependency(&self, dep: &Dependency) -> Result<(), CommandError> {
+        for c in &dep.conditions {
+            let Some(r) = &c.job else { continue };
+            let known = match r.task {
+                None => self.jobs.contains_key(&r.id) || self.arrays.contains_key(&r.id),
+                Some(t) => self
+                    .arrays
+                    .get(&r.id)
+                    .is_some_and(|a| a.spec.array.as_ref().is_some_and(|s| s.tasks.contains(t))),
+            };
+            if !known {
+                return Err(CommandError::Dependency(format!("job {r} does not exist")));
+            }
+            if c.kind == DepKind::AfterCorr && (r.task.is_some() || !self.arrays.contains_key(&r.id)) {
+                return Err(CommandError::Dependency(format!("aftercorr needs a whole array, {r} is not one")));
+            }
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self, spec: JobSpec, now: Time, ev: &mut Vec<Event>) {
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        let eligible_time = spec.begin.map_or(now, crate::secs);
+        let held = spec.hold.then_some(false);
+        let reason = if spec.hold { PendingReason::JobHeldUser } else { PendingReason::None };
+        if let Some(array) = &spec.array {
+            let tasks = array.tasks.clone();
+            let total = tasks.len();
+            self.arrays.insert(
+                id,
+                ArrayJob {
+                    id,
+                    spec: Arc::new(spec),
+                    pending: tasks,
+                    reason,
+                    held_by_admin: held,
+                    submit_time: now,
+                    eligible_time,
+                    total,
+                    split_ids: Vec::new(),
+                    active: 0,
+                    ended: 0,
+                    ended_ok: 0,
+                    started: false,
+                },
+            );
+            self.idx.arrays_pending.insert(id);
+            ev.push(Event::JobSubmitted { job: id, array_tasks: Some(total) });
+        } else {
+            self.jobs.insert(
+                id,
+                Job {
+                    id,
+                    array: None,
+                    spec: Arc::new(spec),
+                    state: JobState::Pending,
+                    reason,
+                    held_by_admin: held,
+                    submit_time: now,
+                    eligible_time,
+                    start_time: None,
+                    end_time: None,
+                    alloc: None,
+                    exit: None,
+                    restart_count: 0,
+                    end_intent: None,
+                },
+            );
+            self.idx.pending.insert(id);
+            ev.push(Event::JobSubmitted { job: id, array_tasks: None });
+        }
+    }
+
+    /// Turns one pending array task into its own job record, with a new id.
+    fn split_task(&mut self, array_id: JobId, task: u32) -> JobId {
+        let id = self.next_job_id;
+        self.next_job_id += 1;
+        let a = self.arrays.get_mut(&array_id).expect("caller checked the array");
+        let removed = a.pending.remove(task);
+        debug_assert!(removed);
+        a.split_ids.push(id);
+        if a.pending.is_empty() {
+            self.idx.arrays_pending.remove(&array_id);
+        }
+        let job = Job {
+            id,
+            array: Some(ArrayTask { array_id, task }),
+            spec: a.spec.clone(),
+            state: JobState::Pending,
+            reason: a.reason,
+            held_by_admin: a.held_by_admin,
+            submit_time: a.submit_time,
+            eligible_time: a.eligible_time,
+            start_time: None,
+            end_time: None,
+            alloc: None,
+            exit: None,
+            restart_count: 0,
+            end_intent: None,
+        };
+        self.jobs.insert(id, job);
+        self.idx.pending.insert(id);
+        self.idx.task_ids.insert((array_id, task), id);
+        id
+    }
+
+    // ---- resolving user references ----
+
+    /// A reference that must name one job record (splitting a pending array
+    /// task off if needed).
+    fn resolve_one(&mut self, r: &JobRef) -> Result<JobId, CommandError> {
+        match r.task {
+            None if self.jobs.contains_key(&r.id) => Ok(r.id),
+            None if self.arrays.contains_key(&r.id) => Err(CommandError::Invalid(format!(
+                "{} is a job array; name one task ({}_N)",
+                r.id, r.id
+            ))),
+            None => Err(CommandError::UnknownJob(r.to_string())),
+            Some(t) => {
+                if let Some(id) = self.task_job_id(r.id, t) {
+                    return Ok(id);
+                }
+                match self.arrays.get(&r.id) {
+                    Some(a) if a.pending.contains(t) => Ok(self.split_task(r.id, t)),
+                    _ => Err(CommandError::UnknownJob(r.to_string())),
+                }
+            }
+        }
+    }
+
+    /// A reference to a job that has already got its own record.
+    fn resolve_started(&self, r: &JobRef) -> Result<JobId, CommandError> {
+        match r.task {
+            None if self.jobs.contains_key(&r.id) => Ok(r.id),
+            Some(t) => match self.task_job_id(r.id, t) {
+                Some(id) => Ok(id),
+                None if self.arrays.get(&r.id).is_some_and(|a| a.pending.contains(t)) => {
+                    Err(CommandError::InvalidState(format!("job {r} is PENDING")))
+                }
+                None => Err(CommandError::UnknownJob(r.to_string())),
+            },
+            None if self.arrays.contains_key(&r.id) => Err(CommandError::Invalid(format!(
+                "{} is a job array; name one task ({}_N)",
+                r.id, r.id
+            ))),
+            None => Err(CommandError::UnknownJob(r.to_string())),
+        }
+    }
+
+    // ---- cancel ----
+
+    fn cancel(&mut self, f: &CancelFilter, by: Requester, now: Time, ev: &mut Vec<Event>) -> Result<(), CommandError> {
+        let spec_matches = |spec: &JobSpec, state: JobState| {
+            f.user.as_ref().is_none_or(|u| &spec.user == u)
+                && f.name.as_ref().is_none_or(|n| &spec.name == n)
+                && f.partition.as_ref().is_none_or(|p| spec.partition.as_ref() == Some(p))
+                && (f.states.is_empty() || f.states.contains(&state))
+        };
+        let mut jobs: Vec<JobId> = Vec::new();
+        let mut whole_arrays: Vec<JobId> = Vec::new();
+        let mut tasks: Vec<(JobId, u32)> = Vec::new();
+        if f.jobs.is_empty() {
+            for id in self.idx.pending.iter().chain(&self.idx.active) {
+                let j = &self.jobs[id];
+                if by.may_touch(j.spec.uid) && spec_matches(&j.spec, j.state) {
+                    jobs.push(*id);
+                }
+            }
+            for id in &self.idx.arrays_pending {
+                let a = &self.arrays[id];
+                if by.may_touch(a.spec.uid) && spec_matches(&a.spec, JobState::Pending) {
+                    whole_arrays.push(*id);
+                }
+            }
+            jobs.sort_unstable();
+        } else {
+            for r in &f.jobs {
+                let (uid, owner) = match (r.task, self.jobs.get(&r.id), self.arrays.get(&r.id)) {
+                    (None, Some(j), _) => (j.spec.uid, j.spec.user.clone()),
+                    (_, _, Some(a)) => (a.spec.uid, a.spec.user.clone()),
+                    _ => {
+                        ev.push(Event::Refused { target: r.to_string(), reason: "Invalid job id specified".into() });
+                        continue;
+                    }
+                };
+                if !by.may_touch(uid) {
+                    ev.push(Event::Refused {
+                        target: r.to_string(),
+                        reason: format!("Access/permission denied (job belongs to {owner})"),
+                    });
+                    continue;
+                }
+                match r.task {
+                    None if self.jobs.contains_key(&r.id) => {
+                        let j = &self.jobs[&r.id];
+                        if j.state.is_terminal() {
+                            ev.push(Event::Refused {
+                                target: r.to_string(),
+                                reason: format!("Job/step already completing or completed ({})", j.state),
+                            });
+                        } else if spec_matches(&j.spec, j.state) {
+                            jobs.push(r.id);
+                        }
+                    }
+                    None => {
+                        let a = &self.arrays[&r.id];
+                        let mut any = false;
+                        for id in &a.split_ids {
+                            let j = &self.jobs[id];
+                            if !j.state.is_terminal() && spec_matches(&j.spec, j.state) {
+                                jobs.push(*id);
+                                any = true;
+                            }
+                        }
+                        if !a.pending.is_empty() && spec_matches(&a.spec, JobState::Pending) {
+                            whole_arrays.push(r.id);
+                            any = true;
+                        }
+                        if !any {
+                            ev.push(Event::Refused {
+                                target: r.to_string(),
+                                reason: "Job/step already completing or completed".into(),
+                            });
+                        }
+                    }
+                    Some(t) => match self.task_job_id(r.id, t) {
+                        Some(id) if self.jobs[&id].state.is_terminal() => ev.push(Event::Refused {
+                            target: r.to_string(),
+                            reason: format!("Job/step already completing or completed ({})", self.jobs[&id].state),
+                        }),
+                        Some(id) => jobs.push(id),
+                        None if self.arrays[&r.id].pending.contains(t) => tasks.push((r.id, t)),
+                        None => ev.push(Event::Refused {
+                            target: r.to_string(),
+                            reason: "Invalid job id specified".into(),
+                        }),
+                    },
+                }
+            }
+        }
+        for id in jobs {
+            self.cancel_job(id, now, ev);
+        }
+        for array_id in whole_arrays {
+            let a = self.arrays.get_mut(&array_id).expect("listed above");
+            let tasks = std::mem::take(&mut a.pending);
+            a.ended += tasks.len();
+            self.idx.arrays_pending.remove(&array_id);
+            ev.push(Event::ArrayTasksCancelled { array: array_id, tasks: tasks.to_string() });
+        }
+        for (array_id, t) in tasks {
+            let a = self.arrays.get_mut(&array_id).expect("listed above");
+            if a.pending.remove(t) {
+                a.ended += 1;
+                if a.pending.is_empty() {
+                    self.idx.arrays_pending.remove(&array_id);
+                }
+                ev.push(Event::ArrayTasksCancelled { array: array_id, tasks: t.to_string() });
+            }
+        }
+        Ok(())
+    }
+
+    fn cancel_job(&mut self, id: JobId, now: Time, ev: &mut Vec<Event>) {
+        match self.jobs[&id].state {
+            JobState::Pending => self.finish(id, JobState::Cancelled, None, now, ev),
+            JobState::Running | JobState::Suspended => self.begin_kill(id, EndIntent::Cancel, ev),
+            JobState::Completing => {
+                // Already being killed; a cancel wins over a requeue or timeout.
+                self.jobs.get_mut(&id).expect("exists").end_intent = Some(EndIntent::Cancel);
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves an active job to COMPLETING and orders its agents to kill it.
+    fn begin_kill(&mut self, id: JobId, intent: EndIntent, ev: &mut Vec<Event>) {
+        let j = self.jobs.get_mut(&id).expect("caller checked");
+        if j.state == JobState::Completing {
+            return;
+        }
+        j.state = JobState::Completing;
+        j.end_intent = Some(intent);
+        let alloc = j.alloc.as_ref().expect("active jobs have allocations");
+        for s in &alloc.shares {
+            self.nodes[s.node as usize].completing += 1;
+        }
+        ev.push(Event::JobKill { job: id, attempt: j.restart_count, nodes: nodes_text(&self.nodes, &alloc.shares) });
+    }
+
+    // ---- hold / release ----
+
+    fn hold(&mut self, r: &JobRef, by: Requester, ev: &mut Vec<Event>) -> Result<(), CommandError> {
+        let reason = if by.operator { PendingReason::JobHeldAdmin } else { PendingReason::JobHeldUser };
+        if r.task.is_none() && self.arrays.contains_key(&r.id) && !self.jobs.contains_key(&r.id) {
+            let a = self.arrays.get_mut(&r.id).expect("checked");
+            if !by.may_touch(a.spec.uid) {
+                return Err(CommandError::PermissionDenied(format!("job {r} belongs to {}", a.spec.user)));
+            }
+            if a.pending.is_empty() {
+                return Err(CommandError::InvalidState(format!("array {r} has no pending tasks to hold")));
+            }
+            a.held_by_admin = Some(by.operator);
+            a.reason = reason;
+            ev.push(Event::JobHeld { job: r.to_string() });
+            return Ok(());
+        }
+        self.check_pending_owner(r, by)?;
+        let id = self.resolve_one(r)?;
+        let j = self.jobs.get_mut(&id).expect("resolved");
+        j.held_by_admin = Some(by.operator);
+        j.reason = reason;
+        ev.push(Event::JobHeld { job: r.to_string() });
+        Ok(())
+    }
+
+    fn release(&mut self, r: &JobRef, by: Requester, ev: &mut Vec<Event>) -> Result<(), CommandError> {
+        let check = |held: Option<bool>, uid: u32, user: &str| -> Result<(), CommandError> {
+            if !by.may_touch(uid) {
+                return Err(CommandError::PermissionDenied(format!("job {r} belongs to {user}")));
+            }
+            match held {
+                None => Err(CommandError::InvalidState(format!("job {r} is not held"))),
+                Some(true) if !by.operator => {
+                    Err(CommandError::PermissionDenied(format!("job {r} was held by an administrator")))
+                }
+                _ => Ok(()),
+            }
+        };
+        if r.task.is_none() && self.arrays.contains_key(&r.id) && !self.jobs.contains_key(&r.id) {
+            let a = self.arrays.get_mut(&r.id).expect("checked");
+            check(a.held_by_admin, a.spec.uid, &a.spec.user)?;
+            a.held_by_admin = None;
+            a.reason = PendingReason::None;
+            ev.push(Event::JobReleased { job: r.to_string() });
+            return Ok(());
+        }
+        let id = match r.task {
+            Some(t) if self.task_job_id(r.id, t).is_none() => {
+                // Unsplit tasks share the array's hold: release the array.
+                return Err(CommandError::InvalidState(format!("job {r} is not held on its own; release {}", r.id)));
+            }
+            _ => self.resolve_started(r)?,
+        };
+        let j = self.jobs.get_mut(&id).expect("resolved");
+        if j.state != JobState::Pending {
+            return Err(CommandError::InvalidState(format!("job {r} is {}, not held", j.state)));
+        }
+        check(j.held_by_admin, j.spec.uid, &j.spec.user)?;
+        j.held_by_admin = None;
+        j.reason = PendingReason::None;
+        ev.push(Event::JobReleased { job: r.to_string() });
+        Ok(())
+    }
+
+    /// Checks that `r` names a pending job the requester owns, before any
+    /// array task is split off for it.
+    fn check_pending_owner(&self, r: &JobRef, by: Requester) -> Result<(), CommandError> {
+        let (uid, user, state) = match (r.task.and_then(|t| self.task_job_id(r.id, t)), r.task) {
+            (Some(id), _) => {
+                let j = &self.jobs[&id];
+                (j.spec.uid, j.spec.user.clone(), j.state)
+            }
+            (None, Some(t)) => match self.arrays.get(&r.id) {
+                Some(a) if a.pending.contains(t) => (a.spec.uid, a.spec.user.clone(), JobState::Pending),
+                _ => return Err(CommandError::UnknownJob(r.to_string())),
+            },
+            (None, None) => match self.jobs.get(&r.id) {
+                Some(j) => (j.spec.uid, j.spec.user.clone(), j.state),
+                None => return Err(CommandError::UnknownJob(r.to_string())),
+            },
+        };
+        if !by.may_touch(uid) {
+            return Err(CommandError::PermissionDenied(format!("job {r} belongs to {user}")));
+        }
+        if state != JobState::Pending {
+            return Err(CommandError::InvalidState(format!("job {r} is {state}; only pending jobs can be held")));
+        }
+        Ok(())
+    }
+
+    // ---- nodes ----
+
+    #[allow(clippy::too_many_arguments)]
+    fn register_node(
+        &mut self,
+        name: String,
+        addr: String,
+        total: Resources,
+        features: Vec<String>,
+        known: &[(JobId, u32)],
+        now: Time,
+        ev: &mut Vec<Event>,
+    ) -> Result<(), CommandError> {
+        if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(CommandError::Invalid(format!(
+                "node name '{name}' must be 1-128 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        if total.cpus == 0 {
+            return Err(CommandError::Invalid(format!("node {name} registers no CPUs")));
+        }
+        let i = match self.node_index(&name) {
+            Some(i) => i,
+            None => {
+                let i = self.nodes.len() as u32;
+                self.nodes.push(Node::new(&name));
+                self.idx.node_by_name.insert(name.clone(), i);
+                for p in &mut self.partitions {
+                    if p.includes(&name) {
+                        p.members.push(i);
+                    }
+                }
+                i
+            }
+        };
+        let n = &self.nodes[i as usize];
+        if !total.covers(&n.alloc) {
+            return Err(CommandError::Invalid(format!(
+                "node {name} registers {total} but {} is allocated on it",
+                n.alloc
+            )));
+        }
+        let before = n.state();
+        let n = &mut self.nodes[i as usize];
+        n.addr = addr;
+        n.total = total;
+        n.features = features;
+        n.last_heartbeat = now;
+        n.registered_at = Some(now);
+        if n.status != NodeStatus::Up && !n.admin_down {
+            n.status = NodeStatus::Up;
+            if !n.drain && !n.fail {
+                n.reason = None;
+                n.reason_time = None;
+            }
+        }
+        let after = n.state();
+        ev.push(Event::NodeRegistered { node: name.clone() });
+        if before != after {
+            ev.push(Event::NodeStateChanged { node: name.clone(), from: before, to: after, reason: n.reason.clone() });
+        }
+        // Steps the agent runs that we no longer expect: fence them off.
+        for &(job, attempt) in known {
+            let current = self.jobs.get(&job).is_some_and(|j| {
+                j.restart_count == attempt
+                    && j.state.is_active()
+                    && j.alloc.as_ref().is_some_and(|a| a.shares.iter().any(|s| s.node == i))
+            });
+            if !current {
+                ev.push(Event::StaleStep { job, attempt, node: name.clone() });
+            }
+        }
+        // Jobs we think run here but the agent does not know: lost.
+        let lost: Vec<JobId> = self
+            .idx
+            .active
+            .iter()
+            .copied()
+            .filter(|id| {
+                let j = &self.jobs[id];
+                j.alloc.as_ref().is_some_and(|a| a.shares.iter().any(|s| s.node == i))
+                    && !known.contains(&(*id, j.restart_count))
+            })
+            .collect();
+        for id in lost {
+            self.lose_job(id, &format!("lost when node {name} restarted"), now, ev);
+        }
+        Ok(())
+    }
+
+    fn node_down(&mut self, i: u32, reason: String, now: Time, ev: &mut Vec<Event>) {
+        let n = &mut self.nodes[i as usize];
+        if n.status == NodeStatus::Down {
+            return;
+        }
+        let before = n.state();
+        n.status = NodeStatus::Down;
+        n.reason = Some(reason.clone());
+        n.reason_time = Some(now);
+        ev.push(Event::NodeStateChanged { node: n.name.clone(), from: before, to: n.state(), reason: Some(reason) });
+        let name = n.name.clone();
+        let on_node: Vec<JobId> = self
+            .idx
+            .active
+            .iter()
+            .copied()
+            .filter(|id| self.jobs[id].alloc.as_ref().is_some_and(|a| a.shares.iter().any(|s| s.node == i)))
+            .collect();
+        for id in on_node {
+            self.lose_job(id, &format!("node {name} down"), now, ev);
+        }
+    }
+
+    /// An active job whose node failed: requeue it if allowed, else NODE_FAIL.
+    fn lose_job(&mut self, id: JobId, why: &str, now: Time, ev: &mut Vec<Event>) {
+        let j = &self.jobs[&id];
+        let attempt = j.restart_count;
+        // Parts of the job on healthy nodes must be killed there.
+        let alive: Vec<NodeShare> = j
+            .alloc
+            .as_ref()
+            .map(|a| {
+                a.shares.iter().filter(|s| self.nodes[s.node as usize].status == NodeStatus::Up).cloned().collect()
+            })
+            .unwrap_or_default();
+        if !alive.is_empty() && j.state != JobState::Completing {
+            ev.push(Event::JobKill { job: id, attempt, nodes: nodes_text(&self.nodes, &alive) });
+        }
+        match j.end_intent {
+            Some(EndIntent::Cancel) => return self.finish(id, JobState::Cancelled, None, now, ev),
+            Some(EndIntent::Timeout) => return self.finish(id, JobState::Timeout, None, now, ev),
+            Some(EndIntent::Requeue { hold }) => return self.requeue(id, hold, 0, why, now, ev),
+            None => {}
+        }
+        if j.spec.requeue && j.restart_count < self.config.max_requeue {
+            let backoff = self.config.requeue_backoff_ms.saturating_mul(1 << j.restart_count.min(16));
+            self.requeue(id, false, backoff, why, now, ev);
+        } else {
+            self.finish(id, JobState::NodeFail, None, now, ev);
+        }
+    }
+
+    fn set_node_state(
+        &mut self,
+        node: &str,
+        action: NodeAction,
+        reason: Option<String>,
+        by: Requester,
+        now: Time,
+        ev: &mut Vec<Event>,
+    ) -> Result<(), CommandError> {
+        if !by.operator {
+            return Err(CommandError::PermissionDenied("changing node state needs an operator".into()));
+        }
+        let i = self.node_index(node).ok_or_else(|| CommandError::UnknownNode(node.to_string()))?;
+        let needs_reason = matches!(action, NodeAction::Drain | NodeAction::Fail | NodeAction::Down);
+        let reason = reason.filter(|r| !r.trim().is_empty());
+        if needs_reason && reason.is_none() {
+            return Err(CommandError::Invalid(format!("a reason is required to {action:?} node {node}").to_lowercase()));
+        }
+        let n = &mut self.nodes[i as usize];
+        let before = n.state();
+        match action {
+            NodeAction::Drain => n.drain = true,
+            NodeAction::Fail => n.fail = true,
+            NodeAction::Resume => {
+                n.drain = false;
+                n.fail = false;
+                n.admin_down = false;
+            }
+            NodeAction::Down => {
+                n.admin_down = true;
+                let r = reason.clone().unwrap_or_default();
+                self.node_down(i, r, now, ev);
+                return Ok(());
+            }
+        }
+        if action == NodeAction::Resume {
+            if n.status == NodeStatus::Up {
+                n.reason = None;
+                n.reason_time = None;
+            }
+        } else {
+            n.reason = reason;
+            n.reason_time = Some(now);
+        }
+        let after = n.state();
+        if before != after {
+            ev.push(Event::NodeStateChanged { node: n.name.clone(), from: before, to: after, reason: n.reason.clone() });
+        }
+        Ok(())
+    }
+
+    // ---- scheduling results ----
+
+    fn allocate(&mut self, plan: Plan, now: Time, ev: &mut Vec<Event>) {
+        for (key, reason) in plan.reasons {
+            match key {
+                JobKey::Job(id) => {
+                    if let Some(j) = self.jobs.get_mut(&id) {
+                        if j.state == JobState::Pending && j.held_by_admin.is_none() {
+                            j.reason = reason;
+                        }
+                    }
+                }
+                JobKey::Task { array, .. } => {
+                    if let Some(a) = self.arrays.get_mut(&array) {
+                        if a.held_by_admin.is_none() {
+                            a.reason = reason;
+                        }
+                    }
+                }
+            }
+        }
+        for id in plan.cancel {
+            let doomed = self.jobs.get(&id).is_some_and(|j| {
+                j.state == JobState::Pending
+                    && j.spec.kill_on_invalid_dep
+                    && self.dependency_status(j, now) == DepStatus::Never
+            });
+            if doomed {
+                self.finish(id, JobState::Cancelled, None, now, ev);
+            }
+        }
+        for a in plan.allocations {
+            if let Err(reason) = self.check_allocation(&a.key, &a.shares, &a.partition, now) {
+                ev.push(Event::AllocationRejected { job: a.key.to_string(), reason });
+                continue;
+            }
+            let id = match a.key {
+                JobKey::Job(id) => id,
+                JobKey::Task { array, task } => self.split_task(array, task),
+            };
+            for s in &a.shares {
+                let n = &mut self.nodes[s.node as usize];
+                n.alloc = n.alloc.add(&s.res);
+                n.jobs += 1;
+            }
+            let nodes = nodes_text(&self.nodes, &a.shares);
+            let j = self.jobs.get_mut(&id).expect("exists");
+            j.state = JobState::Running;
+            j.reason = PendingReason::None;
+            j.start_time = Some(now);
+            j.end_time = None;
+            j.exit = None;
+            j.end_intent = None;
+            j.alloc = Some(Allocation { shares: a.shares, time_limit: a.time_limit, partition: a.partition });
+            self.idx.pending.remove(&id);
+            self.idx.active.insert(id);
+            if let Some(t) = j.array {
+                let arr = self.arrays.get_mut(&t.array_id).expect("tasks have arrays");
+                arr.active += 1;
+                arr.started = true;
+            }
+            ev.push(Event::JobStarted { job: id, display: j.display_id(), attempt: j.restart_count, nodes });
+        }
+    }
+
+    /// Re-checks a decision against the state it is applied to: the
+    /// scheduler may have planned on a state that has moved on.
+    fn check_allocation(&self, key: &JobKey, shares: &[NodeShare], part: &str, now: Time) -> Result<(), String> {
+        let (held, eligible, uid) = match key {
+            JobKey::Job(id) => match self.jobs.get(id) {
+                Some(j) if j.state == JobState::Pending => (j.held_by_admin.is_some(), j.eligible_time, j.spec.uid),
+                Some(j) => return Err(format!("job is {}", j.state)),
+                None => return Err("no such job".into()),
+            },
+            JobKey::Task { array, task } => match self.arrays.get(array) {
+                Some(a) if a.pending.contains(*task) => {
+                    if let Some(max) = a.spec.array.as_ref().and_then(|s| s.max_running) {
+                        if a.active >= max {
+                            return Err(format!("array throttle of {max} reached"));
+                        }
+                    }
+                    (a.held_by_admin.is_some(), a.eligible_time, a.spec.uid)
+                }
+                _ => return Err("task is not pending".into()),
+            },
+        };
+        let _ = uid;
+        if held {
+            return Err("job is held".into());
+        }
+        if eligible > now {
+            return Err("job is not eligible yet".into());
+        }
+        if shares.is_empty() {
+            return Err("no nodes".into());
+        }
+        let partition = self.partition(part).ok_or("no such partition")?;
+        let mut seen = BTreeSet::new();
+        for s in shares {
+            let n = self.nodes.get(s.node as usize).ok_or("no such node")?;
+            if !seen.insert(s.node) {
+                return Err(format!("node {} listed twice", n.name));
+            }
+            if !n.schedulable() {
+                return Err(format!("node {} is {}", n.name, n.state()));
+            }
+            if !partition.members.contains(&s.node) {
+                return Err(format!("node {} is not in partition {part}", n.name));
+            }
+            if !n.free().covers(&s.res) {
+                return Err(format!("node {} has {} free, needs {}", n.name, n.free(), s.res));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- step reports ----
+
+    fn step_finished(&mut self, id: JobId, outcome: StepOutcome, now: Time, ev: &mut Vec<Event>) {
+        let j = &self.jobs[&id];
+        let exit = Some(match outcome {
+            StepOutcome::Exited(code) => ExitStatus { code, signal: 0 },
+            StepOutcome::Signaled(sig) => ExitStatus { code: 0, signal: sig },
+            StepOutcome::OutOfMemory => ExitStatus { code: 0, signal: 9 },
+            StepOutcome::TimedOut => ExitStatus { code: 0, signal: 15 },
+        });
+        let state = match (j.end_intent, outcome) {
+            (Some(EndIntent::Requeue { hold }), _) => return self.requeue(id, hold, 0, "requeued by request", now, ev),
+            (Some(EndIntent::Cancel), _) => JobState::Cancelled,
+            (Some(EndIntent::Timeout), _) | (None, StepOutcome::TimedOut) => JobState::Timeout,
+            (None, StepOutcome::OutOfMemory) => JobState::OutOfMemory,
+            (None, StepOutcome::Exited(0)) => JobState::Completed,
+            (None, _) => JobState::Failed,
+        };
+        self.finish(id, state, exit, now, ev);
+    }
+
+    /// Frees what an active job holds on its nodes.
+    fn release_resources(&mut self, id: JobId) {
+        let j = &self.jobs[&id];
+        if !j.state.is_active() {
+            return;
+        }
+        let completing = j.state == JobState::Completing;
+        if let Some(a) = &j.alloc {
+            for s in &a.shares {
+                let n = &mut self.nodes[s.node as usize];
+                debug_assert!(n.alloc.covers(&s.res), "releasing more than booked on {}", n.name);
+                n.alloc = n.alloc.saturating_sub(&s.res);
+                n.jobs -= 1;
+                if completing {
+                    n.completing -= 1;
+                }
+            }
+        }
+        self.idx.active.remove(&id);
+        if let Some(t) = j.array {
+            self.arrays.get_mut(&t.array_id).expect("tasks have arrays").active -= 1;
+        }
+    }
+
+    fn finish(&mut self, id: JobId, state: JobState, exit: Option<ExitStatus>, now: Time, ev: &mut Vec<Event>) {
+        debug_assert!(state.is_terminal());
+        self.release_resources(id);
+        self.idx.pending.remove(&id);
+        let j = self.jobs.get_mut(&id).expect("caller checked");
+        j.state = state;
+        j.end_time = Some(now);
+        j.exit = exit;
+        j.end_intent = None;
+        if let Some(t) = j.array {
+            let a = self.arrays.get_mut(&t.array_id).expect("tasks have arrays");
+            a.ended += 1;
+            if state == JobState::Completed {
+                a.ended_ok += 1;
+            }
+        }
+        ev.push(Event::JobFinished { job: id, display: j.display_id(), state, exit });
+    }
+
+    fn requeue(&mut self, id: JobId, hold: bool, backoff_ms: u64, why: &str, now: Time, ev: &mut Vec<Event>) {
+        self.release_resources(id);
+        let j = self.jobs.get_mut(&id).expect("caller checked");
+        j.state = JobState::Pending;
+        j.restart_count += 1;
+        j.end_intent = None;
+        j.start_time = None;
+        j.eligible_time = now + backoff_ms;
+        j.alloc = None;
+        if hold {
+            j.held_by_admin = Some(false);
+            j.reason = PendingReason::JobHeldUser;
+        } else {
+            j.reason = if backoff_ms > 0 { PendingReason::BeginTime } else { PendingReason::None };
+        }
+        self.idx.pending.insert(id);
+        ev.push(Event::JobRequeued {
+            job: id,
+            display: j.display_id(),
+            restart_count: j.restart_count,
+            reason: why.to_string(),
+        });
+    }
+
+    // ---- time ----
+
+    fn tick(&mut self, now: Time, ev: &mut Vec<Event>) {
+        if let Some(timeout) = self.config.node_timeout_ms {
+            let silent: Vec<u32> = (0..self.nodes.len() as u32)
+                .filter(|&i| {
+                    let n = &self.nodes[i as usize];
+                    n.status == NodeStatus::Up && now.saturating_sub(n.last_heartbeat) > timeout
+                })
+                .collect();
+            for i in silent {
+                self.node_down(i, "Not responding".into(), now, ev);
+            }
+        }
+        let grace = self.config.over_time_grace_ms;
+        let overdue: Vec<JobId> = self
+            .idx
+            .active
+            .iter()
+            .copied()
+            .filter(|id| {
+                let j = &self.jobs[id];
+                let limit = j.alloc.as_ref().and_then(|a| a.time_limit);
+                j.state == JobState::Running
+                    && matches!((j.start_time, limit), (Some(s), Some(l)) if now > s + crate::secs(l) + grace)
+            })
+            .collect();
+        for id in overdue {
+            self.begin_kill(id, EndIntent::Timeout, ev);
+        }
+    }
+
+    // ---- dependencies ----
+
+    /// Whether `job`'s dependency lets it start now.
+    pub fn dependency_status(&self, job: &Job, now: Time) -> DepStatus {
+        self.spec_dependency_status(&job.spec, job.id, job.array, now)
+    }
+
+    /// Like [`State::dependency_status`], for a job or an array's next task.
+    pub fn spec_dependency_status(&self, spec: &JobSpec, my_id: JobId, me: Option<ArrayTask>, now: Time) -> DepStatus {
+        let Some(dep) = &spec.dependency else { return DepStatus::Satisfied };
+        let mut statuses = dep.conditions.iter().map(|c| self.condition_status(c, spec, my_id, me, now));
+        if dep.any {
+            let mut all_never = true;
+            for s in statuses {
+                match s {
+                    DepStatus::Satisfied => return DepStatus::Satisfied,
+                    DepStatus::Waiting => all_never = false,
+                    DepStatus::Never => {}
+                }
+            }
+            if all_never {
+                DepStatus::Never
+            } else {
+                DepStatus::Waiting
+            }
+        } else {
+            let mut waiting = false;
+            for s in statuses.by_ref() {
+                match s {
+                    DepStatus::Never => return DepStatus::Never,
+                    DepStatus::Waiting => waiting = true,
+                    DepStatus::Satisfied => {}
+                }
+            }
+            if waiting {
+                DepStatus::Waiting
+            } else {
+                DepStatus::Satisfied
+            }
+        }
+    }
+
+    fn condition_status(
+        &self,
+        c: &crate::dependency::DepCondition,
+        spec: &JobSpec,
+        my_id: JobId,
+        me: Option<ArrayTask>,
+        now: Time,
+    ) -> DepStatus {
+        if c.kind == DepKind::Singleton {
+            let mine = me.map_or(my_id, |t| t.array_id);
+            let blocker = |s: &JobSpec, id: JobId| s.uid == spec.uid && s.name == spec.name && id < mine;
+            let busy = self.idx.active.iter().chain(&self.idx.pending).any(|id| {
+                let j = &self.jobs[id];
+                blocker(&j.spec, j.array.map_or(j.id, |t| t.array_id))
+            }) || self.idx.arrays_pending.iter().any(|id| blocker(&self.arrays[id].spec, *id));
+            return if busy { DepStatus::Waiting } else { DepStatus::Satisfied };
+        }
+        let Some(r) = c.job else { return DepStatus::Satisfied };
+        let r = if c.kind == DepKind::AfterCorr {
+            match me {
+                Some(t) => JobRef { id: r.id, task: Some(t.task) },
+                None => r,
+            }
+        } else {
+            r
+        };
+        let o = self.outcome_of(&r);
+        let done = |ok: bool| if ok { DepStatus::Satisfied } else { DepStatus::Never };
+        match c.kind {
+            DepKind::After => match o.started_at {
+                Some(t) if now >= t + crate::secs(u64::from(c.delay_minutes) * 60) => DepStatus::Satisfied,
+                _ if o.ended => DepStatus::Satisfied,
+                _ => DepStatus::Waiting,
+            },
+            DepKind::AfterAny => if o.ended { DepStatus::Satisfied } else { DepStatus::Waiting },
+            DepKind::AfterOk | DepKind::AfterCorr => if o.ended { done(o.ok) } else { DepStatus::Waiting },
+            DepKind::AfterNotOk => if o.ended { done(!o.ok) } else { DepStatus::Waiting },
+            DepKind::Singleton => unreachable!("handled above"),
+        }
+    }
+
+    fn outcome_of(&self, r: &JobRef) -> Outcome {
+        let of_job = |j: &Job| Outcome {
+            started_at: j.start_time.or(j.end_time.filter(|_| j.state != JobState::Cancelled)),
+            ended: j.state.is_terminal(),
+            ok: j.state == JobState::Completed,
+        };
+        match r.task {
+            None => {
+                if let Some(j) = self.jobs.get(&r.id) {
+                    return of_job(j);
+                }
+                match self.arrays.get(&r.id) {
+                    Some(a) => Outcome {
+                        started_at: a.started.then_some(a.submit_time),
+                        ended: a.ended == a.total,
+                        ok: a.ended_ok == a.total,
+                    },
+                    // Unknown (e.g. purged long ago): nothing to wait for.
+                    None => Outcome { started_at: None, ended: true, ok: true },
+                }
+            }
+            Some(t) => match self.task_job_id(r.id, t) {
+                Some(id) => of_job(&self.jobs[&id]),
+                None => match self.arrays.get(&r.id) {
+                    Some(a) if a.pending.contains(t) => Outcome { started_at: None, ended: false, ok: false },
+                    // Cancelled before it ever started.
+                    Some(_) => Outcome { started_at: None, ended: true, ok: false },
+                    None => Outcome { started_at: None, ended: true, ok: true },
+                },
+            },
+        }
+    }
+}
+
+struct Outcome {
+    started_at: Option<Time>,
+    ended: bool,
+    ok: bool,
+}

@@ -1,0 +1,439 @@
+//! Golden scripts: text files of commands and the output they must produce,
+//! in the spirit of toydb's testscripts. Behaviour is reviewed as text.
+//!
+//! Each block is one or more command lines, a `---` line, then the expected
+//! output, then a blank line. Run with `UPDATE_GOLDEN=1` to rewrite the
+//! expected output after an intended change, and review the diff.
+//!
+//! After every command the state's invariants are checked; after every file
+//! the state must survive a snapshot round-trip and a replay of its log.
+
+use drover_core::job::JobRef;
+use drover_core::node::NodeAction;
+use drover_core::options::{SubmitContext, SubmitRequest};
+use drover_core::sched::{self, SchedConfig, Select};
+use drover_core::state::{CancelFilter, Config, Requester, Snapshot, StepOutcome};
+use drover_core::{hostlist, memory, partition::PartitionSpec, time, Command, JobState, Resources, State, Time};
+use std::fmt::Write as _;
+use std::path::Path;
+
+struct Runner {
+    state: State,
+    log: Vec<Command>,
+    now: Time,
+}
+
+const USERS: &[(&str, u32)] = &[("root", 0), ("alice", 1001), ("bob", 1002), ("carol", 1003)];
+
+fn uid_of(user: &str) -> Result<u32, String> {
+    USERS.iter().find(|u| u.0 == user).map(|u| u.1).ok_or(format!("unknown test user {user}"))
+}
+
+/// Splits `key=value` words out of an argument list.
+fn kv<'a>(words: &'a [&'a str], key: &str) -> Option<&'a str> {
+    words.iter().find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+}
+
+fn duration_ms(text: &str) -> Result<Time, String> {
+    let (num, mult) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = text.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        (text, 1000)
+    };
+    num.parse::<u64>().map(|n| n * mult).map_err(|_| format!("bad duration {text}"))
+}
+
+/// Takes `--as USER` out of the words.
+fn requester(words: &mut Vec<&str>) -> Result<(String, Requester), String> {
+    let mut user = "alice".to_string();
+    if let Some(i) = words.iter().position(|w| *w == "--as") {
+        user = words.get(i + 1).ok_or("--as needs a user")?.to_string();
+        words.drain(i..i + 2);
+    }
+    let uid = uid_of(&user)?;
+    Ok((user, Requester::user(uid)))
+}
+
+impl Runner {
+    fn new() -> Runner {
+        Runner { state: State::default(), log: Vec::new(), now: 0 }
+    }
+
+    fn apply(&mut self, cmd: Command, out: &mut String) {
+        self.log.push(cmd.clone());
+        match self.state.apply(cmd) {
+            Ok(events) => {
+                for e in events {
+                    writeln!(out, "{e}").unwrap();
+                }
+            }
+            Err(e) => writeln!(out, "error: {e}").unwrap(),
+        }
+        if let Err(e) = self.state.check_invariants() {
+            panic!("invariant broken: {e}");
+        }
+    }
+
+    fn run(&mut self, line: &str, out: &mut String) -> Result<(), String> {
+        let mut words: Vec<&str> = line.split_whitespace().collect();
+        let cmd = words.remove(0);
+        let now = self.now;
+        match cmd {
+            "config" => {
+                let mut c = Config::default();
+                if let Some(v) = kv(&words, "node_timeout") {
+                    c.node_timeout_ms = if v == "none" { None } else { Some(duration_ms(v)?) };
+                }
+                if let Some(v) = kv(&words, "max_requeue") {
+                    c.max_requeue = v.parse().map_err(|_| "bad max_requeue")?;
+                }
+                if let Some(v) = kv(&words, "backoff") {
+                    c.requeue_backoff_ms = duration_ms(v)?;
+                }
+                if let Some(v) = kv(&words, "grace") {
+                    c.over_time_grace_ms = duration_ms(v)?;
+                }
+                self.apply(Command::Configure(c), out);
+            }
+            "partition" => {
+                let name = words.first().ok_or("partition needs a name")?;
+                let mut p = PartitionSpec::new(name, kv(&words, "nodes").unwrap_or("ALL"));
+                p.is_default = words.contains(&"default");
+                p.up = !words.contains(&"down");
+                p.max_time = kv(&words, "max_time").map(time::parse_time_limit).transpose()?.flatten();
+                p.default_time = kv(&words, "default_time").map(time::parse_time_limit).transpose()?.flatten();
+                self.apply(Command::SetPartition(p), out);
+            }
+            "register" => {
+                let names = hostlist::expand(words.first().ok_or("register needs nodes")?)?;
+                let cpus = kv(&words, "cpus").unwrap_or("4").parse().map_err(|_| "bad cpus")?;
+                let mem_mb = memory::parse_memory_mb(kv(&words, "mem").unwrap_or("8G"))?;
+                let gpus = kv(&words, "gpus").unwrap_or("0").parse().map_err(|_| "bad gpus")?;
+                let features = kv(&words, "features").map_or(vec![], |f| f.split(',').map(String::from).collect());
+                let known_steps: Vec<(u64, u32)> = kv(&words, "known")
+                    .map(|k| {
+                        k.split(',')
+                            .map(|p| {
+                                let (j, a) = p.split_once(':').unwrap_or((p, "0"));
+                                (j.parse().unwrap_or(0), a.parse().unwrap_or(0))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for name in names {
+                    self.apply(
+                        Command::RegisterNode {
+                            name: name.clone(),
+                            addr: format!("{name}:6818"),
+                            total: Resources::new(cpus, mem_mb, gpus),
+                            features: features.clone(),
+                            known_steps: known_steps.clone(),
+                            now,
+                        },
+                        out,
+                    );
+                }
+            }
+            "at" => self.now = duration_ms(words.first().ok_or("at needs a time")?)?,
+            "tick" => {
+                if let Some(d) = words.first() {
+                    self.now += duration_ms(d)?;
+                }
+                self.apply(Command::Tick { now: self.now }, out);
+            }
+            "submit" | "submit-batch" => {
+                let count: usize = if cmd == "submit-batch" {
+                    words.remove(0).parse().map_err(|_| "submit-batch needs a count")?
+                } else {
+                    1
+                };
+                let (user, _) = requester(&mut words)?;
+                let mut req = SubmitRequest::default();
+                let script = "#!/bin/sh\ntrue\n";
+                let rest = match req.apply_args(&words) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        writeln!(out, "error: {e}").unwrap();
+                        return Ok(());
+                    }
+                };
+                if !rest.is_empty() {
+                    return Err(format!("unexpected words {rest:?}"));
+                }
+                let ctx = SubmitContext {
+                    user: user.clone(),
+                    uid: uid_of(&user)?,
+                    gid: uid_of(&user)?,
+                    cwd: "/home/test".into(),
+                    host: "login".into(),
+                    now_secs: now / 1000,
+                    default_name: "job".into(),
+                    ..Default::default()
+                };
+                match req.build(&ctx, script) {
+                    Ok(spec) if count == 1 => self.apply(Command::Submit { spec: Box::new(spec), now }, out),
+                    Ok(spec) => self.apply(Command::SubmitBatch { specs: vec![spec; count], now }, out),
+                    Err(e) => writeln!(out, "error: {e}").unwrap(),
+                }
+            }
+            "schedule" => {
+                let cfg = SchedConfig {
+                    select: if words.contains(&"bestfit") { Select::BestFit } else { Select::FirstFit },
+                    backfill: !words.contains(&"nobackfill"),
+                    ..Default::default()
+                };
+                let plan = sched::schedule(&self.state, now, &cfg);
+                for (key, reason) in &plan.reasons {
+                    writeln!(out, "reason {key} {reason}").unwrap();
+                }
+                if plan.is_empty() {
+                    writeln!(out, "nothing to do").unwrap();
+                } else {
+                    self.apply(Command::Allocate { plan, now }, out);
+                }
+            }
+            "allocate" => {
+                // A hand-made decision, as a buggy or stale scheduler might send.
+                let key = match JobRef::parse(words.first().ok_or("needs a job")?)? {
+                    JobRef { id, task: None } => sched::JobKey::Job(id),
+                    JobRef { id, task: Some(task) } => sched::JobKey::Task { array: id, task },
+                };
+                let node = words.get(1).ok_or("needs a node")?;
+                let idx = self.state.node_index(node).ok_or("unknown node")?;
+                let cpus = kv(&words, "cpus").unwrap_or("1").parse().map_err(|_| "bad cpus")?;
+                let mem_mb = memory::parse_memory_mb(kv(&words, "mem").unwrap_or("0"))?;
+                let plan = sched::Plan {
+                    allocations: vec![sched::PlannedAllocation {
+                        key,
+                        shares: vec![drover_core::job::NodeShare {
+                            node: idx,
+                            res: Resources::new(cpus, mem_mb, 0),
+                            tasks: 1,
+                        }],
+                        time_limit: None,
+                        partition: kv(&words, "partition").unwrap_or("debug").to_string(),
+                    }],
+                    ..Default::default()
+                };
+                self.apply(Command::Allocate { plan, now }, out);
+            }
+            "cancel" => {
+                let (_, by) = requester(&mut words)?;
+                let mut filter = CancelFilter::default();
+                let mut i = 0;
+                while i < words.len() {
+                    let value = words.get(i + 1).map(|s| s.to_string());
+                    match words[i] {
+                        "--user" => filter.user = value,
+                        "--name" => filter.name = value,
+                        "--partition" => filter.partition = value,
+                        "--state" => filter.states.push(JobState::parse(&value.unwrap_or_default())?),
+                        id => {
+                            filter.jobs.push(JobRef::parse(id)?);
+                            i += 1;
+                            continue;
+                        }
+                    }
+                    i += 2;
+                }
+                self.apply(Command::Cancel { filter, by, now }, out);
+            }
+            "hold" | "release" | "requeue" | "signal" => {
+                let (_, mut by) = requester(&mut words)?;
+                if words.contains(&"--admin") {
+                    by = Requester::ROOT;
+                }
+                let job = JobRef::parse(words.first().ok_or("needs a job")?)?;
+                let c = match cmd {
+                    "hold" => Command::Hold { job, by, now },
+                    "release" => Command::Release { job, by, now },
+                    "signal" => Command::Signal { job, signal: 10, by, now },
+                    _ => Command::Requeue { job, hold: words.contains(&"--hold"), by, now },
+                };
+                self.apply(c, out);
+            }
+            "start" | "finish" => {
+                let id: u64 = words.first().ok_or("needs a job id")?.parse().map_err(|_| "bad job id")?;
+                let attempt = match kv(&words, "attempt") {
+                    Some(a) => a.parse().map_err(|_| "bad attempt")?,
+                    None => self.state.job(id).map_or(0, |j| j.restart_count),
+                };
+                if cmd == "start" {
+                    self.apply(Command::StepStarted { job: id, attempt, now }, out);
+                } else {
+                    let outcome = if let Some(code) = kv(&words, "exit") {
+                        StepOutcome::Exited(code.parse().map_err(|_| "bad exit")?)
+                    } else if let Some(sig) = kv(&words, "signal") {
+                        StepOutcome::Signaled(sig.parse().map_err(|_| "bad signal")?)
+                    } else if words.contains(&"oom") {
+                        StepOutcome::OutOfMemory
+                    } else if words.contains(&"timeout") {
+                        StepOutcome::TimedOut
+                    } else {
+                        StepOutcome::Exited(0)
+                    };
+                    self.apply(Command::StepFinished { job: id, attempt, outcome, now }, out);
+                }
+            }
+            "heartbeat" => {
+                for node in hostlist::expand(words.first().ok_or("needs nodes")?)? {
+                    self.apply(Command::Heartbeat { node, now }, out);
+                }
+            }
+            "down" => {
+                let node = words.first().ok_or("needs a node")?.to_string();
+                self.apply(Command::NodeDown { node, reason: words[1..].join(" "), now }, out);
+            }
+            "drain" | "fail" | "resume" | "admin-down" => {
+                let (_, by) = requester(&mut words)?;
+                let by = if by.uid == 1001 { Requester::ROOT } else { by };
+                let node = words.first().ok_or("needs a node")?.to_string();
+                let action = match cmd {
+                    "drain" => NodeAction::Drain,
+                    "fail" => NodeAction::Fail,
+                    "resume" => NodeAction::Resume,
+                    _ => NodeAction::Down,
+                };
+                let reason = (words.len() > 1).then(|| words[1..].join(" "));
+                self.apply(Command::SetNodeState { node, action, reason, by, now }, out);
+            }
+            "jobs" => self.print_jobs(out),
+            "nodes" => {
+                for n in self.state.nodes() {
+                    write!(out, "{} {} alloc[{}] total[{}]", n.name, n.state(), n.alloc, n.total).unwrap();
+                    if let Some(r) = &n.reason {
+                        write!(out, " ({r})").unwrap();
+                    }
+                    writeln!(out).unwrap();
+                }
+            }
+            other => return Err(format!("unknown golden command '{other}'")),
+        }
+        Ok(())
+    }
+
+    fn print_jobs(&self, out: &mut String) {
+        for j in self.state.jobs().values() {
+            write!(out, "{} {}", j.display_id(), j.state).unwrap();
+            match (&j.alloc, j.state) {
+                (_, JobState::Pending) => write!(out, " ({})", j.reason).unwrap(),
+                (Some(a), s) if s.is_active() => {
+                    let names: Vec<&str> =
+                        a.shares.iter().map(|s| self.state.nodes()[s.node as usize].name.as_str()).collect();
+                    write!(out, " {}", hostlist::compress(&names)).unwrap();
+                }
+                _ => {}
+            }
+            if let Some(e) = j.exit {
+                write!(out, " exit={e}").unwrap();
+            }
+            if j.restart_count > 0 {
+                write!(out, " restarts={}", j.restart_count).unwrap();
+            }
+            writeln!(out).unwrap();
+        }
+        for a in self.state.arrays().values() {
+            if !a.pending.is_empty() {
+                writeln!(out, "{}_[{}] PENDING ({})", a.id, a.pending, a.reason).unwrap();
+            }
+        }
+    }
+}
+
+/// Runs one file; returns the file as it should be.
+fn run_file(text: &str) -> (String, Runner) {
+    let mut r = Runner::new();
+    let mut result = String::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            result.push_str(line);
+            result.push('\n');
+            continue;
+        }
+        let mut commands = vec![line];
+        for l in lines.by_ref() {
+            if l == "---" {
+                break;
+            }
+            commands.push(l);
+        }
+        // Skip the old expected output.
+        for l in lines.by_ref() {
+            if l.is_empty() {
+                break;
+            }
+        }
+        let mut out = String::new();
+        for c in &commands {
+            if let Err(e) = r.run(c, &mut out) {
+                panic!("bad golden command '{c}': {e}");
+            }
+        }
+        if out.is_empty() {
+            out.push_str("ok\n");
+        }
+        for c in commands {
+            result.push_str(c);
+            result.push('\n');
+        }
+        result.push_str("---\n");
+        result.push_str(&out);
+        result.push('\n');
+    }
+    (result, r)
+}
+
+#[test]
+fn golden_scripts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(!files.is_empty(), "no golden scripts in {}", dir.display());
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (expected, runner) = run_file(&text);
+        // Durability: the state must come back identical from a snapshot and
+        // from a replay of its command log.
+        let json = serde_json::to_string(&runner.state.snapshot()).unwrap();
+        let restored = State::restore(serde_json::from_str::<Snapshot>(&json).unwrap());
+        assert!(restored == runner.state, "{}: snapshot round-trip changed the state", path.display());
+        restored.check_invariants().unwrap();
+        let mut replay = State::default();
+        for c in runner.log {
+            let _ = replay.apply(c);
+        }
+        assert!(replay == runner.state, "{}: replay gave a different state", path.display());
+        if expected != text {
+            if update {
+                std::fs::write(&path, &expected).unwrap();
+            } else {
+                failures.push(format!("{}:\n{}", path.display(), diff(&text, &expected)));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "golden output differs (UPDATE_GOLDEN=1 to accept):\n{}", failures.join("\n"));
+}
+
+/// A minimal line diff, enough to see what changed.
+fn diff(old: &str, new: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    let mut out = String::new();
+    for i in 0..a.len().max(b.len()) {
+        match (a.get(i), b.get(i)) {
+            (Some(x), Some(y)) if x == y => {}
+            (x, y) => {
+                writeln!(out, "line {}:\n  - {}\n  + {}", i + 1, x.unwrap_or(&""), y.unwrap_or(&"")).unwrap();
+            }
+        }
+    }
+    out
+}
