@@ -528,9 +528,15 @@ impl State {
 
     /// Applies one command. On error nothing has changed.
     pub fn apply(&mut self, cmd: Command) -> Result<Vec<Event>, CommandError> {
-        if let Some(now) = cmd.now() {
+        let now = cmd.now();
+        let events = self.apply_inner(cmd)?;
+        if let Some(now) = now {
             self.now = self.now.max(now);
         }
+        Ok(events)
+    }
+
+    fn apply_inner(&mut self, cmd: Command) -> Result<Vec<Event>, CommandError> {
         let mut ev = Vec::new();
         match cmd {
             Command::Configure(config) => {
