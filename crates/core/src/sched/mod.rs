@@ -129,13 +129,17 @@ struct Pass<'a> {
     free: Vec<Resources>,
     usable: Vec<bool>,
     /// Resources that free up when running jobs reach their time limits:
-    /// (time, node, resources), in time order.
+    /// (time, node, resources); sorted by time when `releases_sorted`.
     releases: Vec<(Time, u32, Resources)>,
+    releases_sorted: bool,
     /// Per partition: shapes that did not fit this pass; anything at least as
     /// large will not fit either (free resources only shrink in a pass).
     failed: Vec<Vec<ShapeKey>>,
     /// Per partition: a higher-priority job is already waiting for resources.
     blocked: Vec<bool>,
+    /// Per partition: members before this position have no free CPU left,
+    /// so first fit starts here (free resources only shrink in a pass).
+    first_open: Vec<usize>,
     plan: Plan,
 }
 
@@ -205,7 +209,6 @@ impl<'a> Pass<'a> {
                 }
             }
         }
-        releases.sort_by_key(|r| (r.0, r.1));
         Pass {
             state,
             now,
@@ -213,8 +216,10 @@ impl<'a> Pass<'a> {
             free,
             usable,
             releases,
+            releases_sorted: false,
             failed: vec![Vec::new(); state.partitions().len()],
             blocked: vec![false; state.partitions().len()],
+            first_open: vec![0; state.partitions().len()],
             plan: Plan::default(),
         }
     }
@@ -262,7 +267,7 @@ impl<'a> Pass<'a> {
         let part = &self.state.partitions()[c.part];
         let shape = ShapeKey::of(c.spec);
         let known_misfit = shape.is_some_and(|s| self.failed[c.part].iter().any(|f| s.dominates(f)));
-        let shares = if known_misfit { None } else { self.place_now(c.spec, part) };
+        let shares = if known_misfit { None } else { self.place_now(c.spec, c.part) };
         let Some(shares) = shares else {
             if let Some(s) = shape {
                 if !known_misfit && self.failed[c.part].len() < 32 {
@@ -318,8 +323,8 @@ impl<'a> Pass<'a> {
             let f = &mut self.free[s.node as usize];
             *f = f.saturating_sub(&s.res);
             if end != Time::MAX {
-                let pos = self.releases.partition_point(|x| x.0 <= end);
-                self.releases.insert(pos, (end, s.node, s.res));
+                self.releases.push((end, s.node, s.res));
+                self.releases_sorted = false;
             }
         }
         self.plan.allocations.push(PlannedAllocation {
@@ -331,19 +336,26 @@ impl<'a> Pass<'a> {
         true
     }
 
-    fn place_now(&self, spec: &JobSpec, part: &Partition) -> Option<Vec<NodeShare>> {
+    fn place_now(&mut self, spec: &JobSpec, part_idx: usize) -> Option<Vec<NodeShare>> {
+        let members = &self.state.partitions()[part_idx].members;
         let (free, usable) = (&self.free, &self.usable);
-        place::place(
-            spec,
-            self.state.nodes(),
-            &part.members,
-            &|i| usable[i as usize].then(|| free[i as usize]),
-            self.cfg.select,
-        )
+        let open = |i: u32| usable[i as usize] && free[i as usize].cpus > 0;
+        let mut start = self.first_open[part_idx];
+        while start < members.len() && !open(members[start]) {
+            start += 1;
+        }
+        self.first_open[part_idx] = start;
+        // Required nodes may sit before the cursor: only skip without them.
+        let members = if spec.nodelist.is_empty() && self.cfg.select == Select::FirstFit { &members[start..] } else { members };
+        place::place(spec, self.state.nodes(), members, &|i| usable[i as usize].then(|| free[i as usize]), self.cfg.select)
     }
 
     /// The earliest time `c` fits, from the time limits of running jobs.
-    fn reserve(&self, c: &Candidate<'a>, part: &Partition) -> Option<Reservation<'a>> {
+    fn reserve(&mut self, c: &Candidate<'a>, part: &Partition) -> Option<Reservation<'a>> {
+        if !self.releases_sorted {
+            self.releases.sort_unstable_by_key(|r| (r.0, r.1));
+            self.releases_sorted = true;
+        }
         let nodes = self.state.nodes();
         let free_after = |k: usize| -> Vec<Resources> {
             let mut f: Vec<Resources> =
@@ -379,11 +391,10 @@ impl<'a> Pass<'a> {
     }
 
     fn set_reason(&mut self, c: &Candidate<'a>, reason: PendingReason) {
+        // Each candidate ends its turn with at most one reason: no need to
+        // look for an earlier one.
         if c.reason != reason {
-            // An array is one candidate: only its first reason counts.
-            if !self.plan.reasons.iter().any(|(k, _)| *k == c.key) {
-                self.plan.reasons.push((c.key, reason));
-            }
+            self.plan.reasons.push((c.key, reason));
         }
     }
 
@@ -516,6 +527,16 @@ pub fn describe_misfit(state: &State, spec: &JobSpec, part: &Partition) -> Strin
     let gpus = if spec.gpus_per_node > 0 { format!(", {} GPUs", spec.gpus_per_node) } else { String::new() };
     let nodes = state.nodes();
     let members: Vec<_> = part.members.iter().map(|&i| &nodes[i as usize]).filter(|n| n.status != NodeStatus::Unknown).collect();
+    if let Some(c) = &spec.constraint {
+        let with = members.iter().filter(|n| n.satisfies(c)).count();
+        if with < spec.nodes_min as usize {
+            return format!(
+                "asked for {} node(s) with features '{c}'; partition {} has {with} such node(s)",
+                spec.nodes_min,
+                part.name()
+            );
+        }
+    }
     let best = members.iter().map(|n| n.total).fold(Resources::ZERO, |acc, t| Resources {
         cpus: acc.cpus.max(t.cpus),
         mem_mb: acc.mem_mb.max(t.mem_mb),

@@ -81,6 +81,9 @@ pub(crate) fn place(
     free: &dyn Fn(u32) -> Option<Resources>,
     select: Select,
 ) -> Option<Vec<NodeShare>> {
+    if select == Select::BestFit && spec.nodelist.is_empty() && spec.nodes_max == 1 {
+        return best_single(spec, nodes, members, free);
+    }
     let mut order: Vec<u32>;
     let candidates: &[u32] = if spec.nodelist.is_empty() && select == Select::FirstFit {
         members
@@ -125,4 +128,29 @@ pub(crate) fn place(
         remaining -= k;
     }
     (remaining == 0 && shares.len() >= min_nodes).then_some(shares)
+}
+
+/// Best fit for a one-node job: a single scan for the node that fits with
+/// the fewest CPUs left over (lowest index on ties), no sorting.
+fn best_single(
+    spec: &JobSpec,
+    nodes: &[Node],
+    members: &[u32],
+    free: &dyn Fn(u32) -> Option<Resources>,
+) -> Option<Vec<NodeShare>> {
+    let mut best: Option<(u32, u32)> = None;
+    for &i in members {
+        let node = &nodes[i as usize];
+        let Some(f) = free(i).filter(|_| eligible(spec, node)) else { continue };
+        if capacity(spec, node, &f) < spec.ntasks {
+            continue;
+        }
+        let left = f.cpus - spec.ntasks * spec.cpus_per_task;
+        if best.is_none_or(|(_, b)| left < b) {
+            best = Some((i, left));
+        }
+    }
+    let (i, _) = best?;
+    let node = &nodes[i as usize];
+    Some(vec![NodeShare { node: i, res: share_for(spec, node, spec.ntasks), tasks: spec.ntasks }])
 }
