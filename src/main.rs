@@ -1,1 +1,5 @@
-fn main() {}
+//! The one `drover` binary.
+
+fn main() {
+    std::process::exit(drover_cli::main(std::env::args_os()));
+}

@@ -99,7 +99,9 @@ fn scheduling(c: &mut Criterion) {
     let empty = with_pending(NODES, PENDING);
     let plan = sched::schedule(&empty, 2_000, &SchedConfig::default());
     eprintln!("empty cluster: one pass starts {} of {PENDING} jobs", plan.allocations.len());
-    g.bench_function("empty_cluster_first_fit", |b| b.iter(|| black_box(sched::schedule(&empty, 2_000, &SchedConfig::default()))));
+    g.bench_function("empty_cluster_first_fit", |b| {
+        b.iter(|| black_box(sched::schedule(&empty, 2_000, &SchedConfig::default())))
+    });
     let best = SchedConfig { select: Select::BestFit, ..SchedConfig::default() };
     g.bench_function("empty_cluster_best_fit", |b| b.iter(|| black_box(sched::schedule(&empty, 2_000, &best))));
     let busy = full(NODES, PENDING);
@@ -140,15 +142,24 @@ fn apply(c: &mut Criterion) {
             let plan = sched::Plan {
                 allocations: vec![sched::PlannedAllocation {
                     key: sched::JobKey::Job(id),
-                    shares: vec![drover_core::job::NodeShare { node: (id % 64) as u32, res: Resources::new(1, 1, 0), tasks: 1 }],
+                    shares: vec![drover_core::job::NodeShare {
+                        node: (id % 64) as u32,
+                        res: Resources::new(1, 1, 0),
+                        tasks: 1,
+                    }],
                     time_limit: None,
                     partition: "batch".into(),
                 }],
                 ..Default::default()
             };
             s.apply(Command::Allocate { plan, now }).unwrap();
-            s.apply(Command::StepFinished { job: id, attempt: 0, outcome: drover_core::state::StepOutcome::Exited(0), now })
-                .unwrap()
+            s.apply(Command::StepFinished {
+                job: id,
+                attempt: 0,
+                outcome: drover_core::state::StepOutcome::Exited(0),
+                now,
+            })
+            .unwrap()
         })
     });
     g.finish();

@@ -43,10 +43,7 @@ impl TaskSet {
             return TaskSet { runs };
         }
         // Rare: ranges like `1-9,4`. Expand once, then re-compress.
-        let mut ids: Vec<u32> = runs
-            .iter()
-            .flat_map(|r| (r.start..=r.end).step_by(r.step as usize))
-            .collect();
+        let mut ids: Vec<u32> = runs.iter().flat_map(|r| (r.start..=r.end).step_by(r.step as usize)).collect();
         ids.sort_unstable();
         ids.dedup();
         TaskSet::from_sorted_ids(&ids)
@@ -137,9 +134,7 @@ impl TaskSet {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.runs
-            .iter()
-            .flat_map(|r| (r.start..=r.end).step_by(r.step as usize))
+        self.runs.iter().flat_map(|r| (r.start..=r.end).step_by(r.step as usize))
     }
 }
 

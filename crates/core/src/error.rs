@@ -21,12 +21,7 @@ pub struct ParseError {
 
 impl ParseError {
     pub fn new(option: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Self {
-        ParseError {
-            option: option.into(),
-            value: value.into(),
-            reason: reason.into(),
-            line: None,
-        }
+        ParseError { option: option.into(), value: value.into(), reason: reason.into(), line: None }
     }
 
     /// Attaches the batch-script line the value came from.

@@ -151,13 +151,7 @@ pub fn compress<S: AsRef<str>>(hosts: &[S]) -> String {
         } else {
             let inner: Vec<String> = ranges
                 .iter()
-                .map(|&(a, b)| {
-                    if a == b {
-                        format!("{a:0width$}")
-                    } else {
-                        format!("{a:0width$}-{b:0width$}")
-                    }
-                })
+                .map(|&(a, b)| if a == b { format!("{a:0width$}") } else { format!("{a:0width$}-{b:0width$}") })
                 .collect();
             format!("{prefix}[{}]", inner.join(","))
         };

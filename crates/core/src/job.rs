@@ -25,9 +25,7 @@ impl JobRef {
     pub fn parse(text: &str) -> Result<JobRef, String> {
         let t = text.trim();
         let num = |s: &str| -> Option<u64> {
-            (!s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| s.parse().ok())
-                .flatten()
+            (!s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
         };
         let bad = || format!("'{t}' is not a job id; expected e.g. 1234 or 1234_7");
         match t.split_once('_') {
@@ -398,7 +396,9 @@ pub enum EndIntent {
     Cancel,
     Timeout,
     /// Back to PENDING (manual requeue), optionally held.
-    Requeue { hold: bool },
+    Requeue {
+        hold: bool,
+    },
 }
 
 /// A job as the cluster tracks it.

@@ -20,11 +20,7 @@ pub fn parse_memory_mb(text: &str) -> Result<u64, String> {
         "G" | "g" => n.checked_mul(1024),
         "T" | "t" => n.checked_mul(1024 * 1024),
         "P" | "p" => n.checked_mul(1024 * 1024 * 1024),
-        _ => {
-            return Err(format!(
-                "unknown unit '{unit}'; use K, M, G or T (a bare number is megabytes)"
-            ))
-        }
+        _ => return Err(format!("unknown unit '{unit}'; use K, M, G or T (a bare number is megabytes)")),
     };
     match mb {
         Some(mb) if mb <= 1 << 40 => Ok(mb),

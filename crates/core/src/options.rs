@@ -44,7 +44,12 @@ pub const SUBMIT_OPTIONS: &[OptDef] = &[
     opt("comment", None, Req, "a free-form comment kept with the job"),
     opt("constraint", Some('C'), Req, "required node features (a&b, a|b)"),
     opt("cpus-per-task", Some('c'), Req, "CPUs for each task"),
-    opt("dependency", Some('d'), Req, "afterok:ID[:ID], afterany:ID, afternotok:ID, after:ID[+min], singleton; ',' all, '?' any"),
+    opt(
+        "dependency",
+        Some('d'),
+        Req,
+        "afterok:ID[:ID], afterany:ID, afternotok:ID, after:ID[+min], singleton; ',' all, '?' any",
+    ),
     opt("error", Some('e'), Req, "stderr file pattern (%j %x %A %a %N %u %%)"),
     opt("exclude", Some('x'), Req, "never run on these nodes (hostlist)"),
     opt("exclusive", None, OptArg, "allocate whole nodes"),
@@ -235,9 +240,9 @@ fn gres(value: &str) -> Result<(Option<String>, u32), ParseError> {
 /// Linux signal numbers by name, for --signal and scancel -s.
 pub fn parse_signal(text: &str) -> Result<i32, String> {
     const NAMES: [&str; 31] = [
-        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE",
-        "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ",
-        "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM",
+        "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF",
+        "WINCH", "IO", "PWR", "SYS",
     ];
     let t = text.trim().to_ascii_uppercase();
     if let Ok(n) = t.parse::<i32>() {
@@ -254,14 +259,11 @@ pub fn parse_signal(text: &str) -> Result<i32, String> {
 /// The name of a signal number, for display (`USR1`).
 pub fn signal_name(sig: i32) -> String {
     const NAMES: [&str; 31] = [
-        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE",
-        "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ",
-        "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM",
+        "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF",
+        "WINCH", "IO", "PWR", "SYS",
     ];
-    usize::try_from(sig - 1)
-        .ok()
-        .and_then(|i| NAMES.get(i))
-        .map_or_else(|| sig.to_string(), |n| n.to_string())
+    usize::try_from(sig - 1).ok().and_then(|i| NAMES.get(i)).map_or_else(|| sig.to_string(), |n| n.to_string())
 }
 
 fn signal_spec(value: &str) -> Result<SignalSpec, ParseError> {
@@ -288,9 +290,8 @@ fn signal_spec(value: &str) -> Result<SignalSpec, ParseError> {
 impl SubmitRequest {
     /// Applies one option; `name` is the long name without dashes.
     pub fn apply(&mut self, name: &str, value: Option<&str>) -> Result<(), ParseError> {
-        let def = find_long(name).ok_or_else(|| {
-            ParseError::new(format!("--{name}"), "", "unknown option; see --help for the list")
-        })?;
+        let def = find_long(name)
+            .ok_or_else(|| ParseError::new(format!("--{name}"), "", "unknown option; see --help for the list"))?;
         let flag = format!("--{name}");
         let v = match (def.arg, value) {
             (Arg::Required, None) => return Err(ParseError::new(&flag, "", "needs a value")),
@@ -425,8 +426,7 @@ impl SubmitRequest {
                 };
                 self.apply(name, value)?;
             } else if a.len() > 1 && a.starts_with('-') {
-                let mut chars = a[1..].char_indices();
-                while let Some((pos, c)) = chars.next() {
+                for (pos, c) in a[1..].char_indices() {
                     let def = find_short(c).ok_or_else(|| {
                         ParseError::new(format!("-{c}"), "", "unknown option; see --help for the list")
                     })?;
@@ -723,8 +723,7 @@ mod tests {
     #[test]
     fn input_env_is_below_command_line() {
         let mut r = SubmitRequest::default();
-        r.apply_env(&[("SBATCH_PARTITION".into(), "debug".into()), ("SBATCH_NO_REQUEUE".into(), "1".into())])
-            .unwrap();
+        r.apply_env(&[("SBATCH_PARTITION".into(), "debug".into()), ("SBATCH_NO_REQUEUE".into(), "1".into())]).unwrap();
         r.apply_args(&["-p", "gpu"]).unwrap();
         let s = r.build(&ctx(), "").unwrap();
         assert_eq!(s.partition.as_deref(), Some("gpu"));

@@ -32,7 +32,8 @@ pub fn directives(script: &str) -> Result<Vec<Directive>, ParseError> {
             // `#SBATCHX` is just a comment.
             continue;
         }
-        let args = split_words(rest).map_err(|reason| ParseError::new("directive", rest.trim(), reason).at_line(i + 1))?;
+        let args =
+            split_words(rest).map_err(|reason| ParseError::new("directive", rest.trim(), reason).at_line(i + 1))?;
         if !args.is_empty() {
             out.push(Directive { line: i + 1, args });
         }

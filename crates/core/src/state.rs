@@ -16,8 +16,7 @@ use crate::array::TaskSet;
 use crate::dependency::{DepKind, Dependency};
 use crate::hostlist;
 use crate::job::{
-    Allocation, ArrayTask, EndIntent, ExitStatus, Job, JobId, JobRef, JobSpec, JobState, NodeShare,
-    PendingReason,
+    Allocation, ArrayTask, EndIntent, ExitStatus, Job, JobId, JobRef, JobSpec, JobState, NodeShare, PendingReason,
 };
 use crate::node::{Node, NodeAction, NodeState, NodeStatus};
 use crate::partition::{Partition, PartitionSpec};
@@ -102,14 +101,42 @@ pub enum StepOutcome {
 pub enum Command {
     Configure(Config),
     SetPartition(PartitionSpec),
-    Submit { spec: Box<JobSpec>, now: Time },
+    Submit {
+        spec: Box<JobSpec>,
+        now: Time,
+    },
     /// Many jobs at once: all are accepted or none.
-    SubmitBatch { specs: Vec<JobSpec>, now: Time },
-    Cancel { filter: CancelFilter, by: Requester, now: Time },
-    Signal { job: JobRef, signal: i32, by: Requester, now: Time },
-    Hold { job: JobRef, by: Requester, now: Time },
-    Release { job: JobRef, by: Requester, now: Time },
-    Requeue { job: JobRef, hold: bool, by: Requester, now: Time },
+    SubmitBatch {
+        specs: Vec<JobSpec>,
+        now: Time,
+    },
+    Cancel {
+        filter: CancelFilter,
+        by: Requester,
+        now: Time,
+    },
+    Signal {
+        job: JobRef,
+        signal: i32,
+        by: Requester,
+        now: Time,
+    },
+    Hold {
+        job: JobRef,
+        by: Requester,
+        now: Time,
+    },
+    Release {
+        job: JobRef,
+        by: Requester,
+        now: Time,
+    },
+    Requeue {
+        job: JobRef,
+        hold: bool,
+        by: Requester,
+        now: Time,
+    },
     RegisterNode {
         name: String,
         addr: String,
@@ -120,14 +147,41 @@ pub enum Command {
         known_steps: Vec<(JobId, u32)>,
         now: Time,
     },
-    Heartbeat { node: String, now: Time },
-    NodeDown { node: String, reason: String, now: Time },
-    SetNodeState { node: String, action: NodeAction, reason: Option<String>, by: Requester, now: Time },
+    Heartbeat {
+        node: String,
+        now: Time,
+    },
+    NodeDown {
+        node: String,
+        reason: String,
+        now: Time,
+    },
+    SetNodeState {
+        node: String,
+        action: NodeAction,
+        reason: Option<String>,
+        by: Requester,
+        now: Time,
+    },
     /// The scheduler's decisions for one pass.
-    Allocate { plan: Plan, now: Time },
-    StepStarted { job: JobId, attempt: u32, now: Time },
-    StepFinished { job: JobId, attempt: u32, outcome: StepOutcome, now: Time },
-    Tick { now: Time },
+    Allocate {
+        plan: Plan,
+        now: Time,
+    },
+    StepStarted {
+        job: JobId,
+        attempt: u32,
+        now: Time,
+    },
+    StepFinished {
+        job: JobId,
+        attempt: u32,
+        outcome: StepOutcome,
+        now: Time,
+    },
+    Tick {
+        now: Time,
+    },
 }
 
 impl Command {
@@ -188,25 +242,76 @@ pub enum CommandError {
 /// metrics and accounting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    JobSubmitted { job: JobId, array_tasks: Option<u64> },
+    JobSubmitted {
+        job: JobId,
+        array_tasks: Option<u64>,
+    },
     /// Also the launch order: the agents of `nodes` start attempt `attempt`.
-    JobStarted { job: JobId, display: String, attempt: u32, nodes: String },
+    JobStarted {
+        job: JobId,
+        display: String,
+        attempt: u32,
+        nodes: String,
+    },
     /// Kill order: the agents of `nodes` signal, wait, then kill the job.
-    JobKill { job: JobId, attempt: u32, nodes: String },
-    JobSignal { job: JobId, attempt: u32, nodes: String, signal: i32 },
-    JobFinished { job: JobId, display: String, state: JobState, exit: Option<ExitStatus> },
-    JobRequeued { job: JobId, display: String, restart_count: u32, reason: String },
-    JobHeld { job: String },
-    JobReleased { job: String },
-    ArrayTasksCancelled { array: JobId, tasks: String },
-    NodeRegistered { node: String },
-    NodeStateChanged { node: String, from: NodeState, to: NodeState, reason: Option<String> },
-    AllocationRejected { job: String, reason: String },
+    JobKill {
+        job: JobId,
+        attempt: u32,
+        nodes: String,
+    },
+    JobSignal {
+        job: JobId,
+        attempt: u32,
+        nodes: String,
+        signal: i32,
+    },
+    JobFinished {
+        job: JobId,
+        display: String,
+        state: JobState,
+        exit: Option<ExitStatus>,
+    },
+    JobRequeued {
+        job: JobId,
+        display: String,
+        restart_count: u32,
+        reason: String,
+    },
+    JobHeld {
+        job: String,
+    },
+    JobReleased {
+        job: String,
+    },
+    ArrayTasksCancelled {
+        array: JobId,
+        tasks: String,
+    },
+    NodeRegistered {
+        node: String,
+    },
+    NodeStateChanged {
+        node: String,
+        from: NodeState,
+        to: NodeState,
+        reason: Option<String>,
+    },
+    AllocationRejected {
+        job: String,
+        reason: String,
+    },
     /// A report or a running step from an older attempt: the agent must kill
     /// it (fencing by allocation epoch).
-    StaleStep { job: JobId, attempt: u32, node: String },
+    StaleStep {
+        job: JobId,
+        attempt: u32,
+        node: String,
+    },
     /// One item of a many-item command was not done.
-    Refused { target: String, reason: String },
+    Refused {
+        target: String,
+        reason: String,
+    },
 }
 
 impl fmt::Display for Event {
@@ -477,8 +582,12 @@ impl State {
             let in_active = self.idx.active.contains(&job.id);
             match job.state {
                 JobState::Pending if !in_pending || in_active => return Err(format!("job {} index mismatch", job.id)),
-                s if s.is_active() && (!in_active || in_pending) => return Err(format!("job {} index mismatch", job.id)),
-                s if s.is_terminal() && (in_active || in_pending) => return Err(format!("job {} index mismatch", job.id)),
+                s if s.is_active() && (!in_active || in_pending) => {
+                    return Err(format!("job {} index mismatch", job.id))
+                }
+                s if s.is_terminal() && (in_active || in_pending) => {
+                    return Err(format!("job {} index mismatch", job.id))
+                }
                 _ => {}
             }
             if job.state.is_active() {
@@ -552,8 +661,7 @@ impl State {
             }
             Command::SubmitBatch { specs, now } => {
                 for (index, spec) in specs.iter().enumerate() {
-                    self.validate_submit(spec)
-                        .map_err(|e| CommandError::InBatch { index, error: Box::new(e) })?;
+                    self.validate_submit(spec).map_err(|e| CommandError::InBatch { index, error: Box::new(e) })?;
                 }
                 for spec in specs {
                     self.submit(spec, now, &mut ev);
@@ -699,10 +807,9 @@ impl State {
             let Some(r) = &c.job else { continue };
             let known = match r.task {
                 None => self.jobs.contains_key(&r.id) || self.arrays.contains_key(&r.id),
-                Some(t) => self
-                    .arrays
-                    .get(&r.id)
-                    .is_some_and(|a| a.spec.array.as_ref().is_some_and(|s| s.tasks.contains(t))),
+                Some(t) => {
+                    self.arrays.get(&r.id).is_some_and(|a| a.spec.array.as_ref().is_some_and(|s| s.tasks.contains(t)))
+                }
             };
             if !known {
                 return Err(CommandError::Dependency(format!("job {r} does not exist")));
@@ -808,10 +915,9 @@ impl State {
     fn resolve_one(&mut self, r: &JobRef) -> Result<JobId, CommandError> {
         match r.task {
             None if self.jobs.contains_key(&r.id) => Ok(r.id),
-            None if self.arrays.contains_key(&r.id) => Err(CommandError::Invalid(format!(
-                "{} is a job array; name one task ({}_N)",
-                r.id, r.id
-            ))),
+            None if self.arrays.contains_key(&r.id) => {
+                Err(CommandError::Invalid(format!("{} is a job array; name one task ({}_N)", r.id, r.id)))
+            }
             None => Err(CommandError::UnknownJob(r.to_string())),
             Some(t) => {
                 if let Some(id) = self.task_job_id(r.id, t) {
@@ -836,10 +942,9 @@ impl State {
                 }
                 None => Err(CommandError::UnknownJob(r.to_string())),
             },
-            None if self.arrays.contains_key(&r.id) => Err(CommandError::Invalid(format!(
-                "{} is a job array; name one task ({}_N)",
-                r.id, r.id
-            ))),
+            None if self.arrays.contains_key(&r.id) => {
+                Err(CommandError::Invalid(format!("{} is a job array; name one task ({}_N)", r.id, r.id)))
+            }
             None => Err(CommandError::UnknownJob(r.to_string())),
         }
     }
@@ -927,10 +1032,9 @@ impl State {
                         }),
                         Some(id) => jobs.push(id),
                         None if self.arrays[&r.id].pending.contains(t) => tasks.push((r.id, t)),
-                        None => ev.push(Event::Refused {
-                            target: r.to_string(),
-                            reason: "Invalid job id specified".into(),
-                        }),
+                        None => {
+                            ev.push(Event::Refused { target: r.to_string(), reason: "Invalid job id specified".into() })
+                        }
                     },
                 }
             }
@@ -1089,7 +1193,8 @@ impl State {
         now: Time,
         ev: &mut Vec<Event>,
     ) -> Result<(), CommandError> {
-        if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if name.is_empty() || name.len() > 128 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             return Err(CommandError::Invalid(format!(
                 "node name '{name}' must be 1-128 letters, digits, '-', '_' or '.'"
             )));
@@ -1234,7 +1339,9 @@ impl State {
         let needs_reason = matches!(action, NodeAction::Drain | NodeAction::Fail | NodeAction::Down);
         let reason = reason.filter(|r| !r.trim().is_empty());
         if needs_reason && reason.is_none() {
-            return Err(CommandError::Invalid(format!("a reason is required to {action:?} node {node}").to_lowercase()));
+            return Err(CommandError::Invalid(
+                format!("a reason is required to {action:?} node {node}").to_lowercase(),
+            ));
         }
         let n = &mut self.nodes[i as usize];
         let before = n.state();
@@ -1264,7 +1371,12 @@ impl State {
         }
         let after = n.state();
         if before != after {
-            ev.push(Event::NodeStateChanged { node: n.name.clone(), from: before, to: after, reason: n.reason.clone() });
+            ev.push(Event::NodeStateChanged {
+                node: n.name.clone(),
+                from: before,
+                to: after,
+                reason: n.reason.clone(),
+            });
         }
         Ok(())
     }
@@ -1581,9 +1693,27 @@ impl State {
                 _ if o.ended => DepStatus::Satisfied,
                 _ => DepStatus::Waiting,
             },
-            DepKind::AfterAny => if o.ended { DepStatus::Satisfied } else { DepStatus::Waiting },
-            DepKind::AfterOk | DepKind::AfterCorr => if o.ended { done(o.ok) } else { DepStatus::Waiting },
-            DepKind::AfterNotOk => if o.ended { done(!o.ok) } else { DepStatus::Waiting },
+            DepKind::AfterAny => {
+                if o.ended {
+                    DepStatus::Satisfied
+                } else {
+                    DepStatus::Waiting
+                }
+            }
+            DepKind::AfterOk | DepKind::AfterCorr => {
+                if o.ended {
+                    done(o.ok)
+                } else {
+                    DepStatus::Waiting
+                }
+            }
+            DepKind::AfterNotOk => {
+                if o.ended {
+                    done(!o.ok)
+                } else {
+                    DepStatus::Waiting
+                }
+            }
             DepKind::Singleton => unreachable!("handled above"),
         }
     }

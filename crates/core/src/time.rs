@@ -19,10 +19,7 @@ pub fn parse_time_limit(text: &str) -> Result<Option<u64>, String> {
         None => (None, t),
     };
     let parts: Vec<&str> = rest.split(':').collect();
-    let nums = parts
-        .iter()
-        .map(|p| number(p, "field"))
-        .collect::<Result<Vec<u64>, String>>()?;
+    let nums = parts.iter().map(|p| number(p, "field")).collect::<Result<Vec<u64>, String>>()?;
     let secs = match (days, nums.as_slice()) {
         (None, [m]) => m * 60,
         (None, [m, s]) => m * 60 + s,
@@ -30,11 +27,7 @@ pub fn parse_time_limit(text: &str) -> Result<Option<u64>, String> {
         (Some(d), [h]) => d * 86400 + h * 3600,
         (Some(d), [h, m]) => d * 86400 + h * 3600 + m * 60,
         (Some(d), [h, m, s]) => d * 86400 + h * 3600 + m * 60 + s,
-        _ => {
-            return Err(
-                "expected MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED".into(),
-            )
-        }
+        _ => return Err("expected MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED".into()),
     };
     // Ten years is far past any sane limit and keeps arithmetic in range.
     if secs > 10 * 366 * 86400 {
@@ -189,13 +182,7 @@ pub fn format_timestamp(epoch_secs: u64) -> String {
         days -= days_in_month(y, m);
         m += 1;
     }
-    format!(
-        "{y:04}-{m:02}-{:02}T{:02}:{:02}:{:02}",
-        days + 1,
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{:02}T{:02}:{:02}:{:02}", days + 1, rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 #[cfg(test)]

@@ -17,19 +17,62 @@ const NODES: usize = 3;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Submit { cpus: u32, tasks: u32, nodes: Option<u32>, mem: Option<u64>, time: Option<u64>, array: Option<u32>, dep: Option<(u8, usize)>, hold: bool, requeue: bool, user: u32 },
-    Schedule { best_fit: bool, backfill: bool },
-    Finish { job: usize, outcome: u8, stale: bool },
-    Cancel { job: usize, user: u32 },
-    CancelAll { user: u32 },
-    Down { node: usize },
-    Register { node: usize, cpus: u32, known: Vec<usize> },
-    Drain { node: usize },
-    Resume { node: usize },
-    Tick { advance: u64, heartbeat: bool },
-    Requeue { job: usize, hold: bool },
-    Hold { job: usize },
-    Release { job: usize },
+    Submit {
+        cpus: u32,
+        tasks: u32,
+        nodes: Option<u32>,
+        mem: Option<u64>,
+        time: Option<u64>,
+        array: Option<u32>,
+        dep: Option<(u8, usize)>,
+        hold: bool,
+        requeue: bool,
+        user: u32,
+    },
+    Schedule {
+        best_fit: bool,
+        backfill: bool,
+    },
+    Finish {
+        job: usize,
+        outcome: u8,
+        stale: bool,
+    },
+    Cancel {
+        job: usize,
+        user: u32,
+    },
+    CancelAll {
+        user: u32,
+    },
+    Down {
+        node: usize,
+    },
+    Register {
+        node: usize,
+        cpus: u32,
+        known: Vec<usize>,
+    },
+    Drain {
+        node: usize,
+    },
+    Resume {
+        node: usize,
+    },
+    Tick {
+        advance: u64,
+        heartbeat: bool,
+    },
+    Requeue {
+        job: usize,
+        hold: bool,
+    },
+    Hold {
+        job: usize,
+    },
+    Release {
+        job: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -87,14 +130,22 @@ fn to_commands(state: &State, op: &Op, now: u64) -> Vec<Command> {
             if let Some((kind, pick)) = dep {
                 if state.next_job_id() > 1 {
                     let kinds = ["afterok", "afterany", "afternotok", "singleton"];
-                    let text = if kind == 3 { "singleton".to_string() } else { format!("{}:{}", kinds[kind as usize], job_id(state, pick)) };
+                    let text = if kind == 3 {
+                        "singleton".to_string()
+                    } else {
+                        format!("{}:{}", kinds[kind as usize], job_id(state, pick))
+                    };
                     spec.dependency = Some(Dependency::parse(&text).unwrap());
                 }
             }
             vec![Command::Submit { spec: Box::new(spec), now }]
         }
         Op::Schedule { best_fit, backfill } => {
-            let cfg = SchedConfig { select: if best_fit { Select::BestFit } else { Select::FirstFit }, backfill, ..Default::default() };
+            let cfg = SchedConfig {
+                select: if best_fit { Select::BestFit } else { Select::FirstFit },
+                backfill,
+                ..Default::default()
+            };
             let plan = sched::schedule(state, now, &cfg);
             vec![Command::Allocate { plan, now }]
         }
@@ -133,8 +184,20 @@ fn to_commands(state: &State, op: &Op, now: u64) -> Vec<Command> {
                 now,
             }]
         }
-        Op::Drain { node } => vec![Command::SetNodeState { node: node_name(node), action: NodeAction::Drain, reason: Some("t".into()), by: Requester::ROOT, now }],
-        Op::Resume { node } => vec![Command::SetNodeState { node: node_name(node), action: NodeAction::Resume, reason: None, by: Requester::ROOT, now }],
+        Op::Drain { node } => vec![Command::SetNodeState {
+            node: node_name(node),
+            action: NodeAction::Drain,
+            reason: Some("t".into()),
+            by: Requester::ROOT,
+            now,
+        }],
+        Op::Resume { node } => vec![Command::SetNodeState {
+            node: node_name(node),
+            action: NodeAction::Resume,
+            reason: None,
+            by: Requester::ROOT,
+            now,
+        }],
         Op::Tick { heartbeat, .. } => {
             let mut v: Vec<Command> = if heartbeat {
                 (0..NODES).map(|i| Command::Heartbeat { node: node_name(i), now }).collect()
@@ -144,9 +207,15 @@ fn to_commands(state: &State, op: &Op, now: u64) -> Vec<Command> {
             v.push(Command::Tick { now });
             v
         }
-        Op::Requeue { job, hold } => vec![Command::Requeue { job: JobRef::job(job_id(state, job)), hold, by: Requester::ROOT, now }],
-        Op::Hold { job } => vec![Command::Hold { job: JobRef::job(job_id(state, job)), by: Requester::user(1001), now }],
-        Op::Release { job } => vec![Command::Release { job: JobRef::job(job_id(state, job)), by: Requester::user(1001), now }],
+        Op::Requeue { job, hold } => {
+            vec![Command::Requeue { job: JobRef::job(job_id(state, job)), hold, by: Requester::ROOT, now }]
+        }
+        Op::Hold { job } => {
+            vec![Command::Hold { job: JobRef::job(job_id(state, job)), by: Requester::user(1001), now }]
+        }
+        Op::Release { job } => {
+            vec![Command::Release { job: JobRef::job(job_id(state, job)), by: Requester::user(1001), now }]
+        }
     }
 }
 

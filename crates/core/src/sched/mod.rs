@@ -240,9 +240,8 @@ impl<'a> Pass<'a> {
                 JobKey::Task { array, .. } => {
                     let a = &self.state.arrays()[&array];
                     let throttle = a.spec.array.as_ref().and_then(|s| s.max_running);
-                    let mut running = a.active;
                     let mut started_any = false;
-                    for task in a.pending.iter() {
+                    for (running, task) in (a.active..).zip(a.pending.iter()) {
                         if throttle.is_some_and(|max| running >= max) {
                             if !started_any {
                                 self.set_reason(c, PendingReason::JobArrayTaskLimit);
@@ -254,7 +253,6 @@ impl<'a> Pass<'a> {
                             break;
                         }
                         started_any = true;
-                        running += 1;
                     }
                 }
             }
@@ -308,9 +306,14 @@ impl<'a> Pass<'a> {
                         *f = f.saturating_sub(&s.res);
                     }
                     let rpart = &self.state.partitions()[*rp];
-                    let still_fits =
-                        place::place(spec, self.state.nodes(), &rpart.members, &|i| Some(after[i as usize]), self.cfg.select)
-                            .is_some();
+                    let still_fits = place::place(
+                        spec,
+                        self.state.nodes(),
+                        &rpart.members,
+                        &|i| Some(after[i as usize]),
+                        self.cfg.select,
+                    )
+                    .is_some();
                     if !still_fits {
                         self.set_reason(c, PendingReason::Priority);
                         return false;
@@ -346,8 +349,15 @@ impl<'a> Pass<'a> {
         }
         self.first_open[part_idx] = start;
         // Required nodes may sit before the cursor: only skip without them.
-        let members = if spec.nodelist.is_empty() && self.cfg.select == Select::FirstFit { &members[start..] } else { members };
-        place::place(spec, self.state.nodes(), members, &|i| usable[i as usize].then(|| free[i as usize]), self.cfg.select)
+        let members =
+            if spec.nodelist.is_empty() && self.cfg.select == Select::FirstFit { &members[start..] } else { members };
+        place::place(
+            spec,
+            self.state.nodes(),
+            members,
+            &|i| usable[i as usize].then(|| free[i as usize]),
+            self.cfg.select,
+        )
     }
 
     /// The earliest time `c` fits, from the time limits of running jobs.
@@ -445,9 +455,10 @@ impl<'a> Pass<'a> {
                 }
             };
             let why = why.or_else(|| {
-                let unavailable = spec.nodelist.iter().any(|n| {
-                    state.node(n).is_none_or(|node| !node.schedulable() || node.status != NodeStatus::Up)
-                });
+                let unavailable = spec
+                    .nodelist
+                    .iter()
+                    .any(|n| state.node(n).is_none_or(|node| !node.schedulable() || node.status != NodeStatus::Up));
                 unavailable.then_some(PendingReason::ReqNodeNotAvail)
             });
             match why {
@@ -497,7 +508,9 @@ impl<'a> Pass<'a> {
             }
         }
         self.plan.cancel = cancel;
-        out.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.order_id.cmp(&b.order_id)).then(a.key.order().cmp(&b.key.order())));
+        out.sort_by(|a, b| {
+            b.priority.cmp(&a.priority).then(a.order_id.cmp(&b.order_id)).then(a.key.order().cmp(&b.key.order()))
+        });
         out
     }
 }
@@ -526,7 +539,8 @@ pub fn describe_misfit(state: &State, spec: &JobSpec, part: &Partition) -> Strin
     };
     let gpus = if spec.gpus_per_node > 0 { format!(", {} GPUs", spec.gpus_per_node) } else { String::new() };
     let nodes = state.nodes();
-    let members: Vec<_> = part.members.iter().map(|&i| &nodes[i as usize]).filter(|n| n.status != NodeStatus::Unknown).collect();
+    let members: Vec<_> =
+        part.members.iter().map(|&i| &nodes[i as usize]).filter(|n| n.status != NodeStatus::Unknown).collect();
     if let Some(c) = &spec.constraint {
         let with = members.iter().filter(|n| n.satisfies(c)).count();
         if with < spec.nodes_min as usize {

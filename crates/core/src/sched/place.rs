@@ -31,14 +31,17 @@ fn capacity(spec: &JobSpec, node: &Node, free: &Resources) -> u32 {
         MemRequest::PerNode(0) if free.mem_mb < total.mem_mb => return 0,
         MemRequest::PerNode(m) if free.mem_mb < m => return 0,
         MemRequest::PerNode(_) => {}
+        // A zero per-task cost (e.g. a node that reports no memory) puts no
+        // limit on tasks: checked_div yields None there.
         MemRequest::PerCpu(m) => {
-            let per_task = u64::from(c) * m;
-            k = k.min(u32::try_from(free.mem_mb / per_task).unwrap_or(u32::MAX));
+            if let Some(n) = free.mem_mb.checked_div(u64::from(c).saturating_mul(m)) {
+                k = k.min(u32::try_from(n).unwrap_or(u32::MAX));
+            }
         }
         MemRequest::Default => {
             let per_task = u64::from(c) * (total.mem_mb / u64::from(total.cpus.max(1)));
-            if per_task > 0 {
-                k = k.min(u32::try_from(free.mem_mb / per_task).unwrap_or(u32::MAX));
+            if let Some(n) = free.mem_mb.checked_div(per_task) {
+                k = k.min(u32::try_from(n).unwrap_or(u32::MAX));
             }
         }
     }
@@ -59,7 +62,7 @@ fn share_for(spec: &JobSpec, node: &Node, tasks: u32) -> Resources {
     let mem_mb = match spec.mem {
         MemRequest::PerNode(0) => total.mem_mb,
         MemRequest::PerNode(m) => m,
-        MemRequest::PerCpu(m) => u64::from(cpus) * m,
+        MemRequest::PerCpu(m) => u64::from(cpus).saturating_mul(m),
         MemRequest::Default => u64::from(cpus) * (total.mem_mb / u64::from(total.cpus.max(1))),
     };
     Resources { cpus, mem_mb, gpus: spec.gpus_per_node }
@@ -67,8 +70,7 @@ fn share_for(spec: &JobSpec, node: &Node, tasks: u32) -> Resources {
 
 /// Whether `node` may run `spec` at all (name lists and features).
 pub(crate) fn eligible(spec: &JobSpec, node: &Node) -> bool {
-    !spec.exclude.iter().any(|x| x == &node.name)
-        && spec.constraint.as_deref().is_none_or(|c| node.satisfies(c))
+    !spec.exclude.iter().any(|x| x == &node.name) && spec.constraint.as_deref().is_none_or(|c| node.satisfies(c))
 }
 
 /// Places `spec` on `members` (node indices in preference order) given each
