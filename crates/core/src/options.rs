@@ -237,19 +237,21 @@ fn gres(value: &str) -> Result<(Option<String>, u32), ParseError> {
     }
 }
 
+/// Linux signal names, numbered from 1.
+const SIGNAL_NAMES: [&str; 31] = [
+    "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM", "TERM",
+    "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO",
+    "PWR", "SYS",
+];
+
 /// Linux signal numbers by name, for --signal and scancel -s.
 pub fn parse_signal(text: &str) -> Result<i32, String> {
-    const NAMES: [&str; 31] = [
-        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM",
-        "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF",
-        "WINCH", "IO", "PWR", "SYS",
-    ];
     let t = text.trim().to_ascii_uppercase();
     if let Ok(n) = t.parse::<i32>() {
         return if (1..=64).contains(&n) { Ok(n) } else { Err(format!("signal number {n} is out of range 1-64")) };
     }
     let name = t.strip_prefix("SIG").unwrap_or(&t);
-    NAMES
+    SIGNAL_NAMES
         .iter()
         .position(|n| *n == name)
         .map(|i| i as i32 + 1)
@@ -258,12 +260,7 @@ pub fn parse_signal(text: &str) -> Result<i32, String> {
 
 /// The name of a signal number, for display (`USR1`).
 pub fn signal_name(sig: i32) -> String {
-    const NAMES: [&str; 31] = [
-        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2", "PIPE", "ALRM",
-        "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG", "XCPU", "XFSZ", "VTALRM", "PROF",
-        "WINCH", "IO", "PWR", "SYS",
-    ];
-    usize::try_from(sig - 1).ok().and_then(|i| NAMES.get(i)).map_or_else(|| sig.to_string(), |n| n.to_string())
+    usize::try_from(sig - 1).ok().and_then(|i| SIGNAL_NAMES.get(i)).map_or_else(|| sig.to_string(), |n| n.to_string())
 }
 
 fn signal_spec(value: &str) -> Result<SignalSpec, ParseError> {

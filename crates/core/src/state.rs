@@ -915,9 +915,7 @@ impl State {
     fn resolve_one(&mut self, r: &JobRef) -> Result<JobId, CommandError> {
         match r.task {
             None if self.jobs.contains_key(&r.id) => Ok(r.id),
-            None if self.arrays.contains_key(&r.id) => {
-                Err(CommandError::Invalid(format!("{} is a job array; name one task ({}_N)", r.id, r.id)))
-            }
+            None if self.arrays.contains_key(&r.id) => Err(whole_array(r.id)),
             None => Err(CommandError::UnknownJob(r.to_string())),
             Some(t) => {
                 if let Some(id) = self.task_job_id(r.id, t) {
@@ -942,9 +940,7 @@ impl State {
                 }
                 None => Err(CommandError::UnknownJob(r.to_string())),
             },
-            None if self.arrays.contains_key(&r.id) => {
-                Err(CommandError::Invalid(format!("{} is a job array; name one task ({}_N)", r.id, r.id)))
-            }
+            None if self.arrays.contains_key(&r.id) => Err(whole_array(r.id)),
             None => Err(CommandError::UnknownJob(r.to_string())),
         }
     }
@@ -1627,35 +1623,18 @@ impl State {
     /// Like [`State::dependency_status`], for a job or an array's next task.
     pub fn spec_dependency_status(&self, spec: &JobSpec, my_id: JobId, me: Option<ArrayTask>, now: Time) -> DepStatus {
         let Some(dep) = &spec.dependency else { return DepStatus::Satisfied };
-        let mut statuses = dep.conditions.iter().map(|c| self.condition_status(c, spec, my_id, me, now));
-        if dep.any {
-            let mut all_never = true;
-            for s in statuses {
-                match s {
-                    DepStatus::Satisfied => return DepStatus::Satisfied,
-                    DepStatus::Waiting => all_never = false,
-                    DepStatus::Never => {}
-                }
-            }
-            if all_never {
-                DepStatus::Never
-            } else {
-                DepStatus::Waiting
-            }
+        let statuses: Vec<DepStatus> =
+            dep.conditions.iter().map(|c| self.condition_status(c, spec, my_id, me, now)).collect();
+        // All-of and any-of are duals: one decisive outcome settles it, the
+        // other must hold everywhere.
+        let (decisive, everywhere) =
+            if dep.any { (DepStatus::Satisfied, DepStatus::Never) } else { (DepStatus::Never, DepStatus::Satisfied) };
+        if statuses.contains(&decisive) {
+            decisive
+        } else if statuses.iter().all(|s| *s == everywhere) {
+            everywhere
         } else {
-            let mut waiting = false;
-            for s in statuses.by_ref() {
-                match s {
-                    DepStatus::Never => return DepStatus::Never,
-                    DepStatus::Waiting => waiting = true,
-                    DepStatus::Satisfied => {}
-                }
-            }
-            if waiting {
-                DepStatus::Waiting
-            } else {
-                DepStatus::Satisfied
-            }
+            DepStatus::Waiting
         }
     }
 
@@ -1750,6 +1729,10 @@ impl State {
             },
         }
     }
+}
+
+fn whole_array(id: JobId) -> CommandError {
+    CommandError::Invalid(format!("{id} is a job array; name one task ({id}_N)"))
 }
 
 struct Outcome {
