@@ -281,6 +281,9 @@ pub struct JobSpec {
     /// Epoch seconds.
     pub begin: Option<u64>,
     pub nice: i32,
+    /// An absolute priority set by an operator (`scontrol update Priority=`);
+    /// replaces the computed one.
+    pub priority: Option<u64>,
     pub comment: Option<String>,
     pub mail_type: Option<String>,
     pub mail_user: Option<String>,
@@ -332,6 +335,7 @@ impl JobSpec {
             hold: false,
             begin: None,
             nice: 0,
+            priority: None,
             comment: None,
             mail_type: None,
             mail_user: None,
