@@ -12,6 +12,7 @@ pub mod dependency;
 pub mod error;
 pub mod hostlist;
 pub mod job;
+pub mod launch;
 pub mod memory;
 pub mod node;
 pub mod options;

@@ -1,0 +1,324 @@
+//! Launch orders: everything an agent needs to start one job on one node,
+//! resolved from the cluster state — the Slurm environment, the output file
+//! paths, the limits. Pure, so what a job sees is testable without running it.
+
+use crate::hostlist;
+use crate::job::{JobId, MemRequest, OpenMode, SignalSpec};
+use crate::state::State;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Start (or re-attach to) one job's batch step on one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchOrder {
+    pub job_id: JobId,
+    /// `1234` or `1000_7`.
+    pub display_id: String,
+    /// The allocation epoch; reports must carry it back.
+    pub attempt: u32,
+    pub node_name: String,
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub script: Arc<str>,
+    pub work_dir: String,
+    /// Absolute paths, patterns already expanded.
+    pub stdout: String,
+    pub stderr: String,
+    pub stdin: Option<String>,
+    pub open_mode: OpenMode,
+    /// The complete environment of the batch step.
+    pub env: Vec<(String, String)>,
+    /// Seconds; `None` for no limit.
+    pub time_limit: Option<u64>,
+    /// Memory limit on this node in megabytes; `None` for none.
+    pub mem_limit_mb: Option<u64>,
+    /// CPUs allocated on this node.
+    pub cpus: u32,
+    pub signal: Option<SignalSpec>,
+}
+
+/// What output file patterns may refer to.
+pub struct PatternInput<'a> {
+    pub job_id: JobId,
+    pub array_job_id: Option<JobId>,
+    pub array_task: Option<u32>,
+    pub name: &'a str,
+    pub user: &'a str,
+    pub first_node: &'a str,
+}
+
+/// Expands `%j %x %A %a %N %u %%` (and `%n %t %s`, which are 0 for a batch
+/// step) in an output file pattern. Unknown `%` codes stay as written.
+pub fn expand_pattern(pattern: &str, p: &PatternInput<'_>) -> String {
+    let mut out = String::with_capacity(pattern.len() + 16);
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        // Slurm allows a zero-padding width: %4j.
+        let mut width = String::new();
+        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+            width.push(*d);
+            chars.next();
+        }
+        let w: usize = width.parse().unwrap_or(0).min(10);
+        let num = |n: u64| format!("{n:0w$}");
+        match chars.next() {
+            Some('j') => out.push_str(&num(p.job_id)),
+            Some('A') => out.push_str(&num(p.array_job_id.unwrap_or(p.job_id))),
+            Some('a') => match p.array_task {
+                Some(t) => out.push_str(&num(u64::from(t))),
+                None => out.push_str(&num(4294967294)),
+            },
+            Some('x') => out.push_str(p.name),
+            Some('u') => out.push_str(p.user),
+            Some('N') => out.push_str(p.first_node),
+            Some('n' | 't' | 's') => out.push_str(&num(0)),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push_str(&width);
+                out.push(other);
+            }
+            None => {
+                out.push('%');
+                out.push_str(&width);
+            }
+        }
+    }
+    out
+}
+
+fn absolute(dir: &str, path: &str) -> String {
+    if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{}/{path}", dir.trim_end_matches('/'))
+    }
+}
+
+impl LaunchOrder {
+    /// The order for `job`'s batch step on node `node` (an index into the
+    /// state's node table). `None` if the job is not running there.
+    pub fn for_job(state: &State, job: JobId, node: u32) -> Option<LaunchOrder> {
+        let j = state.job(job)?;
+        let alloc = j.alloc.as_ref()?;
+        let node_id = alloc.shares.iter().position(|s| s.node == node)?;
+        let share = &alloc.shares[node_id];
+        let spec = &j.spec;
+        let nodes = state.nodes();
+        let names: Vec<&str> = alloc.shares.iter().map(|s| nodes[s.node as usize].name.as_str()).collect();
+        let node_name = nodes[node as usize].name.clone();
+        let nodelist = hostlist::compress(&names);
+        let array = j.array.and_then(|t| state.array(t.array_id).map(|a| (t, a)));
+        let pattern = PatternInput {
+            job_id: j.id,
+            array_job_id: j.array.map(|t| t.array_id),
+            array_task: j.array.map(|t| t.task),
+            name: &spec.name,
+            user: &spec.user,
+            first_node: names.first().copied().unwrap_or_default(),
+        };
+        let default_out = if j.array.is_some() { "slurm-%A_%a.out" } else { "slurm-%j.out" };
+        let stdout = absolute(&spec.work_dir, &expand_pattern(spec.stdout.as_deref().unwrap_or(default_out), &pattern));
+        let stderr = match &spec.stderr {
+            Some(e) => absolute(&spec.work_dir, &expand_pattern(e, &pattern)),
+            None => stdout.clone(),
+        };
+        let stdin = spec.stdin.as_ref().map(|i| absolute(&spec.work_dir, &expand_pattern(i, &pattern)));
+
+        let mut env: Vec<(String, String)> = spec.environment.to_vec();
+        let mut set = |k: &str, v: String| {
+            env.retain(|(key, _)| key != k);
+            env.push((k.to_string(), v));
+        };
+        let tasks_per_node: Vec<String> = alloc.shares.iter().map(|s| s.tasks.to_string()).collect();
+        let cpus_per_node: Vec<String> = alloc.shares.iter().map(|s| s.res.cpus.to_string()).collect();
+        let mut vars: Vec<(&str, String)> = vec![
+            ("JOB_ID", j.id.to_string()),
+            ("JOBID", j.id.to_string()),
+            ("JOB_NAME", spec.name.clone()),
+            ("JOB_NODELIST", nodelist.clone()),
+            ("NODELIST", nodelist),
+            ("JOB_NUM_NODES", alloc.shares.len().to_string()),
+            ("NNODES", alloc.shares.len().to_string()),
+            ("NTASKS", spec.ntasks.to_string()),
+            ("NPROCS", spec.ntasks.to_string()),
+            ("CPUS_PER_TASK", spec.cpus_per_task.to_string()),
+            ("CPUS_ON_NODE", share.res.cpus.to_string()),
+            ("JOB_CPUS_PER_NODE", cpus_per_node.join(",")),
+            ("TASKS_PER_NODE", tasks_per_node.join(",")),
+            ("MEM_PER_NODE", share.res.mem_mb.to_string()),
+            ("SUBMIT_DIR", spec.work_dir.clone()),
+            ("SUBMIT_HOST", spec.submit_host.clone()),
+            ("JOB_PARTITION", alloc.partition.clone()),
+            ("JOB_USER", spec.user.clone()),
+            ("JOB_UID", spec.uid.to_string()),
+            ("JOB_GID", spec.gid.to_string()),
+            ("PROCID", "0".into()),
+            ("LOCALID", "0".into()),
+            ("NODEID", node_id.to_string()),
+            ("RESTART_COUNT", j.restart_count.to_string()),
+            ("CLUSTER_NAME", state.config().cluster_name.clone()),
+        ];
+        if let MemRequest::PerCpu(m) = spec.mem {
+            vars.push(("MEM_PER_CPU", m.to_string()));
+        }
+        if let Some(a) = &spec.account {
+            vars.push(("JOB_ACCOUNT", a.clone()));
+        }
+        if spec.gpus_per_node > 0 {
+            vars.push(("GPUS_ON_NODE", spec.gpus_per_node.to_string()));
+        }
+        if let Some((t, a)) = array {
+            let all = a.spec.array.as_ref().map(|s| &s.tasks);
+            vars.push(("ARRAY_JOB_ID", t.array_id.to_string()));
+            vars.push(("ARRAY_TASK_ID", t.task.to_string()));
+            vars.push(("ARRAY_TASK_COUNT", a.total.to_string()));
+            vars.push(("ARRAY_TASK_MIN", all.and_then(|s| s.first()).unwrap_or(t.task).to_string()));
+            vars.push(("ARRAY_TASK_MAX", all.and_then(|s| s.last()).unwrap_or(t.task).to_string()));
+        }
+        for (k, v) in vars {
+            set(&format!("DROVER_{k}"), v.clone());
+            set(&format!("SLURM_{k}"), v);
+        }
+        set("SLURMD_NODENAME", node_name.clone());
+        set("ENVIRONMENT", "BATCH".into());
+
+        Some(LaunchOrder {
+            job_id: j.id,
+            display_id: j.display_id(),
+            attempt: j.restart_count,
+            node_name,
+            user: spec.user.clone(),
+            uid: spec.uid,
+            gid: spec.gid,
+            script: spec.script.clone(),
+            work_dir: spec.work_dir.clone(),
+            stdout,
+            stderr,
+            stdin,
+            open_mode: spec.open_mode,
+            env,
+            time_limit: alloc.time_limit,
+            mem_limit_mb: (share.res.mem_mb > 0).then_some(share.res.mem_mb),
+            cpus: share.res.cpus,
+            signal: spec.signal.clone(),
+        })
+    }
+
+    pub fn env_var(&self, key: &str) -> Option<&str> {
+        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::{SubmitContext, SubmitRequest};
+    use crate::partition::PartitionSpec;
+    use crate::sched::{self, SchedConfig};
+    use crate::{Command, Resources};
+
+    fn pattern() -> PatternInput<'static> {
+        PatternInput {
+            job_id: 42,
+            array_job_id: Some(40),
+            array_task: Some(2),
+            name: "sim",
+            user: "alice",
+            first_node: "n1",
+        }
+    }
+
+    #[test]
+    fn patterns() {
+        assert_eq!(expand_pattern("slurm-%j.out", &pattern()), "slurm-42.out");
+        assert_eq!(expand_pattern("%x-%A_%a-%u-%N.log", &pattern()), "sim-40_2-alice-n1.log");
+        assert_eq!(expand_pattern("100%%-%4j-%q-%", &pattern()), "100%-0042-%q-%");
+    }
+
+    fn running(args: &[&str]) -> (State, JobId) {
+        let mut s = State::default();
+        s.apply(Command::SetPartition(PartitionSpec { is_default: true, ..PartitionSpec::new("debug", "ALL") }))
+            .unwrap();
+        for n in ["n1", "n2"] {
+            s.apply(Command::RegisterNode {
+                name: n.into(),
+                addr: String::new(),
+                total: Resources::new(4, 8192, 0),
+                features: vec![],
+                known_steps: vec![],
+                now: 0,
+            })
+            .unwrap();
+        }
+        let mut r = SubmitRequest::default();
+        r.apply_args(args).unwrap();
+        let ctx = SubmitContext {
+            user: "alice".into(),
+            uid: 1001,
+            gid: 1001,
+            cwd: "/home/alice".into(),
+            host: "login1".into(),
+            env: vec![("PATH".into(), "/usr/bin".into()), ("SLURM_JOB_ID".into(), "stale".into())],
+            default_name: "job.sh".into(),
+            ..Default::default()
+        };
+        let spec = r.build(&ctx, "#!/bin/sh\n").unwrap();
+        s.apply(Command::Submit { spec: Box::new(spec), now: 0 }).unwrap();
+        let plan = sched::schedule(&s, 0, &SchedConfig::default());
+        let ev = s.apply(Command::Allocate { plan, now: 0 }).unwrap();
+        let id = ev
+            .iter()
+            .find_map(|e| match e {
+                crate::Event::JobStarted { job, .. } => Some(*job),
+                _ => None,
+            })
+            .expect("started");
+        (s, id)
+    }
+
+    #[test]
+    fn slurm_environment() {
+        let (s, id) = running(&["-N", "2", "-n", "4", "-c", "2", "-J", "sim", "-t", "5"]);
+        let o = LaunchOrder::for_job(&s, id, 1).unwrap();
+        let v = |k| o.env_var(k).unwrap_or("<unset>").to_string();
+        assert_eq!(v("SLURM_JOB_ID"), id.to_string(), "the job's id replaces a stale one from the submit shell");
+        assert_eq!(v("SLURM_JOB_NODELIST"), "n[1-2]");
+        assert_eq!(v("SLURM_NNODES"), "2");
+        assert_eq!(v("SLURM_NTASKS"), "4");
+        assert_eq!(v("SLURM_CPUS_PER_TASK"), "2");
+        assert_eq!(v("SLURM_CPUS_ON_NODE"), "4");
+        assert_eq!(v("SLURM_MEM_PER_NODE"), "8192");
+        assert_eq!(v("SLURM_NODEID"), "1");
+        assert_eq!(v("SLURM_JOB_PARTITION"), "debug");
+        assert_eq!(v("SLURM_SUBMIT_DIR"), "/home/alice");
+        assert_eq!(v("SLURM_SUBMIT_HOST"), "login1");
+        assert_eq!(v("SLURM_CLUSTER_NAME"), "drover");
+        assert_eq!(v("DROVER_JOB_NAME"), "sim");
+        assert_eq!(v("PATH"), "/usr/bin");
+        assert_eq!(o.stdout, format!("/home/alice/slurm-{id}.out"));
+        assert_eq!(o.stderr, o.stdout);
+        assert_eq!(o.time_limit, Some(300));
+        assert_eq!(o.mem_limit_mb, Some(8192));
+        assert!(LaunchOrder::for_job(&s, id, 7).is_none());
+    }
+
+    #[test]
+    fn array_environment_and_files() {
+        let (s, id) = running(&["-a", "3-9:3", "-o", "out/%x_%A_%a.txt", "-e", "/tmp/%j.err"]);
+        let o = LaunchOrder::for_job(&s, id, 0).unwrap();
+        assert_eq!(o.env_var("SLURM_ARRAY_JOB_ID"), Some("1"));
+        assert_eq!(o.env_var("SLURM_ARRAY_TASK_ID"), Some("3"));
+        assert_eq!(o.env_var("SLURM_ARRAY_TASK_COUNT"), Some("3"));
+        assert_eq!(o.env_var("SLURM_ARRAY_TASK_MIN"), Some("3"));
+        assert_eq!(o.env_var("SLURM_ARRAY_TASK_MAX"), Some("9"));
+        assert_eq!(o.display_id, "1_3");
+        assert_eq!(o.stdout, "/home/alice/out/job.sh_1_3.txt");
+        assert_eq!(o.stderr, format!("/tmp/{id}.err"));
+    }
+}
