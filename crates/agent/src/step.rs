@@ -1,0 +1,422 @@
+//! Launching and supervising a job's batch step.
+//!
+//! The step runs in its own session and process group, as the job's user
+//! (when the agent runs as root), in the job's working directory, with its
+//! output going to the files the job named — opened *as the user*, so a job
+//! cannot write where its user could not. The supervisor enforces the time
+//! limit (SIGTERM, a grace period, then SIGKILL of the whole group → TIMEOUT),
+//! the memory limit (a cgroup, or RSS sampling where none can be made →
+//! OUT_OF_MEMORY), cancels and `--signal` warnings, and reports how the step
+//! ended. Steps are not killed when the agent exits: a restarted agent can
+//! re-attach to them.
+
+use crate::cgroup::{self, MemoryCgroup};
+use drover_core::job::OpenMode;
+use drover_core::launch::LaunchOrder;
+use drover_core::state::StepOutcome;
+use std::ffi::CString;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+
+/// How the launcher runs steps on this host.
+#[derive(Debug, Clone)]
+pub struct LauncherConfig {
+    /// Where scripts are written (one directory per step).
+    pub spool_dir: PathBuf,
+    /// Between SIGTERM and SIGKILL (Slurm's KillWait).
+    pub kill_grace: Duration,
+    /// The cgroup mount point; `None` disables cgroups (RSS sampling then).
+    pub cgroup_root: Option<PathBuf>,
+    /// How often RSS is sampled where no cgroup could be made.
+    pub rss_poll: Duration,
+    /// Host CPU ids the agent may bind steps to (empty: no binding).
+    pub host_cpus: Vec<usize>,
+}
+
+impl LauncherConfig {
+    pub fn new(spool_dir: impl Into<PathBuf>) -> LauncherConfig {
+        LauncherConfig {
+            spool_dir: spool_dir.into(),
+            kill_grace: Duration::from_secs(30),
+            cgroup_root: Some(PathBuf::from("/sys/fs/cgroup")),
+            rss_poll: Duration::from_secs(1),
+            host_cpus: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("working directory {0} does not exist or is not a directory")]
+    WorkDir(String),
+    #[error("cannot create output file {path}: directory {dir} does not exist")]
+    OutputDir { path: String, dir: String },
+    #[error("cannot prepare the step's spool directory {path}: {source}")]
+    Spool { path: String, source: io::Error },
+    #[error("a value in the launch order contains a NUL byte: {0}")]
+    NulByte(String),
+    #[error("cannot start the batch script as uid {uid}: {source}")]
+    Spawn { uid: u32, source: io::Error },
+}
+
+/// What the supervisor can be asked to do.
+#[derive(Debug, Clone, Copy)]
+pub enum Control {
+    /// SIGTERM, grace, SIGKILL.
+    Cancel,
+    /// Deliver a signal to the whole step.
+    Signal(i32),
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepReport {
+    pub job_id: u64,
+    pub attempt: u32,
+    pub outcome: StepOutcome,
+    pub max_rss_bytes: Option<u64>,
+    pub runtime: Duration,
+}
+
+/// A running step.
+pub struct Step {
+    pub job_id: u64,
+    pub attempt: u32,
+    pub pid: i32,
+    control: mpsc::UnboundedSender<Control>,
+    done: JoinHandle<StepReport>,
+}
+
+impl Step {
+    pub fn cancel(&self) {
+        let _ = self.control.send(Control::Cancel);
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let _ = self.control.send(Control::Signal(sig));
+    }
+
+    /// Waits for the step to end.
+    pub async fn wait(self) -> StepReport {
+        self.done.await.expect("step supervisor panicked")
+    }
+}
+
+fn cstring(s: &str) -> Result<CString, LaunchError> {
+    CString::new(s).map_err(|_| LaunchError::NulByte(s.chars().take(60).collect()))
+}
+
+/// Everything the child does between fork and exec, prepared beforehand so
+/// that the child only makes system calls (no allocation after fork).
+struct ChildSetup {
+    cgroup_procs: Option<CString>,
+    cpus: Option<libc::cpu_set_t>,
+    user: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    work_dir: CString,
+    stdin: CString,
+    stdout: CString,
+    stderr: Option<CString>,
+    out_flags: libc::c_int,
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+impl ChildSetup {
+    /// Runs in the child after fork. Only async-signal-safe calls.
+    unsafe fn apply(&self) -> io::Result<()> {
+        unsafe {
+            check(libc::setsid())?;
+            if let Some(procs) = &self.cgroup_procs {
+                let fd = check(libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC))?;
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if written < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some(set) = &self.cpus {
+                check(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set))?;
+            }
+            if let Some((uid, gid, groups)) = &self.user {
+                check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                check(libc::setgid(*gid))?;
+                check(libc::setuid(*uid))?;
+            }
+            check(libc::chdir(self.work_dir.as_ptr()))?;
+            let redirect = |path: &CString, flags: libc::c_int, target: libc::c_int| -> io::Result<()> {
+                let fd = check(libc::open(path.as_ptr(), flags, 0o644 as libc::c_uint))?;
+                if fd != target {
+                    check(libc::dup2(fd, target))?;
+                    libc::close(fd);
+                }
+                Ok(())
+            };
+            redirect(&self.stdin, libc::O_RDONLY, 0)?;
+            redirect(&self.stdout, self.out_flags, 1)?;
+            match &self.stderr {
+                Some(path) => redirect(path, self.out_flags, 2)?,
+                None => {
+                    check(libc::dup2(1, 2))?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The user's supplementary groups, as login would set them.
+fn groups_of(user: &str, gid: u32) -> Vec<libc::gid_t> {
+    let Ok(name) = CString::new(user) else { return vec![gid] };
+    let mut n: libc::c_int = 64;
+    loop {
+        let mut buf = vec![0 as libc::gid_t; n as usize];
+        let mut count = n;
+        // SAFETY: buf holds `count` entries; getgrouplist writes at most that.
+        let r = unsafe { libc::getgrouplist(name.as_ptr(), gid, buf.as_mut_ptr(), &mut count) };
+        if r >= 0 {
+            buf.truncate(count as usize);
+            return buf;
+        }
+        if count <= n || n > 65536 {
+            return vec![gid];
+        }
+        n = count;
+    }
+}
+
+fn parent_dir_exists(path: &str) -> Result<(), LaunchError> {
+    let dir = Path::new(path).parent().unwrap_or(Path::new("/"));
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(LaunchError::OutputDir { path: path.to_string(), dir: dir.display().to_string() })
+    }
+}
+
+/// Starts `order`'s batch step. Returns once the process exists.
+pub async fn launch(order: &LaunchOrder, cfg: &LauncherConfig) -> Result<Step, LaunchError> {
+    if !Path::new(&order.work_dir).is_dir() {
+        return Err(LaunchError::WorkDir(order.work_dir.clone()));
+    }
+    parent_dir_exists(&order.stdout)?;
+    parent_dir_exists(&order.stderr)?;
+
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let switch_user = root && order.uid != 0;
+
+    let step_dir = cfg.spool_dir.join(format!("job{}.{}", order.job_id, order.attempt));
+    let spool_err = |source| LaunchError::Spool { path: step_dir.display().to_string(), source };
+    std::fs::create_dir_all(&step_dir).map_err(spool_err)?;
+    let script = step_dir.join("script");
+    std::fs::write(&script, order.script.as_bytes()).map_err(spool_err)?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).map_err(spool_err)?;
+    if switch_user {
+        std::os::unix::fs::chown(&step_dir, Some(order.uid), Some(order.gid)).map_err(spool_err)?;
+        std::os::unix::fs::chown(&script, Some(order.uid), Some(order.gid)).map_err(spool_err)?;
+    }
+
+    let memory = match (order.mem_limit_mb, &cfg.cgroup_root) {
+        (Some(mb), Some(root)) => cgroup::detect(root).and_then(|(hierarchy, version)| {
+            let name = format!("job{}.{}", order.job_id, order.attempt);
+            MemoryCgroup::create(&hierarchy, version, &name, mb * 1024 * 1024).ok()
+        }),
+        _ => None,
+    };
+
+    let cpus = (!cfg.host_cpus.is_empty()).then(|| {
+        // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for i in 0..order.cpus as usize {
+            // Slots map onto host CPUs round-robin, so several agents
+            // emulating nodes on one host still get a valid mask.
+            let cpu = cfg.host_cpus[i % cfg.host_cpus.len()];
+            // SAFETY: cpu < CPU_SETSIZE is checked by the macro's callers in
+            // libc; host ids come from the kernel.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        set
+    });
+
+    let out_flags = libc::O_WRONLY
+        | libc::O_CREAT
+        | match order.open_mode {
+            OpenMode::Append => libc::O_APPEND,
+            OpenMode::Truncate => libc::O_TRUNC,
+        };
+    let setup = ChildSetup {
+        cgroup_procs: memory.as_ref().map(|m| cstring(&m.procs_file().display().to_string())).transpose()?,
+        cpus,
+        user: switch_user.then(|| (order.uid, order.gid, groups_of(&order.user, order.gid))),
+        work_dir: cstring(&order.work_dir)?,
+        stdin: cstring(order.stdin.as_deref().unwrap_or("/dev/null"))?,
+        stdout: cstring(&order.stdout)?,
+        stderr: (order.stderr != order.stdout).then(|| cstring(&order.stderr)).transpose()?,
+        out_flags,
+    };
+    for (k, v) in &order.env {
+        if k.contains('\0') || v.contains('\0') || k.contains('=') {
+            return Err(LaunchError::NulByte(k.clone()));
+        }
+    }
+
+    let mut cmd = tokio::process::Command::new(&script);
+    cmd.env_clear()
+        .envs(order.env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        // The step outlives the agent: a restarted agent re-attaches.
+        .kill_on_drop(false);
+    // SAFETY: the closure only makes system calls on data prepared above.
+    unsafe {
+        cmd.pre_exec(move || setup.apply());
+    }
+    let started = Instant::now();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(source) => {
+            if let Some(m) = memory {
+                m.remove().await;
+            }
+            let _ = std::fs::remove_dir_all(&step_dir);
+            return Err(LaunchError::Spawn { uid: order.uid, source });
+        }
+    };
+    let pid = child.id().map_or(0, |p| p as i32);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+
+    let limit = order.time_limit.map(|s| started + Duration::from_secs(s));
+    let warn_at = match (&order.signal, order.time_limit) {
+        (Some(sig), Some(limit)) => {
+            Some((started + Duration::from_secs(limit.saturating_sub(u64::from(sig.secs_before))), sig.clone()))
+        }
+        _ => None,
+    };
+    let grace = cfg.kill_grace;
+    let rss_limit = match (&memory, order.mem_limit_mb) {
+        (None, Some(mb)) => Some(mb * 1024 * 1024),
+        _ => None,
+    };
+    let rss_poll = cfg.rss_poll;
+    let (job_id, attempt) = (order.job_id, order.attempt);
+
+    let done = tokio::spawn(async move {
+        let far = started + Duration::from_secs(100 * 365 * 86400);
+        let mut kill_at: Option<Instant> = None;
+        let mut warned = false;
+        let mut timed_out = false;
+        let mut rss_oom = false;
+        let mut peak_rss = 0u64;
+        let mut next_poll = started + rss_poll;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                _ = sleep_until(warn_at.as_ref().map_or(far, |w| w.0)), if !warned => {
+                    warned = true;
+                    let (_, sig) = warn_at.as_ref().expect("guarded");
+                    if sig.batch_only { signal_pid(pid, sig.signal) } else { signal_group(pid, sig.signal) }
+                }
+                _ = sleep_until(limit.unwrap_or(far)), if !timed_out && kill_at.is_none() => {
+                    timed_out = true;
+                    signal_group(pid, libc::SIGTERM);
+                    kill_at = Some(Instant::now() + grace);
+                }
+                _ = sleep_until(kill_at.unwrap_or(far)) => {
+                    signal_group(pid, libc::SIGKILL);
+                    kill_at = None;
+                }
+                _ = sleep_until(next_poll), if rss_limit.is_some() => {
+                    next_poll = Instant::now() + rss_poll;
+                    let rss = group_rss_bytes(pid);
+                    peak_rss = peak_rss.max(rss);
+                    if rss > rss_limit.unwrap_or(u64::MAX) {
+                        rss_oom = true;
+                        signal_group(pid, libc::SIGKILL);
+                    }
+                }
+                Some(ctl) = rx.recv() => match ctl {
+                    Control::Cancel if kill_at.is_none() => {
+                        signal_group(pid, libc::SIGTERM);
+                        kill_at = Some(Instant::now() + grace);
+                    }
+                    Control::Cancel => {}
+                    Control::Signal(sig) => signal_group(pid, sig),
+                },
+            }
+        };
+        // The batch shell is gone; nothing of the job may linger.
+        signal_group(pid, libc::SIGKILL);
+        let oom_kills = memory.as_ref().map_or(0, |m| m.oom_kills());
+        let max_rss = memory.as_ref().and_then(|m| m.peak_bytes()).or((peak_rss > 0).then_some(peak_rss));
+        if let Some(m) = memory {
+            for p in m.pids() {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            m.remove().await;
+        }
+        let _ = std::fs::remove_dir_all(&step_dir);
+        let outcome = match status {
+            _ if rss_oom || oom_kills > 0 => StepOutcome::OutOfMemory,
+            _ if timed_out => StepOutcome::TimedOut,
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => StepOutcome::Exited(code),
+                (None, Some(sig)) => StepOutcome::Signaled(sig),
+                (None, None) => StepOutcome::Exited(255),
+            },
+            Err(_) => StepOutcome::Exited(255),
+        };
+        StepReport { job_id, attempt, outcome, max_rss_bytes: max_rss, runtime: started.elapsed() }
+    });
+    Ok(Step { job_id: order.job_id, attempt: order.attempt, pid, control: tx, done })
+}
+
+fn signal_group(pgid: i32, sig: i32) {
+    if pgid > 0 {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(-pgid, sig) };
+    }
+}
+
+fn signal_pid(pid: i32, sig: i32) {
+    if pid > 0 {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// Resident memory of every process in the group, from /proc.
+fn group_rss_bytes(pgid: i32) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    let mut total = 0;
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // Fields after the command name, which may contain spaces.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // state ppid pgrp ... rss is field 24 overall, 22 here (0-based 21).
+        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            total += fields.get(21).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0) * page;
+        }
+    }
+    total
+}

@@ -1,0 +1,236 @@
+//! The step launcher against real processes.
+
+use drover_agent::step::{launch, LaunchError, LauncherConfig};
+use drover_core::job::{OpenMode, SignalSpec};
+use drover_core::launch::LaunchOrder;
+use drover_core::state::StepOutcome;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("drover-step-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn path(&self, p: &str) -> String {
+        self.0.join(p).display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn order(dir: &TempDir, job_id: u64, script: &str) -> LaunchOrder {
+    let uid = unsafe { libc::geteuid() };
+    let gid = unsafe { libc::getegid() };
+    LaunchOrder {
+        job_id,
+        display_id: job_id.to_string(),
+        attempt: 0,
+        node_name: "n1".into(),
+        user: "root".into(),
+        uid,
+        gid,
+        script: Arc::from(format!("#!/bin/sh\n{script}\n")),
+        work_dir: dir.0.display().to_string(),
+        stdout: dir.path(&format!("slurm-{job_id}.out")),
+        stderr: dir.path(&format!("slurm-{job_id}.out")),
+        stdin: None,
+        open_mode: OpenMode::Truncate,
+        env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()), ("SLURM_JOB_ID".into(), job_id.to_string())],
+        time_limit: None,
+        mem_limit_mb: None,
+        cpus: 1,
+        signal: None,
+    }
+}
+
+fn config(dir: &TempDir) -> LauncherConfig {
+    LauncherConfig {
+        kill_grace: Duration::from_secs(1),
+        rss_poll: Duration::from_millis(100),
+        ..LauncherConfig::new(dir.0.join("spool"))
+    }
+}
+
+fn output(dir: &TempDir, job_id: u64) -> String {
+    std::fs::read_to_string(dir.path(&format!("slurm-{job_id}.out"))).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn runs_the_script_with_its_environment_and_output_file() {
+    let dir = TempDir::new("env");
+    let o = order(&dir, 11, "echo job=$SLURM_JOB_ID; pwd; echo to-stderr >&2; exit 0");
+    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    assert_eq!(report.outcome, StepOutcome::Exited(0));
+    let out = output(&dir, 11);
+    assert!(out.contains("job=11\n"), "{out}");
+    assert!(out.contains(&format!("{}\n", dir.0.display())), "runs in the work dir: {out}");
+    assert!(out.contains("to-stderr"), "stderr joins stdout by default: {out}");
+    assert!(!dir.0.join("spool/job11.0").exists(), "spool is cleaned up");
+}
+
+#[tokio::test]
+async fn exit_codes_and_separate_stderr() {
+    let dir = TempDir::new("exit");
+    let mut o = order(&dir, 12, "echo out; echo err >&2; exit 3");
+    o.stderr = dir.path("err.txt");
+    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    assert_eq!(report.outcome, StepOutcome::Exited(3));
+    assert_eq!(output(&dir, 12), "out\n");
+    assert_eq!(std::fs::read_to_string(dir.path("err.txt")).unwrap(), "err\n");
+}
+
+#[tokio::test]
+async fn time_limit_terminates_then_kills() {
+    let dir = TempDir::new("time");
+    let mut o = order(&dir, 13, "sleep 30");
+    o.time_limit = Some(1);
+    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    assert_eq!(report.outcome, StepOutcome::TimedOut);
+    assert!(report.runtime < Duration::from_secs(5), "{:?}", report.runtime);
+
+    // A script that ignores SIGTERM is killed after the grace period.
+    let mut o = order(&dir, 14, "trap '' TERM; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done");
+    o.time_limit = Some(1);
+    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    assert_eq!(report.outcome, StepOutcome::TimedOut);
+    assert!(report.runtime >= Duration::from_secs(2), "grace was honoured: {:?}", report.runtime);
+    assert!(report.runtime < Duration::from_secs(8), "{:?}", report.runtime);
+}
+
+const HOG: &str = "python3 -c \"import time; b = b'x' * (300 * 1024 * 1024); time.sleep(5)\"";
+
+#[tokio::test]
+async fn memory_limit_with_a_cgroup() {
+    let dir = TempDir::new("oom-cg");
+    let root = Path::new("/sys/fs/cgroup");
+    if !is_root() || drover_agent::cgroup::detect(root).is_none() {
+        eprintln!("skipped: needs root and a writable memory cgroup hierarchy");
+        return;
+    }
+    let mut o = order(&dir, 15, HOG);
+    o.mem_limit_mb = Some(64);
+    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    assert_eq!(report.outcome, StepOutcome::OutOfMemory);
+    assert!(report.max_rss_bytes.unwrap_or(0) >= 32 * 1024 * 1024, "{:?}", report.max_rss_bytes);
+    assert!(report.runtime < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn memory_limit_by_sampling_without_cgroups() {
+    let dir = TempDir::new("oom-rss");
+    let mut o = order(&dir, 16, HOG);
+    o.mem_limit_mb = Some(64);
+    let cfg = LauncherConfig { cgroup_root: None, ..config(&dir) };
+    let report = launch(&o, &cfg).await.unwrap().wait().await;
+    assert_eq!(report.outcome, StepOutcome::OutOfMemory);
+    assert!(report.runtime < Duration::from_secs(5));
+    // Within the limit, nothing happens.
+    let mut o = order(&dir, 17, "echo small");
+    o.mem_limit_mb = Some(64);
+    assert_eq!(launch(&o, &cfg).await.unwrap().wait().await.outcome, StepOutcome::Exited(0));
+}
+
+#[tokio::test]
+async fn cancel_signals_the_whole_group() {
+    let dir = TempDir::new("cancel");
+    let o = order(&dir, 18, "sleep 30 & sleep 30; wait");
+    let step = launch(&o, &config(&dir)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    step.cancel();
+    let report = tokio::time::timeout(Duration::from_secs(5), step.wait()).await.expect("cancel ends the step");
+    assert_eq!(report.outcome, StepOutcome::Signaled(libc::SIGTERM));
+}
+
+#[tokio::test]
+async fn nothing_of_the_job_outlives_it() {
+    let dir = TempDir::new("leftover");
+    let pidfile = dir.path("bg.pid");
+    let o = order(&dir, 19, &format!("sleep 300 & echo $! > {pidfile}; exit 0"));
+    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    assert_eq!(report.outcome, StepOutcome::Exited(0));
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let mut gone = false;
+    for _ in 0..50 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z ") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "background process {pid} survived the job");
+}
+
+#[tokio::test]
+async fn runs_as_the_jobs_user() {
+    if !is_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let dir = TempDir::new("user");
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mut o = order(&dir, 20, "id -u; id -g; touch /root/drover-should-not-exist 2>/dev/null && echo wrote-root");
+    (o.uid, o.gid, o.user) = (65534, 65534, "nobody".into());
+    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    assert_eq!(report.outcome, StepOutcome::Exited(1));
+    assert_eq!(output(&dir, 20), "65534\n65534\n");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(dir.path("slurm-20.out")).unwrap().uid(), 65534, "output opened as the user");
+    assert!(!Path::new("/root/drover-should-not-exist").exists());
+}
+
+#[tokio::test]
+async fn warning_signal_before_the_limit() {
+    let dir = TempDir::new("warn");
+    let mut o =
+        order(&dir, 21, "trap 'echo warned; exit 0' USR1; i=0; while [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done");
+    o.time_limit = Some(3);
+    o.signal = Some(SignalSpec { signal: libc::SIGUSR1, secs_before: 2, batch_only: true });
+    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    assert_eq!(report.outcome, StepOutcome::Exited(0), "{}", output(&dir, 21));
+    assert_eq!(output(&dir, 21), "warned\n");
+    assert!(report.runtime < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn append_mode_keeps_earlier_output() {
+    let dir = TempDir::new("append");
+    let mut o = order(&dir, 22, "echo run");
+    o.open_mode = OpenMode::Append;
+    launch(&o, &config(&dir)).await.unwrap().wait().await;
+    o.attempt = 1;
+    launch(&o, &config(&dir)).await.unwrap().wait().await;
+    assert_eq!(output(&dir, 22), "run\nrun\n");
+}
+
+#[tokio::test]
+async fn bad_orders_are_refused_with_the_reason() {
+    let dir = TempDir::new("bad");
+    let mut o = order(&dir, 23, "true");
+    o.work_dir = "/nonexistent/dir".into();
+    assert!(matches!(launch(&o, &config(&dir)).await, Err(LaunchError::WorkDir(_))));
+    let mut o = order(&dir, 24, "true");
+    o.stdout = "/nonexistent/out/%j.txt".into();
+    let err = launch(&o, &config(&dir)).await.err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "cannot create output file /nonexistent/out/%j.txt: directory /nonexistent/out does not exist"
+    );
+    let mut o = order(&dir, 25, "true");
+    o.env.push(("BAD".into(), "nul\0byte".into()));
+    assert!(matches!(launch(&o, &config(&dir)).await, Err(LaunchError::NulByte(_))));
+}
