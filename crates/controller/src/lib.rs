@@ -1,0 +1,14 @@
+//! The controller: owns the cluster state and keeps it durable and
+//! replicated.
+//!
+//! Every change is a core [`Command`](drover_core::Command) appended to a Raft
+//! log (openraft) stored in redb under the controller's state directory; a
+//! command is applied to the core state machine only once committed, and a
+//! client hears "ok" only after that. One controller is a one-member Raft
+//! group — the same code path as HA, which only adds members.
+
+pub mod log_store;
+pub mod machine;
+pub mod raft;
+
+pub use raft::{Controller, ProposeError, TypeConfig};

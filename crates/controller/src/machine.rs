@@ -1,0 +1,186 @@
+//! The Raft state machine: the core cluster state, applying committed
+//! commands, and its snapshots (kept in the same redb database).
+
+use crate::raft::{Applied, TypeConfig};
+use drover_core::state::Snapshot as CoreSnapshot;
+use drover_core::{Event, State};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+};
+use redb::{Database, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+use tokio::sync::broadcast;
+
+const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+
+type StorageResult<T> = Result<T, StorageError<u64>>;
+
+/// The state and how far it has applied the log, under one lock so a
+/// snapshot is always consistent.
+pub struct AppliedState {
+    pub state: State,
+    pub last_applied: Option<LogId<u64>>,
+    pub membership: StoredMembership<u64, BasicNode>,
+}
+
+/// What the rest of the controller reads: the state, and the events of
+/// every applied command in log order.
+pub struct Shared {
+    pub inner: RwLock<AppliedState>,
+    pub events: broadcast::Sender<(u64, Event)>,
+}
+
+impl Shared {
+    /// Runs `f` on the current state.
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.inner.read().expect("state lock poisoned").state)
+    }
+}
+
+/// A stored snapshot: the core snapshot and where in the log it was taken.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<u64, BasicNode>,
+    data: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub struct Machine {
+    pub shared: Arc<Shared>,
+    db: Arc<Database>,
+}
+
+fn err<E: std::error::Error + 'static>(e: E) -> AnyError {
+    AnyError::new(&e)
+}
+
+impl Machine {
+    /// Opens the machine, restoring the last snapshot if there is one; the
+    /// log entries after it are re-applied by Raft.
+    pub fn open(db: Arc<Database>) -> Result<Machine, AnyError> {
+        let txn = db.begin_write().map_err(err)?;
+        txn.open_table(SNAPSHOT).map_err(err)?;
+        txn.commit().map_err(err)?;
+        let (events, _) = broadcast::channel(16 * 1024);
+        let mut applied =
+            AppliedState { state: State::default(), last_applied: None, membership: StoredMembership::default() };
+        if let Some(stored) = load_snapshot(&db)? {
+            let core: CoreSnapshot = serde_json::from_slice(&stored.data).map_err(err)?;
+            applied.state = State::restore(core);
+            applied.last_applied = stored.meta.last_log_id;
+            applied.membership = stored.meta.last_membership;
+        }
+        Ok(Machine { shared: Arc::new(Shared { inner: RwLock::new(applied), events }), db })
+    }
+}
+
+fn load_snapshot(db: &Database) -> Result<Option<StoredSnapshot>, AnyError> {
+    let txn = db.begin_read().map_err(err)?;
+    let table = txn.open_table(SNAPSHOT).map_err(err)?;
+    match table.get("current").map_err(err)? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(err)?)),
+        None => Ok(None),
+    }
+}
+
+fn save_snapshot(db: &Database, s: &StoredSnapshot) -> Result<(), AnyError> {
+    let bytes = serde_json::to_vec(s).map_err(err)?;
+    let txn = db.begin_write().map_err(err)?;
+    {
+        let mut table = txn.open_table(SNAPSHOT).map_err(err)?;
+        table.insert("current", bytes.as_slice()).map_err(err)?;
+    }
+    txn.commit().map_err(err)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for Machine {
+    async fn build_snapshot(&mut self) -> StorageResult<Snapshot<TypeConfig>> {
+        let build = || -> Result<StoredSnapshot, AnyError> {
+            let inner = self.shared.inner.read().expect("state lock poisoned");
+            let data = serde_json::to_vec(&inner.state.snapshot()).map_err(err)?;
+            let last = inner.last_applied;
+            let snapshot_id = last.map_or_else(|| "0-0".to_string(), |l| format!("{}-{}", l.leader_id.term, l.index));
+            Ok(StoredSnapshot {
+                meta: SnapshotMeta { last_log_id: last, last_membership: inner.membership.clone(), snapshot_id },
+                data,
+            })
+        };
+        let stored = build().map_err(|e| StorageIOError::write_snapshot(None, e))?;
+        save_snapshot(&self.db, &stored).map_err(|e| StorageIOError::write_snapshot(None, e))?;
+        Ok(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for Machine {
+    type SnapshotBuilder = Machine;
+
+    async fn applied_state(&mut self) -> StorageResult<(Option<LogId<u64>>, StoredMembership<u64, BasicNode>)> {
+        let inner = self.shared.inner.read().expect("state lock poisoned");
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> StorageResult<Vec<Applied>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut replies = Vec::new();
+        let mut inner = self.shared.inner.write().expect("state lock poisoned");
+        for entry in entries {
+            inner.last_applied = Some(entry.log_id);
+            let reply = match entry.payload {
+                EntryPayload::Blank => Applied(Ok(Vec::new())),
+                EntryPayload::Membership(m) => {
+                    inner.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Applied(Ok(Vec::new()))
+                }
+                EntryPayload::Normal(cmd) => {
+                    let result = inner.state.apply(cmd);
+                    if let Ok(events) = &result {
+                        for e in events {
+                            // Nobody listening is fine: events are also in replies.
+                            let _ = self.shared.events.send((entry.log_id.index, e.clone()));
+                        }
+                    }
+                    Applied(result)
+                }
+            };
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> StorageResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> StorageResult<()> {
+        let data = snapshot.into_inner();
+        let core: CoreSnapshot =
+            serde_json::from_slice(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), err(e)))?;
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        save_snapshot(&self.db, &stored).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
+        let mut inner = self.shared.inner.write().expect("state lock poisoned");
+        inner.state = State::restore(core);
+        inner.last_applied = meta.last_log_id;
+        inner.membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> StorageResult<Option<Snapshot<TypeConfig>>> {
+        let stored = load_snapshot(&self.db).map_err(|e| StorageIOError::read_snapshot(None, e))?;
+        Ok(stored.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}
