@@ -100,6 +100,28 @@ fn absolute(dir: &str, path: &str) -> String {
     }
 }
 
+/// Where a job's stdout, stderr and stdin are: patterns expanded, relative
+/// paths resolved against the working directory.
+pub fn output_paths(j: &crate::job::Job, first_node: &str) -> (String, String, Option<String>) {
+    let spec = &j.spec;
+    let pattern = PatternInput {
+        job_id: j.id,
+        array_job_id: j.array.map(|t| t.array_id),
+        array_task: j.array.map(|t| t.task),
+        name: &spec.name,
+        user: &spec.user,
+        first_node,
+    };
+    let default_out = if j.array.is_some() { "slurm-%A_%a.out" } else { "slurm-%j.out" };
+    let stdout = absolute(&spec.work_dir, &expand_pattern(spec.stdout.as_deref().unwrap_or(default_out), &pattern));
+    let stderr = match &spec.stderr {
+        Some(e) => absolute(&spec.work_dir, &expand_pattern(e, &pattern)),
+        None => stdout.clone(),
+    };
+    let stdin = spec.stdin.as_ref().map(|i| absolute(&spec.work_dir, &expand_pattern(i, &pattern)));
+    (stdout, stderr, stdin)
+}
+
 impl LaunchOrder {
     /// The order for `job`'s batch step on node `node` (an index into the
     /// state's node table). `None` if the job is not running there.
@@ -114,22 +136,7 @@ impl LaunchOrder {
         let node_name = nodes[node as usize].name.clone();
         let nodelist = hostlist::compress(&names);
         let array = j.array.and_then(|t| state.array(t.array_id).map(|a| (t, a)));
-        let pattern = PatternInput {
-            job_id: j.id,
-            array_job_id: j.array.map(|t| t.array_id),
-            array_task: j.array.map(|t| t.task),
-            name: &spec.name,
-            user: &spec.user,
-            first_node: names.first().copied().unwrap_or_default(),
-        };
-        let default_out = if j.array.is_some() { "slurm-%A_%a.out" } else { "slurm-%j.out" };
-        let stdout = absolute(&spec.work_dir, &expand_pattern(spec.stdout.as_deref().unwrap_or(default_out), &pattern));
-        let stderr = match &spec.stderr {
-            Some(e) => absolute(&spec.work_dir, &expand_pattern(e, &pattern)),
-            None => stdout.clone(),
-        };
-        let stdin = spec.stdin.as_ref().map(|i| absolute(&spec.work_dir, &expand_pattern(i, &pattern)));
-
+        let (stdout, stderr, stdin) = output_paths(j, names.first().copied().unwrap_or_default());
         let mut env: Vec<(String, String)> = spec.environment.to_vec();
         let mut set = |k: &str, v: String| {
             env.retain(|(key, _)| key != k);

@@ -1,0 +1,243 @@
+//! Wire types shared by the controller, agents and clients. JSON over HTTP:
+//! the REST API under `/api/v1`, and the agent protocol under
+//! `/api/v1/agent` (orders streamed as newline-delimited JSON).
+
+use drover_core::hostlist;
+use drover_core::job::{ExitStatus, Job, JobId};
+use drover_core::launch::{self, LaunchOrder};
+use drover_core::state::{ArrayJob, CancelFilter, StepOutcome};
+use drover_core::{JobSpec, Resources, State};
+use serde::{Deserialize, Serialize};
+
+/// The path prefix of every API route.
+pub const API: &str = "/api/v1";
+
+/// `POST /api/v1/jobs`: one or many jobs, accepted all or none.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitJobs {
+    pub jobs: Vec<JobSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Submitted {
+    pub job_ids: Vec<JobId>,
+}
+
+/// Every error response: a sentence for a person.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// `POST /api/v1/jobs/cancel`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CancelJobs {
+    pub filter: CancelFilter,
+}
+
+/// What a cancel did, item by item.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cancelled {
+    pub cancelled: Vec<String>,
+    pub refused: Vec<(String, String)>,
+}
+
+/// A job (or the pending rest of an array) as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// `1234`, `1000_7`, or `1000_[8-99]` for an array's pending tasks.
+    pub id: String,
+    pub job_id: JobId,
+    pub array_job_id: Option<JobId>,
+    pub array_task: Option<String>,
+    pub name: String,
+    pub user: String,
+    pub uid: u32,
+    pub account: Option<String>,
+    pub partition: String,
+    pub state: String,
+    pub state_code: String,
+    pub reason: String,
+    pub nodes: String,
+    pub num_nodes: u32,
+    pub num_cpus: u64,
+    /// Seconds; `None` is unlimited.
+    pub time_limit: Option<u64>,
+    /// Epoch milliseconds.
+    pub submit_time: u64,
+    pub start_time: Option<u64>,
+    pub end_time: Option<u64>,
+    pub exit_code: Option<String>,
+    pub restart_count: u32,
+    pub work_dir: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+impl JobView {
+    pub fn of_job(state: &State, j: &Job) -> JobView {
+        let part = state.partition_for(&j.spec).map(|p| p.name().to_string()).unwrap_or_default();
+        let (nodes, num_nodes, cpus) = match &j.alloc {
+            Some(a) => {
+                let names: Vec<&str> =
+                    a.shares.iter().map(|s| state.nodes()[s.node as usize].name.as_str()).collect();
+                (hostlist::compress(&names), a.shares.len() as u32, u64::from(a.total().cpus))
+            }
+            None => (String::new(), j.spec.nodes_min, j.spec.total_cpus()),
+        };
+        let first = j.alloc.as_ref().and_then(|a| a.shares.first()).map(|s| state.nodes()[s.node as usize].name.as_str());
+        let (stdout, stderr, _) = launch::output_paths(j, first.unwrap_or_default());
+        JobView {
+            id: j.display_id(),
+            job_id: j.id,
+            array_job_id: j.array.map(|a| a.array_id),
+            array_task: j.array.map(|a| a.task.to_string()),
+            name: j.spec.name.clone(),
+            user: j.spec.user.clone(),
+            uid: j.spec.uid,
+            account: j.spec.account.clone(),
+            partition: j.alloc.as_ref().map_or(part, |a| a.partition.clone()),
+            state: j.state.name().into(),
+            state_code: j.state.code().into(),
+            reason: if j.state == drover_core::JobState::Pending { j.reason.name().into() } else { "None".into() },
+            nodes,
+            num_nodes,
+            num_cpus: cpus,
+            time_limit: j.alloc.as_ref().map_or(j.spec.time_limit, |a| a.time_limit),
+            submit_time: j.submit_time,
+            start_time: j.start_time,
+            end_time: j.end_time,
+            exit_code: j.exit.map(|e: ExitStatus| e.to_string()),
+            restart_count: j.restart_count,
+            work_dir: j.spec.work_dir.clone(),
+            stdout,
+            stderr,
+            terminal: j.state.is_terminal(),
+        }
+    }
+
+    /// The not-yet-started tasks of an array, as one line (`1000_[5-99]`).
+    pub fn of_array(state: &State, a: &ArrayJob) -> JobView {
+        let part = state.partition_for(&a.spec).map(|p| p.name().to_string()).unwrap_or_default();
+        let tasks = a.pending.to_string();
+        JobView {
+            id: if a.pending.len() == 1 { format!("{}_{tasks}", a.id) } else { format!("{}_[{tasks}]", a.id) },
+            job_id: a.id,
+            array_job_id: Some(a.id),
+            array_task: Some(tasks),
+            name: a.spec.name.clone(),
+            user: a.spec.user.clone(),
+            uid: a.spec.uid,
+            account: a.spec.account.clone(),
+            partition: part,
+            state: "PENDING".into(),
+            state_code: "PD".into(),
+            reason: a.reason.name().into(),
+            nodes: String::new(),
+            num_nodes: a.spec.nodes_min,
+            num_cpus: a.spec.total_cpus(),
+            time_limit: a.spec.time_limit,
+            submit_time: a.submit_time,
+            start_time: None,
+            end_time: None,
+            exit_code: None,
+            restart_count: 0,
+            work_dir: a.spec.work_dir.clone(),
+            stdout: String::new(),
+            stderr: String::new(),
+            terminal: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+}
+
+/// A node as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub name: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub partitions: Vec<String>,
+    pub total: Resources,
+    pub alloc: Resources,
+    pub features: Vec<String>,
+    pub jobs: u32,
+    pub last_heartbeat: u64,
+}
+
+impl NodeView {
+    pub fn of(state: &State, i: usize) -> NodeView {
+        let n = &state.nodes()[i];
+        NodeView {
+            name: n.name.clone(),
+            state: n.state().name().into(),
+            reason: n.reason.clone(),
+            partitions: state
+                .partitions()
+                .iter()
+                .filter(|p| p.members.contains(&(i as u32)))
+                .map(|p| p.name().to_string())
+                .collect(),
+            total: n.total,
+            alloc: n.alloc,
+            features: n.features.clone(),
+            jobs: n.jobs,
+            last_heartbeat: n.last_heartbeat,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeList {
+    pub nodes: Vec<NodeView>,
+}
+
+/// `POST /api/v1/nodes/{name}/drain`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Drain {
+    pub reason: String,
+}
+
+/// `GET /api/v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub ok: bool,
+    pub leader: Option<u64>,
+    pub nodes: Vec<(String, String)>,
+    pub problems: Vec<String>,
+}
+
+/// `POST /api/v1/agent/register`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Register {
+    pub name: String,
+    pub addr: String,
+    pub total: Resources,
+    pub features: Vec<String>,
+    pub known_steps: Vec<(JobId, u32)>,
+}
+
+/// What the controller tells an agent to do, streamed one JSON per line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Order {
+    Launch(Box<LaunchOrder>),
+    Kill { job: JobId, attempt: u32 },
+    Signal { job: JobId, attempt: u32, signal: i32 },
+    /// Sent periodically so both ends notice a dead connection.
+    Ping,
+}
+
+/// `POST /api/v1/agent/report`: a step started or ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub node: String,
+    pub job: JobId,
+    pub attempt: u32,
+    /// `None`: started. `Some`: finished this way.
+    pub finished: Option<StepOutcome>,
+}
