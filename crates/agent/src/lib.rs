@@ -5,4 +5,5 @@
 //! stream arrive with the daemon.
 
 pub mod cgroup;
+pub mod daemon;
 pub mod step;

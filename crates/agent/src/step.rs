@@ -93,7 +93,25 @@ pub struct Step {
     done: JoinHandle<StepReport>,
 }
 
+/// A handle to send controls to a running step; cheap to clone.
+#[derive(Clone)]
+pub struct StepControl(mpsc::UnboundedSender<Control>);
+
+impl StepControl {
+    pub fn cancel(&self) {
+        let _ = self.0.send(Control::Cancel);
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let _ = self.0.send(Control::Signal(sig));
+    }
+}
+
 impl Step {
+    pub fn control(&self) -> StepControl {
+        StepControl(self.control.clone())
+    }
+
     pub fn cancel(&self) {
         let _ = self.control.send(Control::Cancel);
     }
@@ -296,6 +314,9 @@ pub async fn launch(order: &LaunchOrder, cfg: &LauncherConfig) -> Result<Step, L
         }
     };
     let pid = child.id().map_or(0, |p| p as i32);
+    // Recorded for whoever must find the step without asking the agent:
+    // `drover down`, and a restarted agent re-attaching.
+    let _ = std::fs::write(step_dir.join("pid"), format!("{pid}\n"));
     let (tx, mut rx) = mpsc::unbounded_channel();
 
     let limit = order.time_limit.map(|s| started + Duration::from_secs(s));

@@ -1,6 +1,9 @@
 //! The `drover` command line: argument parsing and dispatch.
 
 mod check;
+mod client;
+mod cluster;
+mod jobs;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -13,14 +16,58 @@ use std::ffi::OsString;
     long_about = None,
 )]
 struct Cli {
+    /// Controller address(es), ADDR[,ADDR…] (default: DROVER_CONTROLLER, the
+    /// cluster of ./.drover, then 127.0.0.1:6817).
+    #[arg(long, global = true)]
+    controller: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a local cluster (controller, agents, healer) — not yet available.
-    Up,
+    /// Start a local cluster: a controller and N agents, state under ./.drover.
+    Up(cluster::UpArgs),
+    /// Stop what 'drover up' started, and the jobs it runs.
+    Down(cluster::DownArgs),
+    /// Run a controller.
+    #[command(name = "controller")]
+    ControllerDaemon(cluster::ControllerArgs),
+    /// Run a node agent.
+    #[command(name = "agent")]
+    AgentDaemon(cluster::AgentArgs),
+    /// Submit a batch script (sbatch options; prints 'Submitted batch job N').
+    Submit(jobs::SubmitArgs),
+    /// List jobs, like squeue.
+    Queue(jobs::QueueArgs),
+    /// List nodes, like sinfo -N.
+    Nodes {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job or node in detail.
+    Show {
+        /// job or node
+        what: String,
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel jobs by id, array task, user, state or name.
+    Cancel(jobs::CancelArgs),
+    /// Wait until jobs end; exit 0 only if all COMPLETED.
+    Wait {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Check the cluster: exit 0 when healthy, 1 with what is wrong.
+    Health,
+    /// Print (and with -f follow) a job's output.
+    Logs {
+        id: String,
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Resolve a batch script and options the way submission will, and print
     /// the job it describes, without submitting anything.
     Check(check::CheckArgs),
@@ -48,10 +95,44 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             return e.exit_code();
         }
     };
+    let needs_runtime = !matches!(cli.command, Command::Check(_) | Command::Hostlist { .. });
+    if needs_runtime {
+        let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("drover: error: cannot start the async runtime: {e}");
+                return 1;
+            }
+        };
+        let client = client::Client::new(cli.controller.as_deref());
+        let result = rt.block_on(async {
+            match cli.command {
+                Command::Up(a) => cluster::up(a).await.map(|_| 0),
+                Command::Down(a) => cluster::down(a).await.map(|_| 0),
+                Command::ControllerDaemon(a) => cluster::controller(a).await.map(|_| 0),
+                Command::AgentDaemon(a) => cluster::agent(a).await.map(|_| 0),
+                Command::Submit(a) => jobs::submit(&client, a).await,
+                Command::Queue(a) => jobs::queue(&client, a).await,
+                Command::Nodes { json } => jobs::nodes(&client, json).await,
+                Command::Show { what, id, json } => jobs::show(&client, &what, &id, json).await,
+                Command::Cancel(a) => jobs::cancel(&client, a).await,
+                Command::Wait { ids } => jobs::wait_for(&client, &ids).await,
+                Command::Health => jobs::health(&client).await,
+                Command::Logs { id, follow } => jobs::logs(&client, &id, follow).await,
+                Command::Check(_) | Command::Hostlist { .. } => unreachable!("handled without a runtime"),
+            }
+        });
+        // Daemons' background tasks must not keep the process alive.
+        rt.shutdown_timeout(std::time::Duration::from_millis(100));
+        return match result {
+            Ok(code) => code,
+            Err(msg) => {
+                eprintln!("drover: error: {msg}");
+                1
+            }
+        };
+    }
     let result = match cli.command {
-        Command::Up => Err("'drover up' is not available yet: the controller and agent daemons land with \
-                            issue #3. Today you can check batch scripts with 'drover check SCRIPT'."
-            .to_string()),
         Command::Check(args) => check::run(args),
         Command::Hostlist { action: HostlistAction::Expand { expr } } => drover_core::hostlist::expand(&expr)
             .map(|hosts| {
@@ -64,6 +145,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             println!("{}", drover_core::hostlist::compress(&hosts));
             Ok(())
         }
+        _ => unreachable!("async commands are handled above"),
     };
     match result {
         Ok(()) => 0,

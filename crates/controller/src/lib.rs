@@ -7,8 +7,11 @@
 //! client hears "ok" only after that. One controller is a one-member Raft
 //! group — the same code path as HA, which only adds members.
 
+mod dispatch;
 pub mod log_store;
+mod loops;
 pub mod machine;
 pub mod raft;
+pub mod service;
 
 pub use raft::{Controller, ProposeError, TypeConfig};

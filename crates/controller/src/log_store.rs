@@ -25,11 +25,14 @@ fn io_err<E: std::error::Error + 'static>(e: E) -> AnyError {
 }
 
 impl LogStore {
-    pub fn new(db: Arc<Database>) -> Result<LogStore, redb::Error> {
-        let txn = db.begin_write()?;
-        txn.open_table(LOG)?;
-        txn.open_table(META)?;
-        txn.commit()?;
+    pub fn new(db: Arc<Database>) -> Result<LogStore, String> {
+        let create = || -> Result<(), AnyError> {
+            let txn = db.begin_write().map_err(io_err)?;
+            txn.open_table(LOG).map_err(io_err)?;
+            txn.open_table(META).map_err(io_err)?;
+            txn.commit().map_err(io_err)
+        };
+        create().map_err(|e| format!("cannot prepare the raft log: {e}"))?;
         Ok(LogStore { db })
     }
 
@@ -53,12 +56,14 @@ impl LogStore {
     }
 
     /// Number of entries currently kept (for tests and metrics).
-    pub fn len(&self) -> Result<u64, redb::Error> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(LOG)?.len()?)
+    pub fn len(&self) -> Result<u64, String> {
+        let count = || -> Result<u64, AnyError> {
+            self.db.begin_read().map_err(io_err)?.open_table(LOG).map_err(io_err)?.len().map_err(io_err)
+        };
+        count().map_err(|e| e.to_string())
     }
 
-    pub fn is_empty(&self) -> Result<bool, redb::Error> {
+    pub fn is_empty(&self) -> Result<bool, String> {
         Ok(self.len()? == 0)
     }
 }
@@ -127,7 +132,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {
-        Ok(self.read_meta::<Option<LogId<u64>>>("committed").map_err(|e| StorageIOError::read(e))?.flatten())
+        Ok(self.read_meta::<Option<LogId<u64>>>("committed").map_err(StorageIOError::read)?.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StorageResult<()>
@@ -158,7 +163,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
-        self.write_meta("last_purged", &Some(log_id)).map_err(|e| StorageIOError::write_logs(e))?;
+        self.write_meta("last_purged", &Some(log_id)).map_err(StorageIOError::write_logs)?;
         self.remove(..=log_id.index).map_err(|e| StorageIOError::write_logs(e).into())
     }
 }

@@ -12,8 +12,9 @@ use openraft::{
 use redb::{Database, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
+use std::sync::Mutex;
 use std::sync::{Arc, RwLock};
-use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
@@ -31,10 +32,24 @@ pub struct AppliedState {
 /// every applied command in log order.
 pub struct Shared {
     pub inner: RwLock<AppliedState>,
-    pub events: broadcast::Sender<(u64, Event)>,
+    /// Unbounded on purpose: a burst (10 000 array tasks starting in one
+    /// plan) must not drop a single launch order.
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<(u64, Event)>>>,
 }
 
 impl Shared {
+    /// Every event applied from now on, in log order.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<(u64, Event)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.subscribers.lock().expect("subscribers lock").push(tx);
+        rx
+    }
+
+    fn publish(&self, index: u64, events: &[Event]) {
+        let mut subs = self.subscribers.lock().expect("subscribers lock");
+        subs.retain(|s| events.iter().all(|e| s.send((index, e.clone())).is_ok()));
+    }
+
     /// Runs `f` on the current state.
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.inner.read().expect("state lock poisoned").state)
@@ -65,7 +80,6 @@ impl Machine {
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(SNAPSHOT).map_err(err)?;
         txn.commit().map_err(err)?;
-        let (events, _) = broadcast::channel(16 * 1024);
         let mut applied =
             AppliedState { state: State::default(), last_applied: None, membership: StoredMembership::default() };
         if let Some(stored) = load_snapshot(&db)? {
@@ -74,7 +88,10 @@ impl Machine {
             applied.last_applied = stored.meta.last_log_id;
             applied.membership = stored.meta.last_membership;
         }
-        Ok(Machine { shared: Arc::new(Shared { inner: RwLock::new(applied), events }), db })
+        Ok(Machine {
+            shared: Arc::new(Shared { inner: RwLock::new(applied), subscribers: Mutex::new(Vec::new()) }),
+            db,
+        })
     }
 }
 
@@ -141,10 +158,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
                 EntryPayload::Normal(cmd) => {
                     let result = inner.state.apply(cmd);
                     if let Ok(events) = &result {
-                        for e in events {
-                            // Nobody listening is fine: events are also in replies.
-                            let _ = self.shared.events.send((entry.log_id.index, e.clone()));
-                        }
+                        self.shared.publish(entry.log_id.index, events);
                     }
                     Applied(result)
                 }

@@ -120,7 +120,7 @@ impl Controller {
         std::fs::create_dir_all(state_dir).map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
         let path = state_dir.join("raft.redb");
         let db = Arc::new(open_database(&path).await?);
-        let log = LogStore::new(db.clone()).map_err(|e| e.to_string())?;
+        let log = LogStore::new(db.clone())?;
         let machine = Machine::open(db).map_err(|e| e.to_string())?;
         let shared = machine.shared.clone();
         let config = Config {
@@ -168,6 +168,16 @@ impl Controller {
             }
             Err(e) => Err(ProposeError::Raft(e.to_string())),
         }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    pub fn leader_addr(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
     }
 
     pub async fn shutdown(&self) {

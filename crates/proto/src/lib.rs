@@ -80,13 +80,13 @@ impl JobView {
         let part = state.partition_for(&j.spec).map(|p| p.name().to_string()).unwrap_or_default();
         let (nodes, num_nodes, cpus) = match &j.alloc {
             Some(a) => {
-                let names: Vec<&str> =
-                    a.shares.iter().map(|s| state.nodes()[s.node as usize].name.as_str()).collect();
+                let names: Vec<&str> = a.shares.iter().map(|s| state.nodes()[s.node as usize].name.as_str()).collect();
                 (hostlist::compress(&names), a.shares.len() as u32, u64::from(a.total().cpus))
             }
             None => (String::new(), j.spec.nodes_min, j.spec.total_cpus()),
         };
-        let first = j.alloc.as_ref().and_then(|a| a.shares.first()).map(|s| state.nodes()[s.node as usize].name.as_str());
+        let first =
+            j.alloc.as_ref().and_then(|a| a.shares.first()).map(|s| state.nodes()[s.node as usize].name.as_str());
         let (stdout, stderr, _) = launch::output_paths(j, first.unwrap_or_default());
         JobView {
             id: j.display_id(),
@@ -226,8 +226,15 @@ pub struct Register {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Order {
     Launch(Box<LaunchOrder>),
-    Kill { job: JobId, attempt: u32 },
-    Signal { job: JobId, attempt: u32, signal: i32 },
+    Kill {
+        job: JobId,
+        attempt: u32,
+    },
+    Signal {
+        job: JobId,
+        attempt: u32,
+        signal: i32,
+    },
     /// Sent periodically so both ends notice a dead connection.
     Ping,
 }

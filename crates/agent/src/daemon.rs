@@ -1,0 +1,209 @@
+//! `drover agent`: registers the node, heartbeats, follows the controller's
+//! order stream, runs steps and reports how they end.
+
+use crate::step::{self, LauncherConfig, StepControl};
+use drover_core::state::StepOutcome;
+use drover_core::Resources;
+use drover_proto::{Order, Register, Report};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Base URL of the controller, e.g. `http://127.0.0.1:6817`.
+    pub controller: String,
+    pub name: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    pub gpus: u32,
+    pub features: Vec<String>,
+    pub heartbeat: Duration,
+    pub launcher: LauncherConfig,
+}
+
+/// This host's CPUs and memory.
+pub fn detect_resources() -> (u32, u64) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            })
+        })
+        .unwrap_or(1024 * 1024u64);
+    (cpus, mem_kb / 1024)
+}
+
+/// The host name, short form.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().split('.').next().unwrap_or("localhost").to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+type Running = Arc<Mutex<HashMap<u64, (u32, StepControl)>>>;
+
+struct Agent {
+    opts: AgentOptions,
+    http: reqwest::Client,
+    running: Running,
+}
+
+/// Runs the agent until `shutdown` resolves. Steps keep running when the
+/// agent stops.
+pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
+    std::fs::create_dir_all(&opts.launcher.spool_dir)
+        .map_err(|e| format!("cannot create spool directory {}: {e}", opts.launcher.spool_dir.display()))?;
+    let agent = Arc::new(Agent { opts, http: reqwest::Client::new(), running: Arc::default() });
+    tokio::select! {
+        _ = agent.clone().serve() => Ok(()),
+        _ = shutdown => Ok(()),
+    }
+}
+
+impl Agent {
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1/agent/{path}", self.opts.controller.trim_end_matches('/'))
+    }
+
+    /// Register, then follow orders; start over whenever the controller is
+    /// lost or forgets us.
+    async fn serve(self: Arc<Self>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.register().await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    let beat = tokio::spawn(self.clone().heartbeat());
+                    if let Err(e) = self.follow_orders().await {
+                        eprintln!("drover agent {}: order stream ended: {e}", self.opts.name);
+                    }
+                    beat.abort();
+                }
+                Err(e) => {
+                    eprintln!("drover agent {}: cannot register with {}: {e}", self.opts.name, self.opts.controller)
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn register(&self) -> Result<(), String> {
+        let known_steps: Vec<(u64, u32)> =
+            self.running.lock().expect("running lock").iter().map(|(j, (a, _))| (*j, *a)).collect();
+        let body = Register {
+            name: self.opts.name.clone(),
+            addr: hostname(),
+            total: Resources::new(self.opts.cpus, self.opts.memory_mb, self.opts.gpus),
+            features: self.opts.features.clone(),
+            known_steps,
+        };
+        let resp = self.http.post(self.url("register")).json(&body).send().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(resp.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// Heartbeats until the controller stops knowing us.
+    async fn heartbeat(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.opts.heartbeat).await;
+            let r = self.http.post(self.url(&format!("heartbeat/{}", self.opts.name))).send().await;
+            if matches!(&r, Ok(resp) if resp.status() == reqwest::StatusCode::CONFLICT) {
+                // Re-registration happens when the order stream drops.
+                return;
+            }
+        }
+    }
+
+    async fn follow_orders(self: &Arc<Self>) -> Result<(), String> {
+        let resp =
+            self.http.get(self.url(&format!("orders/{}", self.opts.name))).send().await.map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("controller answered {}", resp.status()));
+        }
+        let mut body = resp.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            // Pings arrive every 5 s: silence for longer means a dead link.
+            let chunk = match tokio::time::timeout(Duration::from_secs(15), body.next()).await {
+                Ok(Some(Ok(c))) => c,
+                Ok(Some(Err(e))) => return Err(e.to_string()),
+                Ok(None) => return Err("closed by the controller".into()),
+                Err(_) => return Err("no ping from the controller for 15 s".into()),
+            };
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                match serde_json::from_slice::<Order>(&line) {
+                    Ok(order) => self.handle(order).await,
+                    Err(e) => eprintln!("drover agent {}: unreadable order: {e}", self.opts.name),
+                }
+            }
+        }
+    }
+
+    async fn handle(self: &Arc<Self>, order: Order) {
+        match order {
+            Order::Ping => {}
+            Order::Launch(order) => {
+                let key = order.job_id;
+                if self.running.lock().expect("running lock").get(&key).is_some_and(|(a, _)| *a == order.attempt) {
+                    return;
+                }
+                match step::launch(&order, &self.opts.launcher).await {
+                    Ok(step) => {
+                        self.running.lock().expect("running lock").insert(key, (order.attempt, step.control()));
+                        let agent = self.clone();
+                        tokio::spawn(async move {
+                            agent.report(key, step.attempt, None).await;
+                            let report = step.wait().await;
+                            agent.running.lock().expect("running lock").remove(&key);
+                            agent.report(key, report.attempt, Some(report.outcome)).await;
+                        });
+                    }
+                    Err(e) => {
+                        eprintln!("drover agent {}: job {} could not start: {e}", self.opts.name, order.display_id);
+                        let agent = self.clone();
+                        let attempt = order.attempt;
+                        tokio::spawn(async move { agent.report(key, attempt, Some(StepOutcome::Exited(1))).await });
+                    }
+                }
+            }
+            Order::Kill { job, attempt } => {
+                if let Some((a, ctl)) = self.running.lock().expect("running lock").get(&job) {
+                    if *a == attempt {
+                        ctl.cancel();
+                    }
+                }
+            }
+            Order::Signal { job, attempt, signal } => {
+                if let Some((a, ctl)) = self.running.lock().expect("running lock").get(&job) {
+                    if *a == attempt {
+                        ctl.signal(signal);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports a step's start or end, retrying until the controller has it:
+    /// a lost report would leave the job running forever.
+    async fn report(&self, job: u64, attempt: u32, finished: Option<StepOutcome>) {
+        let body = Report { node: self.opts.name.clone(), job, attempt, finished };
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.http.post(self.url("report")).json(&body).send().await {
+                Ok(r) if r.status().is_success() || r.status().is_client_error() => return,
+                _ => {}
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Running the daemons: `drover controller`, `drover agent`, and the
+//! one-command local cluster `drover up` / `drover down`.
+
+use crate::client::Client;
+use clap::Args;
+use drover_agent::daemon::{self, AgentOptions};
+use drover_agent::step::LauncherConfig;
+use drover_controller::service::{self, Options};
+use drover_proto::NodeList;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct ControllerArgs {
+    /// Where the Raft log and snapshots live.
+    #[arg(long, default_value = ".drover/controller")]
+    state_dir: PathBuf,
+    /// Address for the REST API and agents.
+    #[arg(long, default_value = "127.0.0.1:6817")]
+    listen: String,
+    /// Seconds without a heartbeat before a node is DOWN.
+    #[arg(long, default_value_t = 10)]
+    node_timeout: u64,
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The controller's address.
+    #[arg(long, env = "DROVER_CONTROLLER", default_value = "127.0.0.1:6817")]
+    controller: String,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// CPUs to offer (default: all of this host's).
+    #[arg(long)]
+    cpus: Option<u32>,
+    /// Memory to offer, e.g. 4G (default: all of this host's).
+    #[arg(long)]
+    memory: Option<String>,
+    /// GPUs to offer.
+    #[arg(long, default_value_t = 0)]
+    gpus: u32,
+    /// Node features, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    features: Vec<String>,
+    /// Where job scripts are spooled.
+    #[arg(long, default_value = ".drover/agent")]
+    state_dir: PathBuf,
+    /// Seconds between SIGTERM and SIGKILL when a job is stopped.
+    #[arg(long, default_value_t = 30)]
+    kill_grace: u64,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Number of agents (nodes node1..nodeN).
+    #[arg(long, default_value_t = 2)]
+    nodes: u32,
+    /// CPUs per node (default: this host's CPUs).
+    #[arg(long)]
+    cpus_per_node: Option<u32>,
+    /// Memory per node, e.g. 2G (default: this host's memory divided among the nodes).
+    #[arg(long)]
+    mem_per_node: Option<String>,
+    /// Where the cluster keeps its state, logs and pids.
+    #[arg(long, default_value = ".drover")]
+    state_dir: PathBuf,
+    /// Controller port on 127.0.0.1.
+    #[arg(long, default_value_t = 6817)]
+    port: u16,
+    /// Return once the cluster is ready instead of staying in the foreground.
+    #[arg(long)]
+    detach: bool,
+}
+
+#[derive(Args)]
+pub struct DownArgs {
+    #[arg(long, default_value = ".drover")]
+    state_dir: PathBuf,
+}
+
+fn parse_mem(text: &str) -> Result<u64, String> {
+    drover_core::memory::parse_memory_mb(text).map_err(|e| format!("invalid memory '{text}': {e}"))
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+pub async fn controller(a: ControllerArgs) -> Result<(), String> {
+    let listen = a.listen.parse().map_err(|e| format!("invalid --listen '{}': {e}", a.listen))?;
+    let mut opts = Options::new(a.state_dir, listen);
+    opts.node_timeout = Duration::from_secs(a.node_timeout.max(1));
+    service::run(opts, shutdown_signal()).await
+}
+
+pub async fn agent(a: AgentArgs) -> Result<(), String> {
+    let (cpus, mem) = daemon::detect_resources();
+    let memory_mb = match &a.memory {
+        Some(m) => parse_mem(m)?,
+        None => mem,
+    };
+    let mut launcher = LauncherConfig::new(a.state_dir.join("spool"));
+    launcher.kill_grace = Duration::from_secs(a.kill_grace);
+    let opts = AgentOptions {
+        controller: crate::client::controller_address(Some(&a.controller)),
+        name: a.name.unwrap_or_else(daemon::hostname),
+        cpus: a.cpus.unwrap_or(cpus),
+        memory_mb,
+        gpus: a.gpus,
+        features: a.features,
+        heartbeat: Duration::from_secs(1),
+        launcher,
+    };
+    daemon::run(opts, shutdown_signal()).await
+}
+
+/// One line of `<state>/pids`: what `drover up` started.
+struct Started {
+    role: String,
+    pid: i32,
+}
+
+fn read_pids(state: &Path) -> Vec<Started> {
+    std::fs::read_to_string(state.join("pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (role, pid) = l.split_once(' ')?;
+            Some(Started { role: role.to_string(), pid: pid.trim().parse().ok()? })
+        })
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    // Zombies count as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+fn spawn_daemon(state: &Path, role: &str, args: &[String]) -> Result<i32, String> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the drover binary: {e}"))?;
+    let logs = state.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+    let log = std::fs::File::create(logs.join(format!("{role}.log"))).map_err(|e| e.to_string())?;
+    let child = std::process::Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        // Its own process group: a detached cluster outlives this shell's Ctrl-C.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start {role}: {e}"))?;
+    let pid = child.id() as i32;
+    let mut pids = std::fs::read_to_string(state.join("pids")).unwrap_or_default();
+    pids.push_str(&format!("{role} {pid}\n"));
+    std::fs::write(state.join("pids"), pids).map_err(|e| e.to_string())?;
+    Ok(pid)
+}
+
+pub async fn up(a: UpArgs) -> Result<(), String> {
+    if a.nodes == 0 || a.nodes > 256 {
+        return Err(format!("--nodes {} is out of range 1-256", a.nodes));
+    }
+    let state = std::path::absolute(&a.state_dir).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&state).map_err(|e| format!("cannot create {}: {e}", state.display()))?;
+    let (host_cpus, host_mem) = daemon::detect_resources();
+    let cpus = a.cpus_per_node.unwrap_or(host_cpus);
+    let mem = match &a.mem_per_node {
+        Some(m) => parse_mem(m)?,
+        None => host_mem / u64::from(a.nodes),
+    };
+    let addr = format!("127.0.0.1:{}", a.port);
+    let running = read_pids(&state);
+    // Forget what is no longer running, keep what is: `up` is idempotent.
+    let keep: Vec<&Started> = running.iter().filter(|s| alive(s.pid)).collect();
+    let kept: String = keep.iter().map(|s| format!("{} {}\n", s.role, s.pid)).collect();
+    std::fs::write(state.join("pids"), kept).map_err(|e| e.to_string())?;
+    let is_running = |role: &str| keep.iter().any(|s| s.role == role);
+
+    if !is_running("controller") {
+        let args = vec![
+            "controller".to_string(),
+            "--state-dir".into(),
+            state.join("controller").display().to_string(),
+            "--listen".into(),
+            addr.clone(),
+        ];
+        spawn_daemon(&state, "controller", &args)?;
+    }
+    std::fs::write(state.join("controller.addr"), format!("{addr}\n")).map_err(|e| e.to_string())?;
+    let client = Client::new(Some(&addr));
+    wait_until(Duration::from_secs(20), || async { client.get::<NodeList>("/api/v1/nodes", &[]).await.is_ok() })
+        .await
+        .map_err(|_| format!("the controller did not come up; see {}", state.join("logs/controller.log").display()))?;
+
+    for i in 1..=a.nodes {
+        let name = format!("node{i}");
+        if is_running(&name) {
+            continue;
+        }
+        let args = vec![
+            "agent".to_string(),
+            "--controller".into(),
+            addr.clone(),
+            "--name".into(),
+            name.clone(),
+            "--cpus".into(),
+            cpus.to_string(),
+            "--memory".into(),
+            format!("{mem}M"),
+            "--state-dir".into(),
+            state.join("agents").join(&name).display().to_string(),
+        ];
+        spawn_daemon(&state, &name, &args)?;
+    }
+    let want: Vec<String> = (1..=a.nodes).map(|i| format!("node{i}")).collect();
+    wait_until(Duration::from_secs(20), || async {
+        client.get::<NodeList>("/api/v1/nodes", &[]).await.is_ok_and(|l| {
+            want.iter().all(|w| l.nodes.iter().any(|n| &n.name == w && !matches!(n.state.as_str(), "DOWN" | "UNKNOWN")))
+        })
+    })
+    .await
+    .map_err(|_| format!("not every node came up; see the logs in {}", state.join("logs").display()))?;
+
+    println!(
+        "Drover is up: controller http://{addr}, {} node(s) node[1-{}] with {cpus} CPUs and {} each.",
+        a.nodes,
+        a.nodes,
+        drover_core::memory::format_mb(mem)
+    );
+    println!("State, logs and pids: {}", state.display());
+    println!(
+        "From another shell: export DROVER_CONTROLLER={addr}   (or run drover from {})",
+        state.parent().unwrap_or(&state).display()
+    );
+    println!("Try: drover submit --wrap 'hostname' && drover queue");
+    if a.detach {
+        return Ok(());
+    }
+    println!("Press Ctrl-C to stop the cluster.");
+    shutdown_signal().await;
+    down(DownArgs { state_dir: state }).await
+}
+
+async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> Result<(), ()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(())
+}
+
+/// The pids of job steps the agents under `state` still run.
+fn step_pids(state: &Path) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(agents) = std::fs::read_dir(state.join("agents")) else { return pids };
+    for agent in agents.flatten() {
+        let Ok(steps) = std::fs::read_dir(agent.path().join("spool")) else { continue };
+        for step in steps.flatten() {
+            if let Some(pid) = std::fs::read_to_string(step.path().join("pid")).ok().and_then(|p| p.trim().parse().ok())
+            {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+pub async fn down(a: DownArgs) -> Result<(), String> {
+    let state = a.state_dir;
+    let started = read_pids(&state);
+    if started.is_empty() {
+        println!("Nothing to stop in {}.", state.display());
+        return Ok(());
+    }
+    // Daemons first (agents leave steps running by design), then the steps.
+    let signal = |pid: i32, sig: i32| {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(pid, sig) };
+    };
+    for s in &started {
+        signal(s.pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while started.iter().any(|s| alive(s.pid)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in started.iter().filter(|s| alive(s.pid)) {
+        signal(s.pid, libc::SIGKILL);
+    }
+    for pid in step_pids(&state) {
+        // Each step leads its own process group.
+        signal(-pid, libc::SIGKILL);
+    }
+    let _ = std::fs::remove_file(state.join("pids"));
+    println!(
+        "Stopped {} daemon(s): {}.",
+        started.len(),
+        started.iter().map(|s| s.role.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    Ok(())
+}

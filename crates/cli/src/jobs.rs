@@ -1,0 +1,271 @@
+//! The everyday commands: submit, queue, nodes, show, cancel, wait, logs.
+
+use crate::client::Client;
+use clap::Args;
+use drover_core::job::JobRef;
+use drover_core::state::CancelFilter;
+use drover_core::{time, JobState};
+use drover_proto::*;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// sbatch options, then the script (or --wrap CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "OPTIONS... SCRIPT")]
+    args: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct QueueArgs {
+    /// Only these users' jobs (comma-separated).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Only jobs in these states (PD,R,CD… or names).
+    #[arg(short = 't', long)]
+    state: Option<String>,
+    /// Only these job ids.
+    #[arg(short, long)]
+    jobs: Option<String>,
+    #[arg(short, long)]
+    partition: Option<String>,
+    #[arg(long)]
+    name: Option<String>,
+    /// Include finished jobs.
+    #[arg(short, long)]
+    all: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct CancelArgs {
+    /// Job ids (1234, 1234_7).
+    ids: Vec<String>,
+    #[arg(short, long)]
+    user: Option<String>,
+    #[arg(short = 't', long)]
+    state: Option<String>,
+    #[arg(short, long)]
+    name: Option<String>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub async fn submit(client: &Client, a: SubmitArgs) -> Result<i32, String> {
+    let spec = crate::check::resolve(&a.args)?;
+    let mut opts = drover_core::options::SubmitRequest::default();
+    opts.apply_args(&a.args).map_err(|e| e.to_string())?;
+    let submitted: Submitted = client.post("/api/v1/jobs", &SubmitJobs { jobs: vec![spec] }).await?;
+    let id = submitted.job_ids.first().copied().ok_or("the controller accepted no job")?;
+    if opts.parsable {
+        println!("{id}");
+    } else if !opts.quiet {
+        println!("Submitted batch job {id}");
+    }
+    if opts.wait {
+        return wait_for(client, &[id.to_string()]).await;
+    }
+    Ok(0)
+}
+
+/// squeue's default layout.
+pub fn queue_table(jobs: &[JobView]) -> String {
+    let mut out = format!(
+        "{:>18} {:>9} {:>8} {:>8} {:>2} {:>10} {:>6} {}\n",
+        "JOBID", "PARTITION", "NAME", "USER", "ST", "TIME", "NODES", "NODELIST(REASON)"
+    );
+    let now = now_ms();
+    for j in jobs {
+        let elapsed = match (j.start_time, j.end_time) {
+            (Some(s), Some(e)) => (e.saturating_sub(s)) / 1000,
+            (Some(s), None) => now.saturating_sub(s) / 1000,
+            _ => 0,
+        };
+        let where_ = if j.state_code == "PD" { format!("({})", j.reason) } else { j.nodes.clone() };
+        let cut = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+        out.push_str(&format!(
+            "{:>18} {:>9} {:>8} {:>8} {:>2} {:>10} {:>6} {}\n",
+            j.id,
+            cut(&j.partition, 9),
+            cut(&j.name, 8),
+            cut(&j.user, 8),
+            j.state_code,
+            time::format_duration(elapsed),
+            j.num_nodes,
+            where_
+        ));
+    }
+    out
+}
+
+pub async fn queue(client: &Client, a: QueueArgs) -> Result<i32, String> {
+    let mut q: Vec<(&str, String)> = Vec::new();
+    if let Some(u) = a.user {
+        q.push(("user", u));
+    }
+    if let Some(s) = a.state {
+        q.push(("state", s));
+    }
+    if let Some(j) = a.jobs {
+        q.push(("id", j));
+    }
+    if let Some(p) = a.partition {
+        q.push(("partition", p));
+    }
+    if let Some(n) = a.name {
+        q.push(("name", n));
+    }
+    if a.all {
+        q.push(("all", "true".into()));
+    }
+    let list: JobList = client.get("/api/v1/jobs", &q).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", queue_table(&list.jobs));
+    }
+    Ok(0)
+}
+
+pub async fn nodes(client: &Client, json: bool) -> Result<i32, String> {
+    let list: NodeList = client.get("/api/v1/nodes", &[]).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?);
+        return Ok(0);
+    }
+    println!(
+        "{:<12} {:<10} {:>9} {:>11} {:>5} {:<10} REASON",
+        "NODE", "STATE", "CPU(A/T)", "MEM(A/T)", "JOBS", "PARTITION"
+    );
+    for n in list.nodes {
+        println!(
+            "{:<12} {:<10} {:>9} {:>11} {:>5} {:<10} {}",
+            n.name,
+            n.state.to_lowercase(),
+            format!("{}/{}", n.alloc.cpus, n.total.cpus),
+            format!(
+                "{}/{}",
+                drover_core::memory::format_mb(n.alloc.mem_mb),
+                drover_core::memory::format_mb(n.total.mem_mb)
+            ),
+            n.jobs,
+            n.partitions.join(","),
+            n.reason.unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+pub async fn show(client: &Client, what: &str, id: &str, json: bool) -> Result<i32, String> {
+    let value: serde_json::Value = match what {
+        "job" => {
+            JobRef::parse(id)?;
+            client.get(&format!("/api/v1/jobs/{id}"), &[]).await?
+        }
+        "node" => client.get(&format!("/api/v1/nodes/{id}"), &[]).await?,
+        other => return Err(format!("cannot show '{other}'; use 'drover show job ID' or 'drover show node NAME'")),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value).map_err(|e| e.to_string())?);
+    } else if let Some(obj) = value.as_object() {
+        for (k, v) in obj {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Null => "(null)".into(),
+                other => other.to_string(),
+            };
+            println!("{k}={v}");
+        }
+    }
+    Ok(0)
+}
+
+pub async fn cancel(client: &Client, a: CancelArgs) -> Result<i32, String> {
+    let jobs = a.ids.iter().map(|i| JobRef::parse(i)).collect::<Result<Vec<_>, _>>()?;
+    let states = match &a.state {
+        Some(s) => s.split(',').map(JobState::parse).collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+    if jobs.is_empty() && a.user.is_none() && a.state.is_none() && a.name.is_none() {
+        return Err("name the jobs to cancel (ids), or filter with --user, --state or --name".into());
+    }
+    let filter = CancelFilter { jobs, user: a.user, states, name: a.name, partition: None };
+    let out: Cancelled = client.post("/api/v1/jobs/cancel", &CancelJobs { filter }).await?;
+    for (target, reason) in &out.refused {
+        eprintln!("drover: error: Kill job error on job id {target}: {reason}");
+    }
+    Ok(if out.refused.is_empty() { 0 } else { 1 })
+}
+
+/// Polls until every job is terminal; 0 only if all COMPLETED.
+pub async fn wait_for(client: &Client, ids: &[String]) -> Result<i32, String> {
+    for i in ids {
+        JobRef::parse(i)?;
+    }
+    let q = [("id", ids.join(",")), ("all", "true".to_string())];
+    let mut delay = Duration::from_millis(20);
+    loop {
+        let list: JobList = client.get("/api/v1/jobs", &q).await?;
+        if list.jobs.is_empty() {
+            return Err(format!("no such job: {}", ids.join(",")));
+        }
+        if list.jobs.iter().all(|j| j.terminal) {
+            let failed: Vec<&JobView> = list.jobs.iter().filter(|j| j.state != "COMPLETED").collect();
+            for j in &failed {
+                eprintln!("job {} ended {} (exit {})", j.id, j.state, j.exit_code.clone().unwrap_or_default());
+            }
+            return Ok(if failed.is_empty() { 0 } else { 1 });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Prints a job's output file; with `follow`, keeps printing until the job ends.
+pub async fn logs(client: &Client, id: &str, follow: bool) -> Result<i32, String> {
+    JobRef::parse(id)?;
+    let mut printed = 0usize;
+    loop {
+        let job: JobView = client.get(&format!("/api/v1/jobs/{id}"), &[]).await?;
+        if job.stdout.is_empty() {
+            if !follow {
+                return Err(format!("job {id} has not started yet; its output does not exist"));
+            }
+        } else {
+            match std::fs::read(&job.stdout) {
+                Ok(bytes) if bytes.len() > printed => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&bytes[printed..]).map_err(|e| e.to_string())?;
+                    printed = bytes.len();
+                }
+                Ok(_) => {}
+                Err(e) if !follow => return Err(format!("cannot read {}: {e}", job.stdout)),
+                Err(_) => {}
+            }
+        }
+        if !follow || job.terminal {
+            return Ok(0);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Exit 0 when the controller leads and every node is in service; 1 with
+/// the list of problems otherwise.
+pub async fn health(client: &Client) -> Result<i32, String> {
+    let h: Health = client.get_any("/api/v1/health").await?;
+    println!("{:<12} STATE", "NODE");
+    for (node, state) in &h.nodes {
+        println!("{node:<12} {}", state.to_lowercase());
+    }
+    match h.leader {
+        Some(l) => println!("controller {l} is leader"),
+        None => println!("no controller is leader"),
+    }
+    for p in &h.problems {
+        println!("problem: {p}");
+    }
+    Ok(if h.ok { 0 } else { 1 })
+}

@@ -1,0 +1,116 @@
+//! The leader's duties: scheduling, node liveness, time.
+
+use crate::raft::Controller;
+use drover_core::node::NodeStatus;
+use drover_core::sched::{self, SchedConfig};
+use drover_core::{Command, Event, Time};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn now_ms() -> Time {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whether an event can let a pending job start.
+fn may_unblock(e: &Event) -> bool {
+    matches!(
+        e,
+        Event::JobSubmitted { .. }
+            | Event::JobFinished { .. }
+            | Event::JobRequeued { .. }
+            | Event::JobReleased { .. }
+            | Event::NodeRegistered { .. }
+            | Event::NodeStateChanged { .. }
+            | Event::ArrayTasksCancelled { .. }
+    )
+}
+
+/// Runs a scheduling pass whenever something changed that could let a job
+/// start, coalescing bursts, and once a second while jobs wait on time.
+pub async fn schedule(ctl: Arc<Controller>, cfg: SchedConfig, coalesce: Duration) {
+    let mut events = ctl.shared.subscribe();
+    let mut dirty = true;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some((_, e)) => dirty |= may_unblock(&e),
+                None => return,
+            },
+            _ = tick.tick() => {
+                // Begin times and requeue back-offs expire with time alone.
+                dirty |= ctl.shared.read(|s| !s.pending_ids().is_empty() || !s.arrays_pending().is_empty());
+            }
+        }
+        if !dirty {
+            continue;
+        }
+        // Let a burst of submissions land before planning.
+        tokio::time::sleep(coalesce).await;
+        // Everything that arrived meanwhile is covered by this pass.
+        while events.try_recv().is_ok() {}
+        dirty = false;
+        if !ctl.is_leader() {
+            continue;
+        }
+        let now = now_ms();
+        let plan = ctl.shared.read(|s| sched::schedule(s, now, &cfg));
+        if plan.is_empty() {
+            continue;
+        }
+        if let Err(e) = ctl.propose(Command::Allocate { plan, now }).await {
+            eprintln!("drover controller: scheduling pass not committed: {e}");
+            dirty = true;
+        }
+    }
+}
+
+/// When each node was last heard from. Kept in the leader's memory, not in
+/// the log: a thousand nodes heartbeating every second must not write a
+/// thousand log entries a second.
+#[derive(Default)]
+pub struct Liveness {
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl Liveness {
+    pub fn saw(&self, node: &str) {
+        self.seen.lock().expect("liveness lock").insert(node.to_string(), Instant::now());
+    }
+}
+
+/// Marks nodes DOWN when their agent has been silent for `timeout`, and
+/// sends the time-limit `Tick`.
+pub async fn watch(ctl: Arc<Controller>, liveness: Arc<Liveness>, timeout: Duration) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_time_tick = Instant::now();
+    loop {
+        tick.tick().await;
+        if !ctl.is_leader() {
+            continue;
+        }
+        let up: Vec<String> = ctl
+            .shared
+            .read(|s| s.nodes().iter().filter(|n| n.status == NodeStatus::Up).map(|n| n.name.clone()).collect());
+        let silent: Vec<String> = {
+            let seen = liveness.seen.lock().expect("liveness lock");
+            // A new leader gives every node a full timeout before judging.
+            up.into_iter().filter(|n| seen.get(n).copied().unwrap_or(started).elapsed() > timeout).collect()
+        };
+        for node in silent {
+            let reason = format!("Not responding (no heartbeat for {}s)", timeout.as_secs());
+            let _ = ctl.propose(Command::NodeDown { node, reason, now: now_ms() }).await;
+        }
+        let limited = ctl.shared.read(|s| {
+            s.active_ids()
+                .iter()
+                .any(|id| s.job(*id).and_then(|j| j.alloc.as_ref()).is_some_and(|a| a.time_limit.is_some()))
+        });
+        if limited && last_time_tick.elapsed() >= Duration::from_secs(5) {
+            last_time_tick = Instant::now();
+            let _ = ctl.propose(Command::Tick { now: now_ms() }).await;
+        }
+    }
+}

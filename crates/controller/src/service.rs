@@ -1,0 +1,409 @@
+//! `drover controller`: the REST API, the agent protocol, and the leader's
+//! loops around one [`Controller`].
+
+use crate::dispatch::Dispatcher;
+use crate::loops::{self, now_ms, Liveness};
+use crate::raft::{Controller, ProposeError};
+use axum::body::Body;
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use drover_core::job::JobRef;
+use drover_core::node::NodeAction;
+use drover_core::partition::PartitionSpec;
+use drover_core::sched::SchedConfig;
+use drover_core::state::{CancelFilter, Config, Requester};
+use drover_core::{Command, Event, JobState};
+use drover_proto::*;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to run a controller.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub state_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub id: u64,
+    pub node_timeout: Duration,
+    pub sched: SchedConfig,
+    /// Wait after a change before scheduling, to batch bursts.
+    pub coalesce: Duration,
+}
+
+impl Options {
+    pub fn new(state_dir: PathBuf, listen: SocketAddr) -> Options {
+        Options {
+            state_dir,
+            listen,
+            id: 1,
+            node_timeout: Duration::from_secs(10),
+            sched: SchedConfig::default(),
+            coalesce: Duration::from_millis(2),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    ctl: Arc<Controller>,
+    dispatch: Arc<Dispatcher>,
+    liveness: Arc<Liveness>,
+}
+
+/// An error response with a sentence a person can act on.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+    }
+}
+
+impl From<ProposeError> for ApiError {
+    fn from(e: ProposeError) -> ApiError {
+        match e {
+            ProposeError::Refused(e) => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+            ProposeError::NotLeader { leader } => ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("this controller is not the leader; the leader is {}", leader.unwrap_or("unknown".into())),
+            ),
+            ProposeError::Raft(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e),
+        }
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Who is asking. Interim: clients state their uid in `X-Drover-Uid`; the
+/// signed-credential check of the security work replaces this.
+fn requester(headers: &HeaderMap) -> Result<Requester, ApiError> {
+    let uid = headers
+        .get("x-drover-uid")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing X-Drover-Uid header".into()))?;
+    Ok(Requester::user(uid))
+}
+
+/// Runs a controller until `shutdown` resolves.
+pub async fn run(
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let ctl = Arc::new(Controller::open(&opts.state_dir, opts.id, &addr.to_string()).await?);
+    ctl.wait_for_leader(Duration::from_secs(10)).await?;
+    bootstrap(&ctl).await?;
+
+    let app =
+        App { ctl: ctl.clone(), dispatch: Arc::new(Dispatcher::default()), liveness: Arc::new(Liveness::default()) };
+    tokio::spawn(app.dispatch.clone().run(ctl.shared.clone()));
+    tokio::spawn(loops::schedule(ctl.clone(), opts.sched.clone(), opts.coalesce));
+    tokio::spawn(loops::watch(ctl.clone(), app.liveness.clone(), opts.node_timeout));
+
+    let router = router(app);
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
+    ctl.shutdown().await;
+    Ok(())
+}
+
+/// A new cluster gets a default partition over all nodes, and liveness is
+/// left to the leader (heartbeats are not logged).
+async fn bootstrap(ctl: &Controller) -> Result<(), String> {
+    let (configured, has_partition) =
+        ctl.shared.read(|s| (s.config().node_timeout_ms.is_none(), !s.partitions().is_empty()));
+    if !configured {
+        let config = Config { node_timeout_ms: None, ..Config::default() };
+        ctl.propose(Command::Configure(config)).await.map_err(|e| e.to_string())?;
+    }
+    if !has_partition {
+        let p = PartitionSpec { is_default: true, ..PartitionSpec::new("debug", "ALL") };
+        ctl.propose(Command::SetPartition(p)).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn router(app: App) -> Router {
+    Router::new()
+        .route("/api/v1/jobs", post(submit).get(list_jobs))
+        .route("/api/v1/jobs/cancel", post(cancel))
+        .route("/api/v1/jobs/{id}", get(show_job).delete(cancel_one))
+        .route("/api/v1/nodes", get(list_nodes))
+        .route("/api/v1/nodes/{name}", get(show_node))
+        .route("/api/v1/nodes/{name}/drain", post(drain))
+        .route("/api/v1/nodes/{name}/resume", post(resume))
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/agent/register", post(register))
+        .route("/api/v1/agent/heartbeat/{node}", post(heartbeat))
+        .route("/api/v1/agent/orders/{node}", get(orders))
+        .route("/api/v1/agent/report", post(report))
+        .with_state(app)
+}
+
+async fn submit(AxState(app): AxState<App>, headers: HeaderMap, Json(req): Json<SubmitJobs>) -> ApiResult<Submitted> {
+    let who = requester(&headers)?;
+    if req.jobs.is_empty() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "no jobs in the request".into()));
+    }
+    if let Some(j) = req.jobs.iter().find(|j| !who.operator && j.uid != who.uid) {
+        return Err(ApiError(StatusCode::FORBIDDEN, format!("uid {} may not submit jobs as uid {}", who.uid, j.uid)));
+    }
+    let now = now_ms();
+    let cmd = if req.jobs.len() == 1 {
+        Command::Submit { spec: Box::new(req.jobs.into_iter().next().expect("one")), now }
+    } else {
+        Command::SubmitBatch { specs: req.jobs, now }
+    };
+    let events = app.ctl.propose(cmd).await?;
+    let job_ids = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobSubmitted { job, .. } => Some(*job),
+            _ => None,
+        })
+        .collect();
+    Ok(Json(Submitted { job_ids }))
+}
+
+#[derive(Deserialize, Default)]
+struct JobQuery {
+    user: Option<String>,
+    state: Option<String>,
+    id: Option<String>,
+    partition: Option<String>,
+    name: Option<String>,
+    /// Include finished jobs.
+    all: Option<bool>,
+}
+
+async fn list_jobs(AxState(app): AxState<App>, Query(q): Query<JobQuery>) -> ApiResult<JobList> {
+    let states = match &q.state {
+        Some(s) => s
+            .split(',')
+            .map(JobState::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
+        None => Vec::new(),
+    };
+    let ids = match &q.id {
+        Some(s) => s
+            .split(',')
+            .map(JobRef::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
+        None => Vec::new(),
+    };
+    let all = q.all.unwrap_or(false) || !ids.is_empty() || states.iter().any(|s| s.is_terminal());
+    let jobs = app.ctl.shared.read(|s| {
+        let mut out = Vec::new();
+        let keep = |v: &JobView| {
+            q.user.as_ref().is_none_or(|u| u.split(',').any(|x| x == v.user))
+                && q.partition.as_ref().is_none_or(|p| p.split(',').any(|x| x == v.partition))
+                && q.name.as_ref().is_none_or(|n| n.split(',').any(|x| x == v.name))
+                && (states.is_empty() || states.iter().any(|st| st.name() == v.state))
+                && (ids.is_empty()
+                    || ids.iter().any(|r| {
+                        (r.id == v.job_id && r.task.is_none_or(|t| Some(t.to_string()) == v.array_task))
+                            || Some(r.id) == v.array_job_id
+                                && r.task.is_none_or(|t| Some(t.to_string()) == v.array_task)
+                    }))
+        };
+        let mut consider = |v: JobView| {
+            if keep(&v) {
+                out.push(v);
+            }
+        };
+        if all {
+            for j in s.jobs().values() {
+                consider(JobView::of_job(s, j));
+            }
+        } else {
+            for id in s.active_ids().iter().chain(s.pending_ids()) {
+                consider(JobView::of_job(s, &s.jobs()[id]));
+            }
+        }
+        for id in s.arrays_pending() {
+            consider(JobView::of_array(s, &s.arrays()[id]));
+        }
+        out.sort_by_key(|v| (v.array_job_id.unwrap_or(v.job_id), v.job_id));
+        out
+    });
+    Ok(Json(JobList { jobs }))
+}
+
+async fn show_job(AxState(app): AxState<App>, Path(id): Path<String>) -> ApiResult<JobView> {
+    let r = JobRef::parse(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    app.ctl
+        .shared
+        .read(|s| {
+            let raw = match r.task {
+                Some(t) => s.task_job_id(r.id, t),
+                None => Some(r.id),
+            };
+            if let Some(j) = raw.and_then(|id| s.job(id)) {
+                return Some(JobView::of_job(s, j));
+            }
+            s.array(r.id).map(|a| JobView::of_array(s, a))
+        })
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("Invalid job id specified: {id}")))
+}
+
+async fn cancel_filter(app: &App, who: Requester, filter: CancelFilter) -> ApiResult<Cancelled> {
+    let events = app.ctl.propose(Command::Cancel { filter, by: who, now: now_ms() }).await?;
+    let mut out = Cancelled { cancelled: Vec::new(), refused: Vec::new() };
+    for e in events {
+        match e {
+            Event::JobFinished { display, .. } => out.cancelled.push(display),
+            Event::JobKill { job, .. } => out.cancelled.push(job.to_string()),
+            Event::ArrayTasksCancelled { array, tasks } => out.cancelled.push(format!("{array}_[{tasks}]")),
+            Event::Refused { target, reason } => out.refused.push((target, reason)),
+            _ => {}
+        }
+    }
+    Ok(Json(out))
+}
+
+async fn cancel(AxState(app): AxState<App>, headers: HeaderMap, Json(req): Json<CancelJobs>) -> ApiResult<Cancelled> {
+    let who = requester(&headers)?;
+    cancel_filter(&app, who, req.filter).await
+}
+
+async fn cancel_one(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Cancelled> {
+    let who = requester(&headers)?;
+    let r = JobRef::parse(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    cancel_filter(&app, who, CancelFilter { jobs: vec![r], ..Default::default() }).await
+}
+
+async fn list_nodes(AxState(app): AxState<App>) -> ApiResult<NodeList> {
+    Ok(Json(NodeList { nodes: app.ctl.shared.read(|s| (0..s.nodes().len()).map(|i| NodeView::of(s, i)).collect()) }))
+}
+
+async fn show_node(AxState(app): AxState<App>, Path(name): Path<String>) -> ApiResult<NodeView> {
+    app.ctl
+        .shared
+        .read(|s| s.node_index(&name).map(|i| NodeView::of(s, i as usize)))
+        .map(Json)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("Invalid node name specified: {name}")))
+}
+
+async fn node_action(
+    app: &App,
+    who: Requester,
+    node: String,
+    action: NodeAction,
+    reason: Option<String>,
+) -> ApiResult<NodeView> {
+    app.ctl.propose(Command::SetNodeState { node: node.clone(), action, reason, by: who, now: now_ms() }).await?;
+    show_node(AxState(app.clone()), Path(node)).await
+}
+
+async fn drain(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(d): Json<Drain>,
+) -> ApiResult<NodeView> {
+    let who = requester(&headers)?;
+    node_action(&app, who, name, NodeAction::Drain, Some(d.reason)).await
+}
+
+async fn resume(AxState(app): AxState<App>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<NodeView> {
+    let who = requester(&headers)?;
+    node_action(&app, who, name, NodeAction::Resume, None).await
+}
+
+async fn health(AxState(app): AxState<App>) -> Response {
+    let leader = app.ctl.raft.metrics().borrow().current_leader;
+    let nodes: Vec<(String, String)> =
+        app.ctl.shared.read(|s| s.nodes().iter().map(|n| (n.name.clone(), n.state().name().to_string())).collect());
+    let mut problems: Vec<String> = nodes
+        .iter()
+        .filter(|(_, st)| matches!(st.as_str(), "DOWN" | "FAIL" | "DRAINED" | "DRAINING" | "UNKNOWN"))
+        .map(|(n, st)| format!("node {n} is {st}"))
+        .collect();
+    if leader.is_none() {
+        problems.push("no controller is leader".into());
+    }
+    let ok = problems.is_empty();
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(Health { ok, leader, nodes, problems })).into_response()
+}
+
+// ---- the agent protocol ----
+
+async fn register(AxState(app): AxState<App>, Json(r): Json<Register>) -> ApiResult<NodeView> {
+    let name = r.name.clone();
+    app.ctl
+        .propose(Command::RegisterNode {
+            name: r.name,
+            addr: r.addr,
+            total: r.total,
+            features: r.features,
+            known_steps: r.known_steps,
+            now: now_ms(),
+        })
+        .await?;
+    app.liveness.saw(&name);
+    show_node(AxState(app), Path(name)).await
+}
+
+async fn heartbeat(AxState(app): AxState<App>, Path(node): Path<String>) -> Result<StatusCode, ApiError> {
+    let up = app.ctl.shared.read(|s| s.node(&node).map(|n| n.status == drover_core::NodeStatus::Up));
+    match up {
+        Some(true) => {
+            app.liveness.saw(&node);
+            Ok(StatusCode::NO_CONTENT)
+        }
+        // The agent re-registers on this answer.
+        _ => Err(ApiError(StatusCode::CONFLICT, format!("node {node} is not registered or is down; register again"))),
+    }
+}
+
+/// The order stream: newline-delimited JSON, with a ping every few seconds.
+async fn orders(AxState(app): AxState<App>, Path(node): Path<String>) -> Response {
+    let dispatch = app.dispatch.clone();
+    let stream = futures_util::stream::unfold((dispatch, node, Vec::<Order>::new()), |(d, node, mut buf)| async move {
+        loop {
+            if let Some(o) = buf.pop() {
+                let mut line = serde_json::to_vec(&o).unwrap_or_default();
+                line.push(b'\n');
+                return Some((Ok::<_, std::io::Error>(line), (d, node, buf)));
+            }
+            let (mut orders, ready) = d.take(&node);
+            if orders.is_empty() {
+                let woke = tokio::time::timeout(Duration::from_secs(5), ready.notified()).await;
+                if woke.is_err() {
+                    buf.push(Order::Ping);
+                }
+                continue;
+            }
+            orders.reverse();
+            buf = orders;
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream.map(|r| r.map(axum::body::Bytes::from))))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn report(AxState(app): AxState<App>, Json(r): Json<Report>) -> Result<StatusCode, ApiError> {
+    app.liveness.saw(&r.node);
+    let now = now_ms();
+    let cmd = match r.finished {
+        None => Command::StepStarted { job: r.job, attempt: r.attempt, now },
+        Some(outcome) => Command::StepFinished { job: r.job, attempt: r.attempt, outcome, now },
+    };
+    app.ctl.propose(cmd).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
