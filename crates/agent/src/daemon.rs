@@ -46,10 +46,46 @@ pub fn hostname() -> String {
 
 type Running = Arc<Mutex<HashMap<u64, (u32, StepControl)>>>;
 
+/// Which of the node's CPU slots each job holds, and the host CPUs they
+/// map onto (round-robin, so several agents emulating nodes on one host
+/// still bind to real CPUs).
+struct Cores {
+    holder: Vec<Option<u64>>,
+    host: Vec<usize>,
+}
+
+impl Cores {
+    fn take(&mut self, job: u64, n: u32) -> Vec<usize> {
+        if self.host.is_empty() {
+            return Vec::new();
+        }
+        let mut got = Vec::new();
+        for (slot, h) in self.holder.iter_mut().enumerate() {
+            if got.len() == n as usize {
+                break;
+            }
+            if h.is_none() {
+                *h = Some(job);
+                got.push(self.host[slot % self.host.len()]);
+            }
+        }
+        got.sort_unstable();
+        got.dedup();
+        got
+    }
+
+    fn release(&mut self, job: u64) {
+        for h in self.holder.iter_mut().filter(|h| **h == Some(job)) {
+            *h = None;
+        }
+    }
+}
+
 struct Agent {
     opts: AgentOptions,
     http: reqwest::Client,
     running: Running,
+    cores: Mutex<Cores>,
 }
 
 /// Runs the agent until `shutdown` resolves. Steps keep running when the
@@ -57,7 +93,9 @@ struct Agent {
 pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
     std::fs::create_dir_all(&opts.launcher.spool_dir)
         .map_err(|e| format!("cannot create spool directory {}: {e}", opts.launcher.spool_dir.display()))?;
-    let agent = Arc::new(Agent { opts, http: reqwest::Client::new(), running: Arc::default() });
+    let cores = Cores { holder: vec![None; opts.cpus as usize], host: step::allowed_cpus() };
+    let agent =
+        Arc::new(Agent { opts, http: reqwest::Client::new(), running: Arc::default(), cores: Mutex::new(cores) });
     tokio::select! {
         _ = agent.clone().serve() => Ok(()),
         _ = shutdown => Ok(()),
@@ -156,7 +194,8 @@ impl Agent {
                 if self.running.lock().expect("running lock").get(&key).is_some_and(|(a, _)| *a == order.attempt) {
                     return;
                 }
-                match step::launch(&order, &self.opts.launcher).await {
+                let cpus = self.cores.lock().expect("cores lock").take(key, order.cpus);
+                match step::launch(&order, &self.opts.launcher, &cpus).await {
                     Ok(step) => {
                         self.running.lock().expect("running lock").insert(key, (order.attempt, step.control()));
                         let agent = self.clone();
@@ -164,10 +203,12 @@ impl Agent {
                             agent.report(key, step.attempt, None).await;
                             let report = step.wait().await;
                             agent.running.lock().expect("running lock").remove(&key);
+                            agent.cores.lock().expect("cores lock").release(key);
                             agent.report(key, report.attempt, Some(report.outcome)).await;
                         });
                     }
                     Err(e) => {
+                        self.cores.lock().expect("cores lock").release(key);
                         eprintln!("drover agent {}: job {} could not start: {e}", self.opts.name, order.display_id);
                         let agent = self.clone();
                         let attempt = order.attempt;

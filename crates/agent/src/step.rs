@@ -35,8 +35,6 @@ pub struct LauncherConfig {
     pub cgroup_root: Option<PathBuf>,
     /// How often RSS is sampled where no cgroup could be made.
     pub rss_poll: Duration,
-    /// Host CPU ids the agent may bind steps to (empty: no binding).
-    pub host_cpus: Vec<usize>,
 }
 
 impl LauncherConfig {
@@ -46,7 +44,6 @@ impl LauncherConfig {
             kill_grace: Duration::from_secs(30),
             cgroup_root: Some(PathBuf::from("/sys/fs/cgroup")),
             rss_poll: Duration::from_secs(1),
-            host_cpus: Vec::new(),
         }
     }
 }
@@ -223,8 +220,21 @@ fn parent_dir_exists(path: &str) -> Result<(), LaunchError> {
     }
 }
 
-/// Starts `order`'s batch step. Returns once the process exists.
-pub async fn launch(order: &LaunchOrder, cfg: &LauncherConfig) -> Result<Step, LaunchError> {
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } == 0;
+    if !ok {
+        return Vec::new();
+    }
+    // SAFETY: CPU_ISSET reads within the set for i < CPU_SETSIZE.
+    (0..libc::CPU_SETSIZE as usize).filter(|&i| unsafe { libc::CPU_ISSET(i, &set) }).collect()
+}
+
+/// Starts `order`'s batch step, bound to `cpus` (host CPU ids; empty for no
+/// binding). Returns once the process exists.
+pub async fn launch(order: &LaunchOrder, cfg: &LauncherConfig, cpus: &[usize]) -> Result<Step, LaunchError> {
     if !Path::new(&order.work_dir).is_dir() {
         return Err(LaunchError::WorkDir(order.work_dir.clone()));
     }
@@ -254,15 +264,11 @@ pub async fn launch(order: &LaunchOrder, cfg: &LauncherConfig) -> Result<Step, L
         _ => None,
     };
 
-    let cpus = (!cfg.host_cpus.is_empty()).then(|| {
+    let cpus = (!cpus.is_empty()).then(|| {
         // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        for i in 0..order.cpus as usize {
-            // Slots map onto host CPUs round-robin, so several agents
-            // emulating nodes on one host still get a valid mask.
-            let cpu = cfg.host_cpus[i % cfg.host_cpus.len()];
-            // SAFETY: cpu < CPU_SETSIZE is checked by the macro's callers in
-            // libc; host ids come from the kernel.
+        for &cpu in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+            // SAFETY: cpu is below CPU_SETSIZE.
             unsafe { libc::CPU_SET(cpu, &mut set) };
         }
         set

@@ -73,7 +73,7 @@ fn output(dir: &TempDir, job_id: u64) -> String {
 async fn runs_the_script_with_its_environment_and_output_file() {
     let dir = TempDir::new("env");
     let o = order(&dir, 11, "echo job=$SLURM_JOB_ID; pwd; echo to-stderr >&2; exit 0");
-    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    let report = launch(&o, &config(&dir), &[]).await.unwrap().wait().await;
     assert_eq!(report.outcome, StepOutcome::Exited(0));
     let out = output(&dir, 11);
     assert!(out.contains("job=11\n"), "{out}");
@@ -87,7 +87,7 @@ async fn exit_codes_and_separate_stderr() {
     let dir = TempDir::new("exit");
     let mut o = order(&dir, 12, "echo out; echo err >&2; exit 3");
     o.stderr = dir.path("err.txt");
-    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    let report = launch(&o, &config(&dir), &[]).await.unwrap().wait().await;
     assert_eq!(report.outcome, StepOutcome::Exited(3));
     assert_eq!(output(&dir, 12), "out\n");
     assert_eq!(std::fs::read_to_string(dir.path("err.txt")).unwrap(), "err\n");
@@ -98,14 +98,14 @@ async fn time_limit_terminates_then_kills() {
     let dir = TempDir::new("time");
     let mut o = order(&dir, 13, "sleep 30");
     o.time_limit = Some(1);
-    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    let report = launch(&o, &config(&dir), &[]).await.unwrap().wait().await;
     assert_eq!(report.outcome, StepOutcome::TimedOut);
     assert!(report.runtime < Duration::from_secs(5), "{:?}", report.runtime);
 
     // A script that ignores SIGTERM is killed after the grace period.
     let mut o = order(&dir, 14, "trap '' TERM; i=0; while [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done");
     o.time_limit = Some(1);
-    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    let report = launch(&o, &config(&dir), &[]).await.unwrap().wait().await;
     assert_eq!(report.outcome, StepOutcome::TimedOut);
     assert!(report.runtime >= Duration::from_secs(2), "grace was honoured: {:?}", report.runtime);
     assert!(report.runtime < Duration::from_secs(8), "{:?}", report.runtime);
@@ -123,7 +123,7 @@ async fn memory_limit_with_a_cgroup() {
     }
     let mut o = order(&dir, 15, HOG);
     o.mem_limit_mb = Some(64);
-    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    let report = launch(&o, &config(&dir), &[]).await.unwrap().wait().await;
     assert_eq!(report.outcome, StepOutcome::OutOfMemory);
     assert!(report.max_rss_bytes.unwrap_or(0) >= 32 * 1024 * 1024, "{:?}", report.max_rss_bytes);
     assert!(report.runtime < Duration::from_secs(5));
@@ -135,20 +135,20 @@ async fn memory_limit_by_sampling_without_cgroups() {
     let mut o = order(&dir, 16, HOG);
     o.mem_limit_mb = Some(64);
     let cfg = LauncherConfig { cgroup_root: None, ..config(&dir) };
-    let report = launch(&o, &cfg).await.unwrap().wait().await;
+    let report = launch(&o, &cfg, &[]).await.unwrap().wait().await;
     assert_eq!(report.outcome, StepOutcome::OutOfMemory);
     assert!(report.runtime < Duration::from_secs(5));
     // Within the limit, nothing happens.
     let mut o = order(&dir, 17, "echo small");
     o.mem_limit_mb = Some(64);
-    assert_eq!(launch(&o, &cfg).await.unwrap().wait().await.outcome, StepOutcome::Exited(0));
+    assert_eq!(launch(&o, &cfg, &[]).await.unwrap().wait().await.outcome, StepOutcome::Exited(0));
 }
 
 #[tokio::test]
 async fn cancel_signals_the_whole_group() {
     let dir = TempDir::new("cancel");
     let o = order(&dir, 18, "sleep 30 & sleep 30; wait");
-    let step = launch(&o, &config(&dir)).await.unwrap();
+    let step = launch(&o, &config(&dir), &[]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     step.cancel();
     let report = tokio::time::timeout(Duration::from_secs(5), step.wait()).await.expect("cancel ends the step");
@@ -160,7 +160,7 @@ async fn nothing_of_the_job_outlives_it() {
     let dir = TempDir::new("leftover");
     let pidfile = dir.path("bg.pid");
     let o = order(&dir, 19, &format!("sleep 300 & echo $! > {pidfile}; exit 0"));
-    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    let report = launch(&o, &config(&dir), &[]).await.unwrap().wait().await;
     assert_eq!(report.outcome, StepOutcome::Exited(0));
     let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     let mut gone = false;
@@ -185,7 +185,7 @@ async fn runs_as_the_jobs_user() {
     std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let mut o = order(&dir, 20, "id -u; id -g; touch /root/drover-should-not-exist 2>/dev/null && echo wrote-root");
     (o.uid, o.gid, o.user) = (65534, 65534, "nobody".into());
-    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    let report = launch(&o, &config(&dir), &[]).await.unwrap().wait().await;
     assert_eq!(report.outcome, StepOutcome::Exited(1));
     assert_eq!(output(&dir, 20), "65534\n65534\n");
     use std::os::unix::fs::MetadataExt;
@@ -200,7 +200,7 @@ async fn warning_signal_before_the_limit() {
         order(&dir, 21, "trap 'echo warned; exit 0' USR1; i=0; while [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done");
     o.time_limit = Some(3);
     o.signal = Some(SignalSpec { signal: libc::SIGUSR1, secs_before: 2, batch_only: true });
-    let report = launch(&o, &config(&dir)).await.unwrap().wait().await;
+    let report = launch(&o, &config(&dir), &[]).await.unwrap().wait().await;
     assert_eq!(report.outcome, StepOutcome::Exited(0), "{}", output(&dir, 21));
     assert_eq!(output(&dir, 21), "warned\n");
     assert!(report.runtime < Duration::from_secs(3));
@@ -211,9 +211,9 @@ async fn append_mode_keeps_earlier_output() {
     let dir = TempDir::new("append");
     let mut o = order(&dir, 22, "echo run");
     o.open_mode = OpenMode::Append;
-    launch(&o, &config(&dir)).await.unwrap().wait().await;
+    launch(&o, &config(&dir), &[]).await.unwrap().wait().await;
     o.attempt = 1;
-    launch(&o, &config(&dir)).await.unwrap().wait().await;
+    launch(&o, &config(&dir), &[]).await.unwrap().wait().await;
     assert_eq!(output(&dir, 22), "run\nrun\n");
 }
 
@@ -222,15 +222,27 @@ async fn bad_orders_are_refused_with_the_reason() {
     let dir = TempDir::new("bad");
     let mut o = order(&dir, 23, "true");
     o.work_dir = "/nonexistent/dir".into();
-    assert!(matches!(launch(&o, &config(&dir)).await, Err(LaunchError::WorkDir(_))));
+    assert!(matches!(launch(&o, &config(&dir), &[]).await, Err(LaunchError::WorkDir(_))));
     let mut o = order(&dir, 24, "true");
     o.stdout = "/nonexistent/out/%j.txt".into();
-    let err = launch(&o, &config(&dir)).await.err().unwrap();
+    let err = launch(&o, &config(&dir), &[]).await.err().unwrap();
     assert_eq!(
         err.to_string(),
         "cannot create output file /nonexistent/out/%j.txt: directory /nonexistent/out does not exist"
     );
     let mut o = order(&dir, 25, "true");
     o.env.push(("BAD".into(), "nul\0byte".into()));
-    assert!(matches!(launch(&o, &config(&dir)).await, Err(LaunchError::NulByte(_))));
+    assert!(matches!(launch(&o, &config(&dir), &[]).await, Err(LaunchError::NulByte(_))));
+}
+
+#[tokio::test]
+async fn binds_to_the_given_cpus() {
+    let dir = TempDir::new("cpus");
+    let allowed = drover_agent::step::allowed_cpus();
+    assert!(!allowed.is_empty());
+    let cpu = *allowed.last().unwrap();
+    let o = order(&dir, 26, "grep Cpus_allowed_list /proc/self/status");
+    let report = launch(&o, &config(&dir), &[cpu]).await.unwrap().wait().await;
+    assert_eq!(report.outcome, StepOutcome::Exited(0));
+    assert_eq!(output(&dir, 26).split_whitespace().last(), Some(cpu.to_string().as_str()));
 }
