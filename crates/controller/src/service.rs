@@ -399,11 +399,17 @@ async fn orders(AxState(app): AxState<App>, Path(node): Path<String>) -> Respons
 
 async fn report(AxState(app): AxState<App>, Json(r): Json<Report>) -> Result<StatusCode, ApiError> {
     app.liveness.saw(&r.node);
-    let now = now_ms();
-    let cmd = match r.finished {
-        None => Command::StepStarted { job: r.job, attempt: r.attempt, now },
-        Some(outcome) => Command::StepFinished { job: r.job, attempt: r.attempt, outcome, now },
+    let Some(outcome) = r.finished else {
+        // A start changes nothing in the state (the job has been RUNNING
+        // since its allocation), so it costs no log write: only a stale
+        // attempt needs acting on, and that is a kill order.
+        let current =
+            app.ctl.shared.read(|s| s.job(r.job).is_some_and(|j| j.restart_count == r.attempt && j.state.is_active()));
+        if !current {
+            app.dispatch.push(&r.node, Order::Kill { job: r.job, attempt: r.attempt });
+        }
+        return Ok(StatusCode::NO_CONTENT);
     };
-    app.ctl.propose(cmd).await?;
+    app.ctl.propose(Command::StepFinished { job: r.job, attempt: r.attempt, outcome, now: now_ms() }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
