@@ -189,3 +189,86 @@ fn bad_input_gets_clear_errors() {
     assert!(err.contains("cannot reach the controller at http://127.0.0.1:1"), "{err}");
     assert!(err.contains("DROVER_CONTROLLER"), "says how to point elsewhere: {err}");
 }
+
+/// One HTTP/1.1 request to the controller; returns (status, body).
+fn http(port: u16, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = auth.map(|a| format!("Authorization: Drover {a}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn only_proven_identities_act_and_only_on_their_own_jobs() {
+    let c = Cluster::start("auth", 1, 2);
+    let key = drover_auth::load_key(&c.dir.join(".drover/cluster.key")).unwrap();
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let cred = |uid: u32| drover_auth::Credential::mint(&key, uid, uid, now()).unwrap();
+
+    // No credential, a forged one, an expired one, a replayed one.
+    let (status, body) = http(c.port, "GET", "/api/v1/jobs", None, "");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("no credential"), "{body}");
+    let forged = cred(1001).replacen("v1.1001.", "v1.0.", 1);
+    let (status, body) = http(c.port, "GET", "/api/v1/jobs", Some(&forged), "");
+    assert_eq!((status, body.contains("signature is invalid")), (401, true), "{body}");
+    let old = drover_auth::Credential::sign(
+        &key,
+        &drover_auth::Credential { uid: 1001, gid: 1001, expires_ms: now() - 1, nonce: 7 },
+    );
+    let (status, body) = http(c.port, "GET", "/api/v1/jobs", Some(&old), "");
+    assert_eq!((status, body.contains("expired")), (401, true), "{body}");
+    let once = cred(1001);
+    assert_eq!(http(c.port, "GET", "/api/v1/jobs", Some(&once), "").0, 200);
+    let (status, body) = http(c.port, "GET", "/api/v1/jobs", Some(&once), "");
+    assert_eq!((status, body.contains("replayed")), (401, true), "{body}");
+
+    // A user cannot register nodes (only key holders: agents).
+    let reg = r#"{"name":"evil","addr":"x","total":{"cpus":64,"mem_mb":1,"gpus":0},"features":[],"known_steps":[]}"#;
+    assert_eq!(http(c.port, "POST", "/api/v1/agent/register", Some(&cred(1001)), reg).0, 403);
+
+    // A job runs as the credential's user; another user may not cancel it,
+    // nor submit in someone else's name.
+    let dir = c.dir.display().to_string();
+    std::fs::set_permissions(&c.dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let spec = |uid: u32| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&c.drover(&["check", "--json", "--wrap", "id -u; sleep 30"]).stdout).unwrap();
+        v["uid"] = uid.into();
+        v["gid"] = uid.into();
+        v["user"] = format!("u{uid}").into();
+        v["work_dir"] = dir.clone().into();
+        v["environment"] = serde_json::json!([["PATH", "/usr/bin:/bin"]]);
+        serde_json::json!({ "jobs": [v] }).to_string()
+    };
+    let (status, body) = http(c.port, "POST", "/api/v1/jobs", Some(&cred(1002)), &spec(1001));
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = http(c.port, "POST", "/api/v1/jobs", Some(&cred(1001)), &spec(1001));
+    assert_eq!(status, 200, "{body}");
+    let id: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = id["job_ids"][0].as_u64().unwrap();
+    let cancel = format!(r#"{{"filter":{{"jobs":[{{"id":{id},"task":null}}]}}}}"#);
+    let (_, body) = http(c.port, "POST", "/api/v1/jobs/cancel", Some(&cred(1002)), &cancel);
+    assert!(body.contains("Access/permission denied"), "{body}");
+    // The job really runs as uid 1001.
+    let out = c.dir.join(format!("slurm-{id}.out"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&out).unwrap_or_default().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if unsafe { libc::geteuid() } == 0 {
+        assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "1001");
+    }
+    let (_, body) = http(c.port, "POST", "/api/v1/jobs/cancel", Some(&cred(1001)), &cancel);
+    assert!(body.contains(&format!("\"{id}\"")), "the owner cancels it: {body}");
+}

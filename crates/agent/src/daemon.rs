@@ -21,6 +21,8 @@ pub struct AgentOptions {
     pub features: Vec<String>,
     pub heartbeat: Duration,
     pub launcher: LauncherConfig,
+    /// The cluster key: the agent signs its requests with it.
+    pub key: Vec<u8>,
 }
 
 /// This host's CPUs and memory.
@@ -103,6 +105,13 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
 }
 
 impl Agent {
+    /// A fresh credential per request: the controller accepts each once.
+    fn auth(&self) -> String {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        format!("Drover {}", drover_auth::Credential::mint(&self.opts.key, 0, 0, now).unwrap_or_default())
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/api/v1/agent/{path}", self.opts.controller.trim_end_matches('/'))
     }
@@ -140,7 +149,14 @@ impl Agent {
             features: self.opts.features.clone(),
             known_steps,
         };
-        let resp = self.http.post(self.url("register")).json(&body).send().await.map_err(|e| e.to_string())?;
+        let resp = self
+            .http
+            .post(self.url("register"))
+            .header("authorization", self.auth())
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(resp.text().await.unwrap_or_default());
         }
@@ -151,7 +167,12 @@ impl Agent {
     async fn heartbeat(self: Arc<Self>) {
         loop {
             tokio::time::sleep(self.opts.heartbeat).await;
-            let r = self.http.post(self.url(&format!("heartbeat/{}", self.opts.name))).send().await;
+            let r = self
+                .http
+                .post(self.url(&format!("heartbeat/{}", self.opts.name)))
+                .header("authorization", self.auth())
+                .send()
+                .await;
             if matches!(&r, Ok(resp) if resp.status() == reqwest::StatusCode::CONFLICT) {
                 // Re-registration happens when the order stream drops.
                 return;
@@ -160,8 +181,13 @@ impl Agent {
     }
 
     async fn follow_orders(self: &Arc<Self>) -> Result<(), String> {
-        let resp =
-            self.http.get(self.url(&format!("orders/{}", self.opts.name))).send().await.map_err(|e| e.to_string())?;
+        let resp = self
+            .http
+            .get(self.url(&format!("orders/{}", self.opts.name)))
+            .header("authorization", self.auth())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("controller answered {}", resp.status()));
         }
@@ -239,7 +265,7 @@ impl Agent {
         let body = Report { node: self.opts.name.clone(), job, attempt, finished };
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.http.post(self.url("report")).json(&body).send().await {
+            match self.http.post(self.url("report")).header("authorization", self.auth()).json(&body).send().await {
                 Ok(r) if r.status().is_success() || r.status().is_client_error() => return,
                 _ => {}
             }

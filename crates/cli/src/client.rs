@@ -26,14 +26,21 @@ pub fn controller_address(flag: Option<&str>) -> String {
 pub struct Client {
     base: String,
     http: reqwest::Client,
-    uid: u32,
 }
 
 impl Client {
     pub fn new(flag: Option<&str>) -> Client {
-        // SAFETY: getuid has no preconditions.
-        let uid = unsafe { libc::getuid() };
-        Client { base: controller_address(flag), http: reqwest::Client::new(), uid }
+        Client { base: controller_address(flag), http: reqwest::Client::new() }
+    }
+
+    /// A fresh credential from the local socket (each is good once). If
+    /// none can be had, the request goes without, and a refusal explains
+    /// why.
+    fn sign(&self, req: reqwest::RequestBuilder) -> (reqwest::RequestBuilder, Option<String>) {
+        match drover_auth::fetch_credential() {
+            Ok(cred) => (req.header("authorization", format!("Drover {cred}")), None),
+            Err(e) => (req, Some(e)),
+        }
     }
 
     fn unreachable(&self, e: reqwest::Error) -> String {
@@ -44,8 +51,17 @@ impl Client {
         )
     }
 
-    async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T, String> {
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        resp: reqwest::Response,
+        why_unsigned: Option<String>,
+    ) -> Result<T, String> {
         let status = resp.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            if let Some(why) = why_unsigned {
+                return Err(why);
+            }
+        }
         let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
         if status.is_success() {
             serde_json::from_slice(&bytes).map_err(|e| format!("unexpected answer from the controller: {e}"))
@@ -58,9 +74,9 @@ impl Client {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, String> {
-        let resp =
-            self.http.get(format!("{}{path}", self.base)).query(query).send().await.map_err(|e| self.unreachable(e))?;
-        self.decode(resp).await
+        let (req, why) = self.sign(self.http.get(format!("{}{path}", self.base)).query(query));
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        self.decode(resp, why).await
     }
 
     /// Like [`Client::get`], but a non-success answer is returned as data
@@ -72,14 +88,8 @@ impl Client {
     }
 
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, String> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("x-drover-uid", self.uid.to_string())
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        self.decode(resp).await
+        let (req, why) = self.sign(self.http.post(format!("{}{path}", self.base)).json(body));
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        self.decode(resp, why).await
     }
 }

@@ -22,6 +22,15 @@ pub struct ControllerArgs {
     /// Seconds without a heartbeat before a node is DOWN.
     #[arg(long, default_value_t = 10)]
     node_timeout: u64,
+    /// The cluster key shared with the agents (create it with 'drover keygen').
+    #[arg(long, default_value = "/etc/drover/cluster.key")]
+    key_file: PathBuf,
+    /// Serve credentials to local users on this Unix socket.
+    #[arg(long)]
+    auth_socket: Option<PathBuf>,
+    /// Uids besides root that may act on every job and node.
+    #[arg(long, value_delimiter = ',')]
+    operators: Vec<u32>,
 }
 
 #[derive(Args)]
@@ -50,6 +59,9 @@ pub struct AgentArgs {
     /// Seconds between SIGTERM and SIGKILL when a job is stopped.
     #[arg(long, default_value_t = 30)]
     kill_grace: u64,
+    /// The cluster key shared with the controller.
+    #[arg(long, default_value = "/etc/drover/cluster.key")]
+    key_file: PathBuf,
 }
 
 #[derive(Args)]
@@ -94,8 +106,11 @@ async fn shutdown_signal() {
 
 pub async fn controller(a: ControllerArgs) -> Result<(), String> {
     let listen = a.listen.parse().map_err(|e| format!("invalid --listen '{}': {e}", a.listen))?;
-    let mut opts = Options::new(a.state_dir, listen);
+    let key = drover_auth::load_key(&a.key_file)?;
+    let mut opts = Options::new(a.state_dir, listen, key);
     opts.node_timeout = Duration::from_secs(a.node_timeout.max(1));
+    opts.auth_socket = a.auth_socket;
+    opts.operators = a.operators;
     service::run(opts, shutdown_signal()).await
 }
 
@@ -116,6 +131,7 @@ pub async fn agent(a: AgentArgs) -> Result<(), String> {
         features: a.features,
         heartbeat: Duration::from_secs(1),
         launcher,
+        key: drover_auth::load_key(&a.key_file)?,
     };
     daemon::run(opts, shutdown_signal()).await
 }
@@ -177,6 +193,11 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         None => host_mem / u64::from(a.nodes),
     };
     let addr = format!("127.0.0.1:{}", a.port);
+    let key = state.join("cluster.key");
+    if !key.exists() {
+        drover_auth::generate_key(&key)?;
+    }
+    let key_arg = key.display().to_string();
     let running = read_pids(&state);
     // Forget what is no longer running, keep what is: `up` is idempotent.
     let keep: Vec<&Started> = running.iter().filter(|s| alive(s.pid)).collect();
@@ -191,10 +212,16 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
             state.join("controller").display().to_string(),
             "--listen".into(),
             addr.clone(),
+            "--key-file".into(),
+            key_arg.clone(),
+            "--auth-socket".into(),
+            state.join("auth.sock").display().to_string(),
         ];
         spawn_daemon(&state, "controller", &args)?;
     }
     std::fs::write(state.join("controller.addr"), format!("{addr}\n")).map_err(|e| e.to_string())?;
+    // Credentials come from this cluster's socket, wherever `up` was run from.
+    std::env::set_var("DROVER_AUTH_SOCKET", state.join("auth.sock"));
     let client = Client::new(Some(&addr));
     wait_until(Duration::from_secs(20), || async { client.get::<NodeList>("/api/v1/nodes", &[]).await.is_ok() })
         .await
@@ -217,6 +244,8 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
             format!("{mem}M"),
             "--state-dir".into(),
             state.join("agents").join(&name).display().to_string(),
+            "--key-file".into(),
+            key_arg.clone(),
         ];
         spawn_daemon(&state, &name, &args)?;
     }

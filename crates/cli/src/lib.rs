@@ -71,6 +71,11 @@ enum Command {
     /// Resolve a batch script and options the way submission will, and print
     /// the job it describes, without submitting anything.
     Check(check::CheckArgs),
+    /// Create a cluster key (32 random bytes, mode 0600) for the daemons.
+    Keygen {
+        #[arg(default_value = "/etc/drover/cluster.key")]
+        path: std::path::PathBuf,
+    },
     /// Expand or compress hostlist expressions (node[01-04,7] <-> names).
     Hostlist {
         #[command(subcommand)]
@@ -95,7 +100,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             return e.exit_code();
         }
     };
-    let needs_runtime = !matches!(cli.command, Command::Check(_) | Command::Hostlist { .. });
+    let needs_runtime = !matches!(cli.command, Command::Check(_) | Command::Hostlist { .. } | Command::Keygen { .. });
     if needs_runtime {
         let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
             Ok(rt) => rt,
@@ -119,7 +124,9 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
                 Command::Wait { ids } => jobs::wait_for(&client, &ids).await,
                 Command::Health => jobs::health(&client).await,
                 Command::Logs { id, follow } => jobs::logs(&client, &id, follow).await,
-                Command::Check(_) | Command::Hostlist { .. } => unreachable!("handled without a runtime"),
+                Command::Check(_) | Command::Hostlist { .. } | Command::Keygen { .. } => {
+                    unreachable!("handled without a runtime")
+                }
             }
         });
         // Daemons' background tasks must not keep the process alive.
@@ -134,6 +141,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     }
     let result = match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Keygen { path } => drover_auth::generate_key(&path).map(|_| println!("created {}", path.display())),
         Command::Hostlist { action: HostlistAction::Expand { expr } } => drover_core::hostlist::expand(&expr)
             .map(|hosts| {
                 for h in hosts {

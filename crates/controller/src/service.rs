@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use drover_auth::{AuthError, Credential, ReplayGuard};
 use drover_core::job::JobRef;
 use drover_core::node::NodeAction;
 use drover_core::partition::PartitionSpec;
@@ -34,10 +35,16 @@ pub struct Options {
     pub sched: SchedConfig,
     /// Wait after a change before scheduling, to batch bursts.
     pub coalesce: Duration,
+    /// The cluster key: every request must carry a credential signed with it.
+    pub key: Vec<u8>,
+    /// Serve credentials to local users on this Unix socket.
+    pub auth_socket: Option<PathBuf>,
+    /// Uids besides root that may act on every job and node.
+    pub operators: Vec<u32>,
 }
 
 impl Options {
-    pub fn new(state_dir: PathBuf, listen: SocketAddr) -> Options {
+    pub fn new(state_dir: PathBuf, listen: SocketAddr, key: Vec<u8>) -> Options {
         Options {
             state_dir,
             listen,
@@ -45,6 +52,9 @@ impl Options {
             node_timeout: Duration::from_secs(10),
             sched: SchedConfig::default(),
             coalesce: Duration::from_millis(2),
+            key,
+            auth_socket: None,
+            operators: Vec::new(),
         }
     }
 }
@@ -54,6 +64,34 @@ struct App {
     ctl: Arc<Controller>,
     dispatch: Arc<Dispatcher>,
     liveness: Arc<Liveness>,
+    key: Arc<Vec<u8>>,
+    replay: Arc<std::sync::Mutex<ReplayGuard>>,
+    operators: Arc<Vec<u32>>,
+}
+
+impl App {
+    /// Who is asking, proven by a credential signed with the cluster key:
+    /// `Authorization: Drover <credential>`. Each credential is good once.
+    fn authenticate(&self, headers: &HeaderMap) -> Result<Requester, ApiError> {
+        let unauthorized = |e: AuthError| ApiError(StatusCode::UNAUTHORIZED, e.to_string());
+        let text = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Drover "))
+            .ok_or_else(|| unauthorized(AuthError::Missing))?;
+        let now = now_ms();
+        let cred = Credential::verify(&self.key, text, now).map_err(unauthorized)?;
+        self.replay.lock().expect("replay lock").check(&cred, now).map_err(unauthorized)?;
+        Ok(Requester { uid: cred.uid, operator: cred.uid == 0 || self.operators.contains(&cred.uid) })
+    }
+
+    /// Agents sign their requests with the key itself (as uid 0).
+    fn authenticate_agent(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        match self.authenticate(headers)? {
+            Requester { uid: 0, .. } => Ok(()),
+            _ => Err(ApiError(StatusCode::FORBIDDEN, "only agents holding the cluster key may do this".into())),
+        }
+    }
 }
 
 /// An error response with a sentence a person can act on.
@@ -80,17 +118,6 @@ impl From<ProposeError> for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-/// Who is asking. Interim: clients state their uid in `X-Drover-Uid`; the
-/// signed-credential check of the security work replaces this.
-fn requester(headers: &HeaderMap) -> Result<Requester, ApiError> {
-    let uid = headers
-        .get("x-drover-uid")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u32>().ok())
-        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "missing X-Drover-Uid header".into()))?;
-    Ok(Requester::user(uid))
-}
-
 /// Runs a controller until `shutdown` resolves.
 pub async fn run(
     opts: Options,
@@ -104,8 +131,22 @@ pub async fn run(
     ctl.wait_for_leader(Duration::from_secs(10)).await?;
     bootstrap(&ctl).await?;
 
-    let app =
-        App { ctl: ctl.clone(), dispatch: Arc::new(Dispatcher::default()), liveness: Arc::new(Liveness::default()) };
+    let app = App {
+        ctl: ctl.clone(),
+        dispatch: Arc::new(Dispatcher::default()),
+        liveness: Arc::new(Liveness::default()),
+        key: Arc::new(opts.key.clone()),
+        replay: Arc::default(),
+        operators: Arc::new(opts.operators.clone()),
+    };
+    if let Some(sock) = opts.auth_socket.clone() {
+        let key = opts.key.clone();
+        tokio::spawn(async move {
+            if let Err(e) = drover_auth::serve_credentials(&sock, key).await {
+                eprintln!("drover controller: credential socket: {e}");
+            }
+        });
+    }
     tokio::spawn(app.dispatch.clone().run(ctl.shared.clone()));
     tokio::spawn(loops::schedule(ctl.clone(), opts.sched.clone(), opts.coalesce));
     tokio::spawn(loops::watch(ctl.clone(), app.liveness.clone(), opts.node_timeout));
@@ -150,7 +191,7 @@ fn router(app: App) -> Router {
 }
 
 async fn submit(AxState(app): AxState<App>, headers: HeaderMap, Json(req): Json<SubmitJobs>) -> ApiResult<Submitted> {
-    let who = requester(&headers)?;
+    let who = app.authenticate(&headers)?;
     if req.jobs.is_empty() {
         return Err(ApiError(StatusCode::BAD_REQUEST, "no jobs in the request".into()));
     }
@@ -185,7 +226,8 @@ struct JobQuery {
     all: Option<bool>,
 }
 
-async fn list_jobs(AxState(app): AxState<App>, Query(q): Query<JobQuery>) -> ApiResult<JobList> {
+async fn list_jobs(AxState(app): AxState<App>, headers: HeaderMap, Query(q): Query<JobQuery>) -> ApiResult<JobList> {
+    app.authenticate(&headers)?;
     let states = match &q.state {
         Some(s) => s
             .split(',')
@@ -240,7 +282,8 @@ async fn list_jobs(AxState(app): AxState<App>, Query(q): Query<JobQuery>) -> Api
     Ok(Json(JobList { jobs }))
 }
 
-async fn show_job(AxState(app): AxState<App>, Path(id): Path<String>) -> ApiResult<JobView> {
+async fn show_job(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<JobView> {
+    app.authenticate(&headers)?;
     let r = JobRef::parse(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     app.ctl
         .shared
@@ -274,24 +317,30 @@ async fn cancel_filter(app: &App, who: Requester, filter: CancelFilter) -> ApiRe
 }
 
 async fn cancel(AxState(app): AxState<App>, headers: HeaderMap, Json(req): Json<CancelJobs>) -> ApiResult<Cancelled> {
-    let who = requester(&headers)?;
+    let who = app.authenticate(&headers)?;
     cancel_filter(&app, who, req.filter).await
 }
 
 async fn cancel_one(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Cancelled> {
-    let who = requester(&headers)?;
+    let who = app.authenticate(&headers)?;
     let r = JobRef::parse(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     cancel_filter(&app, who, CancelFilter { jobs: vec![r], ..Default::default() }).await
 }
 
-async fn list_nodes(AxState(app): AxState<App>) -> ApiResult<NodeList> {
+async fn list_nodes(AxState(app): AxState<App>, headers: HeaderMap) -> ApiResult<NodeList> {
+    app.authenticate(&headers)?;
     Ok(Json(NodeList { nodes: app.ctl.shared.read(|s| (0..s.nodes().len()).map(|i| NodeView::of(s, i)).collect()) }))
 }
 
-async fn show_node(AxState(app): AxState<App>, Path(name): Path<String>) -> ApiResult<NodeView> {
+async fn show_node(AxState(app): AxState<App>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<NodeView> {
+    app.authenticate(&headers)?;
+    node_view(&app, &name)
+}
+
+fn node_view(app: &App, name: &str) -> ApiResult<NodeView> {
     app.ctl
         .shared
-        .read(|s| s.node_index(&name).map(|i| NodeView::of(s, i as usize)))
+        .read(|s| s.node_index(name).map(|i| NodeView::of(s, i as usize)))
         .map(Json)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("Invalid node name specified: {name}")))
 }
@@ -304,7 +353,7 @@ async fn node_action(
     reason: Option<String>,
 ) -> ApiResult<NodeView> {
     app.ctl.propose(Command::SetNodeState { node: node.clone(), action, reason, by: who, now: now_ms() }).await?;
-    show_node(AxState(app.clone()), Path(node)).await
+    node_view(app, &node)
 }
 
 async fn drain(
@@ -313,12 +362,12 @@ async fn drain(
     Path(name): Path<String>,
     Json(d): Json<Drain>,
 ) -> ApiResult<NodeView> {
-    let who = requester(&headers)?;
+    let who = app.authenticate(&headers)?;
     node_action(&app, who, name, NodeAction::Drain, Some(d.reason)).await
 }
 
 async fn resume(AxState(app): AxState<App>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<NodeView> {
-    let who = requester(&headers)?;
+    let who = app.authenticate(&headers)?;
     node_action(&app, who, name, NodeAction::Resume, None).await
 }
 
@@ -341,7 +390,8 @@ async fn health(AxState(app): AxState<App>) -> Response {
 
 // ---- the agent protocol ----
 
-async fn register(AxState(app): AxState<App>, Json(r): Json<Register>) -> ApiResult<NodeView> {
+async fn register(AxState(app): AxState<App>, headers: HeaderMap, Json(r): Json<Register>) -> ApiResult<NodeView> {
+    app.authenticate_agent(&headers)?;
     let name = r.name.clone();
     app.ctl
         .propose(Command::RegisterNode {
@@ -354,10 +404,15 @@ async fn register(AxState(app): AxState<App>, Json(r): Json<Register>) -> ApiRes
         })
         .await?;
     app.liveness.saw(&name);
-    show_node(AxState(app), Path(name)).await
+    node_view(&app, &name)
 }
 
-async fn heartbeat(AxState(app): AxState<App>, Path(node): Path<String>) -> Result<StatusCode, ApiError> {
+async fn heartbeat(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(node): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.authenticate_agent(&headers)?;
     let up = app.ctl.shared.read(|s| s.node(&node).map(|n| n.status == drover_core::NodeStatus::Up));
     match up {
         Some(true) => {
@@ -370,7 +425,10 @@ async fn heartbeat(AxState(app): AxState<App>, Path(node): Path<String>) -> Resu
 }
 
 /// The order stream: newline-delimited JSON, with a ping every few seconds.
-async fn orders(AxState(app): AxState<App>, Path(node): Path<String>) -> Response {
+async fn orders(AxState(app): AxState<App>, headers: HeaderMap, Path(node): Path<String>) -> Response {
+    if let Err(e) = app.authenticate_agent(&headers) {
+        return e.into_response();
+    }
     let dispatch = app.dispatch.clone();
     let stream = futures_util::stream::unfold((dispatch, node, Vec::<Order>::new()), |(d, node, mut buf)| async move {
         loop {
@@ -397,7 +455,8 @@ async fn orders(AxState(app): AxState<App>, Path(node): Path<String>) -> Respons
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn report(AxState(app): AxState<App>, Json(r): Json<Report>) -> Result<StatusCode, ApiError> {
+async fn report(AxState(app): AxState<App>, headers: HeaderMap, Json(r): Json<Report>) -> Result<StatusCode, ApiError> {
+    app.authenticate_agent(&headers)?;
     app.liveness.saw(&r.node);
     let Some(outcome) = r.finished else {
         // A start changes nothing in the state (the job has been RUNNING

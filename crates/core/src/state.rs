@@ -77,8 +77,10 @@ impl Requester {
     }
 }
 
-/// Which jobs a cancel acts on. Empty fields match everything.
+/// Which jobs a cancel acts on. Empty fields match everything (and may be
+/// left out of JSON).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct CancelFilter {
     pub jobs: Vec<JobRef>,
     pub user: Option<String>,
