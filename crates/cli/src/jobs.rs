@@ -206,12 +206,43 @@ pub async fn wait_for(client: &Client, ids: &[String]) -> Result<i32, String> {
     }
     let q = [("id", ids.join(",")), ("all", "true".to_string())];
     let mut delay = Duration::from_millis(20);
+    let started = std::time::Instant::now();
+    let mut bar: Option<indicatif::ProgressBar> = None;
     loop {
         let list: JobList = client.get("/api/v1/jobs", &q).await?;
         if list.jobs.is_empty() {
             return Err(format!("no such job: {}", ids.join(",")));
         }
+        // A progress bar once the wait is long, on a terminal only.
+        use std::io::IsTerminal;
+        if bar.is_none() && started.elapsed() > Duration::from_secs(1) && std::io::stdout().is_terminal() {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} done  {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            bar = Some(b);
+        }
+        if let Some(b) = &bar {
+            // Pending array remainders count for their number of tasks.
+            let size = |j: &JobView| match (&j.array_task, j.state_code.as_str()) {
+                (Some(t), "PD") if t.contains(['-', ',']) => {
+                    drover_core::array::ArraySpec::parse(t).map_or(1, |a| a.tasks.len())
+                }
+                _ => 1,
+            };
+            let total: u64 = list.jobs.iter().map(size).sum();
+            let done = list.jobs.iter().filter(|j| j.terminal).count() as u64;
+            let running = list.jobs.iter().filter(|j| j.state_code == "R" || j.state_code == "CG").count();
+            b.set_length(total);
+            b.set_position(done);
+            b.set_message(format!("{running} running, {} pending", total - done - running as u64));
+        }
         if list.jobs.iter().all(|j| j.terminal) {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
             let failed: Vec<&JobView> = list.jobs.iter().filter(|j| j.state != "COMPLETED").collect();
             for j in &failed {
                 eprintln!("job {} ended {} (exit {})", j.id, j.state, j.exit_code.clone().unwrap_or_default());

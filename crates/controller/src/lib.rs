@@ -11,6 +11,7 @@ mod dispatch;
 pub mod log_store;
 mod loops;
 pub mod machine;
+pub mod openapi;
 pub mod raft;
 pub mod service;
 

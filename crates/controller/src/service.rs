@@ -183,6 +183,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/nodes/{name}/drain", post(drain))
         .route("/api/v1/nodes/{name}/resume", post(resume))
         .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .route("/api/v1/agent/register", post(register))
         .route("/api/v1/agent/heartbeat/{node}", post(heartbeat))
         .route("/api/v1/agent/orders/{node}", get(orders))
