@@ -109,11 +109,11 @@ impl MemoryCgroup {
     /// Removes the cgroup once empty; retried because the kernel takes a
     /// moment to reap the last killed processes.
     pub async fn remove(self) {
-        for _ in 0..50 {
+        for attempt in 0..100u64 {
             if fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
                 return;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(1 + attempt.min(20))).await;
         }
     }
 }

@@ -388,14 +388,20 @@ pub async fn launch(order: &LaunchOrder, cfg: &LauncherConfig, cpus: &[usize]) -
         signal_group(pid, libc::SIGKILL);
         let oom_kills = memory.as_ref().map_or(0, |m| m.oom_kills());
         let max_rss = memory.as_ref().and_then(|m| m.peak_bytes()).or((peak_rss > 0).then_some(peak_rss));
-        if let Some(m) = memory {
+        if let Some(m) = &memory {
             for p in m.pids() {
                 // SAFETY: kill has no memory-safety preconditions.
                 unsafe { libc::kill(p, libc::SIGKILL) };
             }
-            m.remove().await;
         }
-        let _ = std::fs::remove_dir_all(&step_dir);
+        // Everything is killed; waiting for the kernel to reap it (so the
+        // cgroup can go) need not delay the report.
+        tokio::spawn(async move {
+            if let Some(m) = memory {
+                m.remove().await;
+            }
+            let _ = std::fs::remove_dir_all(&step_dir);
+        });
         let outcome = match status {
             _ if rss_oom || oom_kills > 0 => StepOutcome::OutOfMemory,
             _ if timed_out => StepOutcome::TimedOut,
