@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+/// A port per test (0..8) and test process, away from the default 6817.
+fn test_port(offset: u16) -> u16 {
+    20000 + (std::process::id() % 5000) as u16 * 8 + offset
+}
+
 struct Cluster {
     dir: PathBuf,
     port: u16,
@@ -16,8 +21,7 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("drover-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        // A port of our own per test, derived from the pid, away from the default.
-        let port = 20000 + (std::process::id() % 10000) as u16 * 4 + port_offset;
+        let port = test_port(port_offset);
         let c = Cluster { dir, port };
         let out = c.up(nodes);
         assert!(out.status.success(), "drover up failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -307,4 +311,60 @@ fn the_openapi_document_describes_the_served_api() {
         Ok(out) => assert!(out.status.success(), "invalid OpenAPI: {}", String::from_utf8_lossy(&out.stderr)),
         Err(e) => eprintln!("skipped validation: {e}"),
     }
+}
+
+#[test]
+fn foreground_up_stops_everything_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let dir = std::env::temp_dir().join(format!("drover-it-fg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = test_port(4);
+    let mut up = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["up", "--nodes", "1", "--cpus-per-node", "2", "--mem-per-node", "1G", "--port", &port.to_string()])
+        .current_dir(&dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let ready = lines.by_ref().take(10).map_while(Result::ok).any(|l| l.contains("Press Ctrl-C"));
+    assert!(ready, "drover up did not become ready");
+    let drover = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(args)
+            .current_dir(&dir)
+            .env("DROVER_CONTROLLER", format!("127.0.0.1:{port}"))
+            .output()
+            .unwrap()
+    };
+    let out = drover(&["submit", "--parsable", "--wrap", "sleep 300"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Find the running step's pid through the agent's spool.
+    let spool = dir.join(".drover/agents/node1/spool");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut step_pid = None;
+    while step_pid.is_none() && Instant::now() < deadline {
+        step_pid = std::fs::read_dir(&spool)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("pid")).ok())
+            .and_then(|p| p.trim().parse::<i32>().ok());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let step_pid = step_pid.expect("the job started");
+    let daemons: Vec<i32> = std::fs::read_to_string(dir.join(".drover/pids"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1)?.trim().parse().ok())
+        .collect();
+    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+    let status = up.wait().unwrap();
+    assert!(status.success(), "drover up exits cleanly on Ctrl-C");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let any_live = || daemons.iter().chain([&step_pid]).any(|p| live(*p));
+    while any_live() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!any_live(), "a daemon or the running job survived Ctrl-C");
+    let _ = std::fs::remove_dir_all(&dir);
 }
