@@ -34,7 +34,7 @@ echo "== building drover (release)"
 (cd "$ROOT" && cargo build --release -q) || exit 1
 DROVER="$ROOT/target/release/drover"
 WORK=$(mktemp -d /tmp/drover-bench.XXXXXX)
-PORT=$((30000 + $$ % 20000))
+PORT=$((10000 + $$ % 20000))  # below the ephemeral port range
 export DROVER_CONTROLLER=127.0.0.1:$PORT
 cleanup() { (cd "$WORK" && "$DROVER" down >/dev/null 2>&1); rm -rf "$WORK"; }
 trap cleanup EXIT

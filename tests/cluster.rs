@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// A port per test (0..8) and test process, away from the default 6817.
+/// A port per test (0..8) and test process: away from the default 6817 and
+/// below the kernel's ephemeral range (32768+), where any outgoing
+/// connection may already hold it.
 fn test_port(offset: u16) -> u16 {
-    20000 + (std::process::id() % 5000) as u16 * 8 + offset
+    10000 + (std::process::id() % 2500) as u16 * 8 + offset
 }
 
 struct Cluster {
@@ -24,8 +26,18 @@ impl Cluster {
         let port = test_port(port_offset);
         let c = Cluster { dir, port };
         let out = c.up(nodes);
-        assert!(out.status.success(), "drover up failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "drover up failed: {}\n{}", String::from_utf8_lossy(&out.stderr), c.logs());
         c
+    }
+
+    /// The daemons' logs, for failure messages.
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(self.dir.join(".drover/logs")).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            all.push_str(&format!("--- {}\n{}\n", entry.path().display(), text));
+        }
+        all
     }
 
     fn up(&self, nodes: u32) -> Output {
@@ -124,7 +136,7 @@ fn a_local_cluster_runs_every_kind_of_job_and_survives_its_controller() {
     let pid = c.controller_pid();
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let out = c.up(2);
-    assert!(out.status.success(), "up after kill: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "up after kill: {}\n{}", String::from_utf8_lossy(&out.stderr), c.logs());
 
     let mut all: Vec<&str> = short.iter().map(String::as_str).collect();
     all.extend([array.as_str(), a.as_str(), b.as_str(), d.as_str()]);
