@@ -102,7 +102,15 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     };
     let needs_runtime = !matches!(cli.command, Command::Check(_) | Command::Hostlist { .. } | Command::Keygen { .. });
     if needs_runtime {
-        let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        // Daemons get worker threads; a client command is one request or a
+        // few, where spawning threads costs more than it saves.
+        let daemon = matches!(cli.command, Command::ControllerDaemon(_) | Command::AgentDaemon(_) | Command::Up(_));
+        let built = if daemon {
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
+        } else {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()
+        };
+        let rt = match built {
             Ok(rt) => rt,
             Err(e) => {
                 eprintln!("drover: error: cannot start the async runtime: {e}");

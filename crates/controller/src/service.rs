@@ -267,11 +267,11 @@ async fn list_jobs(AxState(app): AxState<App>, headers: HeaderMap, Query(q): Que
         };
         if all {
             for j in s.jobs().values() {
-                consider(JobView::of_job(s, j));
+                consider(JobView::summary(s, j));
             }
         } else {
             for id in s.active_ids().iter().chain(s.pending_ids()) {
-                consider(JobView::of_job(s, &s.jobs()[id]));
+                consider(JobView::summary(s, &s.jobs()[id]));
             }
         }
         for id in s.arrays_pending() {

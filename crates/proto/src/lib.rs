@@ -76,7 +76,18 @@ pub struct JobView {
 }
 
 impl JobView {
+    /// The full view, with output file paths (for `GET /jobs/{id}`).
     pub fn of_job(state: &State, j: &Job) -> JobView {
+        let mut v = JobView::summary(state, j);
+        let first =
+            j.alloc.as_ref().and_then(|a| a.shares.first()).map(|s| state.nodes()[s.node as usize].name.as_str());
+        (v.stdout, v.stderr, _) = launch::output_paths(j, first.unwrap_or_default());
+        v
+    }
+
+    /// The view for listings: everything but the output paths (pattern
+    /// expansion per job), which stay empty.
+    pub fn summary(state: &State, j: &Job) -> JobView {
         let part = state.partition_for(&j.spec).map(|p| p.name().to_string()).unwrap_or_default();
         let (nodes, num_nodes, cpus) = match &j.alloc {
             Some(a) => {
@@ -85,9 +96,6 @@ impl JobView {
             }
             None => (String::new(), j.spec.nodes_min, j.spec.total_cpus()),
         };
-        let first =
-            j.alloc.as_ref().and_then(|a| a.shares.first()).map(|s| state.nodes()[s.node as usize].name.as_str());
-        let (stdout, stderr, _) = launch::output_paths(j, first.unwrap_or_default());
         JobView {
             id: j.display_id(),
             job_id: j.id,
@@ -111,8 +119,8 @@ impl JobView {
             exit_code: j.exit.map(|e: ExitStatus| e.to_string()),
             restart_count: j.restart_count,
             work_dir: j.spec.work_dir.clone(),
-            stdout,
-            stderr,
+            stdout: String::new(),
+            stderr: String::new(),
             terminal: j.state.is_terminal(),
         }
     }
