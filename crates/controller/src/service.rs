@@ -216,6 +216,14 @@ async fn submit(AxState(app): AxState<App>, headers: HeaderMap, Json(req): Json<
     Ok(Json(Submitted { job_ids }))
 }
 
+/// Parses an optional `a,b,c` query value; a bad item is a 400 naming it.
+fn comma_list<T>(value: &Option<String>, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, ApiError> {
+    match value {
+        Some(v) => v.split(',').map(parse).collect::<Result<_, _>>().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e)),
+        None => Ok(Vec::new()),
+    }
+}
+
 #[derive(Deserialize, Default)]
 struct JobQuery {
     user: Option<String>,
@@ -229,22 +237,8 @@ struct JobQuery {
 
 async fn list_jobs(AxState(app): AxState<App>, headers: HeaderMap, Query(q): Query<JobQuery>) -> ApiResult<JobList> {
     app.authenticate(&headers)?;
-    let states = match &q.state {
-        Some(s) => s
-            .split(',')
-            .map(JobState::parse)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
-        None => Vec::new(),
-    };
-    let ids = match &q.id {
-        Some(s) => s
-            .split(',')
-            .map(JobRef::parse)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
-        None => Vec::new(),
-    };
+    let states = comma_list(&q.state, JobState::parse)?;
+    let ids = comma_list(&q.id, JobRef::parse)?;
     let all = q.all.unwrap_or(false) || !ids.is_empty() || states.iter().any(|s| s.is_terminal());
     let jobs = app.ctl.shared.read(|s| {
         let mut out = Vec::new();
