@@ -4,7 +4,7 @@
 use crate::step::{self, LauncherConfig, StepControl};
 use drover_core::state::StepOutcome;
 use drover_core::Resources;
-use drover_proto::{Order, Register, Report};
+use drover_proto::{Order, Register, Report, Reports};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -88,6 +88,7 @@ struct Agent {
     http: reqwest::Client,
     running: Running,
     cores: Mutex<Cores>,
+    reports: tokio::sync::mpsc::UnboundedSender<Report>,
 }
 
 /// Runs the agent until `shutdown` resolves. Steps keep running when the
@@ -96,10 +97,17 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     std::fs::create_dir_all(&opts.launcher.spool_dir)
         .map_err(|e| format!("cannot create spool directory {}: {e}", opts.launcher.spool_dir.display()))?;
     let cores = Cores { holder: vec![None; opts.cpus as usize], host: step::allowed_cpus() };
-    let agent =
-        Arc::new(Agent { opts, http: reqwest::Client::new(), running: Arc::default(), cores: Mutex::new(cores) });
+    let (reports, pending) = tokio::sync::mpsc::unbounded_channel();
+    let agent = Arc::new(Agent {
+        opts,
+        http: reqwest::Client::new(),
+        running: Arc::default(),
+        cores: Mutex::new(cores),
+        reports,
+    });
     tokio::select! {
         _ = agent.clone().serve() => Ok(()),
+        _ = agent.clone().send_reports(pending) => Ok(()),
         _ = shutdown => Ok(()),
     }
 }
@@ -226,11 +234,11 @@ impl Agent {
                         self.running.lock().expect("running lock").insert(key, (order.attempt, step.control()));
                         let agent = self.clone();
                         tokio::spawn(async move {
-                            agent.report(key, step.attempt, None).await;
+                            agent.report(key, step.attempt, None);
                             let report = step.wait().await;
                             agent.running.lock().expect("running lock").remove(&key);
                             agent.cores.lock().expect("cores lock").release(key);
-                            agent.report(key, report.attempt, Some(report.outcome)).await;
+                            agent.report(key, report.attempt, Some(report.outcome));
                         });
                     }
                     Err(e) => {
@@ -238,7 +246,7 @@ impl Agent {
                         eprintln!("drover agent {}: job {} could not start: {e}", self.opts.name, order.display_id);
                         let agent = self.clone();
                         let attempt = order.attempt;
-                        tokio::spawn(async move { agent.report(key, attempt, Some(StepOutcome::Exited(1))).await });
+                        agent.report(key, attempt, Some(StepOutcome::Exited(1)));
                     }
                 }
             }
@@ -259,18 +267,36 @@ impl Agent {
         }
     }
 
-    /// Reports a step's start or end, retrying until the controller has it:
-    /// a lost report would leave the job running forever.
-    async fn report(&self, job: u64, attempt: u32, finished: Option<StepOutcome>) {
-        let body = Report { node: self.opts.name.clone(), job, attempt, finished };
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match self.http.post(self.url("report")).header("authorization", self.auth()).json(&body).send().await {
-                Ok(r) if r.status().is_success() || r.status().is_client_error() => return,
-                _ => {}
+    /// Queues a step's start or end for the controller.
+    fn report(&self, job: u64, attempt: u32, finished: Option<StepOutcome>) {
+        let _ = self.reports.send(Report { node: self.opts.name.clone(), job, attempt, finished });
+    }
+
+    /// Sends queued reports: one at a time when idle, everything that piled
+    /// up meanwhile in one request when busy (the controller commits a
+    /// request's finishes with one fsync). Retries until the controller has
+    /// them: a lost report would leave a job running forever.
+    async fn send_reports(self: Arc<Self>, mut pending: tokio::sync::mpsc::UnboundedReceiver<Report>) {
+        while let Some(first) = pending.recv().await {
+            let mut reports = vec![first];
+            while reports.len() < 1000 {
+                match pending.try_recv() {
+                    Ok(r) => reports.push(r),
+                    Err(_) => break,
+                }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            let body = Reports { reports };
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                let sent =
+                    self.http.post(self.url("reports")).header("authorization", self.auth()).json(&body).send().await;
+                match sent {
+                    Ok(r) if r.status().is_success() || r.status().is_client_error() => break,
+                    _ => {}
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
         }
     }
 }

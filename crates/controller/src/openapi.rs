@@ -27,7 +27,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     ),
     ("/api/v1/agent/heartbeat/{node}", "post", "Agent: heartbeat; 409 means register again", None, "Empty"),
     ("/api/v1/agent/orders/{node}", "get", "Agent: stream of orders, newline-delimited JSON", None, "Order"),
-    ("/api/v1/agent/report", "post", "Agent: a step started or finished", Some("Report"), "Empty"),
+    ("/api/v1/agent/reports", "post", "Agent: steps that started or finished, batched", Some("Reports"), "Empty"),
 ];
 
 fn obj(props: &[(&str, Value)], required: &[&str]) -> Value {
@@ -103,6 +103,7 @@ fn schemas() -> Value {
             ("features", json!({"type": "array", "items": s("string")})),
             ("known_steps", json!({"type": "array", "items": {"type": "array", "items": s("integer")}})),
         ], &["name", "total"]),
+        "Reports": obj(&[("reports", json!({"type": "array", "items": r("Report")}))], &["reports"]),
         "Report": obj(&[("node", s("string")), ("job", s("integer")), ("attempt", s("integer")), ("finished", json!({}))], &["node", "job", "attempt"]),
         "Order": {"description": "One of {\"Launch\": LaunchOrder}, {\"Kill\": {job, attempt}}, {\"Signal\": {job, attempt, signal}}, \"Ping\""},
     })

@@ -187,7 +187,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/agent/register", post(register))
         .route("/api/v1/agent/heartbeat/{node}", post(heartbeat))
         .route("/api/v1/agent/orders/{node}", get(orders))
-        .route("/api/v1/agent/report", post(report))
+        .route("/api/v1/agent/reports", post(reports))
         .with_state(app)
 }
 
@@ -450,20 +450,36 @@ async fn orders(AxState(app): AxState<App>, headers: HeaderMap, Path(node): Path
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-async fn report(AxState(app): AxState<App>, headers: HeaderMap, Json(r): Json<Report>) -> Result<StatusCode, ApiError> {
+/// An agent's reports: starts are checked against the state (no log write;
+/// a stale attempt gets a kill order), and every finish in the request goes
+/// into one log entry, so jobs ending together cost one fsync.
+async fn reports(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Json(r): Json<Reports>,
+) -> Result<StatusCode, ApiError> {
     app.authenticate_agent(&headers)?;
-    app.liveness.saw(&r.node);
-    let Some(outcome) = r.finished else {
-        // A start changes nothing in the state (the job has been RUNNING
-        // since its allocation), so it costs no log write: only a stale
-        // attempt needs acting on, and that is a kill order.
-        let current =
-            app.ctl.shared.read(|s| s.job(r.job).is_some_and(|j| j.restart_count == r.attempt && j.state.is_active()));
-        if !current {
-            app.dispatch.push(&r.node, Order::Kill { job: r.job, attempt: r.attempt });
+    let now = now_ms();
+    let mut finished = Vec::new();
+    for r in r.reports {
+        app.liveness.saw(&r.node);
+        match r.finished {
+            Some(outcome) => finished.push(Command::StepFinished { job: r.job, attempt: r.attempt, outcome, now }),
+            None => {
+                let current = app
+                    .ctl
+                    .shared
+                    .read(|s| s.job(r.job).is_some_and(|j| j.restart_count == r.attempt && j.state.is_active()));
+                if !current {
+                    app.dispatch.push(&r.node, Order::Kill { job: r.job, attempt: r.attempt });
+                }
+            }
         }
-        return Ok(StatusCode::NO_CONTENT);
-    };
-    app.ctl.propose(Command::StepFinished { job: r.job, attempt: r.attempt, outcome, now: now_ms() }).await?;
+    }
+    // Refusals (a report for a job the state no longer has) come back as
+    // events inside the batch: the agent must not retry them.
+    if !finished.is_empty() {
+        app.ctl.propose(Command::Batch(finished)).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }

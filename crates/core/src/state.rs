@@ -184,6 +184,10 @@ pub enum Command {
     Tick {
         now: Time,
     },
+    /// Independent commands in one log entry (e.g. an agent's finish
+    /// reports): each applies atomically on its own, in order; one that is
+    /// refused becomes a `Refused` event and the rest still apply.
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -191,6 +195,7 @@ impl Command {
         use Command::*;
         match self {
             Configure(_) | SetPartition(_) => None,
+            Batch(cmds) => cmds.iter().filter_map(Command::now).max(),
             Submit { now, .. }
             | SubmitBatch { now, .. }
             | Cancel { now, .. }
@@ -737,6 +742,21 @@ impl State {
                 }
             }
             Command::Tick { now } => self.tick(now, &mut ev),
+            Command::Batch(cmds) => {
+                for (i, cmd) in cmds.into_iter().enumerate() {
+                    if matches!(cmd, Command::Batch(_)) {
+                        ev.push(Event::Refused {
+                            target: format!("command {i}"),
+                            reason: "batches do not nest".into(),
+                        });
+                        continue;
+                    }
+                    match self.apply(cmd) {
+                        Ok(events) => ev.extend(events),
+                        Err(e) => ev.push(Event::Refused { target: format!("command {i}"), reason: e.to_string() }),
+                    }
+                }
+            }
         }
         Ok(ev)
     }
@@ -1741,4 +1761,33 @@ struct Outcome {
     started_at: Option<Time>,
     ended: bool,
     ok: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::PartitionSpec;
+
+    #[test]
+    fn a_batch_applies_each_command_on_its_own() {
+        let mut s = State::default();
+        s.apply(Command::SetPartition(PartitionSpec { is_default: true, ..PartitionSpec::new("p", "ALL") })).unwrap();
+        let submit = |now| Command::Submit { spec: Box::new(JobSpec::simple("a", "")), now };
+        let mut bad = JobSpec::simple("a", "");
+        bad.partition = Some("nosuch".into());
+        let ev = s
+            .apply(Command::Batch(vec![
+                submit(1),
+                Command::Submit { spec: Box::new(bad), now: 2 },
+                Command::Batch(vec![]),
+                submit(3),
+            ]))
+            .unwrap();
+        assert!(matches!(ev[0], Event::JobSubmitted { job: 1, .. }));
+        assert!(matches!(&ev[1], Event::Refused { reason, .. } if reason.contains("invalid partition")));
+        assert!(matches!(&ev[2], Event::Refused { reason, .. } if reason.contains("nest")));
+        assert!(matches!(ev[3], Event::JobSubmitted { job: 2, .. }));
+        assert_eq!(s.now(), 3);
+        s.check_invariants().unwrap();
+    }
 }

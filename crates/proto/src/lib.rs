@@ -247,7 +247,13 @@ pub enum Order {
     Ping,
 }
 
-/// `POST /api/v1/agent/report`: a step started or ended.
+/// `POST /api/v1/agent/reports`: what an agent has to tell, batched.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reports {
+    pub reports: Vec<Report>,
+}
+
+/// One step started or ended.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub node: String,
