@@ -88,6 +88,20 @@ for ((k = 0; k < LAT_REPS; k++)); do
 done
 D[e]=$(printf '%s\n' "${lat[@]}" | median)
 D[e99]=$(printf '%s\n' "${lat[@]}" | p99)
+echo "== drover: f (one API request of $BIG held jobs)"
+"$DROVER" check --json -H --wrap=true > spec.json
+D[f]=$(python3 - "$BIG" "$PORT" <<'PY'
+import json, socket, sys, time, http.client
+n, port = int(sys.argv[1]), int(sys.argv[2])
+spec = json.load(open("spec.json")); spec["environment"] = [["PATH", "/usr/bin:/bin"]]
+body = json.dumps({"jobs": [spec] * n})
+s = socket.socket(socket.AF_UNIX); s.connect(".drover/auth.sock"); cred = s.recv(4096).decode().strip()
+c = http.client.HTTPConnection("127.0.0.1", port); t = time.time()
+c.request("POST", "/api/v1/jobs", body, {"Content-Type": "application/json", "Authorization": "Drover " + cred})
+r = c.getresponse(); r.read(); d = time.time() - t
+print(f"{n / d:.0f}" if r.status == 200 else "failed")
+PY
+)
 "$DROVER" down >/dev/null 2>&1
 
 if [[ "$SLURM" == 1 && -x "$PEER/start.sh" ]]; then
@@ -114,4 +128,5 @@ echo "| d. queue listing, $HELD pending (ms, median) | ${D[d]} | ${S[d]:-n/a} | 
 echo "| e. idle submit -> start (ms, median) | ${D[e]} (p99 ${D[e99]}) | ${S[e]:-n/a} | $(ratio "${D[e]}" "${S[e]:-}" 0) |"
 echo "| c'. $BIG-task array end to end (tasks/s) | ${D[cbig]} | (MaxArraySize 1001) | |"
 echo "| d'. queue listing, $BIG pending (ms, median) | ${D[dbig]} | | |"
+echo "| f. one API request of $BIG jobs (jobs/s accepted) | ${D[f]} | | |"
 echo "| Drover daemons' CPU during (b), share of the machine | ${D[cpu]}% | | |"

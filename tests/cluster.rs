@@ -380,3 +380,21 @@ fn foreground_up_stops_everything_on_ctrl_c() {
     assert!(!any_live(), "a daemon or the running job survived Ctrl-C");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn one_request_submits_thousands_of_jobs() {
+    let c = Cluster::start("batch", 1, 5);
+    let key = drover_auth::load_key(&c.dir.join(".drover/cluster.key")).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let cred = drover_auth::Credential::mint(&key, 0, 0, now).unwrap();
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&c.drover(&["check", "--json", "-H", "--wrap", "true"]).stdout).unwrap();
+    spec["environment"] = serde_json::json!([["PATH", "/usr/bin:/bin"]]);
+    let n = 3000;
+    let body = serde_json::json!({ "jobs": vec![spec; n] }).to_string();
+    assert!(body.len() > 2 * 1024 * 1024, "bigger than axum's default body limit");
+    let (status, answer) = http(c.port, "POST", "/api/v1/jobs", Some(&cred), &body);
+    assert_eq!(status, 200, "{}", &answer[..answer.len().min(300)]);
+    let ids: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(ids["job_ids"].as_array().unwrap().len(), n);
+}

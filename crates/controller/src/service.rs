@@ -188,6 +188,8 @@ fn router(app: App) -> Router {
         .route("/api/v1/agent/heartbeat/{node}", post(heartbeat))
         .route("/api/v1/agent/orders/{node}", get(orders))
         .route("/api/v1/agent/reports", post(reports))
+        // A batch of 10 000 jobs is ~10 MB of JSON; axum's default cap is 2 MB.
+        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
         .with_state(app)
 }
 
