@@ -66,7 +66,9 @@ fn read_export_file(path: &str) -> Result<Vec<(String, String)>, String> {
 
 /// Resolves sbatch-style arguments into a spec, with Slurm's precedence:
 /// script directives, then `SBATCH_*` variables, then the command line.
-pub fn resolve(args: &[String]) -> Result<JobSpec, String> {
+/// Also returns the command line's own options (client behaviour such as
+/// `--parsable` and `--wait`).
+pub fn resolve(args: &[String]) -> Result<(JobSpec, SubmitRequest), String> {
     // First pass over the command line only to find the script.
     let mut cli = SubmitRequest::default();
     let positionals = cli.apply_args(args).map_err(|e| e.to_string())?;
@@ -95,11 +97,12 @@ pub fn resolve(args: &[String]) -> Result<JobSpec, String> {
     if let Some(path) = &req.export_file {
         ctx.export_file_vars = read_export_file(path)?;
     }
-    req.build(&ctx, &script_text).map_err(|e| e.to_string())
+    let spec = req.build(&ctx, &script_text).map_err(|e| e.to_string())?;
+    Ok((spec, cli))
 }
 
 pub fn run(args: CheckArgs) -> Result<(), String> {
-    let spec = resolve(&args.args)?;
+    let (spec, _) = resolve(&args.args)?;
     if args.json {
         let mut value = serde_json::to_value(&spec).map_err(|e| e.to_string())?;
         // The environment can be long and private; show only its size.

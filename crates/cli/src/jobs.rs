@@ -54,9 +54,7 @@ fn now_ms() -> u64 {
 }
 
 pub async fn submit(client: &Client, a: SubmitArgs) -> Result<i32, String> {
-    let spec = crate::check::resolve(&a.args)?;
-    let mut opts = drover_core::options::SubmitRequest::default();
-    opts.apply_args(&a.args).map_err(|e| e.to_string())?;
+    let (spec, opts) = crate::check::resolve(&a.args)?;
     let submitted: Submitted = client.post("/api/v1/jobs", &SubmitJobs { jobs: vec![spec] }).await?;
     let id = submitted.job_ids.first().copied().ok_or("the controller accepted no job")?;
     if opts.parsable {

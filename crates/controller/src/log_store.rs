@@ -4,7 +4,7 @@
 use crate::raft::TypeConfig;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
@@ -53,18 +53,6 @@ impl LogStore {
             table.insert(key, bytes.as_slice()).map_err(io_err)?;
         }
         txn.commit().map_err(io_err)
-    }
-
-    /// Number of entries currently kept (for tests and metrics).
-    pub fn len(&self) -> Result<u64, String> {
-        let count = || -> Result<u64, AnyError> {
-            self.db.begin_read().map_err(io_err)?.open_table(LOG).map_err(io_err)?.len().map_err(io_err)
-        };
-        count().map_err(|e| e.to_string())
-    }
-
-    pub fn is_empty(&self) -> Result<bool, String> {
-        Ok(self.len()? == 0)
     }
 }
 

@@ -174,12 +174,6 @@ impl Controller {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }
 
-    pub fn leader_addr(&self) -> Option<String> {
-        let m = self.raft.metrics().borrow().clone();
-        let leader = m.current_leader?;
-        m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
-    }
-
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
     }
