@@ -225,30 +225,40 @@ impl Agent {
             Order::Ping => {}
             Order::Launch(order) => {
                 let key = order.job_id;
-                if self.running.lock().expect("running lock").get(&key).is_some_and(|(a, _)| *a == order.attempt) {
-                    return;
+                let (control, controls) = step::controls();
+                {
+                    let mut running = self.running.lock().expect("running lock");
+                    if running.get(&key).is_some_and(|(a, _)| *a == order.attempt) {
+                        return;
+                    }
+                    // Registered before the launch: a kill that arrives
+                    // meanwhile waits in the step's control channel.
+                    running.insert(key, (order.attempt, control.clone()));
                 }
                 let cpus = self.cores.lock().expect("cores lock").take(key, order.cpus);
-                match step::launch(&order, &self.opts.launcher, &cpus).await {
-                    Ok(step) => {
-                        self.running.lock().expect("running lock").insert(key, (order.attempt, step.control()));
-                        let agent = self.clone();
-                        tokio::spawn(async move {
-                            agent.report(key, step.attempt, None);
-                            let report = step.wait().await;
-                            agent.running.lock().expect("running lock").remove(&key);
-                            agent.cores.lock().expect("cores lock").release(key);
-                            agent.report(key, report.attempt, Some(report.outcome));
-                        });
-                    }
-                    Err(e) => {
-                        self.cores.lock().expect("cores lock").release(key);
-                        eprintln!("drover agent {}: job {} could not start: {e}", self.opts.name, order.display_id);
-                        let agent = self.clone();
-                        let attempt = order.attempt;
-                        agent.report(key, attempt, Some(StepOutcome::Exited(1)));
-                    }
-                }
+                // Launches overlap: a step waiting for its CPU to exec must
+                // not hold up the next order.
+                let agent = self.clone();
+                tokio::spawn(async move {
+                    let attempt = order.attempt;
+                    let outcome =
+                        match step::launch_controlled(&order, &agent.opts.launcher, &cpus, control, controls).await {
+                            Ok(step) => {
+                                agent.report(key, attempt, None);
+                                let report = step.wait().await;
+                                report.outcome
+                            }
+                            Err(e) => {
+                                eprintln!(
+                                    "drover agent {}: job {} could not start: {e}",
+                                    agent.opts.name, order.display_id
+                                );
+                                StepOutcome::Exited(1)
+                            }
+                        };
+                    agent.forget(key, attempt);
+                    agent.report(key, attempt, Some(outcome));
+                });
             }
             Order::Kill { job, attempt } => {
                 if let Some((a, ctl)) = self.running.lock().expect("running lock").get(&job) {
@@ -264,6 +274,15 @@ impl Agent {
                     }
                 }
             }
+        }
+    }
+
+    /// Frees what a step of `job` held, unless a newer attempt took its place.
+    fn forget(&self, job: u64, attempt: u32) {
+        let mut running = self.running.lock().expect("running lock");
+        if running.get(&job).is_some_and(|(a, _)| *a == attempt) {
+            running.remove(&job);
+            self.cores.lock().expect("cores lock").release(job);
         }
     }
 

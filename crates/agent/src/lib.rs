@@ -1,9 +1,10 @@
 //! The node agent: runs job steps on its host and reports how they end.
 //!
-//! Today this crate holds the step launcher ([`step`]) and its memory
-//! containment ([`cgroup`]); registration, heartbeats and the controller
-//! stream arrive with the daemon.
+//! [`daemon`] talks to the controller (registration, heartbeats, the order
+//! stream, reports); [`step`] launches and supervises one batch step, with
+//! [`spawn`] starting its process and [`cgroup`] containing its memory.
 
 pub mod cgroup;
 pub mod daemon;
+pub mod spawn;
 pub mod step;

@@ -11,6 +11,7 @@
 //! re-attach to them.
 
 use crate::cgroup::{self, MemoryCgroup};
+use crate::spawn;
 use drover_core::job::OpenMode;
 use drover_core::launch::LaunchOrder;
 use drover_core::state::StepOutcome;
@@ -235,6 +236,28 @@ pub fn allowed_cpus() -> Vec<usize> {
 /// Starts `order`'s batch step, bound to `cpus` (host CPU ids; empty for no
 /// binding). Returns once the process exists.
 pub async fn launch(order: &LaunchOrder, cfg: &LauncherConfig, cpus: &[usize]) -> Result<Step, LaunchError> {
+    let (control, controls) = controls();
+    launch_controlled(order, cfg, cpus, control, controls).await
+}
+
+/// The receiving end of a step's controls. Made before the step exists, so
+/// that a cancel arriving while it launches is acted on once it runs.
+pub struct Controls(mpsc::UnboundedReceiver<Control>);
+
+/// A new step's control handle and its receiving end.
+pub fn controls() -> (StepControl, Controls) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (StepControl(tx), Controls(rx))
+}
+
+/// [`launch`], with controls made beforehand by [`controls`].
+pub async fn launch_controlled(
+    order: &LaunchOrder,
+    cfg: &LauncherConfig,
+    cpus: &[usize],
+    control: StepControl,
+    controls: Controls,
+) -> Result<Step, LaunchError> {
     if !Path::new(&order.work_dir).is_dir() {
         return Err(LaunchError::WorkDir(order.work_dir.clone()));
     }
@@ -296,21 +319,21 @@ pub async fn launch(order: &LaunchOrder, cfg: &LauncherConfig, cpus: &[usize]) -
         }
     }
 
-    let mut cmd = tokio::process::Command::new(&script);
-    cmd.env_clear()
-        .envs(order.env.iter().map(|(k, v)| (k, v)))
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        // The step outlives the agent: a restarted agent re-attaches.
-        .kill_on_drop(false);
-    // SAFETY: the closure only makes system calls on data prepared above.
-    unsafe {
-        cmd.pre_exec(move || setup.apply());
-    }
+    let program = cstring(&script.display().to_string())?;
+    let env: Vec<CString> = order.env.iter().map(|(k, v)| cstring(&format!("{k}={v}"))).collect::<Result<_, _>>()?;
     let started = Instant::now();
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+    // The calling thread waits until the child execs, which can take a
+    // while when the CPU it is bound to is busy: not on a runtime worker.
+    let spawned = tokio::task::spawn_blocking(move || {
+        // SAFETY: apply() only makes system calls on data prepared above.
+        // Nothing kills the step when the agent goes: a restarted agent
+        // re-attaches.
+        unsafe { spawn::spawn(&program, std::slice::from_ref(&program), &env, &|| setup.apply()) }
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+    let mut child = match spawned {
+        Ok(s) => spawn::Child::new(s),
         Err(source) => {
             if let Some(m) = memory {
                 m.remove().await;
@@ -319,11 +342,12 @@ pub async fn launch(order: &LaunchOrder, cfg: &LauncherConfig, cpus: &[usize]) -
             return Err(LaunchError::Spawn { uid: order.uid, source });
         }
     };
-    let pid = child.id().map_or(0, |p| p as i32);
+    let pid = child.pid;
     // Recorded for whoever must find the step without asking the agent:
     // `drover down`, and a restarted agent re-attaching.
     let _ = std::fs::write(step_dir.join("pid"), format!("{pid}\n"));
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let Controls(mut rx) = controls;
+    let tx = control.0;
 
     let limit = order.time_limit.map(|s| started + Duration::from_secs(s));
     let warn_at = match (&order.signal, order.time_limit) {

@@ -4,7 +4,7 @@
 use crate::raft::TypeConfig;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableTable, TableDefinition};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
@@ -45,9 +45,10 @@ impl LogStore {
         }
     }
 
-    fn write_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), AnyError> {
+    fn write_meta<T: serde::Serialize>(&self, key: &str, value: &T, durability: Durability) -> Result<(), AnyError> {
         let bytes = serde_json::to_vec(value).map_err(io_err)?;
-        let txn = self.db.begin_write().map_err(io_err)?;
+        let mut txn = self.db.begin_write().map_err(io_err)?;
+        txn.set_durability(durability);
         {
             let mut table = txn.open_table(META).map_err(io_err)?;
             table.insert(key, bytes.as_slice()).map_err(io_err)?;
@@ -108,7 +109,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> StorageResult<()> {
-        self.write_meta("vote", vote).map_err(|e| StorageIOError::write_vote(e).into())
+        self.write_meta("vote", vote, Durability::Immediate).map_err(|e| StorageIOError::write_vote(e).into())
     }
 
     async fn read_vote(&mut self) -> StorageResult<Option<Vote<u64>>> {
@@ -116,7 +117,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<u64>>) -> StorageResult<()> {
-        self.write_meta("committed", &committed).map_err(|e| StorageIOError::write(e).into())
+        // Only a shortcut for replay after a restart (the entries themselves
+        // are durable): written without its own fsync, it reaches the disk
+        // with the next log append.
+        self.write_meta("committed", &committed, Durability::None).map_err(|e| StorageIOError::write(e).into())
     }
 
     async fn read_committed(&mut self) -> StorageResult<Option<LogId<u64>>> {
@@ -151,7 +155,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
-        self.write_meta("last_purged", &Some(log_id)).map_err(StorageIOError::write_logs)?;
+        self.write_meta("last_purged", &Some(log_id), Durability::Immediate).map_err(StorageIOError::write_logs)?;
         self.remove(..=log_id.index).map_err(|e| StorageIOError::write_logs(e).into())
     }
 }

@@ -27,10 +27,13 @@ fn may_unblock(e: &Event) -> bool {
 }
 
 /// Runs a scheduling pass whenever something changed that could let a job
-/// start, coalescing bursts, and once a second while jobs wait on time.
+/// start, and once a second while jobs wait on time. Passes are at least
+/// `coalesce` apart: a lone submission is planned at once, a burst shares
+/// passes.
 pub async fn schedule(ctl: Arc<Controller>, cfg: SchedConfig, coalesce: Duration) {
     let mut events = ctl.shared.subscribe();
     let mut dirty = true;
+    let mut last_pass = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -46,8 +49,7 @@ pub async fn schedule(ctl: Arc<Controller>, cfg: SchedConfig, coalesce: Duration
         if !dirty {
             continue;
         }
-        // Let a burst of submissions land before planning.
-        tokio::time::sleep(coalesce).await;
+        tokio::time::sleep_until(last_pass + coalesce).await;
         // Everything that arrived meanwhile is covered by this pass.
         while events.try_recv().is_ok() {}
         dirty = false;
@@ -56,6 +58,7 @@ pub async fn schedule(ctl: Arc<Controller>, cfg: SchedConfig, coalesce: Duration
         }
         let now = now_ms();
         let plan = ctl.shared.read(|s| sched::schedule(s, now, &cfg));
+        last_pass = tokio::time::Instant::now();
         if plan.is_empty() {
             continue;
         }
