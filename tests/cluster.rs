@@ -2,117 +2,12 @@
 //! `drover up`, submissions of every kind, a controller killed with -9 while
 //! jobs run, and `drover down`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A port per test (0..8) and test process: away from the default 6817 and
-/// below the kernel's ephemeral range (32768+), where any outgoing
-/// connection may already hold it.
-fn test_port(offset: u16) -> u16 {
-    10000 + (std::process::id() % 2500) as u16 * 8 + offset
-}
-
-struct Cluster {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Cluster {
-    fn start(name: &str, nodes: u32, port_offset: u16) -> Cluster {
-        let dir = std::env::temp_dir().join(format!("drover-it-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = test_port(port_offset);
-        let c = Cluster { dir, port };
-        let out = c.up(nodes);
-        assert!(out.status.success(), "drover up failed: {}\n{}", String::from_utf8_lossy(&out.stderr), c.logs());
-        c
-    }
-
-    /// The daemons' logs, for failure messages.
-    fn logs(&self) -> String {
-        let mut all = String::new();
-        for entry in std::fs::read_dir(self.dir.join(".drover/logs")).into_iter().flatten().flatten() {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            all.push_str(&format!("--- {}\n{}\n", entry.path().display(), text));
-        }
-        all
-    }
-
-    fn up(&self, nodes: u32) -> Output {
-        self.drover(&[
-            "up",
-            "--detach",
-            "--nodes",
-            &nodes.to_string(),
-            "--cpus-per-node",
-            "4",
-            "--mem-per-node",
-            "2G",
-            "--port",
-            &self.port.to_string(),
-        ])
-    }
-
-    fn drover(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_drover"))
-            .args(args)
-            .current_dir(&self.dir)
-            .env("DROVER_CONTROLLER", format!("127.0.0.1:{}", self.port))
-            .output()
-            .expect("runs drover")
-    }
-
-    fn submit(&self, args: &[&str]) -> String {
-        let mut all = vec!["submit", "--parsable"];
-        all.extend_from_slice(args);
-        let out = self.drover(&all);
-        assert!(out.status.success(), "submit {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
-    }
-
-    fn pids(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.dir.join(".drover/pids"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(1)?.trim().parse().ok())
-            .collect()
-    }
-
-    fn controller_pid(&self) -> i32 {
-        std::fs::read_to_string(self.dir.join(".drover/pids"))
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("controller ").and_then(|p| p.trim().parse().ok()))
-            .expect("controller pid")
-    }
-}
-
-fn live(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let pids = self.pids();
-        let _ = self.drover(&["down"]);
-        for pid in pids {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn state_of(c: &Cluster, id: &str) -> String {
-    let out = c.drover(&["show", "job", id, "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["state"].as_str().unwrap_or("?").to_string()
-}
+mod common;
+use common::*;
 
 #[test]
 fn a_local_cluster_runs_every_kind_of_job_and_survives_its_controller() {

@@ -89,6 +89,10 @@ struct Agent {
     running: Running,
     cores: Mutex<Cores>,
     reports: tokio::sync::mpsc::UnboundedSender<Report>,
+    /// Steps whose end the controller has not acknowledged yet: still
+    /// named at registration, so that the controller does not think them
+    /// lost and requeue a job that has in fact finished.
+    unacked: Mutex<std::collections::HashSet<(u64, u32)>>,
 }
 
 /// Runs the agent until `shutdown` resolves. Steps keep running when the
@@ -104,7 +108,9 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         running: Arc::default(),
         cores: Mutex::new(cores),
         reports,
+        unacked: Mutex::default(),
     });
+    agent.recover().await;
     tokio::select! {
         _ = agent.clone().serve() => Ok(()),
         _ = agent.clone().send_reports(pending) => Ok(()),
@@ -132,9 +138,15 @@ impl Agent {
             match self.register().await {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
-                    let beat = tokio::spawn(self.clone().heartbeat());
-                    if let Err(e) = self.follow_orders().await {
-                        eprintln!("drover agent {}: order stream ended: {e}", self.opts.name);
+                    let mut beat = tokio::spawn(self.clone().heartbeat());
+                    tokio::select! {
+                        r = self.follow_orders() => if let Err(e) = r {
+                            eprintln!("drover agent {}: order stream ended: {e}", self.opts.name);
+                        },
+                        // After a hang or a partition the controller has
+                        // marked the node DOWN: register again, naming our
+                        // steps, so it can fence the stale ones.
+                        _ = &mut beat => eprintln!("drover agent {}: the controller no longer counts this node up; registering again", self.opts.name),
                     }
                     beat.abort();
                 }
@@ -148,8 +160,9 @@ impl Agent {
     }
 
     async fn register(&self) -> Result<(), String> {
-        let known_steps: Vec<(u64, u32)> =
+        let mut known_steps: Vec<(u64, u32)> =
             self.running.lock().expect("running lock").iter().map(|(j, (a, _))| (*j, *a)).collect();
+        known_steps.extend(self.unacked.lock().expect("unacked lock").iter().copied());
         let body = Register {
             name: self.opts.name.clone(),
             addr: hostname(),
@@ -171,7 +184,7 @@ impl Agent {
         Ok(())
     }
 
-    /// Heartbeats until the controller stops knowing us.
+    /// Heartbeats until the controller stops counting us up.
     async fn heartbeat(self: Arc<Self>) {
         loop {
             tokio::time::sleep(self.opts.heartbeat).await;
@@ -277,6 +290,35 @@ impl Agent {
         }
     }
 
+    /// Takes back the steps an earlier agent process left running (and
+    /// reports those that ended meanwhile) before registering, so that the
+    /// registration names them.
+    async fn recover(self: &Arc<Self>) {
+        for (found, control, cpus) in step::recover(&self.opts.launcher).await {
+            match found {
+                step::Recovered::Running(step) => {
+                    let (job, attempt) = (step.job_id, step.attempt);
+                    eprintln!("drover agent {}: re-attached to job {job} (pid {})", self.opts.name, step.pid);
+                    self.running.lock().expect("running lock").insert(job, (attempt, control));
+                    self.cores.lock().expect("cores lock").take(job, cpus);
+                    let agent = self.clone();
+                    tokio::spawn(async move {
+                        let report = step.wait().await;
+                        agent.forget(job, attempt);
+                        agent.report(job, attempt, Some(report.outcome));
+                    });
+                }
+                step::Recovered::Ended(report) => {
+                    eprintln!(
+                        "drover agent {}: job {} ended while no agent ran ({:?})",
+                        self.opts.name, report.job_id, report.outcome
+                    );
+                    self.report(report.job_id, report.attempt, Some(report.outcome));
+                }
+            }
+        }
+    }
+
     /// Frees what a step of `job` held, unless a newer attempt took its place.
     fn forget(&self, job: u64, attempt: u32) {
         let mut running = self.running.lock().expect("running lock");
@@ -288,6 +330,9 @@ impl Agent {
 
     /// Queues a step's start or end for the controller.
     fn report(&self, job: u64, attempt: u32, finished: Option<StepOutcome>) {
+        if finished.is_some() {
+            self.unacked.lock().expect("unacked lock").insert((job, attempt));
+        }
         let _ = self.reports.send(Report { node: self.opts.name.clone(), job, attempt, finished });
     }
 
@@ -310,7 +355,13 @@ impl Agent {
                 let sent =
                     self.http.post(self.url("reports")).header("authorization", self.auth()).json(&body).send().await;
                 match sent {
-                    Ok(r) if r.status().is_success() || r.status().is_client_error() => break,
+                    Ok(r) if r.status().is_success() || r.status().is_client_error() => {
+                        let mut unacked = self.unacked.lock().expect("unacked lock");
+                        for r in body.reports.iter().filter(|r| r.finished.is_some()) {
+                            unacked.remove(&(r.job, r.attempt));
+                        }
+                        break;
+                    }
                     _ => {}
                 }
                 tokio::time::sleep(backoff).await;

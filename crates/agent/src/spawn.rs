@@ -207,6 +207,58 @@ impl Child {
     }
 }
 
+/// A process this agent did not start (a step launched before a restart):
+/// not our child, so its end is seen through a pidfd and its status read
+/// from the file its status keeper wrote.
+pub struct Adopted {
+    pid: i32,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    status_file: std::path::PathBuf,
+}
+
+impl Adopted {
+    /// Call within a tokio runtime.
+    pub fn new(pid: i32, status_file: std::path::PathBuf) -> Adopted {
+        // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+        // SAFETY: a fresh descriptor nobody else owns; OwnedFd keeps it open
+        // for the AsyncFd's lifetime.
+        let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }).and_then(|fd| {
+            // SAFETY: as above.
+            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
+        });
+        Adopted { pid, pidfd, status_file }
+    }
+
+    /// Waits for the process to end. Cancel-safe.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            match &self.pidfd {
+                // Readable once the process has exited.
+                Some(fd) => drop(fd.readable().await?),
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+            // SAFETY: signal 0 only checks that the process exists.
+            let gone = unsafe { libc::kill(self.pid, 0) } < 0
+                && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+            if self.pidfd.is_some() || gone {
+                return Ok(read_status(&self.status_file));
+            }
+        }
+    }
+}
+
+/// The status a step's keeper recorded (`$?` of the script: 128+N for
+/// signal N); a step with none was killed outright (SIGKILL).
+pub fn read_status(file: &std::path::Path) -> ExitStatus {
+    let recorded = std::fs::read_to_string(file).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    match recorded {
+        Some(s) if s > 128 && s < 160 => ExitStatus::from_raw(s - 128),
+        Some(s) => ExitStatus::from_raw((s & 0xff) << 8),
+        None => ExitStatus::from_raw(libc::SIGKILL),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,20 @@ pub struct LauncherConfig {
 }
 
 impl LauncherConfig {
+    /// A step's cgroup name. Cgroups are shared by everything on the host,
+    /// so the name carries this agent's spool (several agents, even of
+    /// several clusters, may run a job 1 on one host): `<spool hash>-job<ID>.<ATTEMPT>`.
+    pub fn cgroup_name(&self, job_id: u64, attempt: u32) -> String {
+        // FNV-1a: stable across runs and versions, unlike std's hasher.
+        let hash = self
+            .spool_dir
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3));
+        format!("{:08x}-job{job_id}.{attempt}", hash as u32)
+    }
+
     pub fn new(spool_dir: impl Into<PathBuf>) -> LauncherConfig {
         LauncherConfig {
             spool_dir: spool_dir.into(),
@@ -131,6 +145,9 @@ fn cstring(s: &str) -> Result<CString, LaunchError> {
 /// Everything the child does between fork and exec, prepared beforehand so
 /// that the child only makes system calls (no allocation after fork).
 struct ChildSetup {
+    /// Written by the child itself before anything else: a step that runs
+    /// is always findable, even if the agent dies the moment after.
+    pid_file: CString,
     cgroup_procs: Option<CString>,
     cpus: Option<libc::cpu_set_t>,
     user: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
@@ -154,6 +171,28 @@ impl ChildSetup {
     unsafe fn apply(&self) -> io::Result<()> {
         unsafe {
             check(libc::setsid())?;
+            let fd = check(libc::open(
+                self.pid_file.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                0o644 as libc::c_uint,
+            ))?;
+            let mut digits = [0u8; 16];
+            let mut n = libc::getpid() as u32;
+            let mut at = digits.len() - 1;
+            digits[at] = b'\n';
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            let written = libc::write(fd, digits[at..].as_ptr().cast(), digits.len() - at);
+            libc::close(fd);
+            if written < 0 {
+                return Err(io::Error::last_os_error());
+            }
             if let Some(procs) = &self.cgroup_procs {
                 let fd = check(libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC))?;
                 let written = libc::write(fd, b"0".as_ptr().cast(), 1);
@@ -281,7 +320,7 @@ pub async fn launch_controlled(
 
     let memory = match (order.mem_limit_mb, &cfg.cgroup_root) {
         (Some(mb), Some(root)) => cgroup::detect(root).and_then(|(hierarchy, version)| {
-            let name = format!("job{}.{}", order.job_id, order.attempt);
+            let name = cfg.cgroup_name(order.job_id, order.attempt);
             MemoryCgroup::create(&hierarchy, version, &name, mb * 1024 * 1024).ok()
         }),
         _ => None,
@@ -304,6 +343,7 @@ pub async fn launch_controlled(
             OpenMode::Truncate => libc::O_TRUNC,
         };
     let setup = ChildSetup {
+        pid_file: cstring(&step_dir.join("pid").display().to_string())?,
         cgroup_procs: memory.as_ref().map(|m| cstring(&m.procs_file().display().to_string())).transpose()?,
         cpus,
         user: switch_user.then(|| (order.uid, order.gid, groups_of(&order.user, order.gid))),
@@ -319,7 +359,16 @@ pub async fn launch_controlled(
         }
     }
 
-    let program = cstring(&script.display().to_string())?;
+    let program = cstring("/bin/sh")?;
+    // The step's leader is a small shell that runs the script and records
+    // its exit status in the spool: an agent restarted while the step ran
+    // is not its parent and could not learn the status otherwise. It lets
+    // signals reach the script (traps run only after the script ends) and
+    // ends the way the script did.
+    let argv = [cstring("/bin/sh")?, cstring("-c")?, cstring(STATUS_KEEPER)?, cstring(&script.display().to_string())?];
+    // What a restarted agent needs besides the pid, which the child writes.
+    let journal = Journal { started_ms: epoch_ms(), time_limit_s: order.time_limit, cpus: order.cpus };
+    std::fs::write(step_dir.join("journal"), journal.to_line()).map_err(spool_err)?;
     let env: Vec<CString> = order.env.iter().map(|(k, v)| cstring(&format!("{k}={v}"))).collect::<Result<_, _>>()?;
     let started = Instant::now();
     // The calling thread waits until the child execs, which can take a
@@ -328,11 +377,11 @@ pub async fn launch_controlled(
         // SAFETY: apply() only makes system calls on data prepared above.
         // Nothing kills the step when the agent goes: a restarted agent
         // re-attaches.
-        unsafe { spawn::spawn(&program, std::slice::from_ref(&program), &env, &|| setup.apply()) }
+        unsafe { spawn::spawn(&program, &argv, &env, &|| setup.apply()) }
     })
     .await
     .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
-    let mut child = match spawned {
+    let child = match spawned {
         Ok(s) => spawn::Child::new(s),
         Err(source) => {
             if let Some(m) = memory {
@@ -343,42 +392,141 @@ pub async fn launch_controlled(
         }
     };
     let pid = child.pid;
-    // Recorded for whoever must find the step without asking the agent:
-    // `drover down`, and a restarted agent re-attaching.
-    let _ = std::fs::write(step_dir.join("pid"), format!("{pid}\n"));
-    let Controls(mut rx) = controls;
-    let tx = control.0;
 
-    let limit = order.time_limit.map(|s| started + Duration::from_secs(s));
     let warn_at = match (&order.signal, order.time_limit) {
         (Some(sig), Some(limit)) => {
             Some((started + Duration::from_secs(limit.saturating_sub(u64::from(sig.secs_before))), sig.clone()))
         }
         _ => None,
     };
-    let grace = cfg.kill_grace;
     let rss_limit = match (&memory, order.mem_limit_mb) {
         (None, Some(mb)) => Some(mb * 1024 * 1024),
         _ => None,
     };
-    let rss_poll = cfg.rss_poll;
-    let (job_id, attempt) = (order.job_id, order.attempt);
+    let supervised = Supervised {
+        job_id: order.job_id,
+        attempt: order.attempt,
+        pid,
+        process: Process::Child(child),
+        started,
+        limit: order.time_limit.map(|s| started + Duration::from_secs(s)),
+        warn_at,
+        rss_limit,
+        memory,
+        step_dir,
+    };
+    Ok(supervised.start(cfg, control, controls))
+}
 
-    let done = tokio::spawn(async move {
-        let far = started + Duration::from_secs(100 * 365 * 86400);
+/// Runs the script (`$0`), writes its exit status next to it, and ends as
+/// it did (re-raising a terminating signal, so the agent sees it).
+const STATUS_KEEPER: &str = "trap : HUP INT QUIT TERM USR1 USR2 ALRM; \"$0\"; s=$?; \
+echo \"$s\" > \"${0%/*}/status\"; trap - HUP INT QUIT TERM USR1 USR2 ALRM; \
+if [ \"$s\" -gt 128 ] && [ \"$s\" -lt 160 ]; then kill -$((s - 128)) $$; fi; exit \"$s\"";
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whether `pid` is this step's status keeper, still running: its command
+/// line names the step's own script, which no other process's does (a
+/// reused pid cannot pass for it). A zombie counts as ended.
+fn is_step_leader(pid: i32, script: &Path) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    if stat.contains(") Z ") || stat.is_empty() {
+        return false;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let script = script.as_os_str().as_encoded_bytes();
+    cmdline.split(|b| *b == 0).any(|arg| arg == script)
+}
+
+/// What the agent writes about a step before starting it, one line in its
+/// spool dir (the pid goes in `pid`, written by the step itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Journal {
+    started_ms: u64,
+    time_limit_s: Option<u64>,
+    cpus: u32,
+}
+
+impl Journal {
+    fn to_line(&self) -> String {
+        let limit = self.time_limit_s.map_or("-".to_string(), |s| s.to_string());
+        format!("v1 {} {} {}\n", self.started_ms, limit, self.cpus)
+    }
+
+    fn parse(line: &str) -> Option<Journal> {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() != 4 || f[0] != "v1" {
+            return None;
+        }
+        Some(Journal {
+            started_ms: f[1].parse().ok()?,
+            time_limit_s: if f[2] == "-" { None } else { Some(f[2].parse().ok()?) },
+            cpus: f[3].parse().ok()?,
+        })
+    }
+}
+
+/// How the supervisor learns that the step ended.
+enum Process {
+    /// Our own child: reaped, its status exact.
+    Child(spawn::Child),
+    /// A step launched by an earlier agent process: its status comes from
+    /// the file the status keeper wrote.
+    Adopted(spawn::Adopted),
+}
+
+impl Process {
+    async fn wait(&mut self) -> io::Result<std::process::ExitStatus> {
+        match self {
+            Process::Child(c) => c.wait().await,
+            Process::Adopted(a) => a.wait().await,
+        }
+    }
+}
+
+/// A step and everything its supervisor enforces.
+struct Supervised {
+    job_id: u64,
+    attempt: u32,
+    pid: i32,
+    process: Process,
+    started: Instant,
+    limit: Option<Instant>,
+    warn_at: Option<(Instant, drover_core::job::SignalSpec)>,
+    rss_limit: Option<u64>,
+    memory: Option<MemoryCgroup>,
+    step_dir: PathBuf,
+}
+
+impl Supervised {
+    /// Starts the supervisor task.
+    fn start(self, cfg: &LauncherConfig, control: StepControl, controls: Controls) -> Step {
+        let (job_id, attempt, pid) = (self.job_id, self.attempt, self.pid);
+        let done = tokio::spawn(self.supervise(cfg.kill_grace, cfg.rss_poll, controls));
+        Step { job_id, attempt, pid, control: control.0, done }
+    }
+
+    async fn supervise(self, grace: Duration, rss_poll: Duration, controls: Controls) -> StepReport {
+        let Supervised { job_id, attempt, pid, mut process, started, limit, warn_at, rss_limit, memory, step_dir } =
+            self;
+        let Controls(mut rx) = controls;
+        let far = Instant::now() + Duration::from_secs(100 * 365 * 86400);
         let mut kill_at: Option<Instant> = None;
         let mut warned = false;
         let mut timed_out = false;
         let mut rss_oom = false;
         let mut peak_rss = 0u64;
-        let mut next_poll = started + rss_poll;
+        let mut next_poll = Instant::now() + rss_poll;
         let status = loop {
             tokio::select! {
-                status = child.wait() => break status,
+                status = process.wait() => break status,
                 _ = sleep_until(warn_at.as_ref().map_or(far, |w| w.0)), if !warned => {
                     warned = true;
                     let (_, sig) = warn_at.as_ref().expect("guarded");
-                    if sig.batch_only { signal_pid(pid, sig.signal) } else { signal_group(pid, sig.signal) }
+                    if sig.batch_only { signal_batch_shell(pid, sig.signal) } else { signal_group(pid, sig.signal) }
                 }
                 _ = sleep_until(limit.unwrap_or(far)), if !timed_out && kill_at.is_none() => {
                     timed_out = true;
@@ -429,16 +577,103 @@ pub async fn launch_controlled(
         let outcome = match status {
             _ if rss_oom || oom_kills > 0 => StepOutcome::OutOfMemory,
             _ if timed_out => StepOutcome::TimedOut,
-            Ok(s) => match (s.code(), s.signal()) {
-                (Some(code), _) => StepOutcome::Exited(code),
-                (None, Some(sig)) => StepOutcome::Signaled(sig),
-                (None, None) => StepOutcome::Exited(255),
-            },
+            Ok(s) => outcome_of(s),
             Err(_) => StepOutcome::Exited(255),
         };
         StepReport { job_id, attempt, outcome, max_rss_bytes: max_rss, runtime: started.elapsed() }
-    });
-    Ok(Step { job_id: order.job_id, attempt: order.attempt, pid, control: tx, done })
+    }
+}
+
+fn outcome_of(s: std::process::ExitStatus) -> StepOutcome {
+    match (s.code(), s.signal()) {
+        (Some(code), _) => StepOutcome::Exited(code),
+        (None, Some(sig)) => StepOutcome::Signaled(sig),
+        (None, None) => StepOutcome::Exited(255),
+    }
+}
+
+/// A step found in the spool when the agent starts.
+pub enum Recovered {
+    /// Still running: supervised again, as if this agent had launched it.
+    Running(Step),
+    /// Ended while no agent was there.
+    Ended(StepReport),
+}
+
+/// Re-attaches to the steps an earlier agent process launched: every
+/// `job<ID>.<ATTEMPT>` in the spool whose `pid` is still that step's
+/// leader (its command line names the step's script) is supervised again, with its time limit
+/// counted from its real start; one that ended meanwhile is reported with
+/// the status its keeper recorded (killed outright, it has none: SIGKILL).
+pub async fn recover(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)> {
+    let Ok(dir) = std::fs::read_dir(&cfg.spool_dir) else { return Vec::new() };
+    let mut found = Vec::new();
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some((job_id, attempt)) = name
+            .strip_prefix("job")
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(j, a)| Some((j.parse::<u64>().ok()?, a.parse::<u32>().ok()?)))
+        else {
+            continue;
+        };
+        let step_dir = entry.path();
+        let journal = std::fs::read_to_string(step_dir.join("journal")).ok().and_then(|l| Journal::parse(&l));
+        let pid: Option<i32> = std::fs::read_to_string(step_dir.join("pid")).ok().and_then(|p| p.trim().parse().ok());
+        let (Some(journal), Some(pid)) = (journal, pid) else {
+            // Never started (the agent died mid-launch): nothing runs.
+            let _ = std::fs::remove_dir_all(&step_dir);
+            continue;
+        };
+        let memory = cfg.cgroup_root.as_ref().and_then(|root| cgroup::detect(root)).and_then(|(h, v)| {
+            let dir = h.join("drover").join(cfg.cgroup_name(job_id, attempt));
+            dir.is_dir().then_some(MemoryCgroup { dir, version: v })
+        });
+        let (control, controls) = controls();
+        let alive = is_step_leader(pid, &step_dir.join("script"));
+        let status_file = step_dir.join("status");
+        if alive {
+            let elapsed = Duration::from_millis(epoch_ms().saturating_sub(journal.started_ms));
+            let started = Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now);
+            let supervised = Supervised {
+                job_id,
+                attempt,
+                pid,
+                process: Process::Adopted(spawn::Adopted::new(pid, status_file)),
+                started,
+                limit: journal.time_limit_s.map(|s| started + Duration::from_secs(s)),
+                warn_at: None,
+                rss_limit: None,
+                memory,
+                step_dir,
+            };
+            let step = supervised.start(cfg, control.clone(), controls);
+            found.push((Recovered::Running(step), control, journal.cpus));
+        } else {
+            let status = spawn::read_status(&status_file);
+            let outcome = match &memory {
+                Some(m) if m.oom_kills() > 0 => StepOutcome::OutOfMemory,
+                _ => outcome_of(status),
+            };
+            if let Some(m) = memory {
+                m.remove().await;
+            }
+            let _ = std::fs::remove_dir_all(&step_dir);
+            let report = StepReport { job_id, attempt, outcome, max_rss_bytes: None, runtime: Duration::ZERO };
+            found.push((Recovered::Ended(report), control, journal.cpus));
+        }
+    }
+    found
+}
+
+/// Signals the batch script itself (`--signal=B:`), not the status keeper
+/// that leads the step: the keeper's first child.
+fn signal_batch_shell(keeper: i32, sig: i32) {
+    let children = std::fs::read_to_string(format!("/proc/{keeper}/task/{keeper}/children")).unwrap_or_default();
+    match children.split_whitespace().next().and_then(|c| c.parse::<i32>().ok()) {
+        Some(script) => signal_pid(script, sig),
+        None => signal_pid(keeper, sig),
+    }
 }
 
 fn signal_group(pgid: i32, sig: i32) {

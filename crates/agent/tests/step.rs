@@ -1,6 +1,6 @@
 //! The step launcher against real processes.
 
-use drover_agent::step::{launch, LaunchError, LauncherConfig};
+use drover_agent::step::{launch, recover, LaunchError, LauncherConfig, Recovered};
 use drover_core::job::{OpenMode, SignalSpec};
 use drover_core::launch::LaunchOrder;
 use drover_core::state::StepOutcome;
@@ -245,4 +245,88 @@ async fn binds_to_the_given_cpus() {
     let report = launch(&o, &config(&dir), &[cpu]).await.unwrap().wait().await;
     assert_eq!(report.outcome, StepOutcome::Exited(0));
     assert_eq!(output(&dir, 26).split_whitespace().last(), Some(cpu.to_string().as_str()));
+}
+
+/// Launches `script` under a runtime that is then dropped, as if the agent
+/// died: the step keeps running, its supervisor is gone.
+fn launch_and_lose_the_agent(dir: &TempDir, job_id: u64, script: &str) -> i32 {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let o = order(dir, job_id, script);
+    let step = rt.block_on(launch(&o, &config(dir), &[])).unwrap();
+    let pid = step.pid;
+    drop(step);
+    drop(rt);
+    pid
+}
+
+fn recover_now(dir: &TempDir) -> Vec<Recovered> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut out = Vec::new();
+        for (found, _, _) in recover(&config(dir)).await {
+            out.push(match found {
+                Recovered::Running(step) => Recovered::Ended(step.wait().await),
+                ended => ended,
+            });
+        }
+        out
+    })
+}
+
+fn ended(found: &[Recovered]) -> Vec<(u64, StepOutcome)> {
+    found
+        .iter()
+        .map(|f| match f {
+            Recovered::Ended(r) => (r.job_id, r.outcome.clone()),
+            Recovered::Running(_) => unreachable!("waited"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_restarted_agent_re_attaches_to_a_running_step_and_gets_its_exit_status() {
+    let dir = TempDir::new("reattach");
+    launch_and_lose_the_agent(&dir, 31, "sleep 1; echo done; exit 3");
+    let found = recover_now(&dir);
+    assert_eq!(ended(&found), vec![(31, StepOutcome::Exited(3))]);
+    assert_eq!(output(&dir, 31), "done\n", "the step ran once, to its end");
+    assert!(!dir.0.join("spool/job31.0").exists(), "spool is cleaned up");
+}
+
+#[test]
+fn a_step_that_ended_while_no_agent_ran_is_reported_with_its_status() {
+    let dir = TempDir::new("ended");
+    launch_and_lose_the_agent(&dir, 32, "exit 5");
+    let status = dir.0.join("spool/job32.0/status");
+    for _ in 0..200 {
+        if status.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(ended(&recover_now(&dir)), vec![(32, StepOutcome::Exited(5))]);
+}
+
+#[test]
+fn a_step_killed_while_no_agent_ran_reports_the_signal() {
+    let dir = TempDir::new("killed");
+    let pid = launch_and_lose_the_agent(&dir, 33, "sleep 30");
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(ended(&recover_now(&dir)), vec![(33, StepOutcome::Signaled(libc::SIGKILL))]);
+}
+
+#[test]
+fn a_re_attached_step_can_still_be_cancelled() {
+    let dir = TempDir::new("recancel");
+    launch_and_lose_the_agent(&dir, 34, "sleep 30");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let outcome = rt.block_on(async {
+        let mut found = recover(&config(&dir)).await;
+        assert_eq!(found.len(), 1);
+        let (Recovered::Running(step), control, _) = found.remove(0) else { panic!("not running") };
+        control.cancel();
+        tokio::time::timeout(Duration::from_secs(10), step.wait()).await.expect("cancel ends it").outcome
+    });
+    assert_eq!(outcome, StepOutcome::Signaled(libc::SIGTERM));
 }

@@ -62,6 +62,9 @@ pub struct AgentArgs {
     /// The cluster key shared with the controller.
     #[arg(long, default_value = "/etc/drover/cluster.key")]
     key_file: PathBuf,
+    /// Seconds between heartbeats (fractions allowed).
+    #[arg(long, default_value_t = 1.0)]
+    heartbeat: f64,
 }
 
 #[derive(Args)]
@@ -84,6 +87,15 @@ pub struct UpArgs {
     /// Return once the cluster is ready instead of staying in the foreground.
     #[arg(long)]
     detach: bool,
+    /// Seconds without a heartbeat before a node is DOWN and its jobs requeued.
+    #[arg(long, default_value_t = 10)]
+    node_timeout: u64,
+    /// Seconds between an agent's heartbeats (fractions allowed).
+    #[arg(long, default_value_t = 1.0)]
+    heartbeat: f64,
+    /// Seconds between SIGTERM and SIGKILL when a job is stopped.
+    #[arg(long, default_value_t = 30)]
+    kill_grace: u64,
 }
 
 #[derive(Args)]
@@ -114,6 +126,13 @@ pub async fn controller(a: ControllerArgs) -> Result<(), String> {
     service::run(opts, shutdown_signal()).await
 }
 
+fn heartbeat_interval(secs: f64) -> Result<Duration, String> {
+    if !(0.05..=60.0).contains(&secs) {
+        return Err(format!("--heartbeat {secs} is out of range 0.05-60 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
 pub async fn agent(a: AgentArgs) -> Result<(), String> {
     let (cpus, mem) = daemon::detect_resources();
     let memory_mb = match &a.memory {
@@ -129,7 +148,7 @@ pub async fn agent(a: AgentArgs) -> Result<(), String> {
         memory_mb,
         gpus: a.gpus,
         features: a.features,
-        heartbeat: Duration::from_secs(1),
+        heartbeat: heartbeat_interval(a.heartbeat)?,
         launcher,
         key: drover_auth::load_key(&a.key_file)?,
     };
@@ -184,6 +203,13 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
     if a.nodes == 0 || a.nodes > 256 {
         return Err(format!("--nodes {} is out of range 1-256", a.nodes));
     }
+    heartbeat_interval(a.heartbeat)?;
+    if a.node_timeout as f64 <= a.heartbeat * 2.0 {
+        return Err(format!(
+            "--node-timeout {} must be more than two heartbeats (--heartbeat {})",
+            a.node_timeout, a.heartbeat
+        ));
+    }
     let state = std::path::absolute(&a.state_dir).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&state).map_err(|e| format!("cannot create {}: {e}", state.display()))?;
     let (host_cpus, host_mem) = daemon::detect_resources();
@@ -216,6 +242,8 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
             key_arg.clone(),
             "--auth-socket".into(),
             state.join("auth.sock").display().to_string(),
+            "--node-timeout".into(),
+            a.node_timeout.to_string(),
         ];
         spawn_daemon(&state, "controller", &args)?;
     }
@@ -246,6 +274,10 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
             state.join("agents").join(&name).display().to_string(),
             "--key-file".into(),
             key_arg.clone(),
+            "--heartbeat".into(),
+            a.heartbeat.to_string(),
+            "--kill-grace".into(),
+            a.kill_grace.to_string(),
         ];
         spawn_daemon(&state, &name, &args)?;
     }

@@ -4,6 +4,7 @@ mod check;
 mod client;
 mod cluster;
 mod jobs;
+mod ops;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -62,6 +63,46 @@ enum Command {
     },
     /// Check the cluster: exit 0 when healthy, 1 with what is wrong.
     Health,
+    /// Drain a node: running jobs finish, no new ones start (operators).
+    Drain {
+        node: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Return a drained or down node to service (operators).
+    Resume { node: String },
+    /// Requeue running jobs: they end and wait in the queue again, same id.
+    Requeue {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Hold them once requeued.
+        #[arg(long)]
+        hold: bool,
+    },
+    /// Print the controller's recent events (node failures, requeues, …).
+    Events {
+        /// Keep printing new events as they happen.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only these kinds (JobRequeued, NodeStateChanged, JobFinished, …).
+        #[arg(long, value_delimiter = ',')]
+        kind: Vec<String>,
+    },
+    /// Live views: `drover watch recovery`.
+    Watch {
+        #[arg(value_parser = ["recovery"])]
+        view: String,
+        /// Stop after this many refreshes.
+        #[arg(long)]
+        count: Option<u32>,
+    },
+    /// Inject faults into the cluster 'drover up' started, for tests and demos.
+    Chaos {
+        #[command(subcommand)]
+        what: ops::Chaos,
+        #[arg(long, default_value = ".drover", global = true)]
+        state_dir: std::path::PathBuf,
+    },
     /// Print (and with -f follow) a job's output.
     Logs {
         id: String,
@@ -132,6 +173,12 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
                 Command::Wait { ids } => jobs::wait_for(&client, &ids).await,
                 Command::Health => jobs::health(&client).await,
                 Command::Logs { id, follow } => jobs::logs(&client, &id, follow).await,
+                Command::Drain { node, reason } => ops::drain(&client, &node, &reason).await,
+                Command::Resume { node } => ops::resume(&client, &node).await,
+                Command::Requeue { ids, hold } => ops::requeue(&client, &ids, hold).await,
+                Command::Events { follow, kind } => ops::events(&client, follow, &kind).await,
+                Command::Watch { count, .. } => ops::watch_recovery(&client, count).await,
+                Command::Chaos { what, state_dir } => ops::chaos(&client, &state_dir, what).await,
                 Command::Check(_) | Command::Hostlist { .. } | Command::Keygen { .. } => {
                     unreachable!("handled without a runtime")
                 }

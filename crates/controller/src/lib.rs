@@ -8,6 +8,7 @@
 //! group — the same code path as HA, which only adds members.
 
 mod dispatch;
+mod events;
 pub mod log_store;
 mod loops;
 pub mod machine;

@@ -12,6 +12,20 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     ("/api/v1/jobs/cancel", "post", "Cancel jobs matching a filter", Some("CancelJobs"), "Cancelled"),
     ("/api/v1/jobs/{id}", "get", "One job (1234 or 1234_7)", None, "JobView"),
     ("/api/v1/jobs/{id}", "delete", "Cancel one job", None, "Cancelled"),
+    (
+        "/api/v1/jobs/{id}/requeue",
+        "post",
+        "Requeue a running job (it ends, then waits in the queue again; held with hold=true)",
+        Some("Requeue"),
+        "JobView",
+    ),
+    (
+        "/api/v1/events",
+        "get",
+        "Recent events after ?after=SEQ; ?wait=SECS waits for the first new one",
+        None,
+        "EventList",
+    ),
     ("/api/v1/nodes", "get", "List nodes", None, "NodeList"),
     ("/api/v1/nodes/{name}", "get", "One node", None, "NodeView"),
     ("/api/v1/nodes/{name}/drain", "post", "Drain a node (operators)", Some("Drain"), "NodeView"),
@@ -93,6 +107,12 @@ fn schemas() -> Value {
         ], &["name", "state"]),
         "NodeList": obj(&[("nodes", json!({"type": "array", "items": r("NodeView")}))], &["nodes"]),
         "Drain": obj(&[("reason", s("string"))], &["reason"]),
+        "Requeue": obj(&[("hold", s("boolean"))], &[]),
+        "EventRecord": obj(&[
+            ("seq", s("integer")), ("time_ms", s("integer")), ("kind", s("string")),
+            ("job", json!({"type": ["integer", "null"]})), ("node", json!({"type": ["string", "null"]})), ("text", s("string")),
+        ], &["seq", "time_ms", "kind", "text"]),
+        "EventList": obj(&[("events", json!({"type": "array", "items": r("EventRecord")}))], &["events"]),
         "Health": obj(&[
             ("ok", s("boolean")), ("leader", json!({"type": ["integer", "null"]})),
             ("nodes", json!({"type": "array", "items": {"type": "array", "items": s("string")}})),

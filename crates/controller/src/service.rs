@@ -2,6 +2,7 @@
 //! loops around one [`Controller`].
 
 use crate::dispatch::Dispatcher;
+use crate::events::EventLog;
 use crate::loops::{self, now_ms, Liveness};
 use crate::raft::{Controller, ProposeError};
 use axum::body::Body;
@@ -67,6 +68,7 @@ struct App {
     key: Arc<Vec<u8>>,
     replay: Arc<std::sync::Mutex<ReplayGuard>>,
     operators: Arc<Vec<u32>>,
+    events: Arc<EventLog>,
 }
 
 impl App {
@@ -138,6 +140,7 @@ pub async fn run(
         key: Arc::new(opts.key.clone()),
         replay: Arc::default(),
         operators: Arc::new(opts.operators.clone()),
+        events: Arc::new(EventLog::default()),
     };
     if let Some(sock) = opts.auth_socket.clone() {
         let key = opts.key.clone();
@@ -148,6 +151,7 @@ pub async fn run(
         });
     }
     tokio::spawn(app.dispatch.clone().run(ctl.shared.clone()));
+    tokio::spawn(app.events.clone().run(ctl.shared.clone()));
     tokio::spawn(loops::schedule(ctl.clone(), opts.sched.clone(), opts.coalesce));
     tokio::spawn(loops::watch(ctl.clone(), app.liveness.clone(), opts.node_timeout));
 
@@ -178,6 +182,8 @@ fn router(app: App) -> Router {
         .route("/api/v1/jobs", post(submit).get(list_jobs))
         .route("/api/v1/jobs/cancel", post(cancel))
         .route("/api/v1/jobs/{id}", get(show_job).delete(cancel_one))
+        .route("/api/v1/jobs/{id}/requeue", post(requeue))
+        .route("/api/v1/events", get(list_events))
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{name}", get(show_node))
         .route("/api/v1/nodes/{name}/drain", post(drain))
@@ -281,7 +287,11 @@ async fn list_jobs(AxState(app): AxState<App>, headers: HeaderMap, Query(q): Que
 
 async fn show_job(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<JobView> {
     app.authenticate(&headers)?;
-    let r = JobRef::parse(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    job_view(&app, &id)
+}
+
+fn job_view(app: &App, id: &str) -> ApiResult<JobView> {
+    let r = JobRef::parse(id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     app.ctl
         .shared
         .read(|s| {
@@ -322,6 +332,42 @@ async fn cancel_one(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Pa
     let who = app.authenticate(&headers)?;
     let r = JobRef::parse(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     cancel_filter(&app, who, CancelFilter { jobs: vec![r], ..Default::default() }).await
+}
+
+async fn requeue(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(r): Json<Requeue>,
+) -> ApiResult<JobView> {
+    let who = app.authenticate(&headers)?;
+    let job = JobRef::parse(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    app.ctl.propose(Command::Requeue { job, hold: r.hold, by: who, now: now_ms() }).await?;
+    job_view(&app, &id)
+}
+
+#[derive(Deserialize)]
+struct EventQuery {
+    #[serde(default)]
+    after: u64,
+    /// Wait up to this many seconds for a first new event (long poll).
+    #[serde(default)]
+    wait: u64,
+}
+
+async fn list_events(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Query(q): Query<EventQuery>,
+) -> ApiResult<EventList> {
+    app.authenticate(&headers)?;
+    let added = app.events.added.notified();
+    let mut events = app.events.since(q.after, 10_000);
+    if events.is_empty() && q.wait > 0 {
+        let _ = tokio::time::timeout(Duration::from_secs(q.wait.min(60)), added).await;
+        events = app.events.since(q.after, 10_000);
+    }
+    Ok(Json(EventList { events }))
 }
 
 async fn list_nodes(AxState(app): AxState<App>, headers: HeaderMap) -> ApiResult<NodeList> {

@@ -38,7 +38,8 @@ pub struct Config {
     /// How many times a job is requeued after node failures before it ends
     /// NODE_FAIL.
     pub max_requeue: u32,
-    /// Wait before a requeued job may start again; doubles each requeue.
+    /// The base wait before a job requeued after a node failure may start
+    /// again: none the first time, then 1, 3, 7 … times this.
     pub requeue_backoff_ms: u64,
     /// How long a job may overrun its limit before `Tick` ends it. Agents
     /// enforce limits themselves; this catches agents that cannot.
@@ -1334,7 +1335,9 @@ impl State {
             None => {}
         }
         if j.spec.requeue && j.restart_count < self.config.max_requeue {
-            let backoff = self.config.requeue_backoff_ms.saturating_mul(1 << j.restart_count.min(16));
+            // The first retry is immediate (the node, not the job, failed);
+            // repeated failures back off: 0, 1, 3, 7 × the base.
+            let backoff = self.config.requeue_backoff_ms.saturating_mul((1u64 << j.restart_count.min(16)) - 1);
             self.requeue(id, false, backoff, why, now, ev);
         } else {
             self.finish(id, JobState::NodeFail, None, now, ev);

@@ -262,3 +262,32 @@ pub struct Report {
     /// `None`: started. `Some`: finished this way.
     pub finished: Option<StepOutcome>,
 }
+
+/// One applied event, as `GET /api/v1/events` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Increasing from 1 on this controller; ask for events after it.
+    pub seq: u64,
+    /// When this controller applied it, milliseconds since the epoch.
+    pub time_ms: u64,
+    /// The event's kind: JobRequeued, NodeStateChanged, JobFinished, …
+    pub kind: String,
+    pub job: Option<u64>,
+    pub node: Option<String>,
+    /// A sentence for people.
+    pub text: String,
+}
+
+/// `GET /api/v1/events?after=SEQ`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventList {
+    pub events: Vec<EventRecord>,
+}
+
+/// `POST /api/v1/jobs/{id}/requeue`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Requeue {
+    /// Hold the job once it is back in the queue.
+    #[serde(default)]
+    pub hold: bool,
+}

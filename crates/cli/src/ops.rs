@@ -1,0 +1,188 @@
+//! Operator commands: drain and resume nodes, requeue jobs, follow events,
+//! watch a recovery, and inject faults into a `drover up` cluster.
+
+use crate::client::Client;
+use clap::Subcommand;
+use drover_proto::{Drain, EventList, EventRecord, JobView, NodeList, NodeView, Requeue};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub async fn drain(client: &Client, node: &str, reason: &str) -> Result<i32, String> {
+    let v: NodeView = client.post(&format!("/api/v1/nodes/{node}/drain"), &Drain { reason: reason.into() }).await?;
+    println!("node {} is {} ({})", v.name, v.state.to_lowercase(), v.reason.unwrap_or_default());
+    Ok(0)
+}
+
+pub async fn resume(client: &Client, node: &str) -> Result<i32, String> {
+    let v: NodeView = client.post(&format!("/api/v1/nodes/{node}/resume"), &serde_json::json!({})).await?;
+    println!("node {} is {}", v.name, v.state.to_lowercase());
+    Ok(0)
+}
+
+pub async fn requeue(client: &Client, ids: &[String], hold: bool) -> Result<i32, String> {
+    let mut failed = false;
+    for id in ids {
+        match client.post::<_, JobView>(&format!("/api/v1/jobs/{id}/requeue"), &Requeue { hold }).await {
+            Ok(v) => println!("job {} requeued ({})", v.id, v.state),
+            Err(e) => {
+                eprintln!("drover: error: job {id}: {e}");
+                failed = true;
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}
+
+fn clock(ms: u64) -> String {
+    let secs = ms / 1000;
+    format!("{:02}:{:02}:{:02}.{:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60, ms % 1000)
+}
+
+fn print_event(e: &EventRecord) {
+    println!("{} {:>6} {:<17} {}", clock(e.time_ms), e.seq, e.kind, e.text);
+}
+
+/// `drover events [-f]`: the controller's recent events (UTC times), and
+/// with `-f` the new ones as they happen.
+pub async fn events(client: &Client, follow: bool, kinds: &[String]) -> Result<i32, String> {
+    let wanted = |e: &EventRecord| kinds.is_empty() || kinds.iter().any(|k| k.eq_ignore_ascii_case(&e.kind));
+    let mut after = 0;
+    let mut first = true;
+    loop {
+        // Later requests wait at the controller for the next event.
+        let wait = if first { "0" } else { "25" };
+        first = false;
+        let list: EventList =
+            client.get("/api/v1/events", &[("after", after.to_string()), ("wait", wait.to_string())]).await?;
+        for e in &list.events {
+            after = after.max(e.seq);
+            if wanted(e) {
+                print_event(e);
+            }
+        }
+        if !follow {
+            return Ok(0);
+        }
+    }
+}
+
+/// `drover watch recovery`: node states and the latest failures and
+/// requeues, redrawn every second until Ctrl-C (`--count N` stops after N).
+pub async fn watch_recovery(client: &Client, count: Option<u32>) -> Result<i32, String> {
+    let interesting = ["NodeStateChanged", "JobRequeued", "StaleStep", "NodeRegistered"];
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut shown = 0;
+    loop {
+        let nodes: NodeList = client.get("/api/v1/nodes", &[]).await?;
+        let events: EventList = client.get("/api/v1/events", &[("after", "0".to_string())]).await?;
+        if tty {
+            print!("\x1b[2J\x1b[H");
+        }
+        println!("{:<12} {:<10} {:>5}  REASON", "NODE", "STATE", "JOBS");
+        for n in &nodes.nodes {
+            println!(
+                "{:<12} {:<10} {:>5}  {}",
+                n.name,
+                n.state.to_lowercase(),
+                n.jobs,
+                n.reason.clone().unwrap_or_default()
+            );
+        }
+        println!();
+        let recent: Vec<&EventRecord> =
+            events.events.iter().filter(|e| interesting.contains(&e.kind.as_str())).collect();
+        println!("recent failures, recoveries and requeues ({} in all):", recent.len());
+        for e in recent.iter().rev().take(12).rev() {
+            print_event(e);
+        }
+        shown += 1;
+        if count.is_some_and(|c| shown >= c) {
+            return Ok(0);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(0),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum Chaos {
+    /// SIGKILL a node's agent (its jobs keep running; restart it with 'drover up').
+    KillAgent { node: String },
+    /// SIGSTOP a node's agent, and SIGCONT it after --for seconds if given.
+    HangAgent {
+        node: String,
+        #[arg(long = "for")]
+        secs: Option<f64>,
+    },
+    /// SIGKILL the controller (restart it with 'drover up').
+    KillController,
+    /// SIGKILL a running job's processes on its node.
+    KillJobStep { job: String },
+}
+
+/// The pid `drover up` recorded for `role` under `state`.
+fn pid_of(state: &Path, role: &str) -> Result<i32, String> {
+    let pids = std::fs::read_to_string(state.join("pids"))
+        .map_err(|e| format!("no cluster started by 'drover up' in {}: {e}", state.display()))?;
+    pids.lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(r, _)| *r == role)
+        .filter_map(|(_, p)| p.trim().parse().ok())
+        .next_back()
+        .ok_or_else(|| format!("'drover up' in {} started no {role}", state.display()))
+}
+
+fn signal(pid: i32, sig: i32) -> Result<(), String> {
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(format!("cannot signal pid {pid}: {}", std::io::Error::last_os_error()))
+    }
+}
+
+pub async fn chaos(client: &Client, state: &Path, what: Chaos) -> Result<i32, String> {
+    match what {
+        Chaos::KillAgent { node } => {
+            let pid = pid_of(state, &node)?;
+            signal(pid, libc::SIGKILL)?;
+            println!("killed the agent of {node} (pid {pid}, SIGKILL); its jobs keep running until it is back or they are requeued");
+        }
+        Chaos::HangAgent { node, secs } => {
+            let pid = pid_of(state, &node)?;
+            signal(pid, libc::SIGSTOP)?;
+            println!("stopped the agent of {node} (pid {pid}, SIGSTOP)");
+            if let Some(secs) = secs {
+                tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await;
+                signal(pid, libc::SIGCONT)?;
+                println!("resumed the agent of {node} (pid {pid}, SIGCONT) after {secs} s");
+            }
+        }
+        Chaos::KillController => {
+            let pid = pid_of(state, "controller")?;
+            signal(pid, libc::SIGKILL)?;
+            println!("killed the controller (pid {pid}, SIGKILL); 'drover up' restarts it with every job");
+        }
+        Chaos::KillJobStep { job } => {
+            let v: JobView = client.get(&format!("/api/v1/jobs/{job}"), &[]).await?;
+            let (dir, pid) = step_of(state, v.job_id, v.restart_count)
+                .ok_or_else(|| format!("job {} has no running step under {}", v.id, state.display()))?;
+            signal(-pid, libc::SIGKILL)?;
+            println!("killed job {}'s step (process group {pid}, SIGKILL) in {}", v.id, dir.display());
+        }
+    }
+    Ok(0)
+}
+
+/// The spool directory and leader pid of a job's running step, on any of
+/// the cluster's agents.
+fn step_of(state: &Path, job_id: u64, attempt: u32) -> Option<(PathBuf, i32)> {
+    let agents = std::fs::read_dir(state.join("agents")).ok()?;
+    agents.flatten().find_map(|a| {
+        let dir = a.path().join("spool").join(format!("job{job_id}.{attempt}"));
+        let pid = std::fs::read_to_string(dir.join("pid")).ok()?.trim().parse().ok()?;
+        Some((dir, pid))
+    })
+}

@@ -1,0 +1,161 @@
+//! Compute that survives failure, through the `drover` binary: an agent
+//! killed or hung while its jobs run, detected, the jobs requeued and
+//! finished elsewhere; an agent restarted re-attaching to its jobs; stale
+//! steps fenced off. Node timeout 3 s, heartbeat 0.5 s.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+const FLAGS: &[&str] = &["--node-timeout", "3", "--heartbeat", "0.5", "--kill-grace", "2"];
+
+fn json(c: &Cluster, args: &[&str]) -> serde_json::Value {
+    let out = c.drover(args);
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+fn node_state(c: &Cluster, node: &str) -> String {
+    json(c, &["show", "node", node, "--json"])["state"].as_str().unwrap_or("?").to_string()
+}
+
+fn wait_for(what: &str, c: &Cluster, timeout: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}\n{}", c.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// Runs `drover wait` on the ids and checks it says every one COMPLETED.
+fn all_complete(c: &Cluster, ids: &[String]) {
+    let mut args = vec!["wait"];
+    args.extend(ids.iter().map(String::as_str));
+    let out = c.drover(&args);
+    let all = String::from_utf8_lossy(&c.drover(&["queue", "--all"]).stdout).to_string()
+        + &String::from_utf8_lossy(&c.drover(&["events"]).stdout);
+    assert!(
+        out.status.success(),
+        "wait: {}{}\n{all}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+}
+
+/// A job that writes one line when it starts and one when it ends, with its
+/// restart count: output shows every run that got to its end.
+const MARKED: &str = "echo start $SLURM_RESTART_COUNT $SLURMD_NODENAME; sleep 5; echo end $SLURM_RESTART_COUNT";
+
+#[test]
+fn a_killed_agent_s_job_is_requeued_and_completes_elsewhere_once() {
+    let c = Cluster::start_with("killagent", 3, 0, FLAGS);
+    let id = c.submit(&["-o", "a.out", "--wrap", MARKED]);
+    wait_for("job running", &c, Duration::from_secs(10), || state_of(&c, &id) == "RUNNING");
+    let node = json(&c, &["show", "job", &id, "--json"])["nodes"].as_str().unwrap().to_string();
+
+    let out = c.drover(&["chaos", "kill-agent", &node]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("killed the agent of"), "chaos says what it did");
+    let detected = wait_for("node DOWN", &c, Duration::from_secs(8), || node_state(&c, &node) == "DOWN");
+    assert!(detected <= Duration::from_secs(5), "DOWN within node_timeout + 2 s, took {detected:?}");
+    let v = json(&c, &["show", "job", &id, "--json"]);
+    assert_eq!(v["restart_count"], 1, "requeued once: {v}");
+
+    // The agent comes back (as after a crash): the orphaned first attempt is
+    // fenced off, the node returns to service.
+    let out = c.up(3);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    all_complete(&c, std::slice::from_ref(&id));
+    let output = c.file("a.out");
+    assert!(output.starts_with("start 1 "), "the second attempt ran: {output}");
+    assert_eq!(output.matches("end").count(), 1, "one run reached its end: {output}");
+    assert!(output.contains("end 1"), "{output}");
+    assert!(!output.contains("end 0"), "the first attempt was fenced before its end: {output}");
+    assert_ne!(node_state(&c, &node), "DOWN");
+
+    let events = String::from_utf8_lossy(&c.drover(&["events"]).stdout).to_string();
+    for what in ["DOWN (Not responding", "requeued", "stale step"] {
+        assert!(events.contains(what), "events tell '{what}':\n{events}\n{}", c.logs());
+    }
+}
+
+#[test]
+fn a_hung_agent_s_job_completes_elsewhere_and_the_stale_step_dies_on_resume() {
+    let c = Cluster::start_with("hangagent", 3, 1, FLAGS);
+    let id =
+        c.submit(&["-o", "b.out", "--wrap", "echo start $SLURM_RESTART_COUNT; sleep 8; echo end $SLURM_RESTART_COUNT"]);
+    wait_for("job running", &c, Duration::from_secs(10), || state_of(&c, &id) == "RUNNING");
+    let node = json(&c, &["show", "job", &id, "--json"])["nodes"].as_str().unwrap().to_string();
+    let agent_pid: i32 = std::fs::read_to_string(c.dir.join(".drover/pids"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{node} ")).and_then(|p| p.trim().parse().ok()))
+        .unwrap();
+
+    let out = c.drover(&["chaos", "hang-agent", &node]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SIGSTOP"), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("node DOWN", &c, Duration::from_secs(8), || node_state(&c, &node) == "DOWN");
+    wait_for("requeued copy running", &c, Duration::from_secs(5), || {
+        let v = json(&c, &["show", "job", &id, "--json"]);
+        v["restart_count"] == 1 && v["state"] == "RUNNING"
+    });
+
+    // Resumed: it re-registers, naming its step of attempt 0, which is killed.
+    unsafe { libc::kill(agent_pid, libc::SIGCONT) };
+    wait_for("node back", &c, Duration::from_secs(8), || node_state(&c, &node) != "DOWN");
+    all_complete(&c, std::slice::from_ref(&id));
+    let output = c.file("b.out");
+    assert_eq!(output.matches("end").count(), 1, "not duplicated: {output}");
+    assert!(output.contains("end 1") && !output.contains("end 0"), "{output}");
+}
+
+#[test]
+fn an_agent_killed_and_restarted_loses_none_of_its_jobs() {
+    let c = Cluster::start_with("restartagent", 1, 2, FLAGS);
+    let ids: Vec<String> = (0..20)
+        .map(|i| c.submit(&["-o", &format!("c{i}.out"), "--wrap", &format!("sleep {}; echo ran {i}", 1 + i % 3)]))
+        .collect();
+    wait_for("jobs running", &c, Duration::from_secs(10), || state_of(&c, &ids[3]) == "RUNNING");
+
+    let out = c.drover(&["chaos", "kill-agent", "node1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = c.up(1);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    all_complete(&c, &ids);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(c.file(&format!("c{i}.out")), format!("ran {i}\n"), "job {id} ran exactly once");
+        assert_eq!(json(&c, &["show", "job", id, "--json"])["restart_count"], 0, "job {id} was never requeued");
+    }
+    let log = std::fs::read_to_string(c.dir.join(".drover/logs/node1.log")).unwrap_or_default();
+    assert!(log.contains("re-attached to job"), "the new agent took the running jobs back:\n{log}");
+}
+
+#[test]
+fn operators_drain_resume_and_requeue() {
+    let c = Cluster::start_with("operators", 1, 3, FLAGS);
+    let out = c.drover(&["drain", "node1", "--reason", "disk check"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("disk check"));
+    let id = c.submit(&["-o", "r.out", "--wrap", "echo run $SLURM_RESTART_COUNT; sleep 30"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(state_of(&c, &id), "PENDING", "nothing starts on a drained node");
+    let health = c.drover(&["health"]);
+    assert_eq!(health.status.code(), Some(1), "a drained node is a problem");
+    assert!(c.drover(&["resume", "node1"]).status.success());
+    wait_for("job running", &c, Duration::from_secs(10), || state_of(&c, &id) == "RUNNING");
+    assert_eq!(c.drover(&["health"]).status.code(), Some(0));
+
+    let out = c.drover(&["requeue", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("second run", &c, Duration::from_secs(10), || c.file("r.out").contains("run 1"));
+    let out = c.drover(&["requeue", "999999"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("999999"), "names the job it could not requeue");
+    let out = c.drover(&["chaos", "kill-job-step", &id]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("killed job"), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("job ended", &c, Duration::from_secs(10), || state_of(&c, &id) == "FAILED");
+    let out = c.drover(&["drain", "nosuchnode", "--reason", "x"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nosuchnode"));
+}
