@@ -269,6 +269,14 @@ fn recover_now(dir: &TempDir) -> Vec<Recovered> {
                 ended => ended,
             });
         }
+        // The spool is removed in the background once a step is reported.
+        for _ in 0..500 {
+            let left = std::fs::read_dir(dir.0.join("spool")).map_or(0, |d| d.count());
+            if left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         out
     })
 }
@@ -319,7 +327,15 @@ fn a_step_killed_while_no_agent_ran_reports_the_signal() {
 #[test]
 fn a_re_attached_step_can_still_be_cancelled() {
     let dir = TempDir::new("recancel");
-    launch_and_lose_the_agent(&dir, 34, "sleep 30");
+    launch_and_lose_the_agent(&dir, 34, "echo up; sleep 30");
+    // Running its script (a signal in the step's first instant would find
+    // the status keeper not yet listening, and no status would be recorded).
+    for _ in 0..500 {
+        if output(&dir, 34) == "up\n" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let outcome = rt.block_on(async {
         let mut found = recover(&config(&dir)).await;
