@@ -1,7 +1,8 @@
 //! Compute that survives failure, through the `drover` binary: an agent
 //! killed or hung while its jobs run, detected, the jobs requeued and
 //! finished elsewhere; an agent restarted re-attaching to its jobs; stale
-//! steps fenced off. Node timeout 3 s, heartbeat 0.5 s.
+//! steps fenced off. Node timeout 3 s, heartbeat 0.5 s, so the agents'
+//! watchdogs fence after 2 s.
 
 mod common;
 use common::*;
@@ -93,6 +94,8 @@ fn a_hung_agent_s_job_completes_elsewhere_and_the_stale_step_dies_on_resume() {
         .find_map(|l| l.strip_prefix(&format!("{node} ")).and_then(|p| p.trim().parse().ok()))
         .unwrap();
 
+    let spool = c.dir.join(format!(".drover/agents/{node}"));
+    let step_pid = std::fs::read_to_string(spool.join("spool/job1.0/pid")).unwrap().trim().parse::<i32>().unwrap();
     let out = c.drover(&["chaos", "hang-agent", &node]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("SIGSTOP"), "{}", String::from_utf8_lossy(&out.stderr));
     wait_for("node DOWN", &c, Duration::from_secs(8), || node_state(&c, &node) == "DOWN");
@@ -100,14 +103,19 @@ fn a_hung_agent_s_job_completes_elsewhere_and_the_stale_step_dies_on_resume() {
         let v = json(&c, &["show", "job", &id, "--json"]);
         v["restart_count"] == 1 && v["state"] == "RUNNING"
     });
+    // The hung agent's watchdog killed the first attempt before the
+    // controller gave up on the node: never two copies at once.
+    assert!(!live(step_pid), "the stale step still runs beside its requeued copy");
+    let fenced = std::fs::read_to_string(spool.join("watchdog.log")).unwrap_or_default();
+    assert!(fenced.contains("fenced job1.0"), "{fenced}");
 
     // Resumed: it re-registers, naming its step of attempt 0, which is killed.
     unsafe { libc::kill(agent_pid, libc::SIGCONT) };
     wait_for("node back", &c, Duration::from_secs(8), || node_state(&c, &node) != "DOWN");
     all_complete(&c, std::slice::from_ref(&id));
     let output = c.file("b.out");
-    assert_eq!(output.matches("end").count(), 1, "not duplicated: {output}");
-    assert!(output.contains("end 1") && !output.contains("end 0"), "{output}");
+    assert_eq!(output.matches("end").count(), 1, "not duplicated: {output}\n{}", c.logs());
+    assert!(output.contains("end 1") && !output.contains("end 0"), "{output}\n{}", c.logs());
 }
 
 #[test]
@@ -158,4 +166,26 @@ fn operators_drain_resume_and_requeue() {
     wait_for("job ended", &c, Duration::from_secs(10), || state_of(&c, &id) == "FAILED");
     let out = c.drover(&["drain", "nosuchnode", "--reason", "x"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nosuchnode"));
+}
+
+#[test]
+fn a_failing_health_check_drains_the_node_and_a_passing_one_resumes_it() {
+    let sick = std::env::temp_dir().join(format!("drover-it-sick-{}", std::process::id()));
+    let _ = std::fs::remove_file(&sick);
+    let check = format!("if [ -e {0} ]; then echo disk full on /scratch; exit 1; fi", sick.display());
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--health-check", &check, "--health-interval", "1"]);
+    let c = Cluster::start_with("health", 1, 4, &flags);
+    std::fs::write(&sick, "").unwrap();
+    wait_for("drained by the check", &c, Duration::from_secs(8), || node_state(&c, "node1") == "DRAINED");
+    let v = json(&c, &["show", "node", "node1", "--json"]);
+    assert_eq!(v["reason"], "health check failed: disk full on /scratch", "{v}");
+    assert_eq!(c.drover(&["health"]).status.code(), Some(1));
+    std::fs::remove_file(&sick).unwrap();
+    wait_for("resumed by the check", &c, Duration::from_secs(8), || node_state(&c, "node1") == "IDLE");
+
+    // An operator's drain is the operator's to lift.
+    assert!(c.drover(&["drain", "node1", "--reason", "maintenance"]).status.success());
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(node_state(&c, "node1"), "DRAINED");
 }

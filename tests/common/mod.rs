@@ -37,9 +37,13 @@ impl Cluster {
     /// The daemons' logs, for failure messages.
     pub fn logs(&self) -> String {
         let mut all = String::new();
-        for entry in std::fs::read_dir(self.dir.join(".drover/logs")).into_iter().flatten().flatten() {
-            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            all.push_str(&format!("--- {}\n{}\n", entry.path().display(), text));
+        let agents = std::fs::read_dir(self.dir.join(".drover/agents")).into_iter().flatten().flatten();
+        let watchdogs = agents.map(|a| a.path().join("watchdog.log"));
+        let daemons =
+            std::fs::read_dir(self.dir.join(".drover/logs")).into_iter().flatten().flatten().map(|e| e.path());
+        for path in daemons.chain(watchdogs) {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            all.push_str(&format!("--- {}\n{}\n", path.display(), text));
         }
         all
     }

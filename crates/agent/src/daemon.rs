@@ -7,6 +7,7 @@ use drover_core::Resources;
 use drover_proto::{Order, Register, Report, Reports};
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,14 @@ pub struct AgentOptions {
     pub launcher: LauncherConfig,
     /// The cluster key: the agent signs its requests with it.
     pub key: Vec<u8>,
+    /// Kill this node's steps when the agent shows no sign of life for this
+    /// long (a [`crate::watchdog`] process, run as `<exe> agent-watchdog`).
+    /// Must be shorter than the controller's node timeout. `None`: no fence.
+    pub fence: Option<(std::path::PathBuf, Duration)>,
+    /// A command run every `.1` through `sh -c`, like Slurm's
+    /// HealthCheckProgram: exit 0 healthy, anything else drains the node
+    /// with the command's output as the reason.
+    pub health_check: Option<(String, Duration)>,
 }
 
 /// This host's CPUs and memory.
@@ -112,6 +121,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     });
     agent.recover().await;
     tokio::select! {
+        _ = agent.clone().show_life() => Ok(()),
+        _ = agent.clone().check_health() => Ok(()),
         _ = agent.clone().serve() => Ok(()),
         _ = agent.clone().send_reports(pending) => Ok(()),
         _ = shutdown => Ok(()),
@@ -290,6 +301,45 @@ impl Agent {
         }
     }
 
+    /// Tells the fence watchdog this agent lives (whether or not the
+    /// controller can be reached), and keeps a watchdog running.
+    async fn show_life(self: Arc<Self>) {
+        let Some((exe, fence_after)) = self.opts.fence.clone() else { return std::future::pending().await };
+        let state_dir = self.opts.launcher.spool_dir.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let beat = (fence_after / 4).min(self.opts.heartbeat).max(Duration::from_millis(50));
+        let mut checked = None::<tokio::time::Instant>;
+        loop {
+            crate::watchdog::touch_alive(&state_dir);
+            if checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+                checked = Some(tokio::time::Instant::now());
+                if let Err(e) = crate::watchdog::ensure_running(&exe, &state_dir, fence_after) {
+                    eprintln!("drover agent {}: {e}", self.opts.name);
+                }
+            }
+            tokio::time::sleep(beat).await;
+        }
+    }
+
+    /// Runs the health check every interval and tells the controller.
+    async fn check_health(self: Arc<Self>) {
+        let Some((cmd, every)) = self.opts.health_check.clone() else { return std::future::pending().await };
+        loop {
+            let (ok, message) = run_health_check(&cmd, every.max(Duration::from_secs(1))).await;
+            if !ok {
+                eprintln!("drover agent {}: health check failed: {message}", self.opts.name);
+            }
+            let body = drover_proto::HealthReport { ok, message };
+            let _ = self
+                .http
+                .post(self.url(&format!("health/{}", self.opts.name)))
+                .header("authorization", self.auth())
+                .json(&body)
+                .send()
+                .await;
+            tokio::time::sleep(every).await;
+        }
+    }
+
     /// Takes back the steps an earlier agent process left running (and
     /// reports those that ended meanwhile) before registering, so that the
     /// registration names them.
@@ -366,6 +416,32 @@ impl Agent {
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs `cmd` through `sh -c`, allowing it `timeout`: (healthy, what it
+/// printed, trimmed to one line).
+async fn run_health_check(cmd: &str, timeout: Duration) -> (bool, String) {
+    let child = tokio::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(timeout, child).await {
+        Err(_) => (false, format!("'{cmd}' did not finish within {} s", timeout.as_secs())),
+        Ok(Err(e)) => (false, format!("cannot run '{cmd}': {e}")),
+        Ok(Ok(out)) => {
+            let text = [out.stdout, out.stderr].concat();
+            let text = String::from_utf8_lossy(&text);
+            let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            let status = out.status.code().map_or_else(|| "killed by a signal".to_string(), |c| format!("exit {c}"));
+            match out.status.success() {
+                true => (true, line),
+                false if line.is_empty() => (false, format!("'{cmd}': {status}")),
+                false => (false, line),
             }
         }
     }

@@ -2,9 +2,11 @@
 //!
 //! [`daemon`] talks to the controller (registration, heartbeats, the order
 //! stream, reports); [`step`] launches and supervises one batch step, with
-//! [`spawn`] starting its process and [`cgroup`] containing its memory.
+//! [`spawn`] starting its process and [`cgroup`] containing its memory;
+//! [`watchdog`] fences the node's steps when the agent itself goes silent.
 
 pub mod cgroup;
 pub mod daemon;
 pub mod spawn;
 pub mod step;
+pub mod watchdog;

@@ -431,7 +431,7 @@ fn epoch_ms() -> u64 {
 /// Whether `pid` is this step's status keeper, still running: its command
 /// line names the step's own script, which no other process's does (a
 /// reused pid cannot pass for it). A zombie counts as ended.
-fn is_step_leader(pid: i32, script: &Path) -> bool {
+pub(crate) fn is_step_leader(pid: i32, script: &Path) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     if stat.contains(") Z ") || stat.is_empty() {
         return false;
@@ -566,6 +566,7 @@ impl Supervised {
                 unsafe { libc::kill(p, libc::SIGKILL) };
             }
         }
+        let fenced = step_dir.join("fenced").exists();
         // Everything is killed; waiting for the kernel to reap it (so the
         // cgroup can go) need not delay the report.
         tokio::spawn(async move {
@@ -575,6 +576,7 @@ impl Supervised {
             let _ = std::fs::remove_dir_all(&step_dir);
         });
         let outcome = match status {
+            _ if fenced => StepOutcome::Lost,
             _ if rss_oom || oom_kills > 0 => StepOutcome::OutOfMemory,
             _ if timed_out => StepOutcome::TimedOut,
             Ok(s) => outcome_of(s),
@@ -652,6 +654,7 @@ pub async fn recover(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)>
         } else {
             let status = spawn::read_status(&status_file);
             let outcome = match &memory {
+                _ if step_dir.join("fenced").exists() => StepOutcome::Lost,
                 Some(m) if m.oom_kills() > 0 => StepOutcome::OutOfMemory,
                 _ => outcome_of(status),
             };

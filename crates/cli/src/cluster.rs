@@ -65,6 +65,32 @@ pub struct AgentArgs {
     /// Seconds between heartbeats (fractions allowed).
     #[arg(long, default_value_t = 1.0)]
     heartbeat: f64,
+    /// Kill this node's jobs when the agent itself has been dead or hung for
+    /// this many seconds (fractions allowed; 0: never). Keep it below the
+    /// controller's --node-timeout, so a job requeued elsewhere never runs
+    /// twice at once.
+    #[arg(long, default_value_t = 8.0)]
+    fence_after: f64,
+    /// A command run every --health-interval seconds (like Slurm's
+    /// HealthCheckProgram); when it fails the node is drained with its output
+    /// as the reason, and resumed when it passes again.
+    #[arg(long)]
+    health_check: Option<String>,
+    #[arg(long, default_value_t = 60)]
+    health_interval: u64,
+}
+
+#[derive(Args)]
+pub struct WatchdogArgs {
+    #[arg(long)]
+    state_dir: PathBuf,
+    #[arg(long)]
+    fence_after_ms: u64,
+}
+
+/// `drover agent-watchdog`: started by an agent, not by people.
+pub fn watchdog(a: WatchdogArgs) -> Result<(), String> {
+    drover_agent::watchdog::run(&a.state_dir, Duration::from_millis(a.fence_after_ms.max(1)))
 }
 
 #[derive(Args)]
@@ -96,6 +122,11 @@ pub struct UpArgs {
     /// Seconds between SIGTERM and SIGKILL when a job is stopped.
     #[arg(long, default_value_t = 30)]
     kill_grace: u64,
+    /// Every agent's health check (see 'drover agent --help').
+    #[arg(long)]
+    health_check: Option<String>,
+    #[arg(long, default_value_t = 60)]
+    health_interval: u64,
 }
 
 #[derive(Args)]
@@ -151,6 +182,17 @@ pub async fn agent(a: AgentArgs) -> Result<(), String> {
         heartbeat: heartbeat_interval(a.heartbeat)?,
         launcher,
         key: drover_auth::load_key(&a.key_file)?,
+        health_check: a.health_check.map(|c| (c, Duration::from_secs(a.health_interval.max(1)))),
+        fence: match a.fence_after {
+            f if f == 0.0 => None,
+            f if !(0.1..=3600.0).contains(&f) => {
+                return Err(format!("--fence-after {f} is out of range 0.1-3600 seconds"))
+            }
+            f => Some((
+                std::env::current_exe().map_err(|e| format!("cannot find the drover binary: {e}"))?,
+                Duration::from_secs_f64(f),
+            )),
+        },
     };
     daemon::run(opts, shutdown_signal()).await
 }
@@ -278,7 +320,16 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
             a.heartbeat.to_string(),
             "--kill-grace".into(),
             a.kill_grace.to_string(),
+            // The fence acts a second before the controller would requeue.
+            "--fence-after".into(),
+            (a.node_timeout as f64 - 1.0).max(a.heartbeat * 2.0).to_string(),
+            "--health-interval".into(),
+            a.health_interval.to_string(),
         ];
+        let mut args = args;
+        if let Some(cmd) = &a.health_check {
+            args.extend(["--health-check".to_string(), cmd.clone()]);
+        }
         spawn_daemon(&state, &name, &args)?;
     }
     let want: Vec<String> = (1..=a.nodes).map(|i| format!("node{i}")).collect();
@@ -325,6 +376,16 @@ where
     Err(())
 }
 
+/// The agents' fence watchdogs (they outlive their agents by design).
+fn watchdog_pids(state: &Path) -> Vec<i32> {
+    let Ok(agents) = std::fs::read_dir(state.join("agents")) else { return Vec::new() };
+    agents
+        .flatten()
+        .filter_map(|a| std::fs::read_to_string(drover_agent::watchdog::pid_file(&a.path())).ok())
+        .filter_map(|p| p.trim().parse().ok())
+        .collect()
+}
+
 /// The pids of job steps the agents under `state` still run.
 fn step_pids(state: &Path) -> Vec<i32> {
     let mut pids = Vec::new();
@@ -362,6 +423,9 @@ pub async fn down(a: DownArgs) -> Result<(), String> {
     }
     for s in started.iter().filter(|s| alive(s.pid)) {
         signal(s.pid, libc::SIGKILL);
+    }
+    for pid in watchdog_pids(&state) {
+        signal(pid, libc::SIGKILL);
     }
     for pid in step_pids(&state) {
         // Each step leads its own process group.

@@ -37,6 +37,9 @@ enum Command {
     /// Run a node agent.
     #[command(name = "agent")]
     AgentDaemon(cluster::AgentArgs),
+    /// An agent's fence watchdog (started by the agent).
+    #[command(name = "agent-watchdog", hide = true)]
+    AgentWatchdog(cluster::WatchdogArgs),
     /// Submit a batch script (sbatch options; prints 'Submitted batch job N').
     Submit(jobs::SubmitArgs),
     /// List jobs, like squeue.
@@ -141,7 +144,10 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             return e.exit_code();
         }
     };
-    let needs_runtime = !matches!(cli.command, Command::Check(_) | Command::Hostlist { .. } | Command::Keygen { .. });
+    let needs_runtime = !matches!(
+        cli.command,
+        Command::Check(_) | Command::Hostlist { .. } | Command::Keygen { .. } | Command::AgentWatchdog(_)
+    );
     if needs_runtime {
         // Daemons get worker threads; a client command is one request or a
         // few, where spawning threads costs more than it saves.
@@ -179,7 +185,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
                 Command::Events { follow, kind } => ops::events(&client, follow, &kind).await,
                 Command::Watch { count, .. } => ops::watch_recovery(&client, count).await,
                 Command::Chaos { what, state_dir } => ops::chaos(&client, &state_dir, what).await,
-                Command::Check(_) | Command::Hostlist { .. } | Command::Keygen { .. } => {
+                Command::Check(_) | Command::Hostlist { .. } | Command::Keygen { .. } | Command::AgentWatchdog(_) => {
                     unreachable!("handled without a runtime")
                 }
             }
@@ -196,6 +202,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     }
     let result = match cli.command {
         Command::Check(args) => check::run(args),
+        Command::AgentWatchdog(args) => cluster::watchdog(args),
         Command::Keygen { path } => drover_auth::generate_key(&path).map(|_| println!("created {}", path.display())),
         Command::Hostlist { action: HostlistAction::Expand { expr } } => drover_core::hostlist::expand(&expr)
             .map(|hosts| {

@@ -42,6 +42,13 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     ("/api/v1/agent/heartbeat/{node}", "post", "Agent: heartbeat; 409 means register again", None, "Empty"),
     ("/api/v1/agent/orders/{node}", "get", "Agent: stream of orders, newline-delimited JSON", None, "Order"),
     ("/api/v1/agent/reports", "post", "Agent: steps that started or finished, batched", Some("Reports"), "Empty"),
+    (
+        "/api/v1/agent/health/{node}",
+        "post",
+        "Agent: health-check result; a failure drains the node, a pass lifts such a drain",
+        Some("HealthReport"),
+        "Empty",
+    ),
 ];
 
 fn obj(props: &[(&str, Value)], required: &[&str]) -> Value {
@@ -108,6 +115,7 @@ fn schemas() -> Value {
         "NodeList": obj(&[("nodes", json!({"type": "array", "items": r("NodeView")}))], &["nodes"]),
         "Drain": obj(&[("reason", s("string"))], &["reason"]),
         "Requeue": obj(&[("hold", s("boolean"))], &[]),
+        "HealthReport": obj(&[("ok", s("boolean")), ("message", s("string"))], &["ok", "message"]),
         "EventRecord": obj(&[
             ("seq", s("integer")), ("time_ms", s("integer")), ("kind", s("string")),
             ("job", json!({"type": ["integer", "null"]})), ("node", json!({"type": ["string", "null"]})), ("text", s("string")),

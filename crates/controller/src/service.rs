@@ -194,6 +194,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/agent/heartbeat/{node}", post(heartbeat))
         .route("/api/v1/agent/orders/{node}", get(orders))
         .route("/api/v1/agent/reports", post(reports))
+        .route("/api/v1/agent/health/{node}", post(node_health))
         // A batch of 10 000 jobs is ~10 MB of JSON; axum's default cap is 2 MB.
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
         .with_state(app)
@@ -496,6 +497,40 @@ async fn orders(AxState(app): AxState<App>, headers: HeaderMap, Path(node): Path
         .header("content-type", "application/x-ndjson")
         .body(Body::from_stream(stream.map(|r| r.map(axum::body::Bytes::from))))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Health-check drains carry this prefix; only they are lifted when the
+/// check passes again (an operator's drain stays).
+const HEALTH_DRAIN: &str = "health check failed: ";
+
+/// The result of a node's health check (like Slurm's HealthCheckProgram):
+/// a failure drains the node with the check's output as the reason; a pass
+/// resumes a node that a failed check drained.
+async fn node_health(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(node): Path<String>,
+    Json(h): Json<HealthReport>,
+) -> Result<StatusCode, ApiError> {
+    app.authenticate_agent(&headers)?;
+    let (drained, by_check) = app.ctl.shared.read(|s| {
+        s.node(&node).map_or((false, false), |n| {
+            (n.drain, n.drain && n.reason.as_deref().is_some_and(|r| r.starts_with(HEALTH_DRAIN)))
+        })
+    });
+    let change = match (h.ok, drained, by_check) {
+        (false, false, _) => Some((
+            NodeAction::Drain,
+            Some(format!("{HEALTH_DRAIN}{}", h.message.chars().take(200).collect::<String>())),
+        )),
+        (true, _, true) => Some((NodeAction::Resume, None)),
+        _ => None,
+    };
+    if let Some((action, reason)) = change {
+        let by = Requester { uid: 0, operator: true };
+        app.ctl.propose(Command::SetNodeState { node, action, reason, by, now: now_ms() }).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// An agent's reports: starts are checked against the state (no log write;

@@ -97,6 +97,9 @@ pub enum StepOutcome {
     Signaled(i32),
     OutOfMemory,
     TimedOut,
+    /// Killed by its node's fence (the agent went silent): the node, not
+    /// the job, failed, so the job is requeued like one on a DOWN node.
+    Lost,
 }
 
 /// Everything that can change the cluster.
@@ -1521,12 +1524,18 @@ impl State {
     // ---- step reports ----
 
     fn step_finished(&mut self, id: JobId, outcome: StepOutcome, now: Time, ev: &mut Vec<Event>) {
+        if outcome == StepOutcome::Lost {
+            let node = self.jobs[&id].alloc.as_ref().and_then(|a| a.shares.first()).map(|s| s.node);
+            let name = node.map_or("?".to_string(), |n| self.nodes[n as usize].name.clone());
+            return self.lose_job(id, &format!("step fenced on node {name}"), now, ev);
+        }
         let j = &self.jobs[&id];
         let exit = Some(match outcome {
             StepOutcome::Exited(code) => ExitStatus { code, signal: 0 },
             StepOutcome::Signaled(sig) => ExitStatus { code: 0, signal: sig },
             StepOutcome::OutOfMemory => ExitStatus { code: 0, signal: 9 },
             StepOutcome::TimedOut => ExitStatus { code: 0, signal: 15 },
+            StepOutcome::Lost => ExitStatus { code: 0, signal: 9 },
         });
         let state = match (j.end_intent, outcome) {
             (Some(EndIntent::Requeue { hold }), _) => return self.requeue(id, hold, 0, "requeued by request", now, ev),

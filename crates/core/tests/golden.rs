@@ -275,6 +275,8 @@ impl Runner {
                         StepOutcome::OutOfMemory
                     } else if words.contains(&"timeout") {
                         StepOutcome::TimedOut
+                    } else if words.contains(&"lost") {
+                        StepOutcome::Lost
                     } else {
                         StepOutcome::Exited(0)
                     };

@@ -85,7 +85,7 @@ fn op() -> impl Strategy<Value = Op> {
                 Op::Submit { cpus, tasks, nodes, mem, time, array, dep, hold, requeue, user }
             }),
         4 => (any::<bool>(), proptest::bool::weighted(0.8)).prop_map(|(best_fit, backfill)| Op::Schedule { best_fit, backfill }),
-        4 => (0usize..30, 0u8..5, proptest::bool::weighted(0.1)).prop_map(|(job, outcome, stale)| Op::Finish { job, outcome, stale }),
+        4 => (0usize..30, 0u8..6, proptest::bool::weighted(0.1)).prop_map(|(job, outcome, stale)| Op::Finish { job, outcome, stale }),
         1 => (0usize..30, 0u32..3).prop_map(|(job, user)| Op::Cancel { job, user }),
         1 => (0u32..3).prop_map(|user| Op::CancelAll { user }),
         1 => (0usize..NODES).prop_map(|node| Op::Down { node }),
@@ -157,6 +157,7 @@ fn to_commands(state: &State, op: &Op, now: u64) -> Vec<Command> {
                 1 => StepOutcome::Exited(2),
                 2 => StepOutcome::Signaled(9),
                 3 => StepOutcome::OutOfMemory,
+                4 => StepOutcome::Lost,
                 _ => StepOutcome::TimedOut,
             };
             vec![Command::StepFinished { job: id, attempt, outcome, now }]

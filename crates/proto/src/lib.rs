@@ -291,3 +291,11 @@ pub struct Requeue {
     #[serde(default)]
     pub hold: bool,
 }
+
+/// `POST /api/v1/agent/health/{node}`: the result of the node's health check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthReport {
+    pub ok: bool,
+    /// What the check printed (trimmed), the drain reason when it failed.
+    pub message: String,
+}

@@ -1,0 +1,175 @@
+//! The fence watchdog: one small process per agent state directory, apart
+//! from the agent, that kills the node's steps once the agent has shown no
+//! sign of life (dead, or hung like a SIGSTOP'd process) for `fence_after`.
+//!
+//! Why: when an agent goes silent the controller waits `node_timeout`, then
+//! requeues its jobs elsewhere. A hung agent cannot stop its steps, so
+//! without a fence the old attempt and the new one would run at the same
+//! time. The watchdog acts first (`fence_after` < `node_timeout`), so a
+//! requeued job never runs twice at once. An agent that only lost the
+//! controller keeps its steps: it stays alive and says so; Slurm keeps jobs
+//! running through a controller outage too, and so does Drover.
+//!
+//! An agent restarted within `fence_after` (a crash, an upgrade) finds its
+//! steps running and re-attaches to them.
+
+use crate::step;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The agent writes the time here (ms since the epoch) while it is alive.
+pub fn alive_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("alive")
+}
+
+fn lock_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("watchdog.lock")
+}
+
+/// Where the running watchdog's pid is (for `drover down`).
+pub fn pid_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("watchdog.pid")
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Records that the agent is alive now. Written aside and renamed into
+/// place: the watchdog must never read a half-written file.
+pub fn touch_alive(state_dir: &Path) {
+    let tmp = state_dir.join("alive.tmp");
+    if std::fs::write(&tmp, format!("{}\n", epoch_ms())).is_ok() {
+        let _ = std::fs::rename(&tmp, alive_file(state_dir));
+    }
+}
+
+/// Takes the state directory's watchdog lock without waiting; `None` if a
+/// watchdog holds it.
+fn try_lock(state_dir: &Path) -> Option<File> {
+    let file = File::options().create(true).truncate(false).write(true).open(lock_file(state_dir)).ok()?;
+    // SAFETY: flock on a descriptor we own.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    (r == 0).then_some(file)
+}
+
+/// Starts a watchdog for `state_dir` unless one runs: `exe agent-watchdog`,
+/// in its own session, so that it outlives the agent.
+pub fn ensure_running(exe: &Path, state_dir: &Path, fence_after: Duration) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    match try_lock(state_dir) {
+        // Free: nobody watches. Let go, so the new watchdog can take it.
+        Some(lock) => drop(lock),
+        None => return Ok(()),
+    }
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(state_dir.join("watchdog.log"))
+        .map_err(|e| format!("cannot open {}: {e}", state_dir.join("watchdog.log").display()))?;
+    std::process::Command::new(exe)
+        .arg("agent-watchdog")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--fence-after-ms")
+        .arg(fence_after.as_millis().to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot start the fence watchdog: {e}"))?;
+    Ok(())
+}
+
+fn last_alive(state_dir: &Path) -> Option<u64> {
+    std::fs::read_to_string(alive_file(state_dir)).ok()?.trim().parse().ok()
+}
+
+/// The running steps in `spool_dir`: (job dir name, leader pid).
+fn live_steps(spool_dir: &Path) -> Vec<(String, i32)> {
+    let Ok(dir) = std::fs::read_dir(spool_dir) else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid: i32 = std::fs::read_to_string(e.path().join("pid")).ok()?.trim().parse().ok()?;
+            step::is_step_leader(pid, &e.path().join("script"))
+                .then(|| (e.file_name().to_string_lossy().to_string(), pid))
+        })
+        .collect()
+}
+
+/// The watchdog's life: hold the lock, check the agent's sign of life four
+/// times a second, fence when it is too old. Ends when the agent is gone
+/// and no step is left to guard (a new agent starts a new watchdog).
+pub fn run(state_dir: &Path, fence_after: Duration) -> Result<(), String> {
+    let Some(_lock) = try_lock(state_dir) else {
+        return Ok(()); // another watchdog won the race
+    };
+    let _ = std::fs::write(pid_file(state_dir), format!("{}\n", std::process::id()));
+    let spool = state_dir.join("spool");
+    // A new watchdog gives the agent a full period from its own start.
+    let mut seen = epoch_ms();
+    eprintln!(
+        "drover watchdog: watching {} (fence after {:?} without a sign of life)",
+        state_dir.display(),
+        fence_after
+    );
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        if let Some(t) = last_alive(state_dir) {
+            seen = seen.max(t);
+        }
+        let silent = Duration::from_millis(epoch_ms().saturating_sub(seen));
+        if silent <= fence_after {
+            continue;
+        }
+        let steps = live_steps(&spool);
+        for (name, pid) in &steps {
+            // Tells the agent (this one resumed, or a new one) that the step
+            // died for its node's sake, not its own: the job is requeued.
+            let _ = std::fs::write(spool.join(name).join("fenced"), "");
+            // SAFETY: kill has no memory-safety preconditions; the step
+            // leads its own process group.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            eprintln!(
+                "drover watchdog: fenced {name} (process group {pid}): the agent has been silent for {:.1} s",
+                silent.as_secs_f64()
+            );
+        }
+        if steps.is_empty() && silent > fence_after * 2 {
+            eprintln!("drover watchdog: the agent is gone and no step is left; exiting");
+            let _ = std::fs::remove_file(pid_file(state_dir));
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sign_of_life_is_replaced_whole() {
+        let dir = std::env::temp_dir().join(format!("drover-watchdog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let reader = {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let mut torn = 0;
+                for _ in 0..10_000 {
+                    if std::fs::metadata(alive_file(&dir)).is_ok() && last_alive(&dir).is_none() {
+                        torn += 1;
+                    }
+                }
+                torn
+            })
+        };
+        for _ in 0..10_000 {
+            touch_alive(&dir);
+        }
+        assert_eq!(reader.join().unwrap(), 0, "a reader saw a half-written file");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
