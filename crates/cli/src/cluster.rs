@@ -184,7 +184,7 @@ pub async fn agent(a: AgentArgs) -> Result<(), String> {
         key: drover_auth::load_key(&a.key_file)?,
         health_check: a.health_check.map(|c| (c, Duration::from_secs(a.health_interval.max(1)))),
         fence: match a.fence_after {
-            f if f == 0.0 => None,
+            0.0 => None,
             f if !(0.1..=3600.0).contains(&f) => {
                 return Err(format!("--fence-after {f} is out of range 0.1-3600 seconds"))
             }
