@@ -166,6 +166,27 @@ fn operators_drain_resume_and_requeue() {
     wait_for("job ended", &c, Duration::from_secs(10), || state_of(&c, &id) == "FAILED");
     let out = c.drover(&["drain", "nosuchnode", "--reason", "x"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nosuchnode"));
+
+    // The live view, drawn once.
+    let out = c.drover(&["watch", "recovery", "--count", "1"]);
+    let view = String::from_utf8_lossy(&out.stdout);
+    assert!(view.contains("node1") && view.contains("recent failures"), "{view}");
+
+    // A short hang, shorter than the fence: nothing is lost.
+    let out = c.drover(&["chaos", "hang-agent", "node1", "--for", "0.5"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("SIGSTOP") && said.contains("SIGCONT"), "{said}");
+    assert_eq!(node_state(&c, "node1"), "IDLE");
+
+    // The controller killed and brought back: the jobs are still there.
+    let out = c.drover(&["chaos", "kill-controller"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("killed the controller"));
+    assert!(!c.drover(&["queue"]).status.success(), "the controller is gone");
+    assert!(c.up(1).status.success());
+    assert_eq!(state_of(&c, &id), "FAILED", "the job's record survived");
+    assert_eq!(c.drover(&["health"]).status.code(), Some(0));
+    let out = c.drover(&["chaos", "kill-agent", "nosuchnode"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nosuchnode"));
 }
 
 #[test]

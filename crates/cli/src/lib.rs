@@ -90,6 +90,9 @@ enum Command {
         /// Only these kinds (JobRequeued, NodeStateChanged, JobFinished, …).
         #[arg(long, value_delimiter = ',')]
         kind: Vec<String>,
+        /// One JSON object per line (seq, time_ms, kind, job, node, text).
+        #[arg(long)]
+        json: bool,
     },
     /// Live views: `drover watch recovery`.
     Watch {
@@ -182,7 +185,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
                 Command::Drain { node, reason } => ops::drain(&client, &node, &reason).await,
                 Command::Resume { node } => ops::resume(&client, &node).await,
                 Command::Requeue { ids, hold } => ops::requeue(&client, &ids, hold).await,
-                Command::Events { follow, kind } => ops::events(&client, follow, &kind).await,
+                Command::Events { follow, kind, json } => ops::events(&client, follow, &kind, json).await,
                 Command::Watch { count, .. } => ops::watch_recovery(&client, count).await,
                 Command::Chaos { what, state_dir } => ops::chaos(&client, &state_dir, what).await,
                 Command::Check(_) | Command::Hostlist { .. } | Command::Keygen { .. } | Command::AgentWatchdog(_) => {

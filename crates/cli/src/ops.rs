@@ -44,7 +44,7 @@ fn print_event(e: &EventRecord) {
 
 /// `drover events [-f]`: the controller's recent events (UTC times), and
 /// with `-f` the new ones as they happen.
-pub async fn events(client: &Client, follow: bool, kinds: &[String]) -> Result<i32, String> {
+pub async fn events(client: &Client, follow: bool, kinds: &[String], json: bool) -> Result<i32, String> {
     let wanted = |e: &EventRecord| kinds.is_empty() || kinds.iter().any(|k| k.eq_ignore_ascii_case(&e.kind));
     let mut after = 0;
     let mut first = true;
@@ -56,7 +56,9 @@ pub async fn events(client: &Client, follow: bool, kinds: &[String]) -> Result<i
             client.get("/api/v1/events", &[("after", after.to_string()), ("wait", wait.to_string())]).await?;
         for e in &list.events {
             after = after.max(e.seq);
-            if wanted(e) {
+            if wanted(e) && json {
+                println!("{}", serde_json::to_string(e).map_err(|e| e.to_string())?);
+            } else if wanted(e) {
                 print_event(e);
             }
         }
