@@ -293,3 +293,42 @@ fn one_request_submits_thousands_of_jobs() {
     let ids: serde_json::Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(ids["job_ids"].as_array().unwrap().len(), n);
 }
+
+fn queue_lines(c: &Cluster, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["queue"];
+    all.extend_from_slice(args);
+    let out = c.drover(&all);
+    assert!(out.status.success(), "queue {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect()
+}
+
+#[test]
+fn the_queue_lists_like_squeue_and_filters() {
+    let c = Cluster::start("queue", 1, 6);
+    let running = c.submit(&["-J", "runner", "-o", "/dev/null", "--wrap", "sleep 30"]);
+    let held = c.submit(&["-H", "-J", "waiter", "-o", "/dev/null", "--wrap", "true"]);
+    let array = c.submit(&["-H", "--array=1-5", "-J", "many", "-o", "/dev/null", "--wrap", "true"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while state_of(&c, &running) != "RUNNING" {
+        assert!(Instant::now() < deadline, "job did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lines = queue_lines(&c, &[]);
+    assert_eq!(lines[0], "JOBID PARTITION NAME USER ST TIME NODES NODELIST(REASON)");
+    assert!(lines[1].starts_with(&format!("{running} debug runner root R ")), "{lines:?}");
+    assert!(lines[1].ends_with(" 1 node1"), "{lines:?}");
+    assert_eq!(lines[2], format!("{held} debug waiter root PD 0:00 1 (JobHeldUser)"));
+    assert_eq!(lines[3], format!("{array}_[1-5] debug many root PD 0:00 1 (JobHeldUser)"));
+    assert_eq!(lines.len(), 4);
+
+    assert_eq!(queue_lines(&c, &["-t", "R"]).len(), 2, "state filter");
+    assert_eq!(queue_lines(&c, &["--name", "waiter,many"]).len(), 3, "name filter");
+    assert_eq!(queue_lines(&c, &["-u", "nobody"]).len(), 1, "user filter: the header alone");
+    let task = queue_lines(&c, &["-j", &format!("{array}_3")]);
+    assert_eq!(task.len(), 2, "an array task is found in the pending array's line: {task:?}");
+    let out = c.drover(&["queue", "-t", "SLEEPY"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("SLEEPY"));
+    // The JSON listing carries the same jobs.
+    let v: serde_json::Value = serde_json::from_slice(&c.drover(&["queue", "--json"]).stdout).unwrap();
+    assert_eq!(v["jobs"].as_array().map(Vec::len), Some(3));
+}

@@ -79,6 +79,17 @@ impl Client {
         self.decode(resp, why).await
     }
 
+    /// A text answer (e.g. the TSV listing); errors as for [`Client::get`].
+    pub async fn get_text(&self, path: &str, query: &[(&str, String)]) -> Result<String, String> {
+        let (req, why) = self.sign(self.http.get(format!("{}{path}", self.base)).query(query));
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        if resp.status().is_success() {
+            let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+            return String::from_utf8(bytes.into()).map_err(|e| format!("unexpected answer from the controller: {e}"));
+        }
+        self.decode::<serde_json::Value>(resp, why).await.map(|v| v.to_string())
+    }
+
     /// Like [`Client::get`], but a non-success answer is returned as data
     /// (health reports problems with 503 and a body).
     pub async fn get_any<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {

@@ -9,6 +9,7 @@
 
 mod dispatch;
 mod events;
+mod listing;
 pub mod log_store;
 mod loops;
 pub mod machine;

@@ -8,7 +8,13 @@ use serde_json::{json, Value};
 /// Every route: (path, method, summary, request schema, response schema).
 pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     ("/api/v1/jobs", "post", "Submit one or more jobs (all accepted or none)", Some("SubmitJobs"), "Submitted"),
-    ("/api/v1/jobs", "get", "List jobs (filters: user, state, id, partition, name, all)", None, "JobList"),
+    (
+        "/api/v1/jobs",
+        "get",
+        "List jobs (filters: user, state, id, partition, name, all; format=tsv for the compact text listing)",
+        None,
+        "JobList",
+    ),
     ("/api/v1/jobs/cancel", "post", "Cancel jobs matching a filter", Some("CancelJobs"), "Cancelled"),
     ("/api/v1/jobs/{id}", "get", "One job (1234 or 1234_7)", None, "JobView"),
     ("/api/v1/jobs/{id}", "delete", "Cancel one job", None, "Cancelled"),

@@ -3,6 +3,7 @@
 
 use crate::dispatch::Dispatcher;
 use crate::events::EventLog;
+use crate::listing::{self, JobQuery};
 use crate::loops::{self, now_ms, Liveness};
 use crate::raft::{Controller, ProposeError};
 use axum::body::Body;
@@ -17,7 +18,7 @@ use drover_core::node::NodeAction;
 use drover_core::partition::PartitionSpec;
 use drover_core::sched::SchedConfig;
 use drover_core::state::{CancelFilter, Config, Requester};
-use drover_core::{Command, Event, JobState};
+use drover_core::{Command, Event};
 use drover_proto::*;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -225,65 +226,26 @@ async fn submit(AxState(app): AxState<App>, headers: HeaderMap, Json(req): Json<
     Ok(Json(Submitted { job_ids }))
 }
 
-/// Parses an optional `a,b,c` query value; a bad item is a 400 naming it.
-fn comma_list<T>(value: &Option<String>, parse: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, ApiError> {
-    match value {
-        Some(v) => v.split(',').map(parse).collect::<Result<_, _>>().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e)),
-        None => Ok(Vec::new()),
+async fn list_jobs(AxState(app): AxState<App>, headers: HeaderMap, Query(q): Query<JobQuery>) -> Response {
+    if let Err(e) = app.authenticate(&headers) {
+        return e.into_response();
     }
-}
-
-#[derive(Deserialize, Default)]
-struct JobQuery {
-    user: Option<String>,
-    state: Option<String>,
-    id: Option<String>,
-    partition: Option<String>,
-    name: Option<String>,
-    /// Include finished jobs.
-    all: Option<bool>,
-}
-
-async fn list_jobs(AxState(app): AxState<App>, headers: HeaderMap, Query(q): Query<JobQuery>) -> ApiResult<JobList> {
-    app.authenticate(&headers)?;
-    let states = comma_list(&q.state, JobState::parse)?;
-    let ids = comma_list(&q.id, JobRef::parse)?;
-    let all = q.all.unwrap_or(false) || !ids.is_empty() || states.iter().any(|s| s.is_terminal());
-    let jobs = app.ctl.shared.read(|s| {
-        let mut out = Vec::new();
-        let keep = |v: &JobView| {
-            q.user.as_ref().is_none_or(|u| u.split(',').any(|x| x == v.user))
-                && q.partition.as_ref().is_none_or(|p| p.split(',').any(|x| x == v.partition))
-                && q.name.as_ref().is_none_or(|n| n.split(',').any(|x| x == v.name))
-                && (states.is_empty() || states.iter().any(|st| st.name() == v.state))
-                && (ids.is_empty()
-                    || ids.iter().any(|r| {
-                        (r.id == v.job_id && r.task.is_none_or(|t| Some(t.to_string()) == v.array_task))
-                            || Some(r.id) == v.array_job_id
-                                && r.task.is_none_or(|t| Some(t.to_string()) == v.array_task)
-                    }))
-        };
-        let mut consider = |v: JobView| {
-            if keep(&v) {
-                out.push(v);
-            }
-        };
-        if all {
-            for j in s.jobs().values() {
-                consider(JobView::summary(s, j));
-            }
-        } else {
-            for id in s.active_ids().iter().chain(s.pending_ids()) {
-                consider(JobView::summary(s, &s.jobs()[id]));
-            }
+    let filter = match listing::Filter::new(&q) {
+        Ok(f) => f,
+        Err(e) => return ApiError(StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    match q.format.as_deref() {
+        None | Some("json") => {
+            Json(JobList { jobs: app.ctl.shared.read(|s| listing::views(s, &filter)) }).into_response()
         }
-        for id in s.arrays_pending() {
-            consider(JobView::of_array(s, &s.arrays()[id]));
+        Some("tsv") => {
+            let text = app.ctl.shared.read(|s| listing::tsv(s, &filter));
+            ([("content-type", "text/tab-separated-values; charset=utf-8")], text).into_response()
         }
-        out.sort_by_key(|v| (v.array_job_id.unwrap_or(v.job_id), v.job_id));
-        out
-    });
-    Ok(Json(JobList { jobs }))
+        Some(other) => {
+            ApiError(StatusCode::BAD_REQUEST, format!("unknown format '{other}'; use json or tsv")).into_response()
+        }
+    }
 }
 
 async fn show_job(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<JobView> {
