@@ -16,7 +16,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -207,27 +207,67 @@ impl Child {
     }
 }
 
+/// `PIDFD_GET_INFO` (Linux 6.13+; the exit status, `PIDFD_INFO_EXIT`,
+/// since 6.15): `_IOWR(0xFF, 11, struct pidfd_info)` with the 64-byte
+/// first version of the struct.
+const PIDFD_GET_INFO: libc::c_ulong = 0xC040_FF0B;
+const PIDFD_INFO_EXIT: u64 = 1 << 3;
+
+#[repr(C)]
+#[derive(Default)]
+struct PidfdInfo {
+    mask: u64,
+    cgroupid: u64,
+    ids: [u32; 11],
+    exit_code: i32,
+}
+
+/// The wait status of the process behind `pidfd`, once it has exited and
+/// been reaped (by whoever its parent is): the kernel keeps it for as long
+/// as a pidfd is open. `None` before that, or on kernels without it.
+pub fn exit_status(pidfd: std::os::fd::RawFd) -> Option<ExitStatus> {
+    let mut info = PidfdInfo { mask: PIDFD_INFO_EXIT, ..Default::default() };
+    // SAFETY: the kernel writes at most the 64 bytes the request encodes.
+    let r = unsafe { libc::ioctl(pidfd, PIDFD_GET_INFO as _, &mut info as *mut PidfdInfo) };
+    (r == 0 && info.mask & PIDFD_INFO_EXIT != 0).then(|| ExitStatus::from_raw(info.exit_code))
+}
+
+/// The wait status of `pid` if it is a zombie (exited, not yet reaped):
+/// /proc/PID/stat field 52. Where nobody reaps orphans promptly (some
+/// container inits), this is the only place the status can be read.
+pub fn zombie_status(pid: i32) -> Option<ExitStatus> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    if fields.first() != Some(&"Z") {
+        return None;
+    }
+    fields.get(49)?.parse().ok().map(ExitStatus::from_raw)
+}
+
+/// A pidfd for `pid`, if the process exists (Linux 5.3+).
+pub fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    // SAFETY: a fresh descriptor nobody else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// A process this agent did not start (a step launched before a restart):
-/// not our child, so its end is seen through a pidfd and its status read
-/// from the file its status keeper wrote.
+/// not our child, so its end is seen through a pidfd, and its status read
+/// from the pidfd too, or from the `exit` file the fence watchdog wrote.
 pub struct Adopted {
     pid: i32,
     pidfd: Option<AsyncFd<OwnedFd>>,
-    status_file: std::path::PathBuf,
+    exit_file: std::path::PathBuf,
 }
 
 impl Adopted {
     /// Call within a tokio runtime.
-    pub fn new(pid: i32, status_file: std::path::PathBuf) -> Adopted {
-        // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
-        // SAFETY: a fresh descriptor nobody else owns; OwnedFd keeps it open
-        // for the AsyncFd's lifetime.
-        let pidfd = (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }).and_then(|fd| {
-            // SAFETY: as above.
-            unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
-        });
-        Adopted { pid, pidfd, status_file }
+    pub fn new(pid: i32, exit_file: std::path::PathBuf) -> Adopted {
+        // SAFETY: OwnedFd keeps the descriptor open for the AsyncFd's life.
+        let pidfd = pidfd_open(pid)
+            .and_then(|fd| unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok());
+        Adopted { pid, pidfd, exit_file }
     }
 
     /// Waits for the process to end. Cancel-safe.
@@ -241,22 +281,35 @@ impl Adopted {
             // SAFETY: signal 0 only checks that the process exists.
             let gone = unsafe { libc::kill(self.pid, 0) } < 0
                 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-            if self.pidfd.is_some() || gone {
-                return Ok(read_status(&self.status_file));
+            if self.pidfd.is_none() && !gone {
+                continue;
             }
+            // Its parent (init, or a subreaper) reaps it in a moment; the
+            // status is ours to read after that.
+            for _ in 0..50 {
+                let mut raw = 0;
+                // SAFETY: reaps it only if it happens to be our child.
+                if unsafe { libc::waitpid(self.pid, &mut raw, libc::WNOHANG) } == self.pid {
+                    return Ok(ExitStatus::from_raw(raw));
+                }
+                if let Some(status) = self.pidfd.as_ref().and_then(|fd| exit_status(fd.get_ref().as_raw_fd())) {
+                    return Ok(status);
+                }
+                if let Some(status) = zombie_status(self.pid) {
+                    return Ok(status);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            return Ok(read_status(&self.exit_file));
         }
     }
 }
 
-/// The status a step's keeper recorded (`$?` of the script: 128+N for
-/// signal N); a step with none was killed outright (SIGKILL).
+/// The wait status the fence watchdog recorded for a step that ended while
+/// no agent ran; a step with none was killed outright (SIGKILL).
 pub fn read_status(file: &std::path::Path) -> ExitStatus {
     let recorded = std::fs::read_to_string(file).ok().and_then(|s| s.trim().parse::<i32>().ok());
-    match recorded {
-        Some(s) if s > 128 && s < 160 => ExitStatus::from_raw(s - 128),
-        Some(s) => ExitStatus::from_raw((s & 0xff) << 8),
-        None => ExitStatus::from_raw(libc::SIGKILL),
-    }
+    ExitStatus::from_raw(recorded.unwrap_or(libc::SIGKILL))
 }
 
 #[cfg(test)]

@@ -359,13 +359,8 @@ pub async fn launch_controlled(
         }
     }
 
-    let program = cstring("/bin/sh")?;
-    // The step's leader is a small shell that runs the script and records
-    // its exit status in the spool: an agent restarted while the step ran
-    // is not its parent and could not learn the status otherwise. It lets
-    // signals reach the script (traps run only after the script ends) and
-    // ends the way the script did.
-    let argv = [cstring("/bin/sh")?, cstring("-c")?, cstring(STATUS_KEEPER)?, cstring(&script.display().to_string())?];
+    let program = cstring(&script.display().to_string())?;
+    let argv = [program.clone()];
     // What a restarted agent needs besides the pid, which the child writes.
     let journal = Journal { started_ms: epoch_ms(), time_limit_s: order.time_limit, cpus: order.cpus };
     std::fs::write(step_dir.join("journal"), journal.to_line()).map_err(spool_err)?;
@@ -418,27 +413,43 @@ pub async fn launch_controlled(
     Ok(supervised.start(cfg, control, controls))
 }
 
-/// Runs the script (`$0`), writes its exit status next to it, and ends as
-/// it did (re-raising a terminating signal, so the agent sees it).
-const STATUS_KEEPER: &str = "trap : HUP INT QUIT TERM USR1 USR2 ALRM; \"$0\"; s=$?; \
-echo \"$s\" > \"${0%/*}/status\"; trap - HUP INT QUIT TERM USR1 USR2 ALRM; \
-if [ \"$s\" -gt 128 ] && [ \"$s\" -lt 160 ]; then kill -$((s - 128)) $$; fi; exit \"$s\"";
-
 fn epoch_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Whether `pid` is this step's status keeper, still running: its command
-/// line names the step's own script, which no other process's does (a
-/// reused pid cannot pass for it). A zombie counts as ended.
-pub(crate) fn is_step_leader(pid: i32, script: &Path) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    if stat.contains(") Z ") || stat.is_empty() {
-        return false;
-    }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let script = script.as_os_str().as_encoded_bytes();
-    cmdline.split(|b| *b == 0).any(|arg| arg == script)
+/// Whether `pid` is still the step that was started at `started_ms`: a
+/// live process (a zombie counts as ended) that began within moments of
+/// the launch. A pid reused by another process began later; the step's
+/// command line is no proof, since a script may `exec` another program.
+pub(crate) fn is_step_leader(pid: i32, started_ms: u64) -> bool {
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rfind(')').map(|i| stat[i + 2..].starts_with('Z')))
+        .unwrap_or(true);
+    !zombie && began_at_launch(pid, started_ms)
+}
+
+/// Whether process `pid` (live or zombie) began within moments of a launch
+/// at `started_ms`.
+fn began_at_launch(pid: i32, started_ms: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return false };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let Some(ticks) = fields.get(19).and_then(|t| t.parse::<u64>().ok()) else { return false };
+    let boot_s = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok())));
+    let Some(boot_s) = boot_s else { return false };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let began_ms = boot_s * 1000 + ticks * 1000 / hz;
+    // btime has one-second resolution; a launch takes well under 30 s.
+    began_ms + 2_000 >= started_ms && began_ms <= started_ms + 30_000
+}
+
+/// When the step in `step_dir` was launched (from its journal).
+pub(crate) fn step_started_ms(step_dir: &Path) -> Option<u64> {
+    Journal::parse(&std::fs::read_to_string(step_dir.join("journal")).ok()?).map(|j| j.started_ms)
 }
 
 /// What the agent writes about a step before starting it, one line in its
@@ -474,7 +485,7 @@ enum Process {
     /// Our own child: reaped, its status exact.
     Child(spawn::Child),
     /// A step launched by an earlier agent process: its status comes from
-    /// the file the status keeper wrote.
+    /// its pidfd, or from the file the fence watchdog wrote.
     Adopted(spawn::Adopted),
 }
 
@@ -526,7 +537,7 @@ impl Supervised {
                 _ = sleep_until(warn_at.as_ref().map_or(far, |w| w.0)), if !warned => {
                     warned = true;
                     let (_, sig) = warn_at.as_ref().expect("guarded");
-                    if sig.batch_only { signal_batch_shell(pid, sig.signal) } else { signal_group(pid, sig.signal) }
+                    if sig.batch_only { signal_pid(pid, sig.signal) } else { signal_group(pid, sig.signal) }
                 }
                 _ = sleep_until(limit.unwrap_or(far)), if !timed_out && kill_at.is_none() => {
                     timed_out = true;
@@ -603,10 +614,10 @@ pub enum Recovered {
 }
 
 /// Re-attaches to the steps an earlier agent process launched: every
-/// `job<ID>.<ATTEMPT>` in the spool whose `pid` is still that step's
-/// leader (its command line names the step's script) is supervised again, with its time limit
+/// `job<ID>.<ATTEMPT>` in the spool whose `pid` is still that step (a live
+/// process begun at its launch) is supervised again, with its time limit
 /// counted from its real start; one that ended meanwhile is reported with
-/// the status its keeper recorded (killed outright, it has none: SIGKILL).
+/// the status the fence watchdog recorded (with none: SIGKILL).
 pub async fn recover(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)> {
     let Ok(dir) = std::fs::read_dir(&cfg.spool_dir) else { return Vec::new() };
     let mut found = Vec::new();
@@ -632,8 +643,8 @@ pub async fn recover(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)>
             dir.is_dir().then_some(MemoryCgroup { dir, version: v })
         });
         let (control, controls) = controls();
-        let alive = is_step_leader(pid, &step_dir.join("script"));
-        let status_file = step_dir.join("status");
+        let alive = is_step_leader(pid, journal.started_ms);
+        let exit_file = step_dir.join("exit");
         if alive {
             let elapsed = Duration::from_millis(epoch_ms().saturating_sub(journal.started_ms));
             let started = Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now);
@@ -641,7 +652,7 @@ pub async fn recover(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)>
                 job_id,
                 attempt,
                 pid,
-                process: Process::Adopted(spawn::Adopted::new(pid, status_file)),
+                process: Process::Adopted(spawn::Adopted::new(pid, exit_file)),
                 started,
                 limit: journal.time_limit_s.map(|s| started + Duration::from_secs(s)),
                 warn_at: None,
@@ -652,7 +663,9 @@ pub async fn recover(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)>
             let step = supervised.start(cfg, control.clone(), controls);
             found.push((Recovered::Running(step), control, journal.cpus));
         } else {
-            let status = spawn::read_status(&status_file);
+            // A zombie nobody reaped still tells how it ended.
+            let zombie = began_at_launch(pid, journal.started_ms).then(|| spawn::zombie_status(pid)).flatten();
+            let status = zombie.unwrap_or_else(|| spawn::read_status(&exit_file));
             let outcome = match &memory {
                 _ if step_dir.join("fenced").exists() => StepOutcome::Lost,
                 Some(m) if m.oom_kills() > 0 => StepOutcome::OutOfMemory,
@@ -667,16 +680,6 @@ pub async fn recover(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)>
         }
     }
     found
-}
-
-/// Signals the batch script itself (`--signal=B:`), not the status keeper
-/// that leads the step: the keeper's first child.
-fn signal_batch_shell(keeper: i32, sig: i32) {
-    let children = std::fs::read_to_string(format!("/proc/{keeper}/task/{keeper}/children")).unwrap_or_default();
-    match children.split_whitespace().next().and_then(|c| c.parse::<i32>().ok()) {
-        Some(script) => signal_pid(script, sig),
-        None => signal_pid(keeper, sig),
-    }
 }
 
 fn signal_group(pgid: i32, sig: i32) {

@@ -94,10 +94,47 @@ fn live_steps(spool_dir: &Path) -> Vec<(String, i32)> {
     dir.flatten()
         .filter_map(|e| {
             let pid: i32 = std::fs::read_to_string(e.path().join("pid")).ok()?.trim().parse().ok()?;
-            step::is_step_leader(pid, &e.path().join("script"))
+            step::is_step_leader(pid, step::step_started_ms(&e.path())?)
                 .then(|| (e.file_name().to_string_lossy().to_string(), pid))
         })
         .collect()
+}
+
+/// Keeps a pidfd on every running step, so that the exit status of one
+/// that ends while no agent runs is not lost: the kernel keeps it for
+/// holders of a pidfd (Linux 6.15+), and this writes it to the step's
+/// `exit` file for the next agent.
+#[derive(Default)]
+pub struct ExitRecorder {
+    held: std::collections::HashMap<String, (i32, std::os::fd::OwnedFd)>,
+}
+
+impl ExitRecorder {
+    /// Takes pidfds on new steps; records the ends of those that ended.
+    pub fn scan(&mut self, spool: &Path) {
+        for (name, pid) in live_steps(spool) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.held.entry(name) {
+                if let Some(fd) = crate::spawn::pidfd_open(pid) {
+                    slot.insert((pid, fd));
+                }
+            }
+        }
+        self.held.retain(|name, (pid, fd)| {
+            let dir = spool.join(name);
+            if !dir.is_dir() {
+                return false; // reported and cleaned up by its agent
+            }
+            let status = crate::spawn::exit_status(fd.as_raw_fd()).or_else(|| crate::spawn::zombie_status(*pid));
+            match status {
+                Some(status) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    let _ = std::fs::write(dir.join("exit"), format!("{}\n", status.into_raw()));
+                    false
+                }
+                None => true,
+            }
+        });
+    }
 }
 
 /// The watchdog's life: hold the lock, check the agent's sign of life four
@@ -116,8 +153,10 @@ pub fn run(state_dir: &Path, fence_after: Duration) -> Result<(), String> {
         state_dir.display(),
         fence_after
     );
+    let mut exits = ExitRecorder::default();
     loop {
         std::thread::sleep(Duration::from_millis(250));
+        exits.scan(&spool);
         if let Some(t) = last_alive(state_dir) {
             seen = seen.max(t);
         }

@@ -304,14 +304,16 @@ fn a_restarted_agent_re_attaches_to_a_running_step_and_gets_its_exit_status() {
 #[test]
 fn a_step_that_ended_while_no_agent_ran_is_reported_with_its_status() {
     let dir = TempDir::new("ended");
-    launch_and_lose_the_agent(&dir, 32, "exit 5");
-    let status = dir.0.join("spool/job32.0/status");
-    for _ in 0..200 {
-        if status.exists() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let pid = launch_and_lose_the_agent(&dir, 32, "sleep 0.3; exit 5");
+    // The fence watchdog holds a pidfd on it while no agent runs ...
+    let mut recorder = drover_agent::watchdog::ExitRecorder::default();
+    recorder.scan(&dir.0.join("spool"));
+    // ... it ends and is reaped by its parent (here: this test, as init) ...
+    let mut raw = 0;
+    assert_eq!(unsafe { libc::waitpid(pid, &mut raw, 0) }, pid);
+    // ... and the watchdog writes down how, for the next agent.
+    recorder.scan(&dir.0.join("spool"));
+    assert!(dir.0.join("spool/job32.0/exit").exists(), "the exit status was recorded");
     assert_eq!(ended(&recover_now(&dir)), vec![(32, StepOutcome::Exited(5))]);
 }
 
@@ -328,8 +330,7 @@ fn a_step_killed_while_no_agent_ran_reports_the_signal() {
 fn a_re_attached_step_can_still_be_cancelled() {
     let dir = TempDir::new("recancel");
     launch_and_lose_the_agent(&dir, 34, "echo up; sleep 30");
-    // Running its script (a signal in the step's first instant would find
-    // the status keeper not yet listening, and no status would be recorded).
+    // Running its script: the cancel must find the step under way.
     for _ in 0..500 {
         if output(&dir, 34) == "up\n" {
             break;
