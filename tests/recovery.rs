@@ -88,11 +88,7 @@ fn a_hung_agent_s_job_completes_elsewhere_and_the_stale_step_dies_on_resume() {
         c.submit(&["-o", "b.out", "--wrap", "echo start $SLURM_RESTART_COUNT; sleep 8; echo end $SLURM_RESTART_COUNT"]);
     wait_for("job running", &c, Duration::from_secs(10), || state_of(&c, &id) == "RUNNING");
     let node = json(&c, &["show", "job", &id, "--json"])["nodes"].as_str().unwrap().to_string();
-    let agent_pid: i32 = std::fs::read_to_string(c.dir.join(".drover/pids"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{node} ")).and_then(|p| p.trim().parse().ok()))
-        .unwrap();
+    let agent_pid = c.pid_of(&node);
 
     let spool = c.dir.join(format!(".drover/agents/{node}"));
     let step_pid = std::fs::read_to_string(spool.join("spool/job1.0/pid")).unwrap().trim().parse::<i32>().unwrap();
@@ -243,13 +239,7 @@ fn soak_random_agent_failures_lose_nothing_and_run_nothing_twice() {
     println!("soak seed {seed}");
     let mut dice = Dice(seed);
     let agents = |c: &Cluster| -> Vec<(String, i32)> {
-        std::fs::read_to_string(c.dir.join(".drover/pids"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .filter(|(r, _)| r.starts_with("node"))
-            .filter_map(|(r, p)| Some((r.to_string(), p.trim().parse().ok()?)))
-            .collect()
+        c.started().into_iter().filter(|(role, _)| role.starts_with("node")).collect()
     };
     let chaos_until = Instant::now() + Duration::from_secs(60);
     let (mut kills, mut hangs) = (0, 0);

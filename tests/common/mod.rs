@@ -78,20 +78,27 @@ impl Cluster {
         std::fs::read_to_string(self.dir.join(name)).unwrap_or_default()
     }
 
-    pub fn pids(&self) -> Vec<i32> {
+    /// What `drover up` started: (role, pid), e.g. ("node1", 4242).
+    pub fn started(&self) -> Vec<(String, i32)> {
         std::fs::read_to_string(self.dir.join(".drover/pids"))
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| l.split(' ').nth(1)?.trim().parse().ok())
+            .filter_map(|l| l.split_once(' '))
+            .filter_map(|(role, pid)| Some((role.to_string(), pid.trim().parse().ok()?)))
             .collect()
     }
 
+    pub fn pids(&self) -> Vec<i32> {
+        self.started().into_iter().map(|(_, pid)| pid).collect()
+    }
+
+    /// The pid of the daemon `drover up` started as `role`.
+    pub fn pid_of(&self, role: &str) -> i32 {
+        self.started().into_iter().rfind(|(r, _)| r == role).map(|(_, pid)| pid).expect("a pid for the role")
+    }
+
     pub fn controller_pid(&self) -> i32 {
-        std::fs::read_to_string(self.dir.join(".drover/pids"))
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("controller ").and_then(|p| p.trim().parse().ok()))
-            .expect("controller pid")
+        self.pid_of("controller")
     }
 }
 

@@ -417,34 +417,47 @@ fn epoch_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Whether `pid` is still the step that was started at `started_ms`: a
-/// live process (a zombie counts as ended) that began within moments of
-/// the launch. A pid reused by another process began later; the step's
-/// command line is no proof, since a script may `exec` another program.
-pub(crate) fn is_step_leader(pid: i32, started_ms: u64) -> bool {
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| stat.rfind(')').map(|i| stat[i + 2..].starts_with('Z')))
-        .unwrap_or(true);
-    !zombie && began_at_launch(pid, started_ms)
+/// What became of the process a step started as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StepProcess {
+    Running,
+    /// Exited, not yet reaped: its status is still in /proc.
+    Zombie,
+    /// Gone, or the pid now names another process.
+    Gone,
 }
 
-/// Whether process `pid` (live or zombie) began within moments of a launch
-/// at `started_ms`.
-fn began_at_launch(pid: i32, started_ms: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return false };
+/// Whether `pid` is still the step launched at `started_ms`: a process
+/// that began within moments of the launch. A pid reused by another
+/// process began later; the step's command line is no proof, since a
+/// script may `exec` another program.
+pub(crate) fn step_process(pid: i32, started_ms: u64) -> StepProcess {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return StepProcess::Gone };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return StepProcess::Gone };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let Some(ticks) = fields.get(19).and_then(|t| t.parse::<u64>().ok()) else { return false };
-    let boot_s = std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok())));
-    let Some(boot_s) = boot_s else { return false };
+    let (Some(ticks), Some(boot_ms)) = (fields.get(19).and_then(|t| t.parse::<u64>().ok()), boot_time_ms()) else {
+        return StepProcess::Gone;
+    };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let began_ms = boot_s * 1000 + ticks * 1000 / hz;
+    let began_ms = boot_ms + ticks * 1000 / hz;
     // btime has one-second resolution; a launch takes well under 30 s.
-    began_ms + 2_000 >= started_ms && began_ms <= started_ms + 30_000
+    if began_ms + 2_000 < started_ms || began_ms > started_ms + 30_000 {
+        StepProcess::Gone
+    } else if fields.first() == Some(&"Z") {
+        StepProcess::Zombie
+    } else {
+        StepProcess::Running
+    }
+}
+
+/// When this host booted (`btime` in /proc/stat), read once.
+fn boot_time_ms() -> Option<u64> {
+    static BOOT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        stat.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok()).map(|s| s * 1000)
+    })
 }
 
 /// When the step in `step_dir` was launched (from its journal).
@@ -643,9 +656,9 @@ pub async fn recover(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)>
             dir.is_dir().then_some(MemoryCgroup { dir, version: v })
         });
         let (control, controls) = controls();
-        let alive = is_step_leader(pid, journal.started_ms);
+        let process = step_process(pid, journal.started_ms);
         let exit_file = step_dir.join("exit");
-        if alive {
+        if process == StepProcess::Running {
             let elapsed = Duration::from_millis(epoch_ms().saturating_sub(journal.started_ms));
             let started = Instant::now().checked_sub(elapsed).unwrap_or_else(Instant::now);
             let supervised = Supervised {
@@ -664,7 +677,7 @@ pub async fn recover(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)>
             found.push((Recovered::Running(step), control, journal.cpus));
         } else {
             // A zombie nobody reaped still tells how it ended.
-            let zombie = began_at_launch(pid, journal.started_ms).then(|| spawn::zombie_status(pid)).flatten();
+            let zombie = (process == StepProcess::Zombie).then(|| spawn::zombie_status(pid)).flatten();
             let status = zombie.unwrap_or_else(|| spawn::read_status(&exit_file));
             let outcome = match &memory {
                 _ if step_dir.join("fenced").exists() => StepOutcome::Lost,

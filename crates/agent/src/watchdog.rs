@@ -88,14 +88,19 @@ fn last_alive(state_dir: &Path) -> Option<u64> {
     std::fs::read_to_string(alive_file(state_dir)).ok()?.trim().parse().ok()
 }
 
-/// The running steps in `spool_dir`: (job dir name, leader pid).
-fn live_steps(spool_dir: &Path) -> Vec<(String, i32)> {
+/// The running steps in `spool_dir` whose name `skip` does not exclude:
+/// (job dir name, leader pid).
+fn live_steps(spool_dir: &Path, skip: impl Fn(&str) -> bool) -> Vec<(String, i32)> {
     let Ok(dir) = std::fs::read_dir(spool_dir) else { return Vec::new() };
     dir.flatten()
         .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            if skip(&name) {
+                return None;
+            }
             let pid: i32 = std::fs::read_to_string(e.path().join("pid")).ok()?.trim().parse().ok()?;
-            step::is_step_leader(pid, step::step_started_ms(&e.path())?)
-                .then(|| (e.file_name().to_string_lossy().to_string(), pid))
+            let running = step::step_process(pid, step::step_started_ms(&e.path())?) == step::StepProcess::Running;
+            running.then_some((name, pid))
         })
         .collect()
 }
@@ -112,11 +117,10 @@ pub struct ExitRecorder {
 impl ExitRecorder {
     /// Takes pidfds on new steps; records the ends of those that ended.
     pub fn scan(&mut self, spool: &Path) {
-        for (name, pid) in live_steps(spool) {
-            if let std::collections::hash_map::Entry::Vacant(slot) = self.held.entry(name) {
-                if let Some(fd) = crate::spawn::pidfd_open(pid) {
-                    slot.insert((pid, fd));
-                }
+        // Only steps not held yet are looked up in /proc.
+        for (name, pid) in live_steps(spool, |name| self.held.contains_key(name)) {
+            if let Some(fd) = crate::spawn::pidfd_open(pid) {
+                self.held.insert(name, (pid, fd));
             }
         }
         self.held.retain(|name, (pid, fd)| {
@@ -164,7 +168,7 @@ pub fn run(state_dir: &Path, fence_after: Duration) -> Result<(), String> {
         if silent <= fence_after {
             continue;
         }
-        let steps = live_steps(&spool);
+        let steps = live_steps(&spool, |_| false);
         for (name, pid) in &steps {
             // Tells the agent (this one resumed, or a new one) that the step
             // died for its node's sake, not its own: the job is requeued.

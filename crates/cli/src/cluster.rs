@@ -198,12 +198,12 @@ pub async fn agent(a: AgentArgs) -> Result<(), String> {
 }
 
 /// One line of `<state>/pids`: what `drover up` started.
-struct Started {
-    role: String,
-    pid: i32,
+pub(crate) struct Started {
+    pub role: String,
+    pub pid: i32,
 }
 
-fn read_pids(state: &Path) -> Vec<Started> {
+pub(crate) fn read_pids(state: &Path) -> Vec<Started> {
     std::fs::read_to_string(state.join("pids"))
         .unwrap_or_default()
         .lines()

@@ -126,13 +126,14 @@ pub enum Chaos {
 
 /// The pid `drover up` recorded for `role` under `state`.
 fn pid_of(state: &Path, role: &str) -> Result<i32, String> {
-    let pids = std::fs::read_to_string(state.join("pids"))
-        .map_err(|e| format!("no cluster started by 'drover up' in {}: {e}", state.display()))?;
-    pids.lines()
-        .filter_map(|l| l.split_once(' '))
-        .filter(|(r, _)| *r == role)
-        .filter_map(|(_, p)| p.trim().parse().ok())
-        .next_back()
+    let started = crate::cluster::read_pids(state);
+    if started.is_empty() {
+        return Err(format!("no cluster started by 'drover up' in {}", state.display()));
+    }
+    started
+        .into_iter()
+        .rfind(|s| s.role == role)
+        .map(|s| s.pid)
         .ok_or_else(|| format!("'drover up' in {} started no {role}", state.display()))
 }
 

@@ -128,7 +128,7 @@ impl<'s> Listed<'s> {
                             a.shares.iter().map(|sh| s.nodes()[sh.node as usize].name.as_str()).collect();
                         let (start, end) = (j.start_time, j.end_time);
                         let where_ = hostlist::compress(&names);
-                        write_job_row(out, id, part, &spec.name, &spec.user, code, start, end, nodes, where_);
+                        write_job_row(out, id, part, &spec.name, &spec.user, code, start, end, nodes, &where_);
                     }
                     _ => {
                         let reason = j.reason.name();

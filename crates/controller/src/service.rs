@@ -253,8 +253,13 @@ async fn show_job(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path
     job_view(&app, &id)
 }
 
+/// A job id from a path (`1234`, `1234_7`); a malformed one is a 400.
+fn job_ref(id: &str) -> Result<JobRef, ApiError> {
+    JobRef::parse(id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
+}
+
 fn job_view(app: &App, id: &str) -> ApiResult<JobView> {
-    let r = JobRef::parse(id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let r = job_ref(id)?;
     app.ctl
         .shared
         .read(|s| {
@@ -293,7 +298,7 @@ async fn cancel(AxState(app): AxState<App>, headers: HeaderMap, Json(req): Json<
 
 async fn cancel_one(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Cancelled> {
     let who = app.authenticate(&headers)?;
-    let r = JobRef::parse(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let r = job_ref(&id)?;
     cancel_filter(&app, who, CancelFilter { jobs: vec![r], ..Default::default() }).await
 }
 
@@ -304,7 +309,7 @@ async fn requeue(
     Json(r): Json<Requeue>,
 ) -> ApiResult<JobView> {
     let who = app.authenticate(&headers)?;
-    let job = JobRef::parse(&id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let job = job_ref(&id)?;
     app.ctl.propose(Command::Requeue { job, hold: r.hold, by: who, now: now_ms() }).await?;
     job_view(&app, &id)
 }

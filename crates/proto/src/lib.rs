@@ -321,8 +321,8 @@ pub struct JobRow<'a> {
 /// The first line of a TSV listing.
 pub const JOB_ROW_HEADER: &str = "id\tpartition\tname\tuser\tst\tstart_ms\tend_ms\tnodes\twhere";
 
-/// Writes one TSV row (the fields of [`JobRow`]); `id` and `where_` may be
-/// anything printable, so the controller need not build them as strings.
+/// Writes one TSV row (the fields of [`JobRow`]); `id` may be anything
+/// printable, so the controller need not build it as a string.
 #[allow(clippy::too_many_arguments)]
 pub fn write_job_row(
     out: &mut String,
@@ -334,7 +334,7 @@ pub fn write_job_row(
     start_time: Option<u64>,
     end_time: Option<u64>,
     num_nodes: u32,
-    where_: impl std::fmt::Display,
+    where_: &str,
 ) {
     use std::fmt::Write;
     fn text(out: &mut String, s: &str) {
@@ -360,14 +360,8 @@ pub fn write_job_row(
     time(out, start_time);
     out.push('\t');
     time(out, end_time);
-    let at = out.len();
-    let _ = write!(out, "\t{num_nodes}\t{where_}");
-    // The node list or reason is plain text too.
-    if out[at..].contains(['\n', '\r']) {
-        let tail: String = out[at..].chars().map(|c| if matches!(c, '\n' | '\r') { ' ' } else { c }).collect();
-        out.truncate(at);
-        out.push_str(&tail);
-    }
+    let _ = write!(out, "\t{num_nodes}\t");
+    text(out, where_);
     out.push('\n');
 }
 
