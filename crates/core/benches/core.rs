@@ -107,6 +107,17 @@ fn scheduling(c: &mut Criterion) {
     let busy = full(NODES, PENDING);
     g.bench_function("full_cluster", |b| b.iter(|| black_box(sched::schedule(&busy, 2_000, &SchedConfig::default()))));
     g.finish();
+
+    // A pass after one submit, with a queue of held jobs in front of it (the
+    // pass every submit of `bench/throughput.sh`'s listing figure triggers).
+    let mut g = c.benchmark_group("schedule_10k_held_2_nodes");
+    let mut held = cluster(2);
+    let script: Arc<str> = Arc::from("#!/bin/sh\ntrue\n");
+    let specs = (0..10_000).map(|i| JobSpec { hold: true, ..job(i, &script) }).collect();
+    held.apply(Command::SubmitBatch { specs, now: 1_000 }).unwrap();
+    held.apply(Command::Submit { spec: Box::new(job(10_000, &script)), now: 1_001 }).unwrap();
+    g.bench_function("one_new_job", |b| b.iter(|| black_box(sched::schedule(&held, 2_000, &SchedConfig::default()))));
+    g.finish();
 }
 
 fn apply(c: &mut Criterion) {

@@ -424,15 +424,11 @@ impl<'a> Pass<'a> {
         let mut consider = |key: JobKey,
                             order_id: JobId,
                             spec: &'a JobSpec,
-                            held: bool,
                             eligible: Time,
                             submit: Time,
                             reason: PendingReason,
                             dep: &dyn Fn() -> DepStatus,
                             part: Option<usize>| {
-            if held {
-                return;
-            }
             let Some(part) = part else {
                 blocked.push((key, reason, PendingReason::PartitionDown));
                 return;
@@ -469,15 +465,19 @@ impl<'a> Pass<'a> {
                 }
             }
         };
+        // Held jobs are skipped before anything is looked up for them: a
+        // queue of thousands of held jobs is common and each pass meets them.
         for id in state.pending_ids() {
             let j = &state.jobs()[id];
+            if j.held_by_admin.is_some() {
+                continue;
+            }
             let part = self.part_index(&j.spec);
             let order_id = j.array.map_or(j.id, |t| t.array_id);
             consider(
                 JobKey::Job(j.id),
                 order_id,
                 &j.spec,
-                j.held_by_admin.is_some(),
                 j.eligible_time,
                 j.submit_time,
                 j.reason,
@@ -488,13 +488,15 @@ impl<'a> Pass<'a> {
         for id in state.arrays_pending() {
             let a = &state.arrays()[id];
             let Some(first) = a.pending.first() else { continue };
+            if a.held_by_admin.is_some() {
+                continue;
+            }
             let part = self.part_index(&a.spec);
             let me = crate::job::ArrayTask { array_id: a.id, task: first };
             consider(
                 JobKey::Task { array: a.id, task: first },
                 a.id,
                 &a.spec,
-                a.held_by_admin.is_some(),
                 a.eligible_time,
                 a.submit_time,
                 a.reason,
