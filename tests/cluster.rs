@@ -60,6 +60,16 @@ fn a_local_cluster_runs_every_kind_of_job_and_survives_its_controller() {
         assert_eq!(c.file(&format!("slurm-{id}.out")), format!("slow {i}\n"));
     }
 
+    // The agents' spools live in memory where the host has a tmpfs, and go
+    // with the cluster.
+    let spool = c.dir.join(".drover/agents/node1/spool");
+    let in_memory = std::fs::read_link(&spool).ok();
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if mounts.lines().any(|m| m.starts_with("tmpfs /dev/shm ")) {
+        let target = in_memory.clone().expect("the spool is a link into a tmpfs");
+        assert!(target.starts_with("/run") || target.starts_with("/dev/shm"), "{}", target.display());
+    }
+
     // Down leaves no process behind.
     let pids = c.pids();
     assert_eq!(pids.len(), 3);
@@ -70,6 +80,9 @@ fn a_local_cluster_runs_every_kind_of_job_and_survives_its_controller() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!pids.iter().any(|p| live(*p)), "a daemon survived drover down");
+    if let Some(target) = in_memory {
+        assert!(!target.exists(), "drover down left the empty spool {}", target.display());
+    }
 }
 
 #[test]

@@ -113,6 +113,15 @@ impl Drop for Cluster {
         for pid in pids {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        // In-memory spools that still hold steps killed by `down` live
+        // outside the cluster's directory.
+        if let Ok(agents) = std::fs::read_dir(self.dir.join(".drover/agents")) {
+            for agent in agents.flatten() {
+                if let Ok(target) = std::fs::read_link(agent.path().join("spool")) {
+                    let _ = std::fs::remove_dir_all(target);
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

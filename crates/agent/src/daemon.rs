@@ -107,8 +107,7 @@ struct Agent {
 /// Runs the agent until `shutdown` resolves. Steps keep running when the
 /// agent stops.
 pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
-    std::fs::create_dir_all(&opts.launcher.spool_dir)
-        .map_err(|e| format!("cannot create spool directory {}: {e}", opts.launcher.spool_dir.display()))?;
+    crate::spool::prepare(&opts.launcher.spool_dir)?;
     let cores = Cores { holder: vec![None; opts.cpus as usize], host: step::allowed_cpus() };
     let (reports, pending) = tokio::sync::mpsc::unbounded_channel();
     let agent = Arc::new(Agent {

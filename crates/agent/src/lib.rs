@@ -8,5 +8,6 @@
 pub mod cgroup;
 pub mod daemon;
 pub mod spawn;
+pub mod spool;
 pub mod step;
 pub mod watchdog;

@@ -431,6 +431,12 @@ pub async fn down(a: DownArgs) -> Result<(), String> {
         // Each step leads its own process group.
         signal(-pid, libc::SIGKILL);
     }
+    // In-memory spools that hold no step (left by a kill) go too.
+    if let Ok(agents) = std::fs::read_dir(state.join("agents")) {
+        for agent in agents.flatten() {
+            drover_agent::spool::remove_if_empty(&agent.path().join("spool"));
+        }
+    }
     let _ = std::fs::remove_file(state.join("pids"));
     println!(
         "Stopped {} daemon(s): {}.",
