@@ -58,12 +58,7 @@ pub fn remove_if_empty(spool: &Path) {
 /// spool's absolute path so that agents of several clusters on one host do
 /// not share one.
 fn volatile_dir_for(spool: &Path) -> Option<PathBuf> {
-    let absolute = std::path::absolute(spool).ok()?;
-    let hash = absolute
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3));
+    let hash = path_hash(&std::path::absolute(spool).ok()?);
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
     ["/run", "/dev/shm"]
@@ -71,6 +66,15 @@ fn volatile_dir_for(spool: &Path) -> Option<PathBuf> {
         .map(Path::new)
         .find(|base| is_writable_tmpfs(base))
         .map(|base| base.join(format!("drover-spool-{uid}-{hash:016x}")))
+}
+
+/// FNV-1a of a path: stable across runs and versions, unlike std's hasher,
+/// so names made from it are found again by the next agent.
+pub(crate) fn path_hash(path: &Path) -> u64 {
+    path.as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 // `f_type`'s integer type differs between architectures.

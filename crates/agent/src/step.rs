@@ -43,13 +43,7 @@ impl LauncherConfig {
     /// so the name carries this agent's spool (several agents, even of
     /// several clusters, may run a job 1 on one host): `<spool hash>-job<ID>.<ATTEMPT>`.
     pub fn cgroup_name(&self, job_id: u64, attempt: u32) -> String {
-        // FNV-1a: stable across runs and versions, unlike std's hasher.
-        let hash = self
-            .spool_dir
-            .as_os_str()
-            .as_encoded_bytes()
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3));
+        let hash = crate::spool::path_hash(&self.spool_dir);
         format!("{:08x}-job{job_id}.{attempt}", hash as u32)
     }
 

@@ -285,7 +285,7 @@ fn ended(found: &[Recovered]) -> Vec<(u64, StepOutcome)> {
     found
         .iter()
         .map(|f| match f {
-            Recovered::Ended(r) => (r.job_id, r.outcome.clone()),
+            Recovered::Ended(r) => (r.job_id, r.outcome),
             Recovered::Running(_) => unreachable!("waited"),
         })
         .collect()
