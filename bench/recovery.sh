@@ -23,13 +23,11 @@ NODE_TIMEOUT=${NODE_TIMEOUT:-10}
 SLURM=${SLURM:-1}
 PEER="$ROOT/../shared/peers/slurm"
 
-now() { echo "$EPOCHREALTIME"; }
-sub() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", b-a}'; }
-stats() { sort -g | awk '{a[NR]=$1} END{if(NR==0){print "NA NA"}else{printf "%s %s\n", a[int((NR+1)/2)], a[NR]}}'; }
+. "$ROOT/bench/lib.sh"
+sub() { elapsed "$1" "$2" 2; }
+stats() { local v; v=$(cat); [[ -z $v ]] && { echo "NA NA"; return; }; echo "$(median <<<"$v") $(quantile 1 <<<"$v")"; }
 
-echo "== building drover (release)"
-(cd "$ROOT" && cargo build --release -q) || exit 1
-DROVER="$ROOT/target/release/drover"
+build_drover
 WORK=$(mktemp -d /tmp/drover-recovery.XXXXXX)
 PORT=$((10000 + $$ % 20000))
 export DROVER_CONTROLLER=127.0.0.1:$PORT

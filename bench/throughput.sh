@@ -24,16 +24,10 @@ BIG=${BIG:-10000}
 SLURM=${SLURM:-1}
 PEER="$ROOT/../shared/peers/slurm"
 
-now() { echo "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.6f", b-a}'; }
-rate() { awk -v n="$1" -v d="$2" 'BEGIN{printf "%.1f", n/d}'; }
-median() { sort -g | awk '{a[NR]=$1} END{if(NR==0){print "NA"}else{print a[int((NR+1)/2)]}}'; }
-p99() { sort -g | awk '{a[NR]=$1} END{if(NR==0){print "NA"}else{i=int(NR*0.99+0.999); if(i>NR)i=NR; print a[i]}}'; }
+. "$ROOT/bench/lib.sh"
 declare -A D S
 
-echo "== building drover (release)"
-(cd "$ROOT" && cargo build --release -q) || exit 1
-DROVER="$ROOT/target/release/drover"
+build_drover
 WORK=$(mktemp -d /tmp/drover-bench.XXXXXX)
 PORT=$((10000 + $$ % 20000))  # below the ephemeral port range
 export DROVER_CONTROLLER=127.0.0.1:$PORT

@@ -377,11 +377,16 @@ where
 }
 
 /// The agents' fence watchdogs (they outlive their agents by design).
-fn watchdog_pids(state: &Path) -> Vec<i32> {
+/// The agents' state directories under `state`.
+fn agent_dirs(state: &Path) -> Vec<PathBuf> {
     let Ok(agents) = std::fs::read_dir(state.join("agents")) else { return Vec::new() };
-    agents
-        .flatten()
-        .filter_map(|a| std::fs::read_to_string(drover_agent::watchdog::pid_file(&a.path())).ok())
+    agents.flatten().map(|a| a.path()).collect()
+}
+
+fn watchdog_pids(state: &Path) -> Vec<i32> {
+    agent_dirs(state)
+        .iter()
+        .filter_map(|a| std::fs::read_to_string(drover_agent::watchdog::pid_file(a)).ok())
         .filter_map(|p| p.trim().parse().ok())
         .collect()
 }
@@ -389,9 +394,8 @@ fn watchdog_pids(state: &Path) -> Vec<i32> {
 /// The pids of job steps the agents under `state` still run.
 fn step_pids(state: &Path) -> Vec<i32> {
     let mut pids = Vec::new();
-    let Ok(agents) = std::fs::read_dir(state.join("agents")) else { return pids };
-    for agent in agents.flatten() {
-        let Ok(steps) = std::fs::read_dir(agent.path().join("spool")) else { continue };
+    for agent in agent_dirs(state) {
+        let Ok(steps) = std::fs::read_dir(agent.join("spool")) else { continue };
         for step in steps.flatten() {
             if let Some(pid) = std::fs::read_to_string(step.path().join("pid")).ok().and_then(|p| p.trim().parse().ok())
             {
@@ -432,10 +436,8 @@ pub async fn down(a: DownArgs) -> Result<(), String> {
         signal(-pid, libc::SIGKILL);
     }
     // In-memory spools that hold no step (left by a kill) go too.
-    if let Ok(agents) = std::fs::read_dir(state.join("agents")) {
-        for agent in agents.flatten() {
-            drover_agent::spool::remove_if_empty(&agent.path().join("spool"));
-        }
+    for agent in agent_dirs(&state) {
+        drover_agent::spool::remove_if_empty(&agent.join("spool"));
     }
     let _ = std::fs::remove_file(state.join("pids"));
     println!(
