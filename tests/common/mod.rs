@@ -16,6 +16,8 @@ pub struct Cluster {
     pub port: u16,
     /// Extra `drover up` flags, given again on every `up`.
     pub up_flags: Vec<String>,
+    /// Controllers on consecutive ports from `port`.
+    pub controllers: u16,
 }
 
 impl Cluster {
@@ -28,7 +30,12 @@ impl Cluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let port = test_port(port_offset);
-        let c = Cluster { dir, port, up_flags: up_flags.iter().map(|s| s.to_string()).collect() };
+        let controllers = up_flags
+            .iter()
+            .position(|f| *f == "--controllers")
+            .and_then(|i| up_flags.get(i + 1)?.parse().ok())
+            .unwrap_or(1);
+        let c = Cluster { dir, port, up_flags: up_flags.iter().map(|s| s.to_string()).collect(), controllers };
         let out = c.up(nodes);
         assert!(out.status.success(), "drover up failed: {}\n{}", String::from_utf8_lossy(&out.stderr), c.logs());
         c
@@ -61,9 +68,14 @@ impl Cluster {
         Command::new(env!("CARGO_BIN_EXE_drover"))
             .args(args)
             .current_dir(&self.dir)
-            .env("DROVER_CONTROLLER", format!("127.0.0.1:{}", self.port))
+            .env("DROVER_CONTROLLER", self.addrs())
             .output()
             .expect("runs drover")
+    }
+
+    /// The controllers' addresses, comma-separated.
+    pub fn addrs(&self) -> String {
+        (0..self.controllers).map(|i| format!("127.0.0.1:{}", self.port + i)).collect::<Vec<_>>().join(",")
     }
 
     pub fn submit(&self, args: &[&str]) -> String {

@@ -4,7 +4,8 @@
 use crate::step::{self, LauncherConfig, StepControl};
 use drover_core::state::StepOutcome;
 use drover_core::Resources;
-use drover_proto::{Order, Register, Report, Reports};
+use drover_proto::{Endpoints, ErrorBody, Order, Register, Report, Reports};
+use reqwest::{Method, StatusCode};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
-    /// Base URL of the controller, e.g. `http://127.0.0.1:6817`.
+    /// The controllers, `ADDR[,ADDR…]`: the agent follows whichever leads.
     pub controller: String,
     pub name: String,
     pub cpus: u32,
@@ -55,6 +56,10 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// How long a controller may take to answer an agent before the agent
+/// counts it hung and turns to another.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
 type Running = Arc<Mutex<HashMap<u64, (u32, StepControl)>>>;
 
 /// Which of the node's CPU slots each job holds, and the host CPUs they
@@ -94,6 +99,7 @@ impl Cores {
 
 struct Agent {
     opts: AgentOptions,
+    endpoints: Endpoints,
     http: reqwest::Client,
     running: Running,
     cores: Mutex<Cores>,
@@ -110,9 +116,16 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     crate::spool::prepare(&opts.launcher.spool_dir)?;
     let cores = Cores { holder: vec![None; opts.cpus as usize], host: step::allowed_cpus() };
     let (reports, pending) = tokio::sync::mpsc::unbounded_channel();
+    let endpoints = Endpoints::parse(&opts.controller)?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| e.to_string())?;
     let agent = Arc::new(Agent {
         opts,
-        http: reqwest::Client::new(),
+        endpoints,
+        http,
         running: Arc::default(),
         cores: Mutex::new(cores),
         reports,
@@ -136,8 +149,43 @@ impl Agent {
         format!("Drover {}", drover_auth::Credential::mint(&self.opts.key, 0, 0, now).unwrap_or_default())
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}/api/v1/agent/{path}", self.opts.controller.trim_end_matches('/'))
+    /// One request to the controller believed to lead. A follower's 421
+    /// names the leader, which the next request goes to; a controller that
+    /// is down, hung or without a leader is skipped for the next one.
+    async fn call<B: serde::Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, String> {
+        let base = self.endpoints.current();
+        let mut req =
+            self.http.request(method, format!("{base}/api/v1/agent/{path}")).header("authorization", self.auth());
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        match req.send().await {
+            Ok(r) if r.status() == StatusCode::MISDIRECTED_REQUEST => {
+                match r.json::<ErrorBody>().await.ok().and_then(|b| b.leader) {
+                    Some(leader) => self.endpoints.redirect(&leader),
+                    None => self.endpoints.failed(&base),
+                }
+                Err(format!("{base} is not the leader"))
+            }
+            Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                self.endpoints.failed(&base);
+                Err(format!("{base}: {}", r.json::<ErrorBody>().await.map(|b| b.error).unwrap_or_default()))
+            }
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.endpoints.failed(&base);
+                Err(format!("{base}: {e}"))
+            }
+        }
     }
 
     /// Register, then follow orders; start over whenever the controller is
@@ -160,9 +208,7 @@ impl Agent {
                     }
                     beat.abort();
                 }
-                Err(e) => {
-                    eprintln!("drover agent {}: cannot register with {}: {e}", self.opts.name, self.opts.controller)
-                }
+                Err(e) => eprintln!("drover agent {}: cannot register: {e}", self.opts.name),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -180,45 +226,33 @@ impl Agent {
             features: self.opts.features.clone(),
             known_steps,
         };
-        let resp = self
-            .http
-            .post(self.url("register"))
-            .header("authorization", self.auth())
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = self.call(Method::POST, "register", Some(&body), Some(REQUEST_TIMEOUT)).await?;
         if !resp.status().is_success() {
             return Err(resp.text().await.unwrap_or_default());
         }
         Ok(())
     }
 
-    /// Heartbeats until the controller stops counting us up.
+    /// Heartbeats until the controller stops counting us up, or stops
+    /// answering, or is no longer the leader: then the agent registers
+    /// again, with whichever controller leads.
     async fn heartbeat(self: Arc<Self>) {
         loop {
             tokio::time::sleep(self.opts.heartbeat).await;
-            let r = self
-                .http
-                .post(self.url(&format!("heartbeat/{}", self.opts.name)))
-                .header("authorization", self.auth())
-                .send()
-                .await;
-            if matches!(&r, Ok(resp) if resp.status() == reqwest::StatusCode::CONFLICT) {
-                // Re-registration happens when the order stream drops.
-                return;
+            let path = format!("heartbeat/{}", self.opts.name);
+            match self.call::<()>(Method::POST, &path, None, Some(REQUEST_TIMEOUT)).await {
+                Ok(r) if r.status() == StatusCode::CONFLICT => return,
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("drover agent {}: heartbeat: {e}", self.opts.name);
+                    return;
+                }
             }
         }
     }
 
     async fn follow_orders(self: &Arc<Self>) -> Result<(), String> {
-        let resp = self
-            .http
-            .get(self.url(&format!("orders/{}", self.opts.name)))
-            .header("authorization", self.auth())
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = self.call::<()>(Method::GET, &format!("orders/{}", self.opts.name), None, None).await?;
         if !resp.status().is_success() {
             return Err(format!("controller answered {}", resp.status()));
         }
@@ -328,13 +362,7 @@ impl Agent {
                 eprintln!("drover agent {}: health check failed: {message}", self.opts.name);
             }
             let body = drover_proto::HealthReport { ok, message };
-            let _ = self
-                .http
-                .post(self.url(&format!("health/{}", self.opts.name)))
-                .header("authorization", self.auth())
-                .json(&body)
-                .send()
-                .await;
+            let _ = self.call(Method::POST, &format!("health/{}", self.opts.name), Some(&body), Some(REQUEST_TIMEOUT)).await;
             tokio::time::sleep(every).await;
         }
     }
@@ -401,8 +429,8 @@ impl Agent {
             let body = Reports { reports };
             let mut backoff = Duration::from_millis(50);
             loop {
-                let sent =
-                    self.http.post(self.url("reports")).header("authorization", self.auth()).json(&body).send().await;
+                // Finishes are committed with an fsync; a big batch may take a while.
+                let sent = self.call(Method::POST, "reports", Some(&body), Some(REQUEST_TIMEOUT * 4)).await;
                 match sent {
                     Ok(r) if r.status().is_success() || r.status().is_client_error() => {
                         let mut unacked = self.unacked.lock().expect("unacked lock");

@@ -161,20 +161,65 @@ fn now_ms() -> u64 {
 
 /// Serves credentials on a Unix socket until the task is dropped: each
 /// connection gets one credential for the connecting process's uid and gid.
+///
+/// Several servers may share one path (the controllers of one host): one
+/// holds it and the others stand by, taking it over within a second when
+/// its holder dies, so clients keep getting credentials through a failover.
 pub async fn serve_credentials(socket: &Path, key: Vec<u8>) -> Result<(), String> {
-    let _ = std::fs::remove_file(socket);
-    let listener =
-        tokio::net::UnixListener::bind(socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
-    // Anyone may ask — for their own identity only.
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).map_err(|e| e.to_string())?;
+    use std::os::unix::fs::MetadataExt;
+    let mut first = true;
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
-        let Ok(peer) = stream.peer_cred() else { continue };
-        if let Ok(cred) = Credential::mint(&key, peer.uid(), peer.gid(), now_ms()) {
-            use tokio::io::AsyncWriteExt;
-            let _ = stream.write_all(format!("{cred}\n").as_bytes()).await;
+        if serving(socket).await {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            continue;
+        }
+        let _ = std::fs::remove_file(socket);
+        let listener = match tokio::net::UnixListener::bind(socket) {
+            Ok(l) => l,
+            // A standby keeps trying; the first start reports a bad path.
+            Err(e) if first => return Err(format!("cannot listen on {}: {e}", socket.display())),
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        first = false;
+        // Anyone may ask — for their own identity only.
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).map_err(|e| e.to_string())?;
+        let mine = std::fs::metadata(socket).map(|m| m.ino()).ok();
+        let mut check = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((mut stream, _)) = accepted else { continue };
+                    let Ok(peer) = stream.peer_cred() else { continue };
+                    if let Ok(cred) = Credential::mint(&key, peer.uid(), peer.gid(), now_ms()) {
+                        use tokio::io::AsyncWriteExt;
+                        let _ = stream.write_all(format!("{cred}\n").as_bytes()).await;
+                    }
+                }
+                _ = check.tick() => {
+                    // Another server took the path over (we raced for it): stand by.
+                    if std::fs::metadata(socket).map(|m| m.ino()).ok() != mine {
+                        break;
+                    }
+                }
+            }
         }
     }
+}
+
+/// Whether a live server answers on `socket`. A hung one (its process
+/// stopped) still accepts connections in the kernel, so the test is an
+/// answer within half a second.
+async fn serving(socket: &Path) -> bool {
+    use tokio::io::AsyncReadExt;
+    let probe = async {
+        let mut stream = tokio::net::UnixStream::connect(socket).await.ok()?;
+        let mut buf = [0u8; 16];
+        stream.read(&mut buf).await.ok().filter(|n| *n > 0)
+    };
+    matches!(tokio::time::timeout(std::time::Duration::from_millis(500), probe).await, Ok(Some(_)))
 }
 
 /// Where clients look for the credential socket: `DROVER_AUTH_SOCKET`, the
@@ -190,19 +235,39 @@ pub fn socket_path() -> std::path::PathBuf {
     "/run/drover/auth.sock".into()
 }
 
-/// Asks the local socket for a credential.
+/// Asks the local socket for a credential. A server that does not answer
+/// within a second (hung) is asked again, a few times: a standby server
+/// takes the socket over meanwhile.
 pub fn fetch_credential() -> Result<String, String> {
     let path = socket_path();
-    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
-        format!(
-            "cannot get a credential from {}: {e}. Run drover on a host with a drover agent or in the directory \
-             of 'drover up', or set DROVER_AUTH_SOCKET",
-            path.display()
-        )
-    })?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).map_err(|e| format!("reading a credential from {}: {e}", path.display()))?;
-    Ok(text.trim().to_string())
+    let mut last = String::new();
+    for _ in 0..4 {
+        let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
+            Ok(s) => s,
+            // No socket at all: nothing will appear by waiting.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                last = e.to_string();
+                break;
+            }
+            Err(e) => {
+                last = e.to_string();
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                continue;
+            }
+        };
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+        let mut text = String::new();
+        match stream.read_to_string(&mut text) {
+            Ok(_) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+            Ok(_) => last = "the server closed the connection without a credential".into(),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(format!(
+        "cannot get a credential from {}: {last}. Run drover on a host with a drover agent or in the directory of \
+         'drover up', or set DROVER_AUTH_SOCKET",
+        path.display()
+    ))
 }
 
 #[cfg(test)]

@@ -1,36 +1,90 @@
-//! Talking to the controller's REST API.
+//! Talking to the controllers' REST API, whichever of them leads.
+//!
+//! The client knows a list of controllers. A request goes to the one it
+//! believes leads; a follower answers 421 naming the leader and the client
+//! goes there; a controller that refuses the connection, does not answer in
+//! time or has no leader (503) is skipped for the next. Retries stop after
+//! [`GIVE_UP`]. Every request that changes something carries a request id,
+//! so that a retry of a request that did reach the log is applied once.
 
-use drover_proto::ErrorBody;
+use drover_proto::{Endpoints, ErrorBody, REQUEST_HEADER};
+use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-/// Where the CLI finds the controller: `--controller`, then
+/// How long a command keeps trying to reach a leader: several elections.
+const GIVE_UP: Duration = Duration::from_secs(30);
+
+/// A first attempt's time limit: a healthy controller answers in
+/// milliseconds, a hung one never; it doubles on each timeout, so a slow
+/// but working controller still gets through.
+const FIRST_ATTEMPT: Duration = Duration::from_millis(1500);
+
+/// Where the CLI finds the controllers: `--controller`, then
 /// `DROVER_CONTROLLER`, then the cluster `drover up` started in this
-/// directory, then the default port on this host.
-pub fn controller_address(flag: Option<&str>) -> String {
-    let addr = flag
-        .map(str::to_string)
+/// directory, then the default port on this host. A comma-separated list
+/// names several.
+pub fn controller_list(flag: Option<&str>) -> String {
+    flag.map(str::to_string)
         .or_else(|| std::env::var("DROVER_CONTROLLER").ok().filter(|s| !s.is_empty()))
         .or_else(|| std::fs::read_to_string(Path::new(".drover/controller.addr")).ok().map(|s| s.trim().to_string()))
-        .unwrap_or_else(|| "127.0.0.1:6817".to_string());
-    // A list of controllers: the first for now (HA brings leader following).
-    let first = addr.split(',').next().unwrap_or_default().trim().to_string();
-    if first.starts_with("http://") || first.starts_with("https://") {
-        first
-    } else {
-        format!("http://{first}")
-    }
+        .unwrap_or_else(|| "127.0.0.1:6817".to_string())
 }
 
 pub struct Client {
-    base: String,
+    endpoints: Result<Endpoints, String>,
     http: reqwest::Client,
+}
+
+/// A request id unique to this process and call: pid, time, counter.
+fn request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{:x}-{nanos:x}-{:x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// What one request is: built afresh for every attempt (credentials are
+/// good once).
+struct Call<'a> {
+    method: Method,
+    path: &'a str,
+    query: &'a [(&'a str, String)],
+    body: Option<Vec<u8>>,
+    /// Sent with changes, the same on every retry.
+    request: Option<String>,
+    /// Extra time the server may take on purpose (a long poll).
+    patience: Duration,
 }
 
 impl Client {
     pub fn new(flag: Option<&str>) -> Client {
-        Client { base: controller_address(flag), http: reqwest::Client::new() }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        Client { endpoints: Endpoints::parse(&controller_list(flag)), http }
+    }
+
+    fn endpoints(&self) -> Result<&Endpoints, String> {
+        self.endpoints.as_ref().map_err(|e| format!("{e}; give controllers as ADDR[,ADDR…]"))
+    }
+
+    /// Asks every controller in the list directly (no leader following):
+    /// each one's own view, or why it did not answer.
+    pub async fn get_each<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<(String, Result<T, String>)>, String> {
+        let mut out = Vec::new();
+        for base in self.endpoints()?.all() {
+            let answer = match self.http.get(format!("{base}{path}")).timeout(FIRST_ATTEMPT).send().await {
+                Ok(resp) => self.decode(resp, None).await,
+                Err(e) => Err(e.to_string()),
+            };
+            out.push((base, answer));
+        }
+        Ok(out)
     }
 
     /// A fresh credential from the local socket (each is good once). If
@@ -43,12 +97,75 @@ impl Client {
         }
     }
 
-    fn unreachable(&self, e: reqwest::Error) -> String {
+    fn unreachable(&self, why: &str) -> String {
+        let list = self.endpoints().map(|e| e.all().join(", ")).unwrap_or_default();
         format!(
-            "cannot reach the controller at {}: {e}. Start a cluster with 'drover up', or point to one with \
-             --controller ADDR or DROVER_CONTROLLER=ADDR",
-            self.base
+            "cannot reach a leading controller at {list}: {why}. Start a cluster with 'drover up', or point to one \
+             with --controller ADDR[,ADDR…] or DROVER_CONTROLLER=ADDR[,ADDR…]"
         )
+    }
+
+    /// Sends `call` until a controller that can answer does, following the
+    /// leader; returns its response whatever the status (except 421/503,
+    /// which mean "ask another").
+    async fn send(&self, call: Call<'_>) -> Result<(reqwest::Response, Option<String>), String> {
+        let endpoints = self.endpoints()?;
+        let started = Instant::now();
+        let size_allowance = Duration::from_millis(call.body.as_ref().map_or(0, |b| b.len() as u64 / 1000));
+        let mut limit = FIRST_ATTEMPT + size_allowance + call.patience;
+        let mut pause = Duration::from_millis(20);
+        let mut last_error = String::new();
+        // Controllers that just timed out: a follower may still name one as
+        // leader until its election timeout passes; ask around instead.
+        let mut hung: Vec<(String, Instant)> = Vec::new();
+        while started.elapsed() < GIVE_UP {
+            let base = endpoints.current();
+            hung.retain(|(_, when)| when.elapsed() < Duration::from_secs(3));
+            if hung.iter().any(|(h, _)| *h == base) && hung.len() < endpoints.all().len() {
+                endpoints.failed(&base);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let mut req = self.http.request(call.method.clone(), format!("{base}{}", call.path)).query(call.query);
+            req = req.timeout(limit);
+            if let Some(body) = &call.body {
+                req = req.header("content-type", "application/json").body(body.clone());
+            }
+            if let Some(r) = &call.request {
+                req = req.header(REQUEST_HEADER, r);
+            }
+            let (req, why_unsigned) = self.sign(req);
+            match req.send().await {
+                Ok(resp) if resp.status() == StatusCode::MISDIRECTED_REQUEST => {
+                    let body: Option<ErrorBody> = resp.json().await.ok();
+                    match body.and_then(|b| b.leader) {
+                        Some(leader) => endpoints.redirect(&leader),
+                        None => endpoints.failed(&base),
+                    }
+                    last_error = format!("{base} is not the leader");
+                }
+                Ok(resp) if resp.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    last_error = resp.json::<ErrorBody>().await.map(|b| b.error).unwrap_or_else(|e| e.to_string());
+                    endpoints.failed(&base);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Ok(resp) => return Ok((resp, why_unsigned)),
+                Err(e) => {
+                    last_error = e.to_string();
+                    if e.is_timeout() {
+                        // Hung, or slow: the next try here gets longer.
+                        limit = (limit * 2).min(Duration::from_secs(60));
+                        hung.push((base.clone(), Instant::now()));
+                    } else {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(500));
+                    }
+                    endpoints.failed(&base);
+                }
+            }
+        }
+        Err(self.unreachable(&last_error))
     }
 
     async fn decode<T: DeserializeOwned>(
@@ -57,7 +174,7 @@ impl Client {
         why_unsigned: Option<String>,
     ) -> Result<T, String> {
         let status = resp.status();
-        if status == reqwest::StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             if let Some(why) = why_unsigned {
                 return Err(why);
             }
@@ -73,16 +190,27 @@ impl Client {
         }
     }
 
+    fn read<'a>(path: &'a str, query: &'a [(&'a str, String)]) -> Call<'a> {
+        // A long poll (`wait=SECS`) is given that much more time.
+        let patience = query.iter().find(|(k, _)| *k == "wait").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        Call {
+            method: Method::GET,
+            path,
+            query,
+            body: None,
+            request: None,
+            patience: Duration::from_secs(patience),
+        }
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, String> {
-        let (req, why) = self.sign(self.http.get(format!("{}{path}", self.base)).query(query));
-        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        let (resp, why) = self.send(Client::read(path, query)).await?;
         self.decode(resp, why).await
     }
 
     /// A text answer (e.g. the TSV listing); errors as for [`Client::get`].
     pub async fn get_text(&self, path: &str, query: &[(&str, String)]) -> Result<String, String> {
-        let (req, why) = self.sign(self.http.get(format!("{}{path}", self.base)).query(query));
-        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        let (resp, why) = self.send(Client::read(path, query)).await?;
         if resp.status().is_success() {
             let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
             return String::from_utf8(bytes.into()).map_err(|e| format!("unexpected answer from the controller: {e}"));
@@ -90,17 +218,42 @@ impl Client {
         self.decode::<serde_json::Value>(resp, why).await.map(|v| v.to_string())
     }
 
-    /// Like [`Client::get`], but a non-success answer is returned as data
-    /// (health reports problems with 503 and a body).
+    /// Like [`Client::get`], but from the first controller that answers,
+    /// leader or not, and a non-success answer is returned as data (health
+    /// reports problems with 503 and a body).
     pub async fn get_any<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
-        let resp = self.http.get(format!("{}{path}", self.base)).send().await.map_err(|e| self.unreachable(e))?;
-        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-        serde_json::from_slice(&bytes).map_err(|e| format!("unexpected answer from the controller: {e}"))
+        let mut last = String::new();
+        for base in self.endpoints()?.all() {
+            match self.http.get(format!("{base}{path}")).timeout(FIRST_ATTEMPT).send().await {
+                Ok(resp) => {
+                    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+                    return serde_json::from_slice(&bytes)
+                        .map_err(|e| format!("unexpected answer from the controller: {e}"));
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(self.unreachable(&last))
     }
 
+    /// Changes something; retried until a leader answers, applied once.
     pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, String> {
-        let (req, why) = self.sign(self.http.post(format!("{}{path}", self.base)).json(body));
-        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
+        self.change(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        self.change::<(), T>(Method::DELETE, path, None).await
+    }
+
+    async fn change<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, String> {
+        let body = body.map(serde_json::to_vec).transpose().map_err(|e| e.to_string())?;
+        let call = Call { method, path, query: &[], body, request: Some(request_id()), patience: Duration::ZERO };
+        let (resp, why) = self.send(call).await?;
         self.decode(resp, why).await
     }
 }

@@ -12,13 +12,37 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ControllerArgs {
+    #[command(subcommand)]
+    change: Option<MemberChange>,
     /// Where the Raft log and snapshots live.
     #[arg(long, default_value = ".drover/controller")]
     state_dir: PathBuf,
-    /// Address for the REST API and agents.
-    #[arg(long, default_value = "127.0.0.1:6817")]
-    listen: String,
+    /// Address for the REST API, agents and the other controllers (default:
+    /// this controller's entry in --peers, else 127.0.0.1:6817).
+    #[arg(long)]
+    listen: Option<String>,
+    /// This controller's id in the group (1, 2, 3…).
+    #[arg(long, default_value_t = 1)]
+    id: u64,
+    /// Every member of a static group, this one included: ADDR,ADDR,… (the
+    /// first is id 1) or ID=ADDR,…. Used on the first start only; later the
+    /// membership comes from the log.
+    #[arg(long)]
+    peers: Option<String>,
+    /// Start empty and ask these running controllers (ADDR,…) to add this one.
+    #[arg(long, conflicts_with = "peers")]
+    join: Option<String>,
+    /// A command run through 'sh -c' when this controller becomes leader
+    /// and when it stops (DROVER_LEADER_EVENT=acquire|release,
+    /// DROVER_CONTROLLER_ID, DROVER_CONTROLLER_ADDR, DROVER_TERM), e.g. to
+    /// move a floating IP: see deploy/hooks/vip-linux.sh.
+    #[arg(long)]
+    leader_hook: Option<String>,
+    /// Snapshot the state, and compact the log, every this many entries.
+    #[arg(long, default_value_t = 20_000)]
+    snapshot_every: u64,
     /// Seconds without a heartbeat before a node is DOWN.
     #[arg(long, default_value_t = 10)]
     node_timeout: u64,
@@ -35,7 +59,7 @@ pub struct ControllerArgs {
 
 #[derive(Args)]
 pub struct AgentArgs {
-    /// The controller's address.
+    /// The controllers' addresses, ADDR[,ADDR…]: the agent follows the leader.
     #[arg(long, env = "DROVER_CONTROLLER", default_value = "127.0.0.1:6817")]
     controller: String,
     /// Node name (default: the host name).
@@ -107,9 +131,20 @@ pub struct UpArgs {
     /// Where the cluster keeps its state, logs and pids.
     #[arg(long, default_value = ".drover")]
     state_dir: PathBuf,
-    /// Controller port on 127.0.0.1.
+    /// Controller port on 127.0.0.1 (with --controllers N: the first of N
+    /// consecutive ports).
     #[arg(long, default_value_t = 6817)]
     port: u16,
+    /// Controllers replicating the state with Raft (3 or 5 survive the
+    /// loss of 1 or 2).
+    #[arg(long, default_value_t = 1)]
+    controllers: u16,
+    /// Every controller's leadership hook (see 'drover controller --help').
+    #[arg(long)]
+    leader_hook: Option<String>,
+    /// Snapshot and compact the Raft log every this many entries.
+    #[arg(long, default_value_t = 20_000)]
+    snapshot_every: u64,
     /// Return once the cluster is ready instead of staying in the foreground.
     #[arg(long)]
     detach: bool,
@@ -147,14 +182,91 @@ async fn shutdown_signal() {
     }
 }
 
-pub async fn controller(a: ControllerArgs) -> Result<(), String> {
-    let listen = a.listen.parse().map_err(|e| format!("invalid --listen '{}': {e}", a.listen))?;
+/// Changing a running group's members (operators).
+#[derive(clap::Subcommand)]
+pub enum MemberChange {
+    /// Add controller ID at ADDR (start it first with --join, or it will be
+    /// added when it starts): it catches up as a learner, then votes.
+    Join { id: u64, addr: String },
+    /// Remove controller ID from the group.
+    Leave { id: u64 },
+}
+
+/// `ADDR,ADDR,…` (ids 1, 2, …) or `ID=ADDR,…`.
+pub(crate) fn parse_peers(text: &str) -> Result<std::collections::BTreeMap<u64, String>, String> {
+    let mut peers = std::collections::BTreeMap::new();
+    for (i, item) in text.split(',').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+        let (id, addr) = match item.split_once('=') {
+            Some((id, addr)) => {
+                (id.trim().parse::<u64>().map_err(|_| format!("invalid controller id '{id}' in --peers"))?, addr.trim())
+            }
+            None => (i as u64 + 1, item),
+        };
+        if id == 0 {
+            return Err("controller ids start at 1".into());
+        }
+        addr.parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("invalid address '{addr}' in --peers: {e} (use IP:PORT)"))?;
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(format!("controller id {id} appears twice in --peers"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("--peers names no controller".into());
+    }
+    Ok(peers)
+}
+
+pub async fn controller(a: ControllerArgs, client: &Client) -> Result<(), String> {
+    match a.change {
+        Some(MemberChange::Join { id, addr }) => {
+            let c: drover_proto::Controllers =
+                client.post("/api/v1/controllers", &drover_proto::JoinController { id, addr }).await?;
+            println!("controller {id} joined; voters: {}", voters(&c));
+            return Ok(());
+        }
+        Some(MemberChange::Leave { id }) => {
+            let c: drover_proto::Controllers = client.delete(&format!("/api/v1/controllers/{id}")).await?;
+            println!("controller {id} left; voters: {}", voters(&c));
+            return Ok(());
+        }
+        None => {}
+    }
+    let membership = match (&a.peers, &a.join) {
+        (Some(p), _) => {
+            let peers = parse_peers(p)?;
+            if !peers.contains_key(&a.id) {
+                return Err(format!("--id {} is not among --peers {p}", a.id));
+            }
+            Some(drover_controller::Membership::Static(peers))
+        }
+        (None, Some(_)) => Some(drover_controller::Membership::Join),
+        (None, None) => None,
+    };
+    let listen = match (&a.listen, &membership) {
+        (Some(l), _) => l.clone(),
+        (None, Some(drover_controller::Membership::Static(peers))) => peers[&a.id].clone(),
+        (None, _) => "127.0.0.1:6817".into(),
+    };
+    let listen = listen.parse().map_err(|e| format!("invalid --listen '{listen}': {e}"))?;
+    if a.snapshot_every < 10 {
+        return Err(format!("--snapshot-every {} is below 10", a.snapshot_every));
+    }
     let key = drover_auth::load_key(&a.key_file)?;
     let mut opts = Options::new(a.state_dir, listen, key);
+    opts.id = a.id;
+    opts.membership = membership;
+    opts.join = a.join;
+    opts.leader_hook = a.leader_hook;
+    opts.timing.snapshot_every = a.snapshot_every;
     opts.node_timeout = Duration::from_secs(a.node_timeout.max(1));
     opts.auth_socket = a.auth_socket;
     opts.operators = a.operators;
     service::run(opts, shutdown_signal()).await
+}
+
+fn voters(c: &drover_proto::Controllers) -> String {
+    c.members.iter().filter(|m| m.voter).map(|m| format!("{}={}", m.id, m.addr)).collect::<Vec<_>>().join(", ")
 }
 
 fn heartbeat_interval(secs: f64) -> Result<Duration, String> {
@@ -173,7 +285,7 @@ pub async fn agent(a: AgentArgs) -> Result<(), String> {
     let mut launcher = LauncherConfig::new(a.state_dir.join("spool"));
     launcher.kill_grace = Duration::from_secs(a.kill_grace);
     let opts = AgentOptions {
-        controller: crate::client::controller_address(Some(&a.controller)),
+        controller: a.controller,
         name: a.name.unwrap_or_else(daemon::hostname),
         cpus: a.cpus.unwrap_or(cpus),
         memory_mb,
@@ -245,6 +357,12 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
     if a.nodes == 0 || a.nodes > 256 {
         return Err(format!("--nodes {} is out of range 1-256", a.nodes));
     }
+    if a.controllers == 0 || a.controllers > 7 {
+        return Err(format!("--controllers {} is out of range 1-7 (3 or 5 for fault tolerance)", a.controllers));
+    }
+    if u32::from(a.port) + u32::from(a.controllers) > 65_536 {
+        return Err(format!("--port {} leaves no room for {} controllers", a.port, a.controllers));
+    }
     heartbeat_interval(a.heartbeat)?;
     if a.node_timeout as f64 <= a.heartbeat * 2.0 {
         return Err(format!(
@@ -273,29 +391,53 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
     std::fs::write(state.join("pids"), kept).map_err(|e| e.to_string())?;
     let is_running = |role: &str| keep.iter().any(|s| s.role == role);
 
-    if !is_running("controller") {
-        let args = vec![
+    // One controller keeps the single-member layout (`controller`); a group
+    // has `controller1..N` on consecutive ports.
+    let group: Vec<(u64, String, String)> = if a.controllers == 1 {
+        vec![(1, "controller".to_string(), addr.clone())]
+    } else {
+        (0..a.controllers)
+            .map(|i| (u64::from(i) + 1, format!("controller{}", i + 1), format!("127.0.0.1:{}", a.port + i)))
+            .collect()
+    };
+    let peers: String = group.iter().map(|(id, _, addr)| format!("{id}={addr}")).collect::<Vec<_>>().join(",");
+    let addrs: String = group.iter().map(|(_, _, addr)| addr.clone()).collect::<Vec<_>>().join(",");
+    for (id, role, caddr) in &group {
+        if is_running(role) {
+            continue;
+        }
+        let mut args = vec![
             "controller".to_string(),
             "--state-dir".into(),
-            state.join("controller").display().to_string(),
+            state.join(role).display().to_string(),
             "--listen".into(),
-            addr.clone(),
+            caddr.clone(),
             "--key-file".into(),
             key_arg.clone(),
+            // Every controller offers the socket; one holds it, the others
+            // stand by to take it over.
             "--auth-socket".into(),
             state.join("auth.sock").display().to_string(),
             "--node-timeout".into(),
             a.node_timeout.to_string(),
+            "--snapshot-every".into(),
+            a.snapshot_every.to_string(),
         ];
-        spawn_daemon(&state, "controller", &args)?;
+        if a.controllers > 1 {
+            args.extend(["--id".to_string(), id.to_string(), "--peers".into(), peers.clone()]);
+        }
+        if let Some(h) = &a.leader_hook {
+            args.extend(["--leader-hook".to_string(), h.clone()]);
+        }
+        spawn_daemon(&state, role, &args)?;
     }
-    std::fs::write(state.join("controller.addr"), format!("{addr}\n")).map_err(|e| e.to_string())?;
+    std::fs::write(state.join("controller.addr"), format!("{addrs}\n")).map_err(|e| e.to_string())?;
     // Credentials come from this cluster's socket, wherever `up` was run from.
     std::env::set_var("DROVER_AUTH_SOCKET", state.join("auth.sock"));
-    let client = Client::new(Some(&addr));
+    let client = Client::new(Some(&addrs));
     wait_until(Duration::from_secs(20), || async { client.get::<NodeList>("/api/v1/nodes", &[]).await.is_ok() })
         .await
-        .map_err(|_| format!("the controller did not come up; see {}", state.join("logs/controller.log").display()))?;
+        .map_err(|_| format!("the controllers did not come up; see the logs in {}", state.join("logs").display()))?;
 
     for i in 1..=a.nodes {
         let name = format!("node{i}");
@@ -305,7 +447,7 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         let args = vec![
             "agent".to_string(),
             "--controller".into(),
-            addr.clone(),
+            addrs.clone(),
             "--name".into(),
             name.clone(),
             "--cpus".into(),
@@ -341,15 +483,19 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
     .await
     .map_err(|_| format!("not every node came up; see the logs in {}", state.join("logs").display()))?;
 
+    let controllers = match a.controllers {
+        1 => format!("controller http://{addr}"),
+        n => format!("{n} controllers {addrs}"),
+    };
     println!(
-        "Drover is up: controller http://{addr}, {} node(s) node[1-{}] with {cpus} CPUs and {} each.",
+        "Drover is up: {controllers}, {} node(s) node[1-{}] with {cpus} CPUs and {} each.",
         a.nodes,
         a.nodes,
         drover_core::memory::format_mb(mem)
     );
     println!("State, logs and pids: {}", state.display());
     println!(
-        "From another shell: export DROVER_CONTROLLER={addr}   (or run drover from {})",
+        "From another shell: export DROVER_CONTROLLER={addrs}   (or run drover from {})",
         state.parent().unwrap_or(&state).display()
     );
     println!("Try: drover submit --wrap 'hostname' && drover queue");

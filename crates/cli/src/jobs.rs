@@ -35,6 +35,10 @@ pub struct QueueArgs {
     all: bool,
     #[arg(long)]
     json: bool,
+    /// Read from the first controller that answers, leader or not: works
+    /// without a leader, but may miss the latest changes.
+    #[arg(long)]
+    stale: bool,
 }
 
 #[derive(Args)]
@@ -140,6 +144,9 @@ pub async fn queue(client: &Client, a: QueueArgs) -> Result<i32, String> {
     }
     if a.all {
         q.push(("all", "true".into()));
+    }
+    if a.stale {
+        q.push((drover_proto::STALE_PARAM, "true".into()));
     }
     if a.json {
         let list: JobList = client.get("/api/v1/jobs", &q).await?;

@@ -109,6 +109,11 @@ enum Command {
         #[arg(long, default_value = ".drover", global = true)]
         state_dir: std::path::PathBuf,
     },
+    /// The controllers: role, term, log and applied index, replication lag.
+    Controllers {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print (and with -f follow) a job's output.
     Logs {
         id: String,
@@ -172,7 +177,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             match cli.command {
                 Command::Up(a) => cluster::up(a).await.map(|_| 0),
                 Command::Down(a) => cluster::down(a).await.map(|_| 0),
-                Command::ControllerDaemon(a) => cluster::controller(a).await.map(|_| 0),
+                Command::ControllerDaemon(a) => cluster::controller(a, &client).await.map(|_| 0),
                 Command::AgentDaemon(a) => cluster::agent(a).await.map(|_| 0),
                 Command::Submit(a) => jobs::submit(&client, a).await,
                 Command::Queue(a) => jobs::queue(&client, a).await,
@@ -181,6 +186,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
                 Command::Cancel(a) => jobs::cancel(&client, a).await,
                 Command::Wait { ids } => jobs::wait_for(&client, &ids).await,
                 Command::Health => jobs::health(&client).await,
+                Command::Controllers { json } => ops::controllers(&client, json).await,
                 Command::Logs { id, follow } => jobs::logs(&client, &id, follow).await,
                 Command::Drain { node, reason } => ops::drain(&client, &node, &reason).await,
                 Command::Resume { node } => ops::resume(&client, &node).await,

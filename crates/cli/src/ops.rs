@@ -3,7 +3,7 @@
 
 use crate::client::Client;
 use clap::Subcommand;
-use drover_proto::{Drain, EventList, EventRecord, JobView, NodeList, NodeView, Requeue};
+use drover_proto::{Controllers, Drain, EventList, EventRecord, JobView, NodeList, NodeView, Requeue};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -118,8 +118,16 @@ pub enum Chaos {
         #[arg(long = "for")]
         secs: Option<f64>,
     },
-    /// SIGKILL the controller (restart it with 'drover up').
-    KillController,
+    /// SIGKILL a controller, the leader if no id is given (restart it with
+    /// 'drover up').
+    KillController { id: Option<u64> },
+    /// SIGSTOP a controller (the leader if no id is given), and SIGCONT it
+    /// after --for seconds if given.
+    HangController {
+        id: Option<u64>,
+        #[arg(long = "for")]
+        secs: Option<f64>,
+    },
     /// SIGKILL a running job's processes on its node.
     KillJobStep { job: String },
 }
@@ -163,10 +171,20 @@ pub async fn chaos(client: &Client, state: &Path, what: Chaos) -> Result<i32, St
                 println!("resumed the agent of {node} (pid {pid}, SIGCONT) after {secs} s");
             }
         }
-        Chaos::KillController => {
-            let pid = pid_of(state, "controller")?;
+        Chaos::KillController { id } => {
+            let (role, pid) = controller_pid(client, state, id).await?;
             signal(pid, libc::SIGKILL)?;
-            println!("killed the controller (pid {pid}, SIGKILL); 'drover up' restarts it with every job");
+            println!("killed {role} (pid {pid}, SIGKILL); 'drover up' restarts it with every job");
+        }
+        Chaos::HangController { id, secs } => {
+            let (role, pid) = controller_pid(client, state, id).await?;
+            signal(pid, libc::SIGSTOP)?;
+            println!("stopped {role} (pid {pid}, SIGSTOP)");
+            if let Some(secs) = secs {
+                tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await;
+                signal(pid, libc::SIGCONT)?;
+                println!("resumed {role} (pid {pid}, SIGCONT) after {secs} s");
+            }
         }
         Chaos::KillJobStep { job } => {
             let v: JobView = client.get(&format!("/api/v1/jobs/{job}"), &[]).await?;
@@ -177,6 +195,85 @@ pub async fn chaos(client: &Client, state: &Path, what: Chaos) -> Result<i32, St
         }
     }
     Ok(0)
+}
+
+/// The role and pid of controller `id` of the cluster under `state`, or of
+/// the current leader.
+async fn controller_pid(client: &Client, state: &Path, id: Option<u64>) -> Result<(String, i32), String> {
+    let single = crate::cluster::read_pids(state).iter().any(|s| s.role == "controller");
+    let id = match id {
+        Some(id) => id,
+        None if single => 1,
+        None => leader_id(client).await?,
+    };
+    let role = if single && id == 1 { "controller".to_string() } else { format!("controller{id}") };
+    Ok((role.clone(), pid_of(state, &role)?))
+}
+
+/// The leader, as the first controller that knows one says.
+async fn leader_id(client: &Client) -> Result<u64, String> {
+    let views = client.get_each::<Controllers>("/api/v1/controllers").await?;
+    views
+        .into_iter()
+        .find_map(|(_, v)| v.ok().and_then(|c| c.leader))
+        .ok_or_else(|| "no controller knows a leader; name one: drover chaos kill-controller ID".to_string())
+}
+
+/// `drover controllers`: each controller's own view, side by side, with
+/// the leader's replication lag per member.
+pub async fn controllers(client: &Client, json: bool) -> Result<i32, String> {
+    let views = client.get_each::<Controllers>("/api/v1/controllers").await?;
+    if json {
+        let out: Vec<serde_json::Value> = views
+            .iter()
+            .map(|(base, v)| match v {
+                Ok(c) => serde_json::json!({ "url": base, "status": c }),
+                Err(e) => serde_json::json!({ "url": base, "error": e }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+        return Ok(0);
+    }
+    let leader_view = views.iter().find_map(|(_, v)| v.as_ref().ok().filter(|c| c.leader == Some(c.this)));
+    let lag_of = |id: u64| {
+        leader_view.and_then(|l| l.members.iter().find(|m| m.id == id)).and_then(|m| m.lag).map(|l| l.to_string())
+    };
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    println!(
+        "{:<4} {:<22} {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>6}",
+        "ID", "URL", "ROLE", "TERM", "LEADER", "LAST_LOG", "APPLIED", "SNAPSHOT", "LAG"
+    );
+    let mut healthy = 0;
+    for (base, v) in &views {
+        let url = base.trim_start_matches("http://");
+        match v {
+            Ok(c) => {
+                healthy += 1;
+                println!(
+                    "{:<4} {:<22} {:<10} {:>6} {:>7} {:>9} {:>9} {:>9} {:>6}",
+                    c.this,
+                    url,
+                    c.role,
+                    c.term,
+                    opt(c.leader),
+                    opt(c.last_log_index),
+                    opt(c.applied_index),
+                    opt(c.snapshot_index),
+                    lag_of(c.this).unwrap_or_else(|| "-".into())
+                );
+            }
+            Err(e) => println!("{:<4} {url:<22} unreachable: {e}", "?"),
+        }
+    }
+    if let Some(l) = leader_view {
+        let voters: Vec<String> = l.members.iter().filter(|m| m.voter).map(|m| m.id.to_string()).collect();
+        let learners: Vec<String> = l.members.iter().filter(|m| !m.voter).map(|m| m.id.to_string()).collect();
+        println!("members: voters {}{}", voters.join(","), match learners.is_empty() {
+            true => String::new(),
+            false => format!(", learners {}", learners.join(",")),
+        });
+    }
+    Ok(if healthy > 0 && leader_view.is_some() { 0 } else { 1 })
 }
 
 /// The spool directory and leader pid of a job's running step, on any of

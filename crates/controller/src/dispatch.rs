@@ -6,6 +6,7 @@ use drover_core::launch::LaunchOrder;
 use drover_core::{hostlist, Event};
 use drover_proto::Order;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -15,15 +16,39 @@ struct Queue {
     ready: Arc<Notify>,
 }
 
-/// Orders waiting for each node's agent.
+/// Orders waiting for each node's agent. Only the leader's dispatcher is
+/// active: followers apply the same events but give no orders.
 #[derive(Default)]
 pub struct Dispatcher {
     queues: Mutex<HashMap<String, Queue>>,
+    active: AtomicBool,
 }
 
 impl Dispatcher {
+    /// Opens (on gaining leadership) or closes the dispatcher. Closing drops
+    /// every queued order and wakes the order streams, which then end: their
+    /// agents re-register with the new leader, naming the steps they run,
+    /// and the new leader reconciles.
+    pub fn set_active(&self, active: bool) {
+        let mut queues = self.queues.lock().expect("dispatch lock");
+        self.active.store(active, Ordering::SeqCst);
+        if !active {
+            for q in queues.values_mut() {
+                q.orders.clear();
+                q.ready.notify_one();
+            }
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+
     pub fn push(&self, node: &str, order: Order) {
         let mut queues = self.queues.lock().expect("dispatch lock");
+        if !self.active.load(Ordering::SeqCst) {
+            return;
+        }
         let q = queues.entry(node.to_string()).or_default();
         q.orders.push_back(order);
         q.ready.notify_one();

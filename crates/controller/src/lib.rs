@@ -9,12 +9,14 @@
 
 mod dispatch;
 mod events;
+mod leadership;
 mod listing;
 pub mod log_store;
 mod loops;
 pub mod machine;
 pub mod openapi;
+mod peers;
 pub mod raft;
 pub mod service;
 
-pub use raft::{Controller, ProposeError, TypeConfig};
+pub use raft::{Controller, Membership, ProposeError, Timing, TypeConfig};

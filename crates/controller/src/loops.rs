@@ -56,13 +56,16 @@ pub async fn schedule(ctl: Arc<Controller>, cfg: SchedConfig, coalesce: Duration
         if !ctl.is_leader() {
             continue;
         }
+        // The term is read before the state: a plan made from this state is
+        // only valid in this term.
+        let term = ctl.term();
         let now = now_ms();
         let plan = ctl.shared.read(|s| sched::schedule(s, now, &cfg));
         last_pass = tokio::time::Instant::now();
         if plan.is_empty() {
             continue;
         }
-        if let Err(e) = ctl.propose(Command::Allocate { plan, now }).await {
+        if let Err(e) = ctl.propose(Command::Allocate { plan, now, term }).await {
             eprintln!("drover controller: scheduling pass not committed: {e}");
             dirty = true;
         }
@@ -72,21 +75,35 @@ pub async fn schedule(ctl: Arc<Controller>, cfg: SchedConfig, coalesce: Duration
 /// When each node was last heard from. Kept in the leader's memory, not in
 /// the log: a thousand nodes heartbeating every second must not write a
 /// thousand log entries a second.
-#[derive(Default)]
 pub struct Liveness {
     seen: Mutex<HashMap<String, Instant>>,
+    /// When this controller last became leader: nodes not heard from since
+    /// count as heard from then.
+    since: Mutex<Instant>,
+}
+
+impl Default for Liveness {
+    fn default() -> Liveness {
+        Liveness { seen: Mutex::default(), since: Mutex::new(Instant::now()) }
+    }
 }
 
 impl Liveness {
     pub fn saw(&self, node: &str) {
         self.seen.lock().expect("liveness lock").insert(node.to_string(), Instant::now());
     }
+
+    /// Forgets every heartbeat: called when this controller becomes leader,
+    /// since agents heartbeated to the old one meanwhile.
+    pub fn reset(&self) {
+        self.seen.lock().expect("liveness lock").clear();
+        *self.since.lock().expect("liveness lock") = Instant::now();
+    }
 }
 
 /// Marks nodes DOWN when their agent has been silent for `timeout`, and
 /// sends the time-limit `Tick`.
 pub async fn watch(ctl: Arc<Controller>, liveness: Arc<Liveness>, timeout: Duration) {
-    let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_time_tick = Instant::now();
     loop {
@@ -98,9 +115,10 @@ pub async fn watch(ctl: Arc<Controller>, liveness: Arc<Liveness>, timeout: Durat
             .shared
             .read(|s| s.nodes().iter().filter(|n| n.status == NodeStatus::Up).map(|n| n.name.clone()).collect());
         let silent: Vec<String> = {
+            let since = *liveness.since.lock().expect("liveness lock");
             let seen = liveness.seen.lock().expect("liveness lock");
             // A new leader gives every node a full timeout before judging.
-            up.into_iter().filter(|n| seen.get(n).copied().unwrap_or(started).elapsed() > timeout).collect()
+            up.into_iter().filter(|n| seen.get(n).copied().unwrap_or(since).elapsed() > timeout).collect()
         };
         for node in silent {
             let reason = format!("Not responding (no heartbeat for {}s)", timeout.as_secs());

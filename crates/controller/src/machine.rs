@@ -3,7 +3,7 @@
 
 use crate::raft::{Applied, TypeConfig};
 use drover_core::state::Snapshot as CoreSnapshot;
-use drover_core::{Event, State};
+use drover_core::{Command, CommandError, Event, State};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
@@ -156,7 +156,17 @@ impl RaftStateMachine<TypeConfig> for Machine {
                     Applied(Ok(Vec::new()))
                 }
                 EntryPayload::Normal(cmd) => {
-                    let result = inner.state.apply(cmd);
+                    let result = match cmd {
+                        // The fence: only the leader of the term that commits a
+                        // plan may have made it.
+                        Command::Allocate { term, .. } if term != 0 && term != entry.log_id.leader_id.term => {
+                            Err(CommandError::InvalidState(format!(
+                                "scheduling plan of term {term} refused in term {}: its leader was deposed",
+                                entry.log_id.leader_id.term
+                            )))
+                        }
+                        cmd => inner.state.apply(cmd),
+                    };
                     if let Ok(events) = &result {
                         self.shared.publish(entry.log_id.index, events);
                     }

@@ -4,13 +4,8 @@
 use crate::log_store::LogStore;
 use crate::machine::{Machine, Shared};
 use drover_core::{Command, CommandError, Event};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
-};
-use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use crate::peers::Network;
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -42,47 +37,6 @@ pub enum ProposeError {
     Raft(String),
 }
 
-/// Talks to the other controllers. A one-member group never calls it; the
-/// HA issue replaces this with a real transport.
-pub struct NoNetwork;
-
-fn unreachable<E: std::error::Error>() -> RPCError<u64, BasicNode, E> {
-    RPCError::Network(NetworkError::new(&std::io::Error::other("controller networking arrives with HA (issue #5)")))
-}
-
-impl RaftNetworkFactory<TypeConfig> for NoNetwork {
-    type Network = NoNetwork;
-    async fn new_client(&mut self, _target: u64, _node: &BasicNode) -> NoNetwork {
-        NoNetwork
-    }
-}
-
-impl RaftNetwork<TypeConfig> for NoNetwork {
-    async fn append_entries(
-        &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(unreachable())
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>> {
-        Err(unreachable())
-    }
-
-    async fn vote(
-        &mut self,
-        _rpc: VoteRequest<u64>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        Err(unreachable())
-    }
-}
-
 /// Opens the database, waiting a little for a previous instance in this
 /// process to let go of it (its background tasks end shortly after shutdown).
 /// Another process holding it is an error that names the file.
@@ -105,9 +59,39 @@ async fn open_database(path: &Path) -> Result<redb::Database, String> {
     }
 }
 
+/// How a controller finds its Raft group the first time it starts (later
+/// starts read the membership from the log).
+#[derive(Debug, Clone)]
+pub enum Membership {
+    /// These members (id → address), started together; a lone controller
+    /// is a group of one. Every member initializes with the same list, which
+    /// Raft allows.
+    Static(BTreeMap<u64, String>),
+    /// Start empty and wait for the running group to add this controller.
+    Join,
+}
+
+/// Raft timing: a leader heartbeats every 150 ms and followers elect a new
+/// one after 400–800 ms of silence (failover under a second). A snapshot
+/// every `snapshot_every` entries bounds the log.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    pub snapshot_every: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing { heartbeat_ms: 150, election_min_ms: 400, election_max_ms: 800, snapshot_every: 20_000 }
+    }
+}
+
 /// One controller: its Raft node and the state it applies.
 pub struct Controller {
     pub id: u64,
+    pub addr: String,
     pub raft: Raft<TypeConfig>,
     pub shared: Arc<Shared>,
     pub log: LogStore,
@@ -115,8 +99,15 @@ pub struct Controller {
 
 impl Controller {
     /// Opens (or creates) the controller's state under `state_dir` and
-    /// starts its Raft node. A fresh one-member cluster initializes itself.
-    pub async fn open(state_dir: &Path, id: u64, addr: &str) -> Result<Controller, String> {
+    /// starts its Raft node.
+    pub async fn open(
+        state_dir: &Path,
+        id: u64,
+        addr: &str,
+        membership: Membership,
+        timing: &Timing,
+        key: Arc<Vec<u8>>,
+    ) -> Result<Controller, String> {
         std::fs::create_dir_all(state_dir).map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
         let path = state_dir.join("raft.redb");
         let db = Arc::new(open_database(&path).await?);
@@ -125,20 +116,34 @@ impl Controller {
         let shared = machine.shared.clone();
         let config = Config {
             cluster_name: "drover".into(),
-            heartbeat_interval: 150,
-            election_timeout_min: 400,
-            election_timeout_max: 800,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
-            max_in_snapshot_log_to_keep: 1_000,
+            heartbeat_interval: timing.heartbeat_ms,
+            election_timeout_min: timing.election_min_ms,
+            election_timeout_max: timing.election_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(timing.snapshot_every),
+            max_in_snapshot_log_to_keep: 1_000.min(timing.snapshot_every),
+            // Compact the log as soon as the snapshot covers it.
+            purge_batch_size: 256,
+            // Snapshot chunks travel as JSON (a byte is up to four
+            // characters): 1 MiB chunks, and time to parse them on a busy
+            // follower.
+            snapshot_max_chunk_size: 1024 * 1024,
+            install_snapshot_timeout: 10_000,
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| e.to_string())?);
-        let raft = Raft::new(id, config, NoNetwork, log.clone(), machine).await.map_err(|e| e.to_string())?;
-        if !raft.is_initialized().await.map_err(|e| e.to_string())? {
-            let members = BTreeMap::from([(id, BasicNode { addr: addr.to_string() })]);
-            raft.initialize(members).await.map_err(|e| e.to_string())?;
+        let raft =
+            Raft::new(id, config, Network::new(key), log.clone(), machine).await.map_err(|e| e.to_string())?;
+        if let Membership::Static(members) = membership {
+            if !raft.is_initialized().await.map_err(|e| e.to_string())? {
+                if members.get(&id).is_none_or(|a| a != addr) {
+                    return Err(format!("this controller (id {id}, {addr}) is not among the members {members:?}"));
+                }
+                let members: BTreeMap<u64, BasicNode> =
+                    members.into_iter().map(|(i, addr)| (i, BasicNode { addr })).collect();
+                raft.initialize(members).await.map_err(|e| e.to_string())?;
+            }
         }
-        Ok(Controller { id, raft, shared, log })
+        Ok(Controller { id, addr: addr.to_string(), raft, shared, log })
     }
 
     /// Waits until some controller leads (this one, for a single member).
@@ -171,7 +176,22 @@ impl Controller {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.id)
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(self.id) && m.state == ServerState::Leader
+    }
+
+    /// The leader's address, as far as this controller knows.
+    pub fn leader_addr(&self) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader?;
+        m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+    }
+
+    /// The current term.
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
     }
 
     pub async fn shutdown(&self) {

@@ -5,7 +5,7 @@ use crate::dispatch::Dispatcher;
 use crate::events::EventLog;
 use crate::listing::{self, JobQuery};
 use crate::loops::{self, now_ms, Liveness};
-use crate::raft::{Controller, ProposeError};
+use crate::raft::{Controller, Membership, ProposeError, Timing};
 use axum::body::Body;
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,9 +15,8 @@ use axum::{Json, Router};
 use drover_auth::{AuthError, Credential, ReplayGuard};
 use drover_core::job::JobRef;
 use drover_core::node::NodeAction;
-use drover_core::partition::PartitionSpec;
 use drover_core::sched::SchedConfig;
-use drover_core::state::{CancelFilter, Config, Requester};
+use drover_core::state::{CancelFilter, Requester};
 use drover_core::{Command, Event};
 use drover_proto::*;
 use futures_util::StreamExt;
@@ -43,6 +42,15 @@ pub struct Options {
     pub auth_socket: Option<PathBuf>,
     /// Uids besides root that may act on every job and node.
     pub operators: Vec<u32>,
+    /// The Raft group on first start: alone (the default), static members,
+    /// or joining a running group.
+    pub membership: Option<Membership>,
+    pub timing: Timing,
+    /// Run through `sh -c` on gaining and losing leadership.
+    pub leader_hook: Option<String>,
+    /// With [`Membership::Join`]: the running group's controllers, which
+    /// this one asks to add it.
+    pub join: Option<String>,
 }
 
 impl Options {
@@ -57,6 +65,10 @@ impl Options {
             key,
             auth_socket: None,
             operators: Vec::new(),
+            membership: None,
+            timing: Timing::default(),
+            leader_hook: None,
+            join: None,
         }
     }
 }
@@ -76,7 +88,7 @@ impl App {
     /// Who is asking, proven by a credential signed with the cluster key:
     /// `Authorization: Drover <credential>`. Each credential is good once.
     fn authenticate(&self, headers: &HeaderMap) -> Result<Requester, ApiError> {
-        let unauthorized = |e: AuthError| ApiError(StatusCode::UNAUTHORIZED, e.to_string());
+        let unauthorized = |e: AuthError| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string());
         let text = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -88,35 +100,112 @@ impl App {
         Ok(Requester { uid: cred.uid, operator: cred.uid == 0 || self.operators.contains(&cred.uid) })
     }
 
+    /// Waits until this controller's state is at least as new as any write
+    /// acknowledged before the call (a read index confirmed by a majority),
+    /// unless the caller asked for a `stale` read. Only the leader can.
+    async fn read_barrier(&self, f: &Freshness) -> Result<(), ApiError> {
+        use openraft::error::{CheckIsLeaderError, RaftError};
+        if f.stale {
+            return Ok(());
+        }
+        match self.ctl.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                Err(ApiError::not_leader(self.ctl.leader_addr().filter(|a| *a != self.ctl.addr)))
+            }
+            Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("cannot confirm leadership: {e}"))),
+        }
+    }
+
+    /// Proposes a client's command; a request the client named (a retry may
+    /// follow) is applied at most once, and a retry gets the first answer.
+    async fn propose_request(&self, headers: &HeaderMap, cmd: Command) -> Result<Vec<Event>, ApiError> {
+        let request = headers.get(REQUEST_HEADER).and_then(|v| v.to_str().ok()).filter(|r| !r.is_empty());
+        let cmd = match request {
+            Some(r) if r.len() > 128 => {
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("{REQUEST_HEADER} is over 128 bytes")))
+            }
+            Some(r) => Command::Once { request: r.to_string(), cmd: Box::new(cmd) },
+            None => cmd,
+        };
+        let mut events = self.ctl.propose(cmd).await?;
+        if let [Event::Repeated { answer, .. }] = events.as_mut_slice() {
+            return Ok(std::mem::take(answer));
+        }
+        Ok(events)
+    }
+
+    /// Requests that only the leader may serve (agents' heartbeats and order
+    /// streams) are sent on to it.
+    fn leader_only(&self) -> Result<(), ApiError> {
+        if self.ctl.is_leader() && self.dispatch.is_active() {
+            Ok(())
+        } else {
+            Err(ApiError::not_leader(self.ctl.leader_addr().filter(|a| *a != self.ctl.addr)))
+        }
+    }
+
     /// Agents sign their requests with the key itself (as uid 0).
     fn authenticate_agent(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         match self.authenticate(headers)? {
             Requester { uid: 0, .. } => Ok(()),
-            _ => Err(ApiError(StatusCode::FORBIDDEN, "only agents holding the cluster key may do this".into())),
+            _ => Err(ApiError::new(StatusCode::FORBIDDEN, "only agents holding the cluster key may do this")),
         }
     }
 }
 
 /// An error response with a sentence a person can act on.
-struct ApiError(StatusCode, String);
+struct ApiError {
+    code: StatusCode,
+    error: String,
+    leader: Option<String>,
+}
+
+impl ApiError {
+    fn new(code: StatusCode, error: impl Into<String>) -> ApiError {
+        ApiError { code, error: error.into(), leader: None }
+    }
+
+    /// 421 naming the leader, where the client retries; 503 while there is
+    /// none (an election is under way, or this controller is cut off).
+    fn not_leader(leader: Option<String>) -> ApiError {
+        match leader {
+            Some(addr) => ApiError {
+                code: StatusCode::MISDIRECTED_REQUEST,
+                error: format!("this controller is not the leader; the leader is {addr}"),
+                leader: Some(addr),
+            },
+            None => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no controller is leader at the moment (an election is under way, or this controller is cut off \
+                 from the majority); retry shortly",
+            ),
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(ErrorBody { error: self.1 })).into_response()
+        (self.code, Json(ErrorBody { error: self.error, leader: self.leader })).into_response()
     }
 }
 
 impl From<ProposeError> for ApiError {
     fn from(e: ProposeError) -> ApiError {
         match e {
-            ProposeError::Refused(e) => ApiError(StatusCode::BAD_REQUEST, e.to_string()),
-            ProposeError::NotLeader { leader } => ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("this controller is not the leader; the leader is {}", leader.unwrap_or("unknown".into())),
-            ),
-            ProposeError::Raft(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e),
+            ProposeError::Refused(e) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            ProposeError::NotLeader { leader } => ApiError::not_leader(leader),
+            ProposeError::Raft(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e),
         }
     }
+}
+
+/// `?stale=true`: the caller accepts this controller's possibly lagging
+/// view instead of the leader's.
+#[derive(Deserialize, Default)]
+struct Freshness {
+    #[serde(default)]
+    stale: bool,
 }
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
@@ -129,16 +218,21 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let ctl = Arc::new(Controller::open(&opts.state_dir, opts.id, &addr.to_string()).await?);
-    ctl.wait_for_leader(Duration::from_secs(10)).await?;
-    bootstrap(&ctl).await?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?.to_string();
+    // The address the other controllers and clients reach this one at.
+    let addr = match &opts.membership {
+        Some(Membership::Static(members)) => members.get(&opts.id).cloned().unwrap_or(local),
+        _ => local,
+    };
+    let membership = opts.membership.clone().unwrap_or_else(|| Membership::Static([(opts.id, addr.clone())].into()));
+    let key = Arc::new(opts.key.clone());
+    let ctl = Arc::new(Controller::open(&opts.state_dir, opts.id, &addr, membership, &opts.timing, key.clone()).await?);
 
     let app = App {
         ctl: ctl.clone(),
         dispatch: Arc::new(Dispatcher::default()),
         liveness: Arc::new(Liveness::default()),
-        key: Arc::new(opts.key.clone()),
+        key,
         replay: Arc::default(),
         operators: Arc::new(opts.operators.clone()),
         events: Arc::new(EventLog::default()),
@@ -153,28 +247,27 @@ pub async fn run(
     }
     tokio::spawn(app.dispatch.clone().run(ctl.shared.clone()));
     tokio::spawn(app.events.clone().run(ctl.shared.clone()));
+    tokio::spawn(crate::leadership::follow(
+        ctl.clone(),
+        app.dispatch.clone(),
+        app.liveness.clone(),
+        opts.leader_hook.clone(),
+    ));
     tokio::spawn(loops::schedule(ctl.clone(), opts.sched.clone(), opts.coalesce));
     tokio::spawn(loops::watch(ctl.clone(), app.liveness.clone(), opts.node_timeout));
+    if let Some(existing) = opts.join.clone() {
+        tokio::spawn(crate::leadership::ask_to_join(ctl.clone(), existing, app.key.clone()));
+    }
 
     let router = router(app);
+    // Raft's appends and their answers are small writes on kept-alive
+    // connections: Nagle's algorithm would hold each for a delayed ACK.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
     ctl.shutdown().await;
-    Ok(())
-}
-
-/// A new cluster gets a default partition over all nodes, and liveness is
-/// left to the leader (heartbeats are not logged).
-async fn bootstrap(ctl: &Controller) -> Result<(), String> {
-    let (configured, has_partition) =
-        ctl.shared.read(|s| (s.config().node_timeout_ms.is_none(), !s.partitions().is_empty()));
-    if !configured {
-        let config = Config { node_timeout_ms: None, ..Config::default() };
-        ctl.propose(Command::Configure(config)).await.map_err(|e| e.to_string())?;
-    }
-    if !has_partition {
-        let p = PartitionSpec { is_default: true, ..PartitionSpec::new("debug", "ALL") };
-        ctl.propose(Command::SetPartition(p)).await.map_err(|e| e.to_string())?;
-    }
     Ok(())
 }
 
@@ -196,6 +289,11 @@ fn router(app: App) -> Router {
         .route("/api/v1/agent/orders/{node}", get(orders))
         .route("/api/v1/agent/reports", post(reports))
         .route("/api/v1/agent/health/{node}", post(node_health))
+        .route("/api/v1/controllers", get(controllers).post(join_controller))
+        .route("/api/v1/controllers/{id}", axum::routing::delete(remove_controller))
+        .route("/api/v1/raft/append", post(raft_append))
+        .route("/api/v1/raft/vote", post(raft_vote))
+        .route("/api/v1/raft/snapshot", post(raft_snapshot))
         // A batch of 10 000 jobs is ~10 MB of JSON; axum's default cap is 2 MB.
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
         .with_state(app)
@@ -204,10 +302,10 @@ fn router(app: App) -> Router {
 async fn submit(AxState(app): AxState<App>, headers: HeaderMap, Json(req): Json<SubmitJobs>) -> ApiResult<Submitted> {
     let who = app.authenticate(&headers)?;
     if req.jobs.is_empty() {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "no jobs in the request".into()));
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "no jobs in the request"));
     }
     if let Some(j) = req.jobs.iter().find(|j| !who.operator && j.uid != who.uid) {
-        return Err(ApiError(StatusCode::FORBIDDEN, format!("uid {} may not submit jobs as uid {}", who.uid, j.uid)));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("uid {} may not submit jobs as uid {}", who.uid, j.uid)));
     }
     let now = now_ms();
     let cmd = if req.jobs.len() == 1 {
@@ -215,7 +313,7 @@ async fn submit(AxState(app): AxState<App>, headers: HeaderMap, Json(req): Json<
     } else {
         Command::SubmitBatch { specs: req.jobs, now }
     };
-    let events = app.ctl.propose(cmd).await?;
+    let events = app.propose_request(&headers, cmd).await?;
     let job_ids = events
         .iter()
         .filter_map(|e| match e {
@@ -226,13 +324,21 @@ async fn submit(AxState(app): AxState<App>, headers: HeaderMap, Json(req): Json<
     Ok(Json(Submitted { job_ids }))
 }
 
-async fn list_jobs(AxState(app): AxState<App>, headers: HeaderMap, Query(q): Query<JobQuery>) -> Response {
+async fn list_jobs(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Query(q): Query<JobQuery>,
+    Query(fresh): Query<Freshness>,
+) -> Response {
     if let Err(e) = app.authenticate(&headers) {
+        return e.into_response();
+    }
+    if let Err(e) = app.read_barrier(&fresh).await {
         return e.into_response();
     }
     let filter = match listing::Filter::new(&q) {
         Ok(f) => f,
-        Err(e) => return ApiError(StatusCode::BAD_REQUEST, e).into_response(),
+        Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, e).into_response(),
     };
     match q.format.as_deref() {
         None | Some("json") => {
@@ -243,19 +349,25 @@ async fn list_jobs(AxState(app): AxState<App>, headers: HeaderMap, Query(q): Que
             ([("content-type", "text/tab-separated-values; charset=utf-8")], text).into_response()
         }
         Some(other) => {
-            ApiError(StatusCode::BAD_REQUEST, format!("unknown format '{other}'; use json or tsv")).into_response()
+            ApiError::new(StatusCode::BAD_REQUEST, format!("unknown format '{other}'; use json or tsv")).into_response()
         }
     }
 }
 
-async fn show_job(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<JobView> {
+async fn show_job(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(fresh): Query<Freshness>,
+) -> ApiResult<JobView> {
     app.authenticate(&headers)?;
+    app.read_barrier(&fresh).await?;
     job_view(&app, &id)
 }
 
 /// A job id from a path (`1234`, `1234_7`); a malformed one is a 400.
 fn job_ref(id: &str) -> Result<JobRef, ApiError> {
-    JobRef::parse(id).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))
+    JobRef::parse(id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))
 }
 
 fn job_view(app: &App, id: &str) -> ApiResult<JobView> {
@@ -273,11 +385,11 @@ fn job_view(app: &App, id: &str) -> ApiResult<JobView> {
             s.array(r.id).map(|a| JobView::of_array(s, a))
         })
         .map(Json)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("Invalid job id specified: {id}")))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Invalid job id specified: {id}")))
 }
 
-async fn cancel_filter(app: &App, who: Requester, filter: CancelFilter) -> ApiResult<Cancelled> {
-    let events = app.ctl.propose(Command::Cancel { filter, by: who, now: now_ms() }).await?;
+async fn cancel_filter(app: &App, headers: &HeaderMap, who: Requester, filter: CancelFilter) -> ApiResult<Cancelled> {
+    let events = app.propose_request(headers, Command::Cancel { filter, by: who, now: now_ms() }).await?;
     let mut out = Cancelled { cancelled: Vec::new(), refused: Vec::new() };
     for e in events {
         match e {
@@ -293,13 +405,13 @@ async fn cancel_filter(app: &App, who: Requester, filter: CancelFilter) -> ApiRe
 
 async fn cancel(AxState(app): AxState<App>, headers: HeaderMap, Json(req): Json<CancelJobs>) -> ApiResult<Cancelled> {
     let who = app.authenticate(&headers)?;
-    cancel_filter(&app, who, req.filter).await
+    cancel_filter(&app, &headers, who, req.filter).await
 }
 
 async fn cancel_one(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Cancelled> {
     let who = app.authenticate(&headers)?;
     let r = job_ref(&id)?;
-    cancel_filter(&app, who, CancelFilter { jobs: vec![r], ..Default::default() }).await
+    cancel_filter(&app, &headers, who, CancelFilter { jobs: vec![r], ..Default::default() }).await
 }
 
 async fn requeue(
@@ -310,7 +422,7 @@ async fn requeue(
 ) -> ApiResult<JobView> {
     let who = app.authenticate(&headers)?;
     let job = job_ref(&id)?;
-    app.ctl.propose(Command::Requeue { job, hold: r.hold, by: who, now: now_ms() }).await?;
+    app.propose_request(&headers, Command::Requeue { job, hold: r.hold, by: who, now: now_ms() }).await?;
     job_view(&app, &id)
 }
 
@@ -327,8 +439,10 @@ async fn list_events(
     AxState(app): AxState<App>,
     headers: HeaderMap,
     Query(q): Query<EventQuery>,
+    Query(fresh): Query<Freshness>,
 ) -> ApiResult<EventList> {
     app.authenticate(&headers)?;
+    app.read_barrier(&fresh).await?;
     let added = app.events.added.notified();
     let mut events = app.events.since(q.after, 10_000);
     if events.is_empty() && q.wait > 0 {
@@ -338,13 +452,24 @@ async fn list_events(
     Ok(Json(EventList { events }))
 }
 
-async fn list_nodes(AxState(app): AxState<App>, headers: HeaderMap) -> ApiResult<NodeList> {
+async fn list_nodes(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Query(fresh): Query<Freshness>,
+) -> ApiResult<NodeList> {
     app.authenticate(&headers)?;
+    app.read_barrier(&fresh).await?;
     Ok(Json(NodeList { nodes: app.ctl.shared.read(|s| (0..s.nodes().len()).map(|i| NodeView::of(s, i)).collect()) }))
 }
 
-async fn show_node(AxState(app): AxState<App>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<NodeView> {
+async fn show_node(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(fresh): Query<Freshness>,
+) -> ApiResult<NodeView> {
     app.authenticate(&headers)?;
+    app.read_barrier(&fresh).await?;
     node_view(&app, &name)
 }
 
@@ -353,17 +478,19 @@ fn node_view(app: &App, name: &str) -> ApiResult<NodeView> {
         .shared
         .read(|s| s.node_index(name).map(|i| NodeView::of(s, i as usize)))
         .map(Json)
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("Invalid node name specified: {name}")))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Invalid node name specified: {name}")))
 }
 
 async fn node_action(
     app: &App,
+    headers: &HeaderMap,
     who: Requester,
     node: String,
     action: NodeAction,
     reason: Option<String>,
 ) -> ApiResult<NodeView> {
-    app.ctl.propose(Command::SetNodeState { node: node.clone(), action, reason, by: who, now: now_ms() }).await?;
+    let cmd = Command::SetNodeState { node: node.clone(), action, reason, by: who, now: now_ms() };
+    app.propose_request(headers, cmd).await?;
     node_view(app, &node)
 }
 
@@ -374,12 +501,12 @@ async fn drain(
     Json(d): Json<Drain>,
 ) -> ApiResult<NodeView> {
     let who = app.authenticate(&headers)?;
-    node_action(&app, who, name, NodeAction::Drain, Some(d.reason)).await
+    node_action(&app, &headers, who, name, NodeAction::Drain, Some(d.reason)).await
 }
 
 async fn resume(AxState(app): AxState<App>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<NodeView> {
     let who = app.authenticate(&headers)?;
-    node_action(&app, who, name, NodeAction::Resume, None).await
+    node_action(&app, &headers, who, name, NodeAction::Resume, None).await
 }
 
 async fn health(AxState(app): AxState<App>) -> Response {
@@ -424,6 +551,7 @@ async fn heartbeat(
     Path(node): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     app.authenticate_agent(&headers)?;
+    app.leader_only()?;
     let up = app.ctl.shared.read(|s| s.node(&node).map(|n| n.status == drover_core::NodeStatus::Up));
     match up {
         Some(true) => {
@@ -431,18 +559,22 @@ async fn heartbeat(
             Ok(StatusCode::NO_CONTENT)
         }
         // The agent re-registers on this answer.
-        _ => Err(ApiError(StatusCode::CONFLICT, format!("node {node} is not registered or is down; register again"))),
+        _ => Err(ApiError::new(StatusCode::CONFLICT, format!("node {node} is not registered or is down; register again"))),
     }
 }
 
 /// The order stream: newline-delimited JSON, with a ping every few seconds.
 async fn orders(AxState(app): AxState<App>, headers: HeaderMap, Path(node): Path<String>) -> Response {
-    if let Err(e) = app.authenticate_agent(&headers) {
+    if let Err(e) = app.authenticate_agent(&headers).and_then(|_| app.leader_only()) {
         return e.into_response();
     }
     let dispatch = app.dispatch.clone();
     let stream = futures_util::stream::unfold((dispatch, node, Vec::<Order>::new()), |(d, node, mut buf)| async move {
         loop {
+            // A deposed leader ends the stream; the agent finds the new one.
+            if !d.is_active() {
+                return None;
+            }
             if let Some(o) = buf.pop() {
                 let mut line = serde_json::to_vec(&o).unwrap_or_default();
                 line.push(b'\n');
@@ -532,4 +664,123 @@ async fn reports(
         app.ctl.propose(Command::Batch(finished)).await?;
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- the controllers: membership and Raft's RPCs ----
+
+async fn controllers(AxState(app): AxState<App>) -> Json<Controllers> {
+    let m = app.ctl.raft.metrics().borrow().clone();
+    let leader_last = m.last_log_index;
+    let replication = m.replication.clone().unwrap_or_default();
+    let membership = m.membership_config.membership();
+    let members = membership
+        .nodes()
+        .map(|(id, node)| {
+            let matched = replication.get(id).map(|l| l.map_or(0, |l| l.index));
+            Member {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: membership.voter_ids().any(|v| v == *id),
+                matched_index: matched,
+                lag: matched.map(|i| leader_last.unwrap_or(0).saturating_sub(i)),
+            }
+        })
+        .collect();
+    Json(Controllers {
+        this: app.ctl.id,
+        leader: m.current_leader,
+        term: m.current_term,
+        role: format!("{:?}", m.state),
+        last_log_index: m.last_log_index,
+        applied_index: m.last_applied.map(|l| l.index),
+        snapshot_index: m.snapshot.map(|l| l.index),
+        purged_index: m.purged.map(|l| l.index),
+        members,
+    })
+}
+
+fn membership_error<E: std::fmt::Display>(app: &App, e: openraft::error::RaftError<u64, E>) -> ApiError {
+    if app.ctl.is_leader() {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("membership change failed: {e}"))
+    } else {
+        ApiError::not_leader(app.ctl.leader_addr().filter(|a| *a != app.ctl.addr))
+    }
+}
+
+/// Adds a controller: first as a learner, which receives the log (or a
+/// snapshot) until it has caught up, then as a voter.
+async fn join_controller(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Json(j): Json<JoinController>,
+) -> ApiResult<Controllers> {
+    if !app.authenticate(&headers)?.operator {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "only operators may change the controllers"));
+    }
+    if j.addr.parse::<SocketAddr>().is_err() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("invalid controller address '{}'", j.addr)));
+    }
+    app.leader_only()?;
+    let node = openraft::BasicNode { addr: j.addr.clone() };
+    app.ctl.raft.add_learner(j.id, node, true).await.map_err(|e| membership_error(&app, e))?;
+    let mut voters: std::collections::BTreeSet<u64> =
+        app.ctl.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+    voters.insert(j.id);
+    app.ctl.raft.change_membership(voters, false).await.map_err(|e| membership_error(&app, e))?;
+    Ok(controllers(AxState(app)).await)
+}
+
+/// Removes a controller from the group (it stops receiving the log).
+async fn remove_controller(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> ApiResult<Controllers> {
+    if !app.authenticate(&headers)?.operator {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "only operators may change the controllers"));
+    }
+    app.leader_only()?;
+    let mut voters: std::collections::BTreeSet<u64> =
+        app.ctl.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+    if !voters.remove(&id) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("controller {id} is not a voting member")));
+    }
+    if voters.is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "cannot remove the last controller"));
+    }
+    app.ctl.raft.change_membership(voters, false).await.map_err(|e| membership_error(&app, e))?;
+    Ok(controllers(AxState(app)).await)
+}
+
+async fn raft_append(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Json(req): Json<openraft::raft::AppendEntriesRequest<crate::TypeConfig>>,
+) -> Response {
+    if let Err(e) = app.authenticate_agent(&headers) {
+        return e.into_response();
+    }
+    Json(app.ctl.raft.append_entries(req).await).into_response()
+}
+
+async fn raft_vote(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Json(req): Json<openraft::raft::VoteRequest<u64>>,
+) -> Response {
+    if let Err(e) = app.authenticate_agent(&headers) {
+        return e.into_response();
+    }
+    Json(app.ctl.raft.vote(req).await).into_response()
+}
+
+async fn raft_snapshot(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Json(req): Json<openraft::raft::InstallSnapshotRequest<crate::TypeConfig>>,
+) -> Response {
+    if let Err(e) = app.authenticate_agent(&headers) {
+        return e.into_response();
+    }
+    Json(app.ctl.raft.install_snapshot(req).await).into_response()
 }

@@ -87,7 +87,7 @@ fn full(nodes: usize, pending: usize) -> State {
     s.apply(Command::SubmitBatch { specs: vec![fill; nodes], now: 500 }).unwrap();
     let plan = sched::schedule(&s, 600, &SchedConfig::default());
     assert_eq!(plan.allocations.len(), nodes);
-    s.apply(Command::Allocate { plan, now: 600 }).unwrap();
+    s.apply(Command::Allocate { plan, now: 600, term: 0 }).unwrap();
     let specs: Vec<JobSpec> = (0..pending).map(|i| job(i, &script)).collect();
     s.apply(Command::SubmitBatch { specs, now: 1_000 }).unwrap();
     s
@@ -163,7 +163,7 @@ fn apply(c: &mut Criterion) {
                 }],
                 ..Default::default()
             };
-            s.apply(Command::Allocate { plan, now }).unwrap();
+            s.apply(Command::Allocate { plan, now, term: 0 }).unwrap();
             s.apply(Command::StepFinished {
                 job: id,
                 attempt: 0,

@@ -278,7 +278,7 @@ mod tests {
         let spec = r.build(&ctx, "#!/bin/sh\n").unwrap();
         s.apply(Command::Submit { spec: Box::new(spec), now: 0 }).unwrap();
         let plan = sched::schedule(&s, 0, &SchedConfig::default());
-        let ev = s.apply(Command::Allocate { plan, now: 0 }).unwrap();
+        let ev = s.apply(Command::Allocate { plan, now: 0, term: 0 }).unwrap();
         let id = ev
             .iter()
             .find_map(|e| match e {

@@ -173,6 +173,11 @@ pub enum Command {
     Allocate {
         plan: Plan,
         now: Time,
+        /// The Raft term of the leader that planned it: the controller
+        /// refuses a plan committed in any other term (a fencing token, so a
+        /// deposed leader's stale plan never allocates). 0 outside Raft.
+        #[serde(default)]
+        term: u64,
     },
     StepStarted {
         job: JobId,
@@ -192,6 +197,14 @@ pub enum Command {
     /// reports): each applies atomically on its own, in order; one that is
     /// refused becomes a `Refused` event and the rest still apply.
     Batch(Vec<Command>),
+    /// A client's request, applied at most once. A client that retries after
+    /// a timeout or a leader change cannot know whether its first attempt
+    /// was committed; the retry names the same `request` and gets the first
+    /// answer back (as [`Event::Repeated`]) instead of acting twice.
+    Once {
+        request: String,
+        cmd: Box<Command>,
+    },
 }
 
 impl Command {
@@ -200,6 +213,7 @@ impl Command {
         match self {
             Configure(_) | SetPartition(_) => None,
             Batch(cmds) => cmds.iter().filter_map(Command::now).max(),
+            Once { cmd, .. } => cmd.now(),
             Submit { now, .. }
             | SubmitBatch { now, .. }
             | Cancel { now, .. }
@@ -323,6 +337,12 @@ pub enum Event {
         target: String,
         reason: String,
     },
+    /// A retried [`Command::Once`]: nothing happened now; `answer` is what
+    /// the first attempt did. Followers of the event stream ignore it.
+    Repeated {
+        request: String,
+        answer: Vec<Event>,
+    },
 }
 
 impl fmt::Display for Event {
@@ -359,6 +379,10 @@ impl fmt::Display for Event {
             StaleStep { job, attempt, node } if node.is_empty() => write!(f, "stale step {job} attempt={attempt}"),
             StaleStep { job, attempt, node } => write!(f, "stale step {job} attempt={attempt} on {node}"),
             Refused { target, reason } => write!(f, "refused {target}: {reason}"),
+            Repeated { request, answer } => {
+                write!(f, "repeated {request}:")?;
+                answer.iter().try_for_each(|e| write!(f, " [{e}]"))
+            }
         }
     }
 }
@@ -404,7 +428,23 @@ pub struct Snapshot {
     pub arrays: Vec<ArrayJob>,
     pub nodes: Vec<Node>,
     pub partitions: Vec<Partition>,
+    /// Recent answers to [`Command::Once`] requests.
+    #[serde(default)]
+    pub answered: Vec<Answered>,
 }
+
+/// The first answer to a [`Command::Once`] request, kept for
+/// [`ANSWER_KEEP_MS`] after it was given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answered {
+    pub request: String,
+    pub at: Time,
+    pub answer: Result<Vec<Event>, CommandError>,
+}
+
+/// How long a request's answer is remembered: far longer than any client
+/// keeps retrying.
+pub const ANSWER_KEEP_MS: Time = 2 * 60 * 1000;
 
 /// Lookup structures rebuilt from the persistent state; never serialised.
 #[derive(Debug, Clone, Default)]
@@ -427,6 +467,9 @@ pub struct State {
     arrays: BTreeMap<JobId, ArrayJob>,
     nodes: Vec<Node>,
     partitions: Vec<Partition>,
+    /// Answers to `Once` requests, by request, oldest first in `answer_order`.
+    answered: HashMap<String, Answered>,
+    answer_order: std::collections::VecDeque<(Time, String)>,
     idx: Indexes,
 }
 
@@ -457,6 +500,8 @@ impl State {
             arrays: BTreeMap::new(),
             nodes: Vec::new(),
             partitions: Vec::new(),
+            answered: HashMap::new(),
+            answer_order: std::collections::VecDeque::new(),
             idx: Indexes::default(),
         }
     }
@@ -542,6 +587,7 @@ impl State {
             arrays: self.arrays.values().cloned().collect(),
             nodes: self.nodes.clone(),
             partitions: self.partitions.clone(),
+            answered: self.answer_order.iter().filter_map(|(_, r)| self.answered.get(r).cloned()).collect(),
         }
     }
 
@@ -554,6 +600,8 @@ impl State {
             arrays: s.arrays.into_iter().map(|a| (a.id, a)).collect(),
             nodes: s.nodes,
             partitions: s.partitions,
+            answer_order: s.answered.iter().map(|a| (a.at, a.request.clone())).collect(),
+            answered: s.answered.into_iter().map(|a| (a.request.clone(), a)).collect(),
             idx: Indexes::default(),
         };
         st.rebuild_indexes();
@@ -646,7 +694,8 @@ impl State {
 
     // ---- applying ----
 
-    /// Applies one command. On error nothing has changed.
+    /// Applies one command. On error nothing has changed (except that a
+    /// [`Command::Once`] request remembers its answer).
     pub fn apply(&mut self, cmd: Command) -> Result<Vec<Event>, CommandError> {
         let now = cmd.now();
         let events = self.apply_inner(cmd)?;
@@ -730,7 +779,7 @@ impl State {
             Command::SetNodeState { node, action, reason, by, now } => {
                 self.set_node_state(&node, action, reason, by, now, &mut ev)?
             }
-            Command::Allocate { plan, now } => self.allocate(plan, now, &mut ev),
+            Command::Allocate { plan, now, .. } => self.allocate(plan, now, &mut ev),
             Command::StepStarted { job, attempt, .. } => {
                 let j = self.jobs.get(&job).ok_or_else(|| CommandError::UnknownJob(job.to_string()))?;
                 if j.restart_count != attempt || !j.state.is_active() {
@@ -746,6 +795,7 @@ impl State {
                 }
             }
             Command::Tick { now } => self.tick(now, &mut ev),
+            Command::Once { request, cmd } => ev = self.apply_once(request, *cmd)?,
             Command::Batch(cmds) => {
                 for (i, cmd) in cmds.into_iter().enumerate() {
                     if matches!(cmd, Command::Batch(_)) {
@@ -763,6 +813,25 @@ impl State {
             }
         }
         Ok(ev)
+    }
+
+    fn apply_once(&mut self, request: String, cmd: Command) -> Result<Vec<Event>, CommandError> {
+        if matches!(cmd, Command::Once { .. }) {
+            return Err(CommandError::Invalid("requests do not nest".into()));
+        }
+        if let Some(first) = self.answered.get(&request) {
+            return first.answer.clone().map(|answer| vec![Event::Repeated { request, answer }]);
+        }
+        let at = cmd.now().unwrap_or(self.now).max(self.now);
+        let answer = self.apply(cmd);
+        while self.answer_order.front().is_some_and(|(t, _)| t + ANSWER_KEEP_MS < at) {
+            if let Some((_, old)) = self.answer_order.pop_front() {
+                self.answered.remove(&old);
+            }
+        }
+        self.answer_order.push_back((at, request.clone()));
+        self.answered.insert(request.clone(), Answered { request, at, answer: answer.clone() });
+        answer
     }
 
     fn stale(&self, job: JobId, attempt: u32) -> Event {

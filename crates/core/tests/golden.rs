@@ -21,6 +21,8 @@ struct Runner {
     state: State,
     log: Vec<Command>,
     now: Time,
+    /// Set by `once REQ`: the next command is wrapped as that request.
+    once: Option<String>,
 }
 
 const USERS: &[(&str, u32)] = &[("root", 0), ("alice", 1001), ("bob", 1002), ("carol", 1003)];
@@ -62,10 +64,14 @@ fn requester(words: &mut Vec<&str>) -> Result<(String, Requester), String> {
 
 impl Runner {
     fn new() -> Runner {
-        Runner { state: State::default(), log: Vec::new(), now: 0 }
+        Runner { state: State::default(), log: Vec::new(), now: 0, once: None }
     }
 
     fn apply(&mut self, cmd: Command, out: &mut String) {
+        let cmd = match self.once.take() {
+            Some(request) => Command::Once { request, cmd: Box::new(cmd) },
+            None => cmd,
+        };
         self.log.push(cmd.clone());
         match self.state.apply(cmd) {
             Ok(events) => {
@@ -85,6 +91,15 @@ impl Runner {
         let cmd = words.remove(0);
         let now = self.now;
         match cmd {
+            // `once REQ <command>`: the command as a client request that may be retried.
+            "once" => {
+                let request = (!words.is_empty()).then(|| words.remove(0)).ok_or("once needs a request id")?;
+                self.once = Some(request.to_string());
+                let rest = words.join(" ");
+                let r = self.run(&rest, out);
+                self.once = None;
+                return r;
+            }
             "config" => {
                 let mut c = Config::default();
                 if let Some(v) = kv(&words, "node_timeout") {
@@ -195,7 +210,7 @@ impl Runner {
                 if plan.is_empty() {
                     writeln!(out, "nothing to do").unwrap();
                 } else {
-                    self.apply(Command::Allocate { plan, now }, out);
+                    self.apply(Command::Allocate { plan, now, term: 0 }, out);
                 }
             }
             "allocate" => {
@@ -221,7 +236,7 @@ impl Runner {
                     }],
                     ..Default::default()
                 };
-                self.apply(Command::Allocate { plan, now }, out);
+                self.apply(Command::Allocate { plan, now, term: 0 }, out);
             }
             "cancel" => {
                 let (_, by) = requester(&mut words)?;

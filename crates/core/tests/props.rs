@@ -147,7 +147,7 @@ fn to_commands(state: &State, op: &Op, now: u64) -> Vec<Command> {
                 ..Default::default()
             };
             let plan = sched::schedule(state, now, &cfg);
-            vec![Command::Allocate { plan, now }]
+            vec![Command::Allocate { plan, now, term: 0 }]
         }
         Op::Finish { job, outcome, stale } => {
             let id = job_id(state, job);

@@ -27,6 +27,118 @@ pub struct Submitted {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    /// Set when the answering controller is not the leader: the leader's
+    /// address, where the client should send the request instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+}
+
+/// The header that names a client's request so that a retry of it is
+/// applied at most once (see `Command::Once`).
+pub const REQUEST_HEADER: &str = "x-drover-request";
+
+/// Read from any controller, not only the leader (`?stale=true`): faster,
+/// and it works without a leader, but may lag behind.
+pub const STALE_PARAM: &str = "stale";
+
+/// `GET /api/v1/controllers`: the Raft group as the answering controller
+/// sees it (the leader also knows how far each member has replicated).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Controllers {
+    /// Which controller answered.
+    pub this: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    /// Leader, Follower, Candidate or Learner.
+    pub role: String,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    /// Log entries up to here were compacted into the snapshot.
+    pub purged_index: Option<u64>,
+    pub members: Vec<Member>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Member {
+    pub id: u64,
+    pub addr: String,
+    /// false for a learner (replicated to, but not voting).
+    pub voter: bool,
+    /// Known on the leader only: the last log index the member holds.
+    pub matched_index: Option<u64>,
+    /// Known on the leader only: entries the member is behind the leader.
+    pub lag: Option<u64>,
+}
+
+/// `POST /api/v1/controllers`: add a controller (as a learner until it has
+/// caught up, then as a voter).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinController {
+    pub id: u64,
+    pub addr: String,
+}
+
+/// The controllers a client may talk to and the one it talks to now. Pure
+/// bookkeeping; the HTTP clients of the CLI and the agent drive it.
+#[derive(Debug)]
+pub struct Endpoints {
+    inner: std::sync::Mutex<(Vec<String>, usize)>,
+}
+
+impl Endpoints {
+    /// `ADDR[,ADDR…]`, each `host:port` or a full `http://` URL.
+    pub fn parse(list: &str) -> Result<Endpoints, String> {
+        let addrs: Vec<String> =
+            list.split(',').map(str::trim).filter(|a| !a.is_empty()).map(Endpoints::base_url).collect();
+        if addrs.is_empty() {
+            return Err(format!("no controller address in '{list}'"));
+        }
+        Ok(Endpoints { inner: std::sync::Mutex::new((addrs, 0)) })
+    }
+
+    fn base_url(addr: &str) -> String {
+        let addr = addr.trim_end_matches('/');
+        if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        }
+    }
+
+    /// The base URL to use now.
+    pub fn current(&self) -> String {
+        let g = self.inner.lock().expect("endpoints lock");
+        g.0[g.1].clone()
+    }
+
+    /// Every address, in order.
+    pub fn all(&self) -> Vec<String> {
+        self.inner.lock().expect("endpoints lock").0.clone()
+    }
+
+    /// `failed` did not answer: move on to the next address (unless someone
+    /// already moved on).
+    pub fn failed(&self, failed: &str) {
+        let mut g = self.inner.lock().expect("endpoints lock");
+        if g.0[g.1] == failed {
+            g.1 = (g.1 + 1) % g.0.len();
+        }
+    }
+
+    /// A controller named the leader: talk to it from now on (it is added
+    /// if it was not in the list: membership may have changed).
+    pub fn redirect(&self, leader: &str) {
+        let url = Endpoints::base_url(leader);
+        let mut g = self.inner.lock().expect("endpoints lock");
+        match g.0.iter().position(|a| *a == url) {
+            Some(i) => g.1 = i,
+            None => {
+                g.0.push(url);
+                g.1 = g.0.len() - 1;
+            }
+        }
+    }
 }
 
 /// `POST /api/v1/jobs/cancel`.
