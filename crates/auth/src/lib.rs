@@ -170,7 +170,7 @@ pub async fn serve_credentials(socket: &Path, key: Vec<u8>) -> Result<(), String
     let mut first = true;
     loop {
         if serving(socket).await {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             continue;
         }
         let _ = std::fs::remove_file(socket);
@@ -211,7 +211,7 @@ pub async fn serve_credentials(socket: &Path, key: Vec<u8>) -> Result<(), String
 
 /// Whether a live server answers on `socket`. A hung one (its process
 /// stopped) still accepts connections in the kernel, so the test is an
-/// answer within half a second.
+/// answer within 300 ms.
 async fn serving(socket: &Path) -> bool {
     use tokio::io::AsyncReadExt;
     let probe = async {
@@ -219,7 +219,7 @@ async fn serving(socket: &Path) -> bool {
         let mut buf = [0u8; 16];
         stream.read(&mut buf).await.ok().filter(|n| *n > 0)
     };
-    matches!(tokio::time::timeout(std::time::Duration::from_millis(500), probe).await, Ok(Some(_)))
+    matches!(tokio::time::timeout(std::time::Duration::from_millis(300), probe).await, Ok(Some(_)))
 }
 
 /// Where clients look for the credential socket: `DROVER_AUTH_SOCKET`, the
@@ -236,12 +236,12 @@ pub fn socket_path() -> std::path::PathBuf {
 }
 
 /// Asks the local socket for a credential. A server that does not answer
-/// within a second (hung) is asked again, a few times: a standby server
-/// takes the socket over meanwhile.
+/// within half a second (hung) is asked again, a few times: a standby
+/// server takes the socket over meanwhile.
 pub fn fetch_credential() -> Result<String, String> {
     let path = socket_path();
     let mut last = String::new();
-    for _ in 0..4 {
+    for _ in 0..6 {
         let mut stream = match std::os::unix::net::UnixStream::connect(&path) {
             Ok(s) => s,
             // No socket at all: nothing will appear by waiting.
@@ -251,11 +251,11 @@ pub fn fetch_credential() -> Result<String, String> {
             }
             Err(e) => {
                 last = e.to_string();
-                std::thread::sleep(std::time::Duration::from_millis(300));
+                std::thread::sleep(std::time::Duration::from_millis(200));
                 continue;
             }
         };
-        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(500)));
         let mut text = String::new();
         match stream.read_to_string(&mut text) {
             Ok(_) if !text.trim().is_empty() => return Ok(text.trim().to_string()),

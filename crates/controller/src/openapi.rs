@@ -55,6 +55,24 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
         Some("HealthReport"),
         "Empty",
     ),
+    (
+        "/api/v1/controllers",
+        "get",
+        "The Raft group as this controller sees it: role, term, log indexes; on the leader, each member's lag",
+        None,
+        "Controllers",
+    ),
+    (
+        "/api/v1/controllers",
+        "post",
+        "Add a controller: a learner until caught up, then a voter (operators)",
+        Some("JoinController"),
+        "Controllers",
+    ),
+    ("/api/v1/controllers/{id}", "delete", "Remove a controller from the group (operators)", None, "Controllers"),
+    ("/api/v1/raft/append", "post", "Raft AppendEntries between controllers (cluster key)", Some("Raft"), "Raft"),
+    ("/api/v1/raft/vote", "post", "Raft RequestVote between controllers (cluster key)", Some("Raft"), "Raft"),
+    ("/api/v1/raft/snapshot", "post", "Raft InstallSnapshot chunk (cluster key)", Some("Raft"), "Raft"),
 ];
 
 fn obj(props: &[(&str, Value)], required: &[&str]) -> Value {
@@ -76,7 +94,22 @@ fn schemas() -> Value {
     json!({
         "Empty": { "type": "object" },
         "OpenApi": { "type": "object" },
-        "Error": obj(&[("error", s("string"))], &["error"]),
+        "Error": obj(&[
+            ("error", s("string")),
+            ("leader", json!({"type": "string", "description": "On 421: the leader's address; send the request there"})),
+        ], &["error"]),
+        "Raft": {"type": "object", "description": "openraft's request or Result (serde JSON); controllers only"},
+        "Member": obj(&[
+            ("id", s("integer")), ("addr", s("string")), ("voter", s("boolean")),
+            ("matched_index", json!({"type": ["integer", "null"]})), ("lag", json!({"type": ["integer", "null"]})),
+        ], &["id", "addr", "voter"]),
+        "Controllers": obj(&[
+            ("this", s("integer")), ("leader", json!({"type": ["integer", "null"]})), ("term", s("integer")),
+            ("role", s("string")), ("last_log_index", json!({"type": ["integer", "null"]})),
+            ("applied_index", json!({"type": ["integer", "null"]})), ("snapshot_index", json!({"type": ["integer", "null"]})),
+            ("purged_index", json!({"type": ["integer", "null"]})), ("members", json!({"type": "array", "items": r("Member")})),
+        ], &["this", "term", "role", "members"]),
+        "JoinController": obj(&[("id", s("integer")), ("addr", s("string"))], &["id", "addr"]),
         "Resources": resources,
         "JobSpec": {
             "type": "object",
@@ -157,13 +190,29 @@ pub fn document() -> Value {
             "parameters": params,
             "responses": {
                 "200": {"description": "OK", "content": {"application/json": {"schema": r(response)}}},
-                "4XX": {"description": "The request was refused; the body says why", "content": {"application/json": {"schema": r("Error")}}},
+                "4XX": {"description": "The request was refused; the body says why. 421: this controller is not the leader, `leader` names it", "content": {"application/json": {"schema": r("Error")}}},
+                "503": {"description": "No leader at the moment (an election is under way); retry", "content": {"application/json": {"schema": r("Error")}}},
             },
         });
+        if *method == "get" && !path.starts_with("/api/v1/agent") && !path.starts_with("/api/v1/raft") {
+            op["parameters"].as_array_mut().expect("a list").push(json!({
+                "name": "stale", "in": "query", "required": false, "schema": {"type": "boolean"},
+                "description": "Answer from this controller's state even if it is not the leader (may lag)",
+            }));
+        }
+        if *method != "get" {
+            op["parameters"].as_array_mut().expect("a list").push(json!({
+                "name": "x-drover-request", "in": "header", "required": false, "schema": {"type": "string"},
+                "description": "A client-chosen id: a retry with the same id is applied at most once and gets the first answer",
+            }));
+        }
         if let Some(req) = request {
             op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": r(req)}}});
         }
-        if *path != "/api/v1/health" && *path != "/api/v1/openapi.json" {
+        if *path != "/api/v1/health"
+            && *path != "/api/v1/openapi.json"
+            && !(*path == "/api/v1/controllers" && *method == "get")
+        {
             op["security"] = json!([{"droverCredential": []}]);
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));

@@ -112,7 +112,11 @@ impl RaftNetwork<TypeConfig> for Peer {
         self.call("snapshot", &rpc, &option).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> RpcResult<VoteResponse<u64>, openraft::error::Infallible> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<u64>, openraft::error::Infallible> {
         self.call("vote", &rpc, &option).await
     }
 }

@@ -210,14 +210,27 @@ struct Freshness {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// Binds the API port, waiting a few seconds if it is still taken (a
+/// previous instance killed a moment ago may not have let go of it yet).
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+        }
+    }
+}
+
 /// Runs a controller until `shutdown` resolves.
 pub async fn run(
     opts: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", opts.listen))?;
+    let listener = bind(opts.listen).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?.to_string();
     // The address the other controllers and clients reach this one at.
     let addr = match &opts.membership {
@@ -305,7 +318,10 @@ async fn submit(AxState(app): AxState<App>, headers: HeaderMap, Json(req): Json<
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "no jobs in the request"));
     }
     if let Some(j) = req.jobs.iter().find(|j| !who.operator && j.uid != who.uid) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("uid {} may not submit jobs as uid {}", who.uid, j.uid)));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("uid {} may not submit jobs as uid {}", who.uid, j.uid),
+        ));
     }
     let now = now_ms();
     let cmd = if req.jobs.len() == 1 {
@@ -559,7 +575,10 @@ async fn heartbeat(
             Ok(StatusCode::NO_CONTENT)
         }
         // The agent re-registers on this answer.
-        _ => Err(ApiError::new(StatusCode::CONFLICT, format!("node {node} is not registered or is down; register again"))),
+        _ => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("node {node} is not registered or is down; register again"),
+        )),
     }
 }
 
