@@ -5,8 +5,8 @@ use crate::step::{self, LauncherConfig, StepControl};
 use drover_core::state::StepOutcome;
 use drover_core::Resources;
 use drover_proto::{Endpoints, ErrorBody, Order, Register, Report, Reports};
-use reqwest::{Method, StatusCode};
 use futures_util::StreamExt;
+use reqwest::{Method, StatusCode};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -362,7 +362,9 @@ impl Agent {
                 eprintln!("drover agent {}: health check failed: {message}", self.opts.name);
             }
             let body = drover_proto::HealthReport { ok, message };
-            let _ = self.call(Method::POST, &format!("health/{}", self.opts.name), Some(&body), Some(REQUEST_TIMEOUT)).await;
+            let _ = self
+                .call(Method::POST, &format!("health/{}", self.opts.name), Some(&body), Some(REQUEST_TIMEOUT))
+                .await;
             tokio::time::sleep(every).await;
         }
     }

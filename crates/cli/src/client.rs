@@ -36,7 +36,12 @@ pub fn controller_list(flag: Option<&str>) -> String {
 pub struct Client {
     endpoints: Result<Endpoints, String>,
     http: reqwest::Client,
+    /// Where the cluster `drover up` started here keeps the last leader
+    /// seen, so that the next command goes straight to it.
+    hint: Option<std::path::PathBuf>,
 }
+
+const LEADER_HINT: &str = ".drover/leader";
 
 /// A request id unique to this process and call: pid, time, counter.
 fn request_id() -> String {
@@ -66,7 +71,28 @@ impl Client {
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
-        Client { endpoints: Endpoints::parse(&controller_list(flag)), http }
+        let list = controller_list(flag);
+        let endpoints = Endpoints::parse(&list);
+        let local = std::fs::read_to_string(".drover/controller.addr").is_ok_and(|a| a.trim() == list);
+        let hint = local.then(|| std::path::PathBuf::from(LEADER_HINT));
+        if let (Ok(e), Some(h)) = (&endpoints, &hint) {
+            if let Ok(leader) = std::fs::read_to_string(h) {
+                if e.all().iter().any(|a| *a == leader.trim()) {
+                    e.redirect(leader.trim());
+                }
+            }
+        }
+        Client { endpoints, http, hint }
+    }
+
+    /// Remembers `base` as the leader for the next command, if it changed.
+    fn remember(&self, first: &str, base: &str) {
+        if let Some(h) = self.hint.as_ref().filter(|_| first != base) {
+            let tmp = h.with_extension(format!("{}", std::process::id()));
+            if std::fs::write(&tmp, base).is_ok() {
+                let _ = std::fs::rename(&tmp, h);
+            }
+        }
     }
 
     fn endpoints(&self) -> Result<&Endpoints, String> {
@@ -113,11 +139,14 @@ impl Client {
         let started = Instant::now();
         let size_allowance = Duration::from_millis(call.body.as_ref().map_or(0, |b| b.len() as u64 / 1000));
         let mut limit = FIRST_ATTEMPT + size_allowance + call.patience;
-        let mut pause = Duration::from_millis(20);
+        // Short pauses: an election takes well under a second, and each try
+        // is one small request.
+        let mut pause = Duration::from_millis(10);
         let mut last_error = String::new();
         // Controllers that just timed out: a follower may still name one as
         // leader until its election timeout passes; ask around instead.
         let mut hung: Vec<(String, Instant)> = Vec::new();
+        let first = endpoints.current();
         while started.elapsed() < GIVE_UP {
             let base = endpoints.current();
             hung.retain(|(_, when)| when.elapsed() < Duration::from_secs(3));
@@ -148,9 +177,12 @@ impl Client {
                     last_error = resp.json::<ErrorBody>().await.map(|b| b.error).unwrap_or_else(|e| e.to_string());
                     endpoints.failed(&base);
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
+                    pause = (pause * 2).min(Duration::from_millis(100));
                 }
-                Ok(resp) => return Ok((resp, why_unsigned)),
+                Ok(resp) => {
+                    self.remember(&first, &base);
+                    return Ok((resp, why_unsigned));
+                }
                 Err(e) => {
                     last_error = e.to_string();
                     if e.is_timeout() {
@@ -159,7 +191,7 @@ impl Client {
                         hung.push((base.clone(), Instant::now()));
                     } else {
                         tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_millis(500));
+                        pause = (pause * 2).min(Duration::from_millis(100));
                     }
                     endpoints.failed(&base);
                 }
@@ -193,14 +225,7 @@ impl Client {
     fn read<'a>(path: &'a str, query: &'a [(&'a str, String)]) -> Call<'a> {
         // A long poll (`wait=SECS`) is given that much more time.
         let patience = query.iter().find(|(k, _)| *k == "wait").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-        Call {
-            method: Method::GET,
-            path,
-            query,
-            body: None,
-            request: None,
-            patience: Duration::from_secs(patience),
-        }
+        Call { method: Method::GET, path, query, body: None, request: None, patience: Duration::from_secs(patience) }
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, String> {

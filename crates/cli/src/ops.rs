@@ -268,10 +268,14 @@ pub async fn controllers(client: &Client, json: bool) -> Result<i32, String> {
     if let Some(l) = leader_view {
         let voters: Vec<String> = l.members.iter().filter(|m| m.voter).map(|m| m.id.to_string()).collect();
         let learners: Vec<String> = l.members.iter().filter(|m| !m.voter).map(|m| m.id.to_string()).collect();
-        println!("members: voters {}{}", voters.join(","), match learners.is_empty() {
-            true => String::new(),
-            false => format!(", learners {}", learners.join(",")),
-        });
+        println!(
+            "members: voters {}{}",
+            voters.join(","),
+            match learners.is_empty() {
+                true => String::new(),
+                false => format!(", learners {}", learners.join(",")),
+            }
+        );
     }
     Ok(if healthy > 0 && leader_view.is_some() { 0 } else { 1 })
 }
