@@ -267,22 +267,25 @@ fn snapshots_bound_the_log_and_an_empty_controller_catches_up_from_one() {
         assert!(kept < 600, "controller {id} keeps {kept} log entries: {s}");
     }
 
-    // Controller 3 loses its disk and comes back empty.
-    let pid = c.pid_of("controller3");
+    // A follower loses its disk and comes back empty: the leader, which
+    // had it fully replicated, must go back and send it a snapshot.
+    let leader = views(&c).into_iter().find(|v| v["role"] == "Leader").expect("a leader")["this"].as_u64().unwrap();
+    let victim = (1..=3u64).find(|i| *i != leader).unwrap();
+    let pid = c.pid_of(&format!("controller{victim}"));
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    wait_for("controller 3 to die", &c, Duration::from_secs(5), || !live(pid));
-    std::fs::remove_dir_all(c.dir.join(".drover/controller3")).unwrap();
+    wait_for("the follower to die", &c, Duration::from_secs(5), || !live(pid));
+    std::fs::remove_dir_all(c.dir.join(format!(".drover/controller{victim}"))).unwrap();
     let up = c.up(1);
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
     wait_for("the empty controller to catch up", &c, Duration::from_secs(30), || {
         let leader = views(&c).into_iter().find(|v| v["role"] == "Leader").unwrap_or_default();
-        let s = controller_status(&c, 3);
+        let s = controller_status(&c, victim);
         s["applied_index"].as_u64().is_some() && s["applied_index"] == leader["applied_index"]
     });
-    let s = controller_status(&c, 3);
-    assert!(s["snapshot_index"].as_u64().is_some(), "controller 3 caught up without a snapshot: {s}");
+    let s = controller_status(&c, victim);
+    assert!(s["snapshot_index"].as_u64().is_some(), "controller {victim} caught up without a snapshot: {s}");
     // Its own (stale) view holds every job.
-    let third = Cluster { dir: c.dir.clone(), port: c.port + 2, up_flags: vec![], controllers: 1 };
+    let third = Cluster { dir: c.dir.clone(), port: c.port + victim as u16 - 1, up_flags: vec![], controllers: 1 };
     let mine = json(&third, &["queue", "-a", "--stale", "--json"]);
     std::mem::forget(third);
     let theirs = json(&c, &["queue", "-a", "--json"]);

@@ -71,10 +71,8 @@ fn the_floating_ip_follows_the_leader() {
         return;
     };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/hooks/vip-linux.sh");
-    let hook = format!(
-        "DROVER_VIP={VIP}/32 DROVER_VIP_DEV=vip$DROVER_CONTROLLER_ID DROVER_VIP_NETNS={} {script}",
-        ns.0
-    );
+    let hook =
+        format!("DROVER_VIP={VIP}/32 DROVER_VIP_DEV=vip$DROVER_CONTROLLER_ID DROVER_VIP_NETNS={} {script}", ns.0);
     let c = Cluster::start_with("vip", 1, 0, &["--controllers", "3", "--leader-hook", &hook]);
     let mut first = 0;
     wait_for("the leader to hold the address", &c, Duration::from_secs(10), || {
