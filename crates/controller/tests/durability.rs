@@ -1,6 +1,6 @@
 //! An acknowledged command survives a controller restart.
 
-use drover_controller::{Controller, ProposeError};
+use drover_controller::{Controller, Membership, ProposeError, Timing};
 use drover_core::partition::PartitionSpec;
 use drover_core::{Command, Event, JobSpec, Resources};
 use std::path::PathBuf;
@@ -23,7 +23,9 @@ impl Drop for TempDir {
 }
 
 async fn open(dir: &TempDir) -> Controller {
-    let c = Controller::open(&dir.0, 1, "127.0.0.1:0").await.expect("controller opens");
+    let members = Membership::Static([(1, "127.0.0.1:0".to_string())].into());
+    let key = std::sync::Arc::new(b"0123456789abcdef0123456789abcdef".to_vec());
+    let c = Controller::open(&dir.0, 1, "127.0.0.1:0", members, &Timing::default(), key).await.expect("controller opens");
     c.wait_for_leader(Duration::from_secs(10)).await.expect("leader");
     c
 }
