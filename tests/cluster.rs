@@ -110,7 +110,7 @@ fn bad_input_gets_clear_errors() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot reach the controller at http://127.0.0.1:1"), "{err}");
+    assert!(err.contains("cannot reach a leading controller at http://127.0.0.1:1"), "{err}");
     assert!(err.contains("DROVER_CONTROLLER"), "says how to point elsewhere: {err}");
 }
 

@@ -243,7 +243,15 @@ fn controller_status(c: &Cluster, id: u64) -> serde_json::Value {
 #[test]
 fn snapshots_bound_the_log_and_an_empty_controller_catches_up_from_one() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let c = Cluster::start_with("ha-snap", 1, 3, &["--controllers", "3", "--snapshot-every", "100"]);
+    // A debug build ships snapshots slowly; a longer election timeout keeps
+    // the catching-up controller from standing for election meanwhile (what
+    // this test is about is the snapshot, not failover speed).
+    let c = Cluster::start_with(
+        "ha-snap",
+        1,
+        3,
+        &["--controllers", "3", "--snapshot-every", "100", "--election-timeout", "500"],
+    );
     // 100 000 jobs through the log (100 arrays of 1 000, waiting on a begin
     // time an hour away), then all cancelled; and 600 jobs actually run.
     for i in 0..100 {
@@ -277,7 +285,7 @@ fn snapshots_bound_the_log_and_an_empty_controller_catches_up_from_one() {
     std::fs::remove_dir_all(c.dir.join(format!(".drover/controller{victim}"))).unwrap();
     let up = c.up(1);
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
-    wait_for("the empty controller to catch up", &c, Duration::from_secs(30), || {
+    wait_for("the empty controller to catch up", &c, Duration::from_secs(60), || {
         let leader = views(&c).into_iter().find(|v| v["role"] == "Leader").unwrap_or_default();
         let s = controller_status(&c, victim);
         s["applied_index"].as_u64().is_some() && s["applied_index"] == leader["applied_index"]

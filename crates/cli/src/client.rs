@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 /// How long a command keeps trying to reach a leader: several elections.
 const GIVE_UP: Duration = Duration::from_secs(30);
 
+/// How long it keeps trying while no controller even accepts a connection:
+/// a restarting controller is back within this; no cluster at all should
+/// not keep a user waiting.
+const NOBODY_THERE: Duration = Duration::from_secs(3);
+
 /// A first attempt's time limit: a healthy controller answers in
 /// milliseconds, a hung one never; it doubles on each timeout, so a slow
 /// but working controller still gets through.
@@ -147,7 +152,8 @@ impl Client {
         // leader until its election timeout passes; ask around instead.
         let mut hung: Vec<(String, Instant)> = Vec::new();
         let first = endpoints.current();
-        while started.elapsed() < GIVE_UP {
+        let mut heard = false;
+        while started.elapsed() < GIVE_UP && (heard || started.elapsed() < NOBODY_THERE) {
             let base = endpoints.current();
             hung.retain(|(_, when)| when.elapsed() < Duration::from_secs(3));
             if hung.iter().any(|(h, _)| *h == base) && hung.len() < endpoints.all().len() {
@@ -166,6 +172,7 @@ impl Client {
             let (req, why_unsigned) = self.sign(req);
             match req.send().await {
                 Ok(resp) if resp.status() == StatusCode::MISDIRECTED_REQUEST => {
+                    heard = true;
                     let body: Option<ErrorBody> = resp.json().await.ok();
                     match body.and_then(|b| b.leader) {
                         Some(leader) => endpoints.redirect(&leader),
@@ -174,6 +181,7 @@ impl Client {
                     last_error = format!("{base} is not the leader");
                 }
                 Ok(resp) if resp.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                    heard = true;
                     last_error = resp.json::<ErrorBody>().await.map(|b| b.error).unwrap_or_else(|e| e.to_string());
                     endpoints.failed(&base);
                     tokio::time::sleep(pause).await;
@@ -186,6 +194,7 @@ impl Client {
                 Err(e) => {
                     last_error = e.to_string();
                     if e.is_timeout() {
+                        heard = true;
                         // Hung, or slow: the next try here gets longer.
                         limit = (limit * 2).min(Duration::from_secs(60));
                         hung.push((base.clone(), Instant::now()));

@@ -3,7 +3,7 @@
 //! the cluster key like agents' requests.
 
 use crate::raft::TypeConfig;
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -76,12 +76,11 @@ impl Peer {
             .json(req)
             .send()
             .await;
-        let resp = match sent {
-            Ok(r) => r,
-            // Nobody listens there: back off instead of hammering it.
-            Err(e) if e.is_connect() => return Err(RPCError::Unreachable(Unreachable::new(&e))),
-            Err(e) => return Err(RPCError::Network(NetworkError::new(&e))),
-        };
+        // A refused connection is a network error, not `Unreachable`: openraft
+        // backs off 500 ms from an unreachable peer, longer than an election
+        // timeout, so a controller coming back would stand for election (and
+        // depose the leader) before it heard from it.
+        let resp = sent.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if !resp.status().is_success() {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();

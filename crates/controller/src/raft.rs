@@ -126,9 +126,10 @@ impl Controller {
             // Compact the log as soon as the snapshot covers it.
             purge_batch_size: 256,
             // Snapshot chunks travel as JSON (a byte is up to four
-            // characters): 1 MiB chunks, and time to parse them on a busy
-            // follower.
-            snapshot_max_chunk_size: 1024 * 1024,
+            // characters). Each chunk also counts as the leader's heartbeat:
+            // small ones keep a follower that is catching up from standing
+            // for election.
+            snapshot_max_chunk_size: 256 * 1024,
             install_snapshot_timeout: 10_000,
             ..Default::default()
         };
