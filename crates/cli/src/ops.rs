@@ -172,18 +172,18 @@ pub async fn chaos(client: &Client, state: &Path, what: Chaos) -> Result<i32, St
             }
         }
         Chaos::KillController { id } => {
-            let (role, pid) = controller_pid(client, state, id).await?;
+            let (who, pid) = controller_pid(client, state, id).await?;
             signal(pid, libc::SIGKILL)?;
-            println!("killed {role} (pid {pid}, SIGKILL); 'drover up' restarts it with every job");
+            println!("killed {who} (pid {pid}, SIGKILL); 'drover up' restarts it with every job");
         }
         Chaos::HangController { id, secs } => {
-            let (role, pid) = controller_pid(client, state, id).await?;
+            let (who, pid) = controller_pid(client, state, id).await?;
             signal(pid, libc::SIGSTOP)?;
-            println!("stopped {role} (pid {pid}, SIGSTOP)");
+            println!("stopped {who} (pid {pid}, SIGSTOP)");
             if let Some(secs) = secs {
                 tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await;
                 signal(pid, libc::SIGCONT)?;
-                println!("resumed {role} (pid {pid}, SIGCONT) after {secs} s");
+                println!("resumed {who} (pid {pid}, SIGCONT) after {secs} s");
             }
         }
         Chaos::KillJobStep { job } => {
@@ -197,17 +197,22 @@ pub async fn chaos(client: &Client, state: &Path, what: Chaos) -> Result<i32, St
     Ok(0)
 }
 
-/// The role and pid of controller `id` of the cluster under `state`, or of
-/// the current leader.
+/// Which controller (for messages) and the pid of controller `id` of the
+/// cluster under `state`, or of the current leader.
 async fn controller_pid(client: &Client, state: &Path, id: Option<u64>) -> Result<(String, i32), String> {
     let single = crate::cluster::read_pids(state).iter().any(|s| s.role == "controller");
-    let id = match id {
-        Some(id) => id,
-        None if single => 1,
-        None => leader_id(client).await?,
+    if single {
+        if id.is_some_and(|i| i != 1) {
+            return Err(format!("the cluster in {} has one controller (id 1)", state.display()));
+        }
+        return Ok(("the controller".into(), pid_of(state, "controller")?));
+    }
+    let (id, leader) = match id {
+        Some(id) => (id, false),
+        None => (leader_id(client).await?, true),
     };
-    let role = if single && id == 1 { "controller".to_string() } else { format!("controller{id}") };
-    Ok((role.clone(), pid_of(state, &role)?))
+    let who = if leader { format!("controller {id} (the leader)") } else { format!("controller {id}") };
+    Ok((who, pid_of(state, &format!("controller{id}"))?))
 }
 
 /// The leader, as the first controller that knows one says.
