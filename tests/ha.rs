@@ -230,10 +230,28 @@ fn losing_or_hanging_the_leader_loses_no_acknowledged_write_and_no_running_job()
         assert_eq!(out.trim(), "done", "job {id} output: {out:?}");
     }
     // The hung controller, resumed, follows.
-    let (leader, _) = agreed_leader(&c, 3).expect("one leader at the end");
+    let (leader, term) = agreed_leader(&c, 3).expect("one leader at the end");
     assert_ne!(leader, hung);
+    // Prometheus sees the same on each controller.
+    for id in 1..=3u16 {
+        let text = scrape(c.port + id - 1);
+        assert!(text.contains(&format!("drover_raft_term {term}\n")), "controller {id}: {text}");
+        let leads = u64::from(id) == leader;
+        assert!(text.contains(&format!("drover_raft_is_leader {}\n", u8::from(leads))), "controller {id}: {text}");
+        assert!(text.contains(&format!("drover_raft_leader_id {leader}\n")), "controller {id}: {text}");
+    }
     let log = std::fs::read_to_string(c.dir.join(format!(".drover/logs/controller{hung}.log"))).unwrap_or_default();
     assert!(log.contains("no longer leader"), "the resumed leader did not step down:\n{log}");
+}
+
+/// `GET /metrics` from the controller on `port`.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
 }
 
 fn controller_status(c: &Cluster, id: u64) -> serde_json::Value {

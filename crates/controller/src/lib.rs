@@ -14,6 +14,7 @@ mod listing;
 pub mod log_store;
 mod loops;
 pub mod machine;
+mod metrics;
 pub mod openapi;
 mod peers;
 pub mod raft;

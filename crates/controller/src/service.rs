@@ -303,6 +303,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/agent/reports", post(reports))
         .route("/api/v1/agent/health/{node}", post(node_health))
         .route("/api/v1/controllers", get(controllers).post(join_controller))
+        .route("/metrics", get(metrics))
         .route("/api/v1/controllers/{id}", axum::routing::delete(remove_controller))
         .route("/api/v1/raft/append", post(raft_append))
         .route("/api/v1/raft/vote", post(raft_vote))
@@ -688,6 +689,16 @@ async fn reports(
 // ---- the controllers: membership and Raft's RPCs ----
 
 async fn controllers(AxState(app): AxState<App>) -> Json<Controllers> {
+    Json(controllers_view(&app))
+}
+
+/// Prometheus' scrape: the Raft group's gauges (no credential, like /health).
+async fn metrics(AxState(app): AxState<App>) -> Response {
+    let text = crate::metrics::raft_text(&controllers_view(&app));
+    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+fn controllers_view(app: &App) -> Controllers {
     let m = app.ctl.raft.metrics().borrow().clone();
     let leader_last = m.last_log_index;
     let replication = m.replication.clone().unwrap_or_default();
@@ -705,7 +716,7 @@ async fn controllers(AxState(app): AxState<App>) -> Json<Controllers> {
             }
         })
         .collect();
-    Json(Controllers {
+    Controllers {
         this: app.ctl.id,
         leader: m.current_leader,
         term: m.current_term,
@@ -715,7 +726,7 @@ async fn controllers(AxState(app): AxState<App>) -> Json<Controllers> {
         snapshot_index: m.snapshot.map(|l| l.index),
         purged_index: m.purged.map(|l| l.index),
         members,
-    })
+    }
 }
 
 fn membership_error<E: std::fmt::Display>(app: &App, e: openraft::error::RaftError<u64, E>) -> ApiError {
