@@ -34,21 +34,8 @@ pub struct ControllerArgs {
     /// Start empty and ask these running controllers (ADDR,…) to add this one.
     #[arg(long, conflicts_with = "peers")]
     join: Option<String>,
-    /// A command run through 'sh -c' when this controller becomes leader
-    /// and when it stops (DROVER_LEADER_EVENT=acquire|release,
-    /// DROVER_CONTROLLER_ID, DROVER_CONTROLLER_ADDR, DROVER_TERM), e.g. to
-    /// move a floating IP: see deploy/hooks/vip-linux.sh.
-    #[arg(long)]
-    leader_hook: Option<String>,
-    /// Snapshot the state, and compact the log, every this many entries.
-    #[arg(long, default_value_t = 20_000)]
-    snapshot_every: u64,
-    /// Milliseconds without a leader's heartbeat before a follower stands
-    /// for election (randomized up to twice this; heartbeats every third of
-    /// it). Lower fails over faster; too low for the machine's load brings
-    /// needless elections.
-    #[arg(long, default_value_t = 200)]
-    election_timeout: u64,
+    #[command(flatten)]
+    raft: RaftArgs,
     /// Seconds without a heartbeat before a node is DOWN.
     #[arg(long, default_value_t = 10)]
     node_timeout: u64,
@@ -145,15 +132,8 @@ pub struct UpArgs {
     /// loss of 1 or 2).
     #[arg(long, default_value_t = 1)]
     controllers: u16,
-    /// Every controller's leadership hook (see 'drover controller --help').
-    #[arg(long)]
-    leader_hook: Option<String>,
-    /// Snapshot and compact the Raft log every this many entries.
-    #[arg(long, default_value_t = 20_000)]
-    snapshot_every: u64,
-    /// The controllers' election timeout in ms (see 'drover controller --help').
-    #[arg(long, default_value_t = 200)]
-    election_timeout: u64,
+    #[command(flatten)]
+    raft: RaftArgs,
     /// Return once the cluster is ready instead of staying in the foreground.
     #[arg(long)]
     detach: bool,
@@ -188,6 +168,58 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// How the controllers replicate: given to `drover controller`, and by
+/// `drover up` to each controller it starts.
+#[derive(Args, Clone)]
+pub struct RaftArgs {
+    /// A command run through 'sh -c' when a controller becomes leader and
+    /// when it stops (DROVER_LEADER_EVENT=acquire|release,
+    /// DROVER_CONTROLLER_ID, DROVER_CONTROLLER_ADDR, DROVER_TERM), e.g. to
+    /// move a floating IP: see deploy/hooks/vip-linux.sh.
+    #[arg(long)]
+    leader_hook: Option<String>,
+    /// Snapshot the state, and compact the log, every this many entries.
+    #[arg(long, default_value_t = 20_000)]
+    snapshot_every: u64,
+    /// Milliseconds without a leader's heartbeat before a follower stands
+    /// for election (randomized up to twice this; heartbeats every third of
+    /// it). Lower fails over faster; too low for the machine's load brings
+    /// needless elections.
+    #[arg(long, default_value_t = 200)]
+    election_timeout: u64,
+}
+
+impl RaftArgs {
+    fn timing(&self) -> Result<drover_controller::Timing, String> {
+        if self.snapshot_every < 10 {
+            return Err(format!("--snapshot-every {} is below 10", self.snapshot_every));
+        }
+        if !(30..=60_000).contains(&self.election_timeout) {
+            return Err(format!("--election-timeout {} is out of range 30-60000 ms", self.election_timeout));
+        }
+        Ok(drover_controller::Timing {
+            heartbeat_ms: (self.election_timeout / 3).max(10),
+            election_min_ms: self.election_timeout,
+            election_max_ms: self.election_timeout * 2,
+            snapshot_every: self.snapshot_every,
+        })
+    }
+
+    /// The same settings as `drover controller` flags.
+    fn to_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--snapshot-every".to_string(),
+            self.snapshot_every.to_string(),
+            "--election-timeout".into(),
+            self.election_timeout.to_string(),
+        ];
+        if let Some(h) = &self.leader_hook {
+            args.extend(["--leader-hook".to_string(), h.clone()]);
+        }
+        args
     }
 }
 
@@ -258,22 +290,14 @@ pub async fn controller(a: ControllerArgs, client: &Client) -> Result<(), String
         (None, _) => "127.0.0.1:6817".into(),
     };
     let listen = listen.parse().map_err(|e| format!("invalid --listen '{listen}': {e}"))?;
-    if a.snapshot_every < 10 {
-        return Err(format!("--snapshot-every {} is below 10", a.snapshot_every));
-    }
+    let timing = a.raft.timing()?;
     let key = drover_auth::load_key(&a.key_file)?;
     let mut opts = Options::new(a.state_dir, listen, key);
     opts.id = a.id;
     opts.membership = membership;
     opts.join = a.join;
-    opts.leader_hook = a.leader_hook;
-    opts.timing.snapshot_every = a.snapshot_every;
-    if !(30..=60_000).contains(&a.election_timeout) {
-        return Err(format!("--election-timeout {} is out of range 30-60000 ms", a.election_timeout));
-    }
-    opts.timing.election_min_ms = a.election_timeout;
-    opts.timing.election_max_ms = a.election_timeout * 2;
-    opts.timing.heartbeat_ms = (a.election_timeout / 3).max(10);
+    opts.leader_hook = a.raft.leader_hook;
+    opts.timing = timing;
     opts.node_timeout = Duration::from_secs(a.node_timeout.max(1));
     opts.auth_socket = a.auth_socket;
     opts.operators = a.operators;
@@ -375,6 +399,7 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
     if a.controllers == 0 || a.controllers > 7 {
         return Err(format!("--controllers {} is out of range 1-7 (3 or 5 for fault tolerance)", a.controllers));
     }
+    a.raft.timing()?;
     if u32::from(a.port) + u32::from(a.controllers) > 65_536 {
         return Err(format!("--port {} leaves no room for {} controllers", a.port, a.controllers));
     }
@@ -435,16 +460,10 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
             state.join("auth.sock").display().to_string(),
             "--node-timeout".into(),
             a.node_timeout.to_string(),
-            "--snapshot-every".into(),
-            a.snapshot_every.to_string(),
-            "--election-timeout".into(),
-            a.election_timeout.to_string(),
         ];
+        args.extend(a.raft.to_args());
         if a.controllers > 1 {
             args.extend(["--id".to_string(), id.to_string(), "--peers".into(), peers.clone()]);
-        }
-        if let Some(h) = &a.leader_hook {
-            args.extend(["--leader-hook".to_string(), h.clone()]);
         }
         spawn_daemon(&state, role, &args)?;
     }
