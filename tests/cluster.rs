@@ -55,6 +55,8 @@ fn a_local_cluster_runs_every_kind_of_job_and_survives_its_controller() {
     for t in [0, 42, 99] {
         assert_eq!(c.file(&format!("arr-{array}_{t}.out")), format!("task {t}\n"));
     }
+    // The array's own record, once every task ran, says how they did.
+    assert_eq!(state_of(&c, &array), "COMPLETED");
     assert_eq!(c.file("chain.txt"), "a\nb\nc\n");
     for (i, id) in slow.iter().enumerate() {
         assert_eq!(c.file(&format!("slurm-{id}.out")), format!("slow {i}\n"));

@@ -3,7 +3,7 @@
 //! `/api/v1/agent` (orders streamed as newline-delimited JSON).
 
 use drover_core::hostlist;
-use drover_core::job::{ExitStatus, Job, JobId};
+use drover_core::job::{ExitStatus, Job, JobId, JobState};
 use drover_core::launch::{self, LaunchOrder};
 use drover_core::state::{ArrayJob, CancelFilter, StepOutcome};
 use drover_core::{JobSpec, Resources, State};
@@ -240,6 +240,21 @@ impl JobView {
     /// The not-yet-started tasks of an array, as one line (`1000_[5-99]`).
     pub fn of_array(state: &State, a: &ArrayJob) -> JobView {
         let part = state.partition_for(&a.spec).map(|p| p.name().to_string()).unwrap_or_default();
+        // Once no task waits, the array's record says how its tasks are
+        // doing: running while any runs, then COMPLETED if all did, else
+        // the state of the first that did not (CANCELLED if only tasks that
+        // never started were cancelled).
+        let (st, reason, terminal) = if !a.pending.is_empty() {
+            (JobState::Pending, a.reason.name(), false)
+        } else if a.active > 0 {
+            (JobState::Running, "None", false)
+        } else if a.ended_ok == a.total {
+            (JobState::Completed, "None", true)
+        } else {
+            let first_bad =
+                a.split_ids.iter().filter_map(|id| state.job(*id)).map(|j| j.state).find(|s| *s != JobState::Completed);
+            (first_bad.unwrap_or(JobState::Cancelled), "None", true)
+        };
         let tasks = a.pending.to_string();
         JobView {
             id: if a.pending.len() == 1 { format!("{}_{tasks}", a.id) } else { format!("{}_[{tasks}]", a.id) },
@@ -251,9 +266,9 @@ impl JobView {
             uid: a.spec.uid,
             account: a.spec.account.clone(),
             partition: part,
-            state: "PENDING".into(),
-            state_code: "PD".into(),
-            reason: a.reason.name().into(),
+            state: st.name().into(),
+            state_code: st.code().into(),
+            reason: reason.into(),
             nodes: String::new(),
             num_nodes: a.spec.nodes_min,
             num_cpus: a.spec.total_cpus(),
@@ -266,7 +281,7 @@ impl JobView {
             work_dir: a.spec.work_dir.clone(),
             stdout: String::new(),
             stderr: String::new(),
-            terminal: false,
+            terminal,
         }
     }
 }
