@@ -21,14 +21,6 @@ fn json(c: &Cluster, args: &[&str]) -> serde_json::Value {
     })
 }
 
-fn wait_for(what: &str, c: &Cluster, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}\n{}", c.logs());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Each controller's own view (`drover controllers --json`).
 fn views(c: &Cluster) -> Vec<serde_json::Value> {
     json(c, &["controllers", "--json"])
@@ -124,7 +116,7 @@ fn check_history(c: &Cluster, history: &[Op]) {
     let cancelled: Vec<u64> =
         history.iter().filter_map(|op| if let Op::Cancelled { id, .. } = op { Some(*id) } else { None }).collect();
     let mut last = None;
-    wait_for("every acknowledged job to end", c, Duration::from_secs(90), || {
+    c.wait_for("every acknowledged job to end", Duration::from_secs(90), || {
         let list = json(c, &["queue", "-a", "--json"]);
         let jobs = list["jobs"].as_array().cloned().unwrap_or_default();
         let done = jobs.iter().filter(|j| acked.contains_key(&j["job_id"].as_u64().unwrap_or(0))).all(|j| {
@@ -182,7 +174,7 @@ fn losing_or_hanging_the_leader_loses_no_acknowledged_write_and_no_running_job()
     let killed = c.drover(&["chaos", "kill-controller"]);
     assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
     let t = Instant::now();
-    wait_for("a new leader after the kill", &c, Duration::from_secs(10), || {
+    c.wait_for("a new leader after the kill", Duration::from_secs(10), || {
         agreed_leader(&c, 2).is_some_and(|(l, t2)| l != old && t2 > term)
     });
     eprintln!("new leader agreed {:?} after the kill", t.elapsed());
@@ -190,14 +182,14 @@ fn losing_or_hanging_the_leader_loses_no_acknowledged_write_and_no_running_job()
     // The killed controller comes back and catches up.
     let up = c.up(2);
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
-    wait_for("three controllers agreeing again", &c, Duration::from_secs(15), || agreed_leader(&c, 3).is_some());
+    c.wait_for("three controllers agreeing again", Duration::from_secs(15), || agreed_leader(&c, 3).is_some());
 
     // 2. SIGSTOP the leader for 4 s: it must be replaced, and on waking
     // must not act as leader.
     let (hung, term) = agreed_leader(&c, 3).expect("a leader before the hang");
     let hang = c.drover(&["chaos", "hang-controller", "--for", "4"]);
     assert!(hang.status.success(), "{}", String::from_utf8_lossy(&hang.stderr));
-    wait_for("one agreed leader after the hang", &c, Duration::from_secs(15), || {
+    c.wait_for("one agreed leader after the hang", Duration::from_secs(15), || {
         agreed_leader(&c, 3).is_some_and(|(l, t2)| l != hung && t2 > term)
     });
     std::thread::sleep(Duration::from_secs(2));
@@ -222,7 +214,7 @@ fn losing_or_hanging_the_leader_loses_no_acknowledged_write_and_no_running_job()
 
     for id in &long {
         let j = json(&c, &["show", "job", id, "--json"]);
-        wait_for("the long jobs to finish", &c, Duration::from_secs(30), || {
+        c.wait_for("the long jobs to finish", Duration::from_secs(30), || {
             json(&c, &["show", "job", id, "--json"])["state"] == "COMPLETED"
         });
         assert_eq!(j["restart_count"], 0, "job {id} was interrupted: {j}");
@@ -282,7 +274,7 @@ fn snapshots_bound_the_log_and_an_empty_controller_catches_up_from_one() {
     let out = c.drover(&["wait", &ran]);
     assert!(out.status.success(), "the 600 tasks: {}{}", String::from_utf8_lossy(&out.stderr), c.logs());
     for id in 1..=3u64 {
-        wait_for("every controller to apply everything", &c, Duration::from_secs(20), || {
+        c.wait_for("every controller to apply everything", Duration::from_secs(20), || {
             let s = controller_status(&c, id);
             s["applied_index"] == s["last_log_index"] && s["snapshot_index"].as_u64().is_some()
         });
@@ -299,11 +291,11 @@ fn snapshots_bound_the_log_and_an_empty_controller_catches_up_from_one() {
     let victim = (1..=3u64).find(|i| *i != leader).unwrap();
     let pid = c.pid_of(&format!("controller{victim}"));
     unsafe { libc::kill(pid, libc::SIGKILL) };
-    wait_for("the follower to die", &c, Duration::from_secs(5), || !live(pid));
+    c.wait_for("the follower to die", Duration::from_secs(5), || !live(pid));
     std::fs::remove_dir_all(c.dir.join(format!(".drover/controller{victim}"))).unwrap();
     let up = c.up(1);
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
-    wait_for("the empty controller to catch up", &c, Duration::from_secs(60), || {
+    c.wait_for("the empty controller to catch up", Duration::from_secs(60), || {
         let leader = views(&c).into_iter().find(|v| v["role"] == "Leader").unwrap_or_default();
         let s = controller_status(&c, victim);
         s["applied_index"].as_u64().is_some() && s["applied_index"] == leader["applied_index"]
@@ -339,7 +331,7 @@ fn a_controller_joins_a_running_group_and_leaves_it() {
             .output()
             .unwrap()
     };
-    wait_for("controller 2 to join as a voter", &c, Duration::from_secs(20), || {
+    c.wait_for("controller 2 to join as a voter", Duration::from_secs(20), || {
         let out = with_second(&["controllers", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         v.as_array().is_some_and(|all| {

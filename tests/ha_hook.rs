@@ -6,7 +6,7 @@ mod common;
 
 use common::Cluster;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const VIP: &str = "10.213.0.10";
 
@@ -56,14 +56,6 @@ fn leader(c: &Cluster) -> Option<u64> {
     v.as_array()?.iter().filter_map(|x| x.get("status")).find(|s| s["role"] == "Leader")?["this"].as_u64()
 }
 
-fn wait_for(what: &str, c: &Cluster, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}\n{}", c.logs());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn the_floating_ip_follows_the_leader() {
     let Some(ns) = Namespace::create(3) else {
@@ -75,7 +67,7 @@ fn the_floating_ip_follows_the_leader() {
         format!("DROVER_VIP={VIP}/32 DROVER_VIP_DEV=vip$DROVER_CONTROLLER_ID DROVER_VIP_NETNS={} {script}", ns.0);
     let c = Cluster::start_with("vip", 1, 0, &["--controllers", "3", "--leader-hook", &hook]);
     let mut first = 0;
-    wait_for("the leader to hold the address", &c, Duration::from_secs(10), || {
+    c.wait_for("the leader to hold the address", Duration::from_secs(10), || {
         first = leader(&c).unwrap_or(0);
         ns.holders() == vec![first]
     });
@@ -85,7 +77,7 @@ fn the_floating_ip_follows_the_leader() {
     let hang = c.drover(&["chaos", "hang-controller", "--for", "3"]);
     assert!(hang.status.success(), "{}", String::from_utf8_lossy(&hang.stderr));
     let mut second = 0;
-    wait_for("the new leader to hold the address alone", &c, Duration::from_secs(10), || {
+    c.wait_for("the new leader to hold the address alone", Duration::from_secs(10), || {
         second = leader(&c).unwrap_or(0);
         second != first && ns.holders() == vec![second]
     });
@@ -97,7 +89,7 @@ fn the_floating_ip_follows_the_leader() {
     // separate hosts the gratuitous ARP moves the traffic.
     let kill = c.drover(&["chaos", "kill-controller"]);
     assert!(kill.status.success(), "{}", String::from_utf8_lossy(&kill.stderr));
-    wait_for("a third leader to hold the address", &c, Duration::from_secs(10), || {
+    c.wait_for("a third leader to hold the address", Duration::from_secs(10), || {
         leader(&c).is_some_and(|third| third != second && ns.holders().contains(&third))
     });
 }

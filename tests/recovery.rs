@@ -19,15 +19,6 @@ fn node_state(c: &Cluster, node: &str) -> String {
     json(c, &["show", "node", node, "--json"])["state"].as_str().unwrap_or("?").to_string()
 }
 
-fn wait_for(what: &str, c: &Cluster, timeout: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}\n{}", c.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
-
 /// Runs `drover wait` on the ids and checks it says every one COMPLETED.
 fn all_complete(c: &Cluster, ids: &[String]) {
     let mut args = vec!["wait"];
@@ -52,13 +43,13 @@ const MARKED: &str = "echo start $SLURM_RESTART_COUNT $SLURMD_NODENAME; sleep 5;
 fn a_killed_agent_s_job_is_requeued_and_completes_elsewhere_once() {
     let c = Cluster::start_with("killagent", 3, 0, FLAGS);
     let id = c.submit(&["-o", "a.out", "--wrap", MARKED]);
-    wait_for("job running", &c, Duration::from_secs(10), || state_of(&c, &id) == "RUNNING");
+    c.wait_for("job running", Duration::from_secs(10), || state_of(&c, &id) == "RUNNING");
     let node = json(&c, &["show", "job", &id, "--json"])["nodes"].as_str().unwrap().to_string();
 
     let out = c.drover(&["chaos", "kill-agent", &node]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("killed the agent of"), "chaos says what it did");
-    let detected = wait_for("node DOWN", &c, Duration::from_secs(8), || node_state(&c, &node) == "DOWN");
+    let detected = c.wait_for("node DOWN", Duration::from_secs(8), || node_state(&c, &node) == "DOWN");
     assert!(detected <= Duration::from_secs(5), "DOWN within node_timeout + 2 s, took {detected:?}");
     let v = json(&c, &["show", "job", &id, "--json"]);
     assert_eq!(v["restart_count"], 1, "requeued once: {v}");
@@ -86,7 +77,7 @@ fn a_hung_agent_s_job_completes_elsewhere_and_the_stale_step_dies_on_resume() {
     let c = Cluster::start_with("hangagent", 3, 1, FLAGS);
     let id =
         c.submit(&["-o", "b.out", "--wrap", "echo start $SLURM_RESTART_COUNT; sleep 8; echo end $SLURM_RESTART_COUNT"]);
-    wait_for("job running", &c, Duration::from_secs(10), || state_of(&c, &id) == "RUNNING");
+    c.wait_for("job running", Duration::from_secs(10), || state_of(&c, &id) == "RUNNING");
     let node = json(&c, &["show", "job", &id, "--json"])["nodes"].as_str().unwrap().to_string();
     let agent_pid = c.pid_of(&node);
 
@@ -94,8 +85,8 @@ fn a_hung_agent_s_job_completes_elsewhere_and_the_stale_step_dies_on_resume() {
     let step_pid = std::fs::read_to_string(spool.join("spool/job1.0/pid")).unwrap().trim().parse::<i32>().unwrap();
     let out = c.drover(&["chaos", "hang-agent", &node]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("SIGSTOP"), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_for("node DOWN", &c, Duration::from_secs(8), || node_state(&c, &node) == "DOWN");
-    wait_for("requeued copy running", &c, Duration::from_secs(5), || {
+    c.wait_for("node DOWN", Duration::from_secs(8), || node_state(&c, &node) == "DOWN");
+    c.wait_for("requeued copy running", Duration::from_secs(5), || {
         let v = json(&c, &["show", "job", &id, "--json"]);
         v["restart_count"] == 1 && v["state"] == "RUNNING"
     });
@@ -107,7 +98,7 @@ fn a_hung_agent_s_job_completes_elsewhere_and_the_stale_step_dies_on_resume() {
 
     // Resumed: it re-registers, naming its step of attempt 0, which is killed.
     unsafe { libc::kill(agent_pid, libc::SIGCONT) };
-    wait_for("node back", &c, Duration::from_secs(8), || node_state(&c, &node) != "DOWN");
+    c.wait_for("node back", Duration::from_secs(8), || node_state(&c, &node) != "DOWN");
     all_complete(&c, std::slice::from_ref(&id));
     let output = c.file("b.out");
     assert_eq!(output.matches("end").count(), 1, "not duplicated: {output}\n{}", c.logs());
@@ -120,7 +111,7 @@ fn an_agent_killed_and_restarted_loses_none_of_its_jobs() {
     let ids: Vec<String> = (0..20)
         .map(|i| c.submit(&["-o", &format!("c{i}.out"), "--wrap", &format!("sleep {}; echo ran {i}", 1 + i % 3)]))
         .collect();
-    wait_for("jobs running", &c, Duration::from_secs(10), || state_of(&c, &ids[3]) == "RUNNING");
+    c.wait_for("jobs running", Duration::from_secs(10), || state_of(&c, &ids[3]) == "RUNNING");
 
     let out = c.drover(&["chaos", "kill-agent", "node1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -148,18 +139,18 @@ fn operators_drain_resume_and_requeue() {
     let health = c.drover(&["health"]);
     assert_eq!(health.status.code(), Some(1), "a drained node is a problem");
     assert!(c.drover(&["resume", "node1"]).status.success());
-    wait_for("job running", &c, Duration::from_secs(10), || state_of(&c, &id) == "RUNNING");
+    c.wait_for("job running", Duration::from_secs(10), || state_of(&c, &id) == "RUNNING");
     assert_eq!(c.drover(&["health"]).status.code(), Some(0));
 
     let out = c.drover(&["requeue", &id]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_for("second run", &c, Duration::from_secs(10), || c.file("r.out").contains("run 1"));
+    c.wait_for("second run", Duration::from_secs(10), || c.file("r.out").contains("run 1"));
     let out = c.drover(&["requeue", "999999"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("999999"), "names the job it could not requeue");
     let out = c.drover(&["chaos", "kill-job-step", &id]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("killed job"), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_for("job ended", &c, Duration::from_secs(10), || state_of(&c, &id) == "FAILED");
+    c.wait_for("job ended", Duration::from_secs(10), || state_of(&c, &id) == "FAILED");
     let out = c.drover(&["drain", "nosuchnode", "--reason", "x"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nosuchnode"));
 
@@ -194,12 +185,12 @@ fn a_failing_health_check_drains_the_node_and_a_passing_one_resumes_it() {
     flags.extend(["--health-check", &check, "--health-interval", "1"]);
     let c = Cluster::start_with("health", 1, 4, &flags);
     std::fs::write(&sick, "").unwrap();
-    wait_for("drained by the check", &c, Duration::from_secs(8), || node_state(&c, "node1") == "DRAINED");
+    c.wait_for("drained by the check", Duration::from_secs(8), || node_state(&c, "node1") == "DRAINED");
     let v = json(&c, &["show", "node", "node1", "--json"]);
     assert_eq!(v["reason"], "health check failed: disk full on /scratch", "{v}");
     assert_eq!(c.drover(&["health"]).status.code(), Some(1));
     std::fs::remove_file(&sick).unwrap();
-    wait_for("resumed by the check", &c, Duration::from_secs(8), || node_state(&c, "node1") == "IDLE");
+    c.wait_for("resumed by the check", Duration::from_secs(8), || node_state(&c, "node1") == "IDLE");
 
     // An operator's drain is the operator's to lift.
     assert!(c.drover(&["drain", "node1", "--reason", "maintenance"]).status.success());

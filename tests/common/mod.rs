@@ -73,6 +73,22 @@ impl Cluster {
             .expect("runs drover")
     }
 
+    /// Polls `done` until it holds and returns how long that took; fails the
+    /// test with the daemons' logs after `timeout`.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: std::time::Duration,
+        mut done: impl FnMut() -> bool,
+    ) -> std::time::Duration {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}\n{}", self.logs());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        start.elapsed()
+    }
+
     /// The controllers' addresses, comma-separated.
     pub fn addrs(&self) -> String {
         (0..self.controllers).map(|i| format!("127.0.0.1:{}", self.port + i)).collect::<Vec<_>>().join(",")

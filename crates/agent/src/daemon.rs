@@ -144,9 +144,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
 impl Agent {
     /// A fresh credential per request: the controller accepts each once.
     fn auth(&self) -> String {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        format!("Drover {}", drover_auth::Credential::mint(&self.opts.key, 0, 0, now).unwrap_or_default())
+        drover_auth::key_authorization(&self.opts.key).unwrap_or_default()
     }
 
     /// One request to the controller believed to lead. A follower's 421
@@ -170,10 +168,7 @@ impl Agent {
         }
         match req.send().await {
             Ok(r) if r.status() == StatusCode::MISDIRECTED_REQUEST => {
-                match r.json::<ErrorBody>().await.ok().and_then(|b| b.leader) {
-                    Some(leader) => self.endpoints.redirect(&leader),
-                    None => self.endpoints.failed(&base),
-                }
+                self.endpoints.misdirected(&base, r.json().await.ok());
                 Err(format!("{base} is not the leader"))
             }
             Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {

@@ -102,6 +102,13 @@ impl Credential {
     }
 }
 
+/// An `Authorization` header value for a daemon that holds the cluster key
+/// (agents, controllers talking to each other): a fresh credential as uid 0,
+/// good once.
+pub fn key_authorization(key: &[u8]) -> std::io::Result<String> {
+    Ok(format!("Drover {}", Credential::mint(key, 0, 0, now_ms())?))
+}
+
 /// Remembers the credentials seen until they expire, so none is used twice.
 #[derive(Default)]
 pub struct ReplayGuard {

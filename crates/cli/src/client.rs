@@ -11,7 +11,6 @@ use drover_proto::{Endpoints, ErrorBody, REQUEST_HEADER};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// How long a command keeps trying to reach a leader: several elections.
@@ -27,15 +26,22 @@ const NOBODY_THERE: Duration = Duration::from_secs(3);
 /// but working controller still gets through.
 const FIRST_ATTEMPT: Duration = Duration::from_millis(1500);
 
+/// Where `drover up` writes its cluster's controllers.
+const LOCAL_CLUSTER: &str = ".drover/controller.addr";
+
 /// Where the CLI finds the controllers: `--controller`, then
 /// `DROVER_CONTROLLER`, then the cluster `drover up` started in this
 /// directory, then the default port on this host. A comma-separated list
-/// names several.
-pub fn controller_list(flag: Option<&str>) -> String {
-    flag.map(str::to_string)
+/// names several. Also says whether the list is that local cluster's.
+fn controller_list(flag: Option<&str>) -> (String, bool) {
+    let local = std::fs::read_to_string(LOCAL_CLUSTER).ok().map(|s| s.trim().to_string());
+    let list = flag
+        .map(str::to_string)
         .or_else(|| std::env::var("DROVER_CONTROLLER").ok().filter(|s| !s.is_empty()))
-        .or_else(|| std::fs::read_to_string(Path::new(".drover/controller.addr")).ok().map(|s| s.trim().to_string()))
-        .unwrap_or_else(|| "127.0.0.1:6817".to_string())
+        .or_else(|| local.clone())
+        .unwrap_or_else(|| "127.0.0.1:6817".to_string());
+    let is_local = local.is_some_and(|l| l == list);
+    (list, is_local)
 }
 
 pub struct Client {
@@ -76,9 +82,8 @@ impl Client {
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
-        let list = controller_list(flag);
+        let (list, local) = controller_list(flag);
         let endpoints = Endpoints::parse(&list);
-        let local = std::fs::read_to_string(".drover/controller.addr").is_ok_and(|a| a.trim() == list);
         let hint = local.then(|| std::path::PathBuf::from(LEADER_HINT));
         if let (Ok(e), Some(h)) = (&endpoints, &hint) {
             if let Ok(leader) = std::fs::read_to_string(h) {
@@ -173,11 +178,7 @@ impl Client {
             match req.send().await {
                 Ok(resp) if resp.status() == StatusCode::MISDIRECTED_REQUEST => {
                     heard = true;
-                    let body: Option<ErrorBody> = resp.json().await.ok();
-                    match body.and_then(|b| b.leader) {
-                        Some(leader) => endpoints.redirect(&leader),
-                        None => endpoints.failed(&base),
-                    }
+                    endpoints.misdirected(&base, resp.json().await.ok());
                     last_error = format!("{base} is not the leader");
                 }
                 Ok(resp) if resp.status() == StatusCode::SERVICE_UNAVAILABLE => {

@@ -161,16 +161,7 @@ pub async fn chaos(client: &Client, state: &Path, what: Chaos) -> Result<i32, St
             signal(pid, libc::SIGKILL)?;
             println!("killed the agent of {node} (pid {pid}, SIGKILL); its jobs keep running until it is back or they are requeued");
         }
-        Chaos::HangAgent { node, secs } => {
-            let pid = pid_of(state, &node)?;
-            signal(pid, libc::SIGSTOP)?;
-            println!("stopped the agent of {node} (pid {pid}, SIGSTOP)");
-            if let Some(secs) = secs {
-                tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await;
-                signal(pid, libc::SIGCONT)?;
-                println!("resumed the agent of {node} (pid {pid}, SIGCONT) after {secs} s");
-            }
-        }
+        Chaos::HangAgent { node, secs } => hang(&format!("the agent of {node}"), pid_of(state, &node)?, secs).await?,
         Chaos::KillController { id } => {
             let (who, pid) = controller_pid(client, state, id).await?;
             signal(pid, libc::SIGKILL)?;
@@ -178,13 +169,7 @@ pub async fn chaos(client: &Client, state: &Path, what: Chaos) -> Result<i32, St
         }
         Chaos::HangController { id, secs } => {
             let (who, pid) = controller_pid(client, state, id).await?;
-            signal(pid, libc::SIGSTOP)?;
-            println!("stopped {who} (pid {pid}, SIGSTOP)");
-            if let Some(secs) = secs {
-                tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await;
-                signal(pid, libc::SIGCONT)?;
-                println!("resumed {who} (pid {pid}, SIGCONT) after {secs} s");
-            }
+            hang(&who, pid, secs).await?;
         }
         Chaos::KillJobStep { job } => {
             let v: JobView = client.get(&format!("/api/v1/jobs/{job}"), &[]).await?;
@@ -195,6 +180,18 @@ pub async fn chaos(client: &Client, state: &Path, what: Chaos) -> Result<i32, St
         }
     }
     Ok(0)
+}
+
+/// SIGSTOPs `pid`, and SIGCONTs it after `secs` if given.
+async fn hang(who: &str, pid: i32, secs: Option<f64>) -> Result<(), String> {
+    signal(pid, libc::SIGSTOP)?;
+    println!("stopped {who} (pid {pid}, SIGSTOP)");
+    if let Some(secs) = secs {
+        tokio::time::sleep(Duration::from_secs_f64(secs.max(0.0))).await;
+        signal(pid, libc::SIGCONT)?;
+        println!("resumed {who} (pid {pid}, SIGCONT) after {secs} s");
+    }
+    Ok(())
 }
 
 /// Which controller (for messages) and the pid of controller `id` of the

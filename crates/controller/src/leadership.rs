@@ -130,15 +130,14 @@ pub async fn ask_to_join(ctl: Arc<Controller>, existing: String, key: Arc<Vec<u8
     let http = reqwest::Client::new();
     let body = drover_proto::JoinController { id: ctl.id, addr: ctl.addr.clone() };
     loop {
-        if ctl.raft.metrics().borrow().membership_config.membership().voter_ids().any(|v| v == ctl.id) {
+        if ctl.voters().contains(&ctl.id) {
             eprintln!("drover controller {}: joined the group as a voter", ctl.id);
             return;
         }
         let base = endpoints.current();
-        let cred = drover_auth::Credential::mint(&key, 0, 0, crate::loops::now_ms()).unwrap_or_default();
         let sent = http
             .post(format!("{base}/api/v1/controllers"))
-            .header("authorization", format!("Drover {cred}"))
+            .header("authorization", drover_auth::key_authorization(&key).unwrap_or_default())
             .timeout(Duration::from_secs(60))
             .json(&body)
             .send()
@@ -146,10 +145,7 @@ pub async fn ask_to_join(ctl: Arc<Controller>, existing: String, key: Arc<Vec<u8
         match sent {
             Ok(r) if r.status().is_success() => {}
             Ok(r) if r.status() == reqwest::StatusCode::MISDIRECTED_REQUEST => {
-                match r.json::<drover_proto::ErrorBody>().await.ok().and_then(|b| b.leader) {
-                    Some(l) => endpoints.redirect(&l),
-                    None => endpoints.failed(&base),
-                }
+                endpoints.misdirected(&base, r.json().await.ok());
                 continue;
             }
             Ok(r) => {

@@ -75,29 +75,39 @@ pub async fn schedule(ctl: Arc<Controller>, cfg: SchedConfig, coalesce: Duration
 /// When each node was last heard from. Kept in the leader's memory, not in
 /// the log: a thousand nodes heartbeating every second must not write a
 /// thousand log entries a second.
+#[derive(Default)]
 pub struct Liveness {
-    seen: Mutex<HashMap<String, Instant>>,
-    /// When this controller last became leader: nodes not heard from since
-    /// count as heard from then.
-    since: Mutex<Instant>,
+    seen: Mutex<Seen>,
 }
 
-impl Default for Liveness {
-    fn default() -> Liveness {
-        Liveness { seen: Mutex::default(), since: Mutex::new(Instant::now()) }
+struct Seen {
+    at: HashMap<String, Instant>,
+    /// When this controller last became leader: nodes not heard from since
+    /// count as heard from then.
+    since: Instant,
+}
+
+impl Default for Seen {
+    fn default() -> Seen {
+        Seen { at: HashMap::new(), since: Instant::now() }
     }
 }
 
 impl Liveness {
     pub fn saw(&self, node: &str) {
-        self.seen.lock().expect("liveness lock").insert(node.to_string(), Instant::now());
+        self.seen.lock().expect("liveness lock").at.insert(node.to_string(), Instant::now());
     }
 
     /// Forgets every heartbeat: called when this controller becomes leader,
     /// since agents heartbeated to the old one meanwhile.
     pub fn reset(&self) {
-        self.seen.lock().expect("liveness lock").clear();
-        *self.since.lock().expect("liveness lock") = Instant::now();
+        *self.seen.lock().expect("liveness lock") = Seen::default();
+    }
+
+    /// Which of `up` have been silent for longer than `timeout`.
+    fn silent(&self, up: Vec<String>, timeout: Duration) -> Vec<String> {
+        let seen = self.seen.lock().expect("liveness lock");
+        up.into_iter().filter(|n| seen.at.get(n).copied().unwrap_or(seen.since).elapsed() > timeout).collect()
     }
 }
 
@@ -114,13 +124,8 @@ pub async fn watch(ctl: Arc<Controller>, liveness: Arc<Liveness>, timeout: Durat
         let up: Vec<String> = ctl
             .shared
             .read(|s| s.nodes().iter().filter(|n| n.status == NodeStatus::Up).map(|n| n.name.clone()).collect());
-        let silent: Vec<String> = {
-            let since = *liveness.since.lock().expect("liveness lock");
-            let seen = liveness.seen.lock().expect("liveness lock");
-            // A new leader gives every node a full timeout before judging.
-            up.into_iter().filter(|n| seen.get(n).copied().unwrap_or(since).elapsed() > timeout).collect()
-        };
-        for node in silent {
+        // A new leader gives every node a full timeout before judging.
+        for node in liveness.silent(up, timeout) {
             let reason = format!("Not responding (no heartbeat for {}s)", timeout.as_secs());
             let _ = ctl.propose(Command::NodeDown { node, reason, now: now_ms() }).await;
         }

@@ -65,13 +65,11 @@ impl Peer {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let now = crate::loops::now_ms();
-        let cred = drover_auth::Credential::mint(&self.key, 0, 0, now)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let auth = drover_auth::key_authorization(&self.key).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let sent = self
             .http
             .post(format!("{}/{path}", self.base))
-            .header("authorization", format!("Drover {cred}"))
+            .header("authorization", auth)
             .timeout(option.hard_ttl())
             .json(req)
             .send()

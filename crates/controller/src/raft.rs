@@ -183,12 +183,18 @@ impl Controller {
         m.current_leader == Some(self.id) && m.state == ServerState::Leader
     }
 
-    /// The leader's address, as far as this controller knows.
-    pub fn leader_addr(&self) -> Option<String> {
+    /// Where to send a client this controller cannot serve: the leader's
+    /// address, as far as this controller knows, if it is another one.
+    pub fn other_leader_addr(&self) -> Option<String> {
         let m = self.raft.metrics();
         let m = m.borrow();
-        let leader = m.current_leader?;
+        let leader = m.current_leader.filter(|l| *l != self.id)?;
         m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+    }
+
+    /// The voting members now.
+    pub fn voters(&self) -> std::collections::BTreeSet<u64> {
+        self.raft.metrics().borrow().membership_config.membership().voter_ids().collect()
     }
 
     /// The current term.

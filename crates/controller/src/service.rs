@@ -110,9 +110,7 @@ impl App {
         }
         match self.ctl.raft.ensure_linearizable().await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
-                Err(ApiError::not_leader(self.ctl.leader_addr().filter(|a| *a != self.ctl.addr)))
-            }
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(self.not_leader()),
             Err(e) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("cannot confirm leadership: {e}"))),
         }
     }
@@ -135,13 +133,27 @@ impl App {
         Ok(events)
     }
 
+    /// Sends the client to the leader (or says there is none).
+    fn not_leader(&self) -> ApiError {
+        ApiError::not_leader(self.ctl.other_leader_addr())
+    }
+
+    /// Membership changes are for operators (root, --operators, agents).
+    fn authenticate_operator(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if self.authenticate(headers)?.operator {
+            Ok(())
+        } else {
+            Err(ApiError::new(StatusCode::FORBIDDEN, "only operators may change the controllers"))
+        }
+    }
+
     /// Requests that only the leader may serve (agents' heartbeats and order
     /// streams) are sent on to it.
     fn leader_only(&self) -> Result<(), ApiError> {
         if self.ctl.is_leader() && self.dispatch.is_active() {
             Ok(())
         } else {
-            Err(ApiError::not_leader(self.ctl.leader_addr().filter(|a| *a != self.ctl.addr)))
+            Err(self.not_leader())
         }
     }
 
@@ -733,7 +745,7 @@ fn membership_error<E: std::fmt::Display>(app: &App, e: openraft::error::RaftErr
     if app.ctl.is_leader() {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("membership change failed: {e}"))
     } else {
-        ApiError::not_leader(app.ctl.leader_addr().filter(|a| *a != app.ctl.addr))
+        app.not_leader()
     }
 }
 
@@ -744,17 +756,14 @@ async fn join_controller(
     headers: HeaderMap,
     Json(j): Json<JoinController>,
 ) -> ApiResult<Controllers> {
-    if !app.authenticate(&headers)?.operator {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "only operators may change the controllers"));
-    }
+    app.authenticate_operator(&headers)?;
     if j.addr.parse::<SocketAddr>().is_err() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("invalid controller address '{}'", j.addr)));
     }
     app.leader_only()?;
     let node = openraft::BasicNode { addr: j.addr.clone() };
     app.ctl.raft.add_learner(j.id, node, true).await.map_err(|e| membership_error(&app, e))?;
-    let mut voters: std::collections::BTreeSet<u64> =
-        app.ctl.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+    let mut voters = app.ctl.voters();
     voters.insert(j.id);
     app.ctl.raft.change_membership(voters, false).await.map_err(|e| membership_error(&app, e))?;
     Ok(controllers(AxState(app)).await)
@@ -766,12 +775,9 @@ async fn remove_controller(
     headers: HeaderMap,
     Path(id): Path<u64>,
 ) -> ApiResult<Controllers> {
-    if !app.authenticate(&headers)?.operator {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "only operators may change the controllers"));
-    }
+    app.authenticate_operator(&headers)?;
     app.leader_only()?;
-    let mut voters: std::collections::BTreeSet<u64> =
-        app.ctl.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
+    let mut voters = app.ctl.voters();
     if !voters.remove(&id) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("controller {id} is not a voting member")));
     }
@@ -782,15 +788,27 @@ async fn remove_controller(
     Ok(controllers(AxState(app)).await)
 }
 
+/// One Raft RPC from another controller (signed with the cluster key); the
+/// answer is openraft's `Result`, which the peer unwraps.
+async fn raft_rpc<Resp: serde::Serialize, F: std::future::Future<Output = Resp>>(
+    app: &App,
+    headers: &HeaderMap,
+    call: impl FnOnce(Raft) -> F,
+) -> Response {
+    match app.authenticate_agent(headers) {
+        Ok(()) => Json(call(app.ctl.raft.clone()).await).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+type Raft = openraft::Raft<crate::TypeConfig>;
+
 async fn raft_append(
     AxState(app): AxState<App>,
     headers: HeaderMap,
     Json(req): Json<openraft::raft::AppendEntriesRequest<crate::TypeConfig>>,
 ) -> Response {
-    if let Err(e) = app.authenticate_agent(&headers) {
-        return e.into_response();
-    }
-    Json(app.ctl.raft.append_entries(req).await).into_response()
+    raft_rpc(&app, &headers, |raft: Raft| async move { raft.append_entries(req).await }).await
 }
 
 async fn raft_vote(
@@ -798,10 +816,7 @@ async fn raft_vote(
     headers: HeaderMap,
     Json(req): Json<openraft::raft::VoteRequest<u64>>,
 ) -> Response {
-    if let Err(e) = app.authenticate_agent(&headers) {
-        return e.into_response();
-    }
-    Json(app.ctl.raft.vote(req).await).into_response()
+    raft_rpc(&app, &headers, |raft: Raft| async move { raft.vote(req).await }).await
 }
 
 async fn raft_snapshot(
@@ -809,8 +824,5 @@ async fn raft_snapshot(
     headers: HeaderMap,
     Json(req): Json<openraft::raft::InstallSnapshotRequest<crate::TypeConfig>>,
 ) -> Response {
-    if let Err(e) = app.authenticate_agent(&headers) {
-        return e.into_response();
-    }
-    Json(app.ctl.raft.install_snapshot(req).await).into_response()
+    raft_rpc(&app, &headers, |raft: Raft| async move { raft.install_snapshot(req).await }).await
 }

@@ -126,6 +126,15 @@ impl Endpoints {
         }
     }
 
+    /// `base` answered that it is not the leader (421): go to the leader it
+    /// named, or, if it knew none, on to the next address.
+    pub fn misdirected(&self, base: &str, answer: Option<ErrorBody>) {
+        match answer.and_then(|b| b.leader) {
+            Some(leader) => self.redirect(&leader),
+            None => self.failed(base),
+        }
+    }
+
     /// A controller named the leader: talk to it from now on (it is added
     /// if it was not in the list: membership may have changed).
     pub fn redirect(&self, leader: &str) {
