@@ -116,24 +116,6 @@ fn bad_input_gets_clear_errors() {
     assert!(err.contains("DROVER_CONTROLLER"), "says how to point elsewhere: {err}");
 }
 
-/// One HTTP/1.1 request to the controller; returns (status, body).
-fn http(port: u16, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = auth.map(|a| format!("Authorization: Drover {a}\r\n")).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    (status, body)
-}
-
 #[test]
 fn only_proven_identities_act_and_only_on_their_own_jobs() {
     let c = Cluster::start("auth", 1, 2);
@@ -142,26 +124,26 @@ fn only_proven_identities_act_and_only_on_their_own_jobs() {
     let cred = |uid: u32| drover_auth::Credential::mint(&key, uid, uid, now()).unwrap();
 
     // No credential, a forged one, an expired one, a replayed one.
-    let (status, body) = http(c.port, "GET", "/api/v1/jobs", None, "");
+    let (status, body) = http(&format!("127.0.0.1:{}", c.port), "GET", "/api/v1/jobs", None, "");
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("no credential"), "{body}");
     let forged = cred(1001).replacen("v1.1001.", "v1.0.", 1);
-    let (status, body) = http(c.port, "GET", "/api/v1/jobs", Some(&forged), "");
+    let (status, body) = http(&format!("127.0.0.1:{}", c.port), "GET", "/api/v1/jobs", Some(&forged), "");
     assert_eq!((status, body.contains("signature is invalid")), (401, true), "{body}");
     let old = drover_auth::Credential::sign(
         &key,
         &drover_auth::Credential { uid: 1001, gid: 1001, expires_ms: now() - 1, nonce: 7 },
     );
-    let (status, body) = http(c.port, "GET", "/api/v1/jobs", Some(&old), "");
+    let (status, body) = http(&format!("127.0.0.1:{}", c.port), "GET", "/api/v1/jobs", Some(&old), "");
     assert_eq!((status, body.contains("expired")), (401, true), "{body}");
     let once = cred(1001);
-    assert_eq!(http(c.port, "GET", "/api/v1/jobs", Some(&once), "").0, 200);
-    let (status, body) = http(c.port, "GET", "/api/v1/jobs", Some(&once), "");
+    assert_eq!(http(&format!("127.0.0.1:{}", c.port), "GET", "/api/v1/jobs", Some(&once), "").0, 200);
+    let (status, body) = http(&format!("127.0.0.1:{}", c.port), "GET", "/api/v1/jobs", Some(&once), "");
     assert_eq!((status, body.contains("replayed")), (401, true), "{body}");
 
     // A user cannot register nodes (only key holders: agents).
     let reg = r#"{"name":"evil","addr":"x","total":{"cpus":64,"mem_mb":1,"gpus":0},"features":[],"known_steps":[]}"#;
-    assert_eq!(http(c.port, "POST", "/api/v1/agent/register", Some(&cred(1001)), reg).0, 403);
+    assert_eq!(http(&format!("127.0.0.1:{}", c.port), "POST", "/api/v1/agent/register", Some(&cred(1001)), reg).0, 403);
 
     // A job runs as the credential's user; another user may not cancel it,
     // nor submit in someone else's name.
@@ -177,14 +159,14 @@ fn only_proven_identities_act_and_only_on_their_own_jobs() {
         v["environment"] = serde_json::json!([["PATH", "/usr/bin:/bin"]]);
         serde_json::json!({ "jobs": [v] }).to_string()
     };
-    let (status, body) = http(c.port, "POST", "/api/v1/jobs", Some(&cred(1002)), &spec(1001));
+    let (status, body) = http(&format!("127.0.0.1:{}", c.port), "POST", "/api/v1/jobs", Some(&cred(1002)), &spec(1001));
     assert_eq!(status, 403, "{body}");
-    let (status, body) = http(c.port, "POST", "/api/v1/jobs", Some(&cred(1001)), &spec(1001));
+    let (status, body) = http(&format!("127.0.0.1:{}", c.port), "POST", "/api/v1/jobs", Some(&cred(1001)), &spec(1001));
     assert_eq!(status, 200, "{body}");
     let id: serde_json::Value = serde_json::from_str(&body).unwrap();
     let id = id["job_ids"][0].as_u64().unwrap();
     let cancel = format!(r#"{{"filter":{{"jobs":[{{"id":{id},"task":null}}]}}}}"#);
-    let (_, body) = http(c.port, "POST", "/api/v1/jobs/cancel", Some(&cred(1002)), &cancel);
+    let (_, body) = http(&format!("127.0.0.1:{}", c.port), "POST", "/api/v1/jobs/cancel", Some(&cred(1002)), &cancel);
     assert!(body.contains("Access/permission denied"), "{body}");
     // The job really runs as uid 1001.
     let out = c.dir.join(format!("slurm-{id}.out"));
@@ -195,14 +177,14 @@ fn only_proven_identities_act_and_only_on_their_own_jobs() {
     if unsafe { libc::geteuid() } == 0 {
         assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "1001");
     }
-    let (_, body) = http(c.port, "POST", "/api/v1/jobs/cancel", Some(&cred(1001)), &cancel);
+    let (_, body) = http(&format!("127.0.0.1:{}", c.port), "POST", "/api/v1/jobs/cancel", Some(&cred(1001)), &cancel);
     assert!(body.contains(&format!("\"{id}\"")), "the owner cancels it: {body}");
 }
 
 #[test]
 fn the_openapi_document_describes_the_served_api() {
     let c = Cluster::start("openapi", 1, 3);
-    let (status, body) = http(c.port, "GET", "/api/v1/openapi.json", None, "");
+    let (status, body) = http(&format!("127.0.0.1:{}", c.port), "GET", "/api/v1/openapi.json", None, "");
     assert_eq!(status, 200);
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     let paths = doc["paths"].as_object().unwrap();
@@ -214,7 +196,7 @@ fn the_openapi_document_describes_the_served_api() {
             if concrete.ends_with("/orders/node1") {
                 continue; // a stream that stays open
             }
-            let (status, _) = http(c.port, &method.to_uppercase(), &concrete, None, "{}");
+            let (status, _) = http(&format!("127.0.0.1:{}", c.port), &method.to_uppercase(), &concrete, None, "{}");
             assert!(status != 404 && status != 405, "{method} {path} is documented but not served ({status})");
         }
     }
@@ -308,7 +290,7 @@ fn one_request_submits_thousands_of_jobs() {
     let n = 3000;
     let body = serde_json::json!({ "jobs": vec![spec; n] }).to_string();
     assert!(body.len() > 2 * 1024 * 1024, "bigger than axum's default body limit");
-    let (status, answer) = http(c.port, "POST", "/api/v1/jobs", Some(&cred), &body);
+    let (status, answer) = http(&format!("127.0.0.1:{}", c.port), "POST", "/api/v1/jobs", Some(&cred), &body);
     assert_eq!(status, 200, "{}", &answer[..answer.len().min(300)]);
     let ids: serde_json::Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(ids["job_ids"].as_array().unwrap().len(), n);

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{live, test_port, Cluster};
+use common::{http, live, test_port, Cluster};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -226,7 +226,7 @@ fn losing_or_hanging_the_leader_loses_no_acknowledged_write_and_no_running_job()
     assert_ne!(leader, hung);
     // Prometheus sees the same on each controller.
     for id in 1..=3u16 {
-        let text = scrape(c.port + id - 1);
+        let text = http(&format!("127.0.0.1:{}", c.port + id - 1), "GET", "/metrics", None, "").1;
         assert!(text.contains(&format!("drover_raft_term {term}\n")), "controller {id}: {text}");
         let leads = u64::from(id) == leader;
         assert!(text.contains(&format!("drover_raft_is_leader {}\n", u8::from(leads))), "controller {id}: {text}");
@@ -234,16 +234,6 @@ fn losing_or_hanging_the_leader_loses_no_acknowledged_write_and_no_running_job()
     }
     let log = std::fs::read_to_string(c.dir.join(format!(".drover/logs/controller{hung}.log"))).unwrap_or_default();
     assert!(log.contains("no longer leader"), "the resumed leader did not step down:\n{log}");
-}
-
-/// `GET /metrics` from the controller on `port`.
-fn scrape(port: u16) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text
 }
 
 fn controller_status(c: &Cluster, id: u64) -> serde_json::Value {

@@ -159,3 +159,22 @@ pub fn state_of(c: &Cluster, id: &str) -> String {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     v["state"].as_str().unwrap_or("?").to_string()
 }
+
+/// One HTTP/1.1 request to `addr` (`IP:PORT`); returns (status, body).
+/// `auth`: a credential for `Authorization: Drover …`.
+pub fn http(addr: &str, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let auth = auth.map(|a| format!("Authorization: Drover {a}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}

@@ -1,6 +1,7 @@
 //! `drover agent`: registers the node, heartbeats, follows the controller's
 //! order stream, runs steps and reports how they end.
 
+use crate::metrics::HostMetrics;
 use crate::step::{self, LauncherConfig, StepControl};
 use drover_core::state::StepOutcome;
 use drover_core::Resources;
@@ -33,6 +34,10 @@ pub struct AgentOptions {
     /// HealthCheckProgram: exit 0 healthy, anything else drains the node
     /// with the command's output as the reason.
     pub health_check: Option<(String, Duration)>,
+    /// Where to serve `GET /metrics` (port 0: any free port). The address
+    /// is registered with the controller, which lists it for Prometheus'
+    /// service discovery. `None`: no listener.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// This host's CPUs and memory.
@@ -108,6 +113,9 @@ struct Agent {
     /// named at registration, so that the controller does not think them
     /// lost and requeue a job that has in fact finished.
     unacked: Mutex<std::collections::HashSet<(u64, u32)>>,
+    metrics: Arc<HostMetrics>,
+    /// The address registered: `host:port` of the metrics listener.
+    advertise: String,
 }
 
 /// Runs the agent until `shutdown` resolves. Steps keep running when the
@@ -122,7 +130,26 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         .tcp_nodelay(true)
         .build()
         .map_err(|e| e.to_string())?;
+    let metrics = HostMetrics::new(&opts.name);
+    let mut advertise = hostname();
+    if let Some(addr) = opts.listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                let bound = listener.local_addr().map_err(|e| e.to_string())?;
+                advertise = match bound.ip().is_unspecified() {
+                    true => format!("{advertise}:{}", bound.port()),
+                    false => bound.to_string(),
+                };
+                tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+                tokio::spawn(metrics.clone().sample_cpu());
+            }
+            // Metrics are worth a warning, not a node: jobs still run.
+            Err(e) => eprintln!("drover agent {}: no metrics: cannot listen on {addr}: {e}", opts.name),
+        }
+    }
     let agent = Arc::new(Agent {
+        metrics,
+        advertise,
         opts,
         endpoints,
         http,
@@ -216,7 +243,7 @@ impl Agent {
         known_steps.extend(self.unacked.lock().expect("unacked lock").iter().copied());
         let body = Register {
             name: self.opts.name.clone(),
-            addr: hostname(),
+            addr: self.advertise.clone(),
             total: Resources::new(self.opts.cpus, self.opts.memory_mb, self.opts.gpus),
             features: self.opts.features.clone(),
             known_steps,
@@ -296,6 +323,7 @@ impl Agent {
                     let outcome =
                         match step::launch_controlled(&order, &agent.opts.launcher, &cpus, control, controls).await {
                             Ok(step) => {
+                                agent.metrics.track(key, step.pid);
                                 agent.report(key, attempt, None);
                                 let report = step.wait().await;
                                 report.outcome
@@ -374,6 +402,7 @@ impl Agent {
                     let (job, attempt) = (step.job_id, step.attempt);
                     eprintln!("drover agent {}: re-attached to job {job} (pid {})", self.opts.name, step.pid);
                     self.running.lock().expect("running lock").insert(job, (attempt, control));
+                    self.metrics.track(job, step.pid);
                     self.cores.lock().expect("cores lock").take(job, cpus);
                     let agent = self.clone();
                     tokio::spawn(async move {
@@ -398,6 +427,7 @@ impl Agent {
         let mut running = self.running.lock().expect("running lock");
         if running.get(&job).is_some_and(|(a, _)| *a == attempt) {
             running.remove(&job);
+            self.metrics.untrack(job);
             self.cores.lock().expect("cores lock").release(job);
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod cgroup;
 pub mod daemon;
+pub mod metrics;
 pub mod spawn;
 pub mod spool;
 pub mod step;

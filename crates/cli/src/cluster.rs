@@ -95,6 +95,11 @@ pub struct AgentArgs {
     health_check: Option<String>,
     #[arg(long, default_value_t = 60)]
     health_interval: u64,
+    /// Where to serve Prometheus metrics (GET /metrics); port 0 picks a
+    /// free port; "none" serves nothing. The controller lists the address
+    /// for Prometheus' service discovery.
+    #[arg(long, default_value = "0.0.0.0:6818")]
+    listen: String,
 }
 
 #[derive(Args)]
@@ -334,6 +339,10 @@ pub async fn agent(a: AgentArgs) -> Result<(), String> {
         launcher,
         key: drover_auth::load_key(&a.key_file)?,
         health_check: a.health_check.map(|c| (c, Duration::from_secs(a.health_interval.max(1)))),
+        listen: match a.listen.as_str() {
+            "none" => None,
+            l => Some(l.parse().map_err(|e| format!("invalid --listen '{l}' (want IP:PORT or none): {e}"))?),
+        },
         fence: match a.fence_after {
             0.0 => None,
             f if !(0.1..=3600.0).contains(&f) => {
@@ -503,6 +512,9 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
             (a.node_timeout as f64 - 1.0).max(a.heartbeat * 2.0).to_string(),
             "--health-interval".into(),
             a.health_interval.to_string(),
+            // Several agents share this host: each takes a free port.
+            "--listen".into(),
+            "127.0.0.1:0".into(),
         ];
         let mut args = args;
         if let Some(cmd) = &a.health_check {

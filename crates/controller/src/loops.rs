@@ -1,5 +1,6 @@
 //! The leader's duties: scheduling, node liveness, time.
 
+use crate::metrics::Metrics;
 use crate::raft::Controller;
 use drover_core::node::NodeStatus;
 use drover_core::sched::{self, SchedConfig};
@@ -30,7 +31,7 @@ fn may_unblock(e: &Event) -> bool {
 /// start, and once a second while jobs wait on time. Passes are at least
 /// `coalesce` apart: a lone submission is planned at once, a burst shares
 /// passes.
-pub async fn schedule(ctl: Arc<Controller>, cfg: SchedConfig, coalesce: Duration) {
+pub async fn schedule(ctl: Arc<Controller>, cfg: SchedConfig, coalesce: Duration, metrics: Arc<Metrics>) {
     let mut events = ctl.shared.subscribe();
     let mut dirty = true;
     let mut last_pass = tokio::time::Instant::now();
@@ -60,7 +61,12 @@ pub async fn schedule(ctl: Arc<Controller>, cfg: SchedConfig, coalesce: Duration
         // only valid in this term.
         let term = ctl.term();
         let now = now_ms();
-        let plan = ctl.shared.read(|s| sched::schedule(s, now, &cfg));
+        let planning = Instant::now();
+        let (plan, considered) = ctl.shared.read(|s| {
+            let waiting = s.pending_ids().len() + s.arrays_pending().len();
+            (sched::schedule(s, now, &cfg), waiting)
+        });
+        metrics.pass(planning.elapsed(), considered, plan.allocations.len());
         last_pass = tokio::time::Instant::now();
         if plan.is_empty() {
             continue;
@@ -102,6 +108,13 @@ impl Liveness {
     /// since agents heartbeated to the old one meanwhile.
     pub fn reset(&self) {
         *self.seen.lock().expect("liveness lock") = Seen::default();
+    }
+
+    /// How long ago each node was last heard from (or this controller
+    /// became leader, if later).
+    pub fn ages(&self) -> Vec<(String, Duration)> {
+        let seen = self.seen.lock().expect("liveness lock");
+        seen.at.iter().map(|(n, at)| (n.clone(), (*at).max(seen.since).elapsed())).collect()
     }
 
     /// Which of `up` have been silent for longer than `timeout`.

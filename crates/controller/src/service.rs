@@ -5,6 +5,7 @@ use crate::dispatch::Dispatcher;
 use crate::events::EventLog;
 use crate::listing::{self, JobQuery};
 use crate::loops::{self, now_ms, Liveness};
+use crate::metrics::Metrics;
 use crate::raft::{Controller, Membership, ProposeError, Timing};
 use axum::body::Body;
 use axum::extract::{Path, Query, State as AxState};
@@ -82,6 +83,7 @@ struct App {
     replay: Arc<std::sync::Mutex<ReplayGuard>>,
     operators: Arc<Vec<u32>>,
     events: Arc<EventLog>,
+    metrics: Arc<Metrics>,
 }
 
 impl App {
@@ -261,6 +263,7 @@ pub async fn run(
         replay: Arc::default(),
         operators: Arc::new(opts.operators.clone()),
         events: Arc::new(EventLog::default()),
+        metrics: Arc::new(Metrics::new()),
     };
     if let Some(sock) = opts.auth_socket.clone() {
         let key = opts.key.clone();
@@ -272,13 +275,14 @@ pub async fn run(
     }
     tokio::spawn(app.dispatch.clone().run(ctl.shared.clone()));
     tokio::spawn(app.events.clone().run(ctl.shared.clone()));
+    tokio::spawn(app.metrics.clone().run(ctl.shared.clone()));
     tokio::spawn(crate::leadership::follow(
         ctl.clone(),
         app.dispatch.clone(),
         app.liveness.clone(),
         opts.leader_hook.clone(),
     ));
-    tokio::spawn(loops::schedule(ctl.clone(), opts.sched.clone(), opts.coalesce));
+    tokio::spawn(loops::schedule(ctl.clone(), opts.sched.clone(), opts.coalesce, app.metrics.clone()));
     tokio::spawn(loops::watch(ctl.clone(), app.liveness.clone(), opts.node_timeout));
     if let Some(existing) = opts.join.clone() {
         tokio::spawn(crate::leadership::ask_to_join(ctl.clone(), existing, app.key.clone()));
@@ -294,6 +298,22 @@ pub async fn run(
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
     ctl.shutdown().await;
     Ok(())
+}
+
+/// Records each request's latency under its route pattern (`/api/v1/jobs/{id}`,
+/// not the id: the label set stays small).
+async fn time_request(
+    AxState(app): AxState<App>,
+    route: Option<axum::extract::MatchedPath>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+    app.metrics.http_request(route, method.as_str(), resp.status().as_u16(), started.elapsed());
+    resp
 }
 
 fn router(app: App) -> Router {
@@ -316,12 +336,14 @@ fn router(app: App) -> Router {
         .route("/api/v1/agent/health/{node}", post(node_health))
         .route("/api/v1/controllers", get(controllers).post(join_controller))
         .route("/metrics", get(metrics))
+        .route("/api/v1/sd/prometheus", get(prometheus_targets))
         .route("/api/v1/controllers/{id}", axum::routing::delete(remove_controller))
         .route("/api/v1/raft/append", post(raft_append))
         .route("/api/v1/raft/vote", post(raft_vote))
         .route("/api/v1/raft/snapshot", post(raft_snapshot))
         // A batch of 10 000 jobs is ~10 MB of JSON; axum's default cap is 2 MB.
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), time_request))
         .with_state(app)
 }
 
@@ -704,10 +726,37 @@ async fn controllers(AxState(app): AxState<App>) -> Json<Controllers> {
     Json(controllers_view(&app))
 }
 
-/// Prometheus' scrape: the Raft group's gauges (no credential, like /health).
-async fn metrics(AxState(app): AxState<App>) -> Response {
-    let text = crate::metrics::raft_text(&controllers_view(&app));
-    ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+/// Prometheus' scrape (no credential, like /health): OpenMetrics when the
+/// scraper asks for it, the classic text format otherwise.
+async fn metrics(AxState(app): AxState<App>, headers: HeaderMap) -> Response {
+    use crate::metrics::{wants_openmetrics, OPENMETRICS_FORMAT, TEXT_FORMAT};
+    let openmetrics = wants_openmetrics(headers.get("accept").and_then(|v| v.to_str().ok()));
+    let raft = controllers_view(&app);
+    let heartbeats = if app.ctl.is_leader() { app.liveness.ages() } else { Vec::new() };
+    let text = app.ctl.shared.read(|s| app.metrics.scrape(s, &raft, &heartbeats, openmetrics));
+    ([("content-type", if openmetrics { OPENMETRICS_FORMAT } else { TEXT_FORMAT })], text).into_response()
+}
+
+/// Prometheus HTTP service discovery (`http_sd_configs`): the controllers,
+/// and every agent that registered a metrics address. No credential, like
+/// `/metrics`: it names hosts and ports, nothing more.
+async fn prometheus_targets(AxState(app): AxState<App>) -> Response {
+    use serde_json::json;
+    let raft = controllers_view(&app);
+    let mut groups: Vec<serde_json::Value> = raft
+        .members
+        .iter()
+        .map(|m| json!({"targets": [m.addr], "labels": {"drover_role": "controller", "drover_controller": m.id.to_string()}}))
+        .collect();
+    app.ctl.shared.read(|s| {
+        for n in s.nodes().iter().filter(|n| n.addr.contains(':')) {
+            groups.push(json!({
+                "targets": [n.addr],
+                "labels": {"drover_role": "agent", "drover_node": n.name, "drover_node_state": n.state().name()}
+            }));
+        }
+    });
+    Json(groups).into_response()
 }
 
 fn controllers_view(app: &App) -> Controllers {
@@ -727,9 +776,19 @@ fn controllers_view(app: &App) -> Controllers {
                 lag: matched.map(|i| leader_last.unwrap_or(0).saturating_sub(i)),
             }
         })
-        .collect();
+        .collect::<Vec<Member>>();
+    let leading = m.current_leader == Some(app.ctl.id);
+    let committed_index = if leading {
+        // The highest index a majority of voters holds.
+        let mut held: Vec<u64> = members.iter().filter(|m| m.voter).map(|m| m.matched_index.unwrap_or(0)).collect();
+        held.sort_unstable_by(|a, b| b.cmp(a));
+        held.get(held.len() / 2).copied()
+    } else {
+        m.last_applied.map(|l| l.index)
+    };
     Controllers {
         this: app.ctl.id,
+        committed_index,
         leader: m.current_leader,
         term: m.current_term,
         role: format!("{:?}", m.state),

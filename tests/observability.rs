@@ -1,0 +1,118 @@
+//! What a site's monitoring sees of a running `drover up` cluster: the
+//! controller's and the agents' `/metrics` (checked by Debian's `promtool`),
+//! and Prometheus' service discovery.
+
+mod common;
+use common::{http, Cluster};
+use std::time::Duration;
+
+/// Runs `promtool check metrics` on `text`. Only the two node_exporter
+/// names the issue asks for (`node_memory_MemTotal_bytes`,
+/// `node_memory_MemUsed_bytes`) may draw a remark: their camelCase is
+/// node_exporter's, which promtool flags there too.
+fn promtool_check(what: &str, text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is needed (Debian package 'prometheus'; .ci/run installs it)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let problems: Vec<&str> = said
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| {
+            !(l.contains("should be written in 'snake_case' not 'camelCase'")
+                && (l.starts_with("node_memory_MemTotal_bytes") || l.starts_with("node_memory_MemUsed_bytes")))
+        })
+        .collect();
+    assert!(problems.is_empty(), "promtool on {what}: {problems:?}\n{text}");
+    assert!(out.status.success() || !said.is_empty(), "promtool failed on {what} without a word");
+}
+
+/// The value of the first sample whose line starts with `prefix` and
+/// contains every one of `with`.
+fn sample(text: &str, prefix: &str, with: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(prefix) && with.iter().all(|w| l.contains(w)))
+        .find_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+}
+
+#[test]
+fn metrics_pass_promtool_and_follow_jobs() {
+    let c = Cluster::start("obs-metrics", 2, 0);
+    let ctl = format!("127.0.0.1:{}", c.port);
+    let busy = c.submit(&["--wrap", "timeout 5 sh -c 'while :; do :; done'; true"]);
+    c.submit(&["--wrap", "true"]);
+    c.submit(&["--wrap", "exit 3"]);
+
+    // Service discovery names the controller and both agents' listeners.
+    let (status, sd) = http(&ctl, "GET", "/api/v1/sd/prometheus", None, "");
+    assert_eq!(status, 200, "{sd}");
+    let groups: Vec<serde_json::Value> = serde_json::from_str(&sd).unwrap();
+    let agents: Vec<String> = groups
+        .iter()
+        .filter(|g| g["labels"]["drover_role"] == "agent")
+        .map(|g| g["targets"][0].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(agents.len(), 2, "{sd}");
+    assert!(
+        groups.iter().any(|g| g["labels"]["drover_role"] == "controller" && g["targets"][0] == ctl.as_str()),
+        "{sd}"
+    );
+
+    // While the busy job runs, one agent reports its CPU time and memory.
+    let mut seen = None;
+    c.wait_for("the busy job's series on an agent", Duration::from_secs(20), || {
+        seen = agents.iter().find_map(|a| {
+            let text = http(a, "GET", "/metrics", None, "").1;
+            let cpu = sample(&text, "drover_job_cpu_seconds{", &[&format!("job_id=\"{busy}\"")])?;
+            (cpu > 0.5).then_some((a.clone(), text))
+        });
+        seen.is_some()
+    });
+    let (agent, text) = seen.unwrap();
+    assert!(sample(&text, "drover_job_rss_bytes{", &[&format!("job_id=\"{busy}\""), "user=\"root\""]).unwrap() > 0.0);
+    assert!(sample(&text, "node_memory_MemTotal_bytes{", &[]).unwrap() > 0.0, "{text}");
+    promtool_check("an agent's /metrics", &text);
+
+    let running = http(&ctl, "GET", "/metrics", None, "").1;
+    assert_eq!(sample(&running, "drover_jobs{", &["state=\"RUNNING\""]), Some(1.0), "{running}");
+    assert_eq!(sample(&running, "drover_user_running_cpus{", &["user=\"root\""]), Some(1.0), "{running}");
+    assert!(sample(&running, "drover_node_heartbeat_age_seconds{", &[]).unwrap() < 5.0, "{running}");
+    promtool_check("the controller's /metrics", &running);
+
+    let out = c.drover(&["wait", &busy]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (mut ended, mut text) = (String::new(), String::new());
+    c.wait_for("three jobs ended and the busy one's series gone", Duration::from_secs(20), || {
+        ended = http(&ctl, "GET", "/metrics", None, "").1;
+        text = http(&agent, "GET", "/metrics", None, "").1;
+        sample(&ended, "drover_jobs_ended_total{", &["state=\"COMPLETED\""]) == Some(2.0)
+            && !text.contains(&format!("job_id=\"{busy}\""))
+    });
+    assert_eq!(sample(&ended, "drover_jobs_submitted_total{", &["user=\"root\""]), Some(3.0), "{ended}");
+    assert_eq!(sample(&ended, "drover_jobs_started_total{", &[]), Some(3.0), "{ended}");
+    assert_eq!(sample(&ended, "drover_jobs_completed_total{", &[]), Some(2.0), "{ended}");
+    assert_eq!(sample(&ended, "drover_jobs_failed_total{", &["state=\"FAILED\""]), Some(1.0), "{ended}");
+    assert_eq!(sample(&ended, "drover_job_run_seconds_count{", &[]), Some(3.0), "{ended}");
+    assert!(sample(&ended, "drover_job_run_seconds_sum{", &[]).unwrap() >= 4.0, "the busy job ran 5 s: {ended}");
+    assert!(sample(&ended, "drover_scheduler_pass_seconds_count", &[]).unwrap() >= 1.0, "{ended}");
+    assert!(
+        sample(
+            &ended,
+            "drover_http_request_seconds_count{",
+            &["route=\"/api/v1/jobs\"", "method=\"POST\"", "status=\"200\""]
+        )
+        .unwrap()
+            >= 3.0,
+        "{ended}"
+    );
+    assert_eq!(sample(&ended, "drover_raft_is_leader", &[]), Some(1.0));
+    assert_eq!(sample(&ended, "drover_nodes{", &["state=\"IDLE\""]), Some(2.0), "{ended}");
+    promtool_check("the controller's /metrics after the jobs", &ended);
+}
