@@ -60,9 +60,11 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
-fn mac(key: &[u8], body: &str) -> HmacSha256 {
+/// Credentials and tokens are signed in separate domains: neither can be
+/// passed off as the other.
+fn mac(key: &[u8], domain: &[u8], body: &str) -> HmacSha256 {
     let mut m = <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
-    m.update(b"drover-credential-v1|");
+    m.update(domain);
     m.update(body.as_bytes());
     m
 }
@@ -76,19 +78,27 @@ impl Credential {
 
     /// The text form: `v1.UID.GID.EXPIRES.NONCE.MAC`.
     pub fn sign(key: &[u8], c: &Credential) -> String {
-        let body = format!("{}.{}.{}.{:016x}", c.uid, c.gid, c.expires_ms, c.nonce);
-        let tag = mac(key, &body).finalize().into_bytes();
-        format!("v1.{body}.{}", hex(&tag))
+        c.signed(key, CREDENTIAL)
     }
 
     /// Checks the signature and the expiry (not replay: see [`ReplayGuard`]).
     pub fn verify(key: &[u8], text: &str, now_ms: u64) -> Result<Credential, AuthError> {
-        let rest = text.trim().strip_prefix("v1.").ok_or(AuthError::Malformed)?;
+        Credential::verify_as(key, text, now_ms, CREDENTIAL)
+    }
+
+    fn signed(&self, key: &[u8], (prefix, domain): Kind) -> String {
+        let body = format!("{}.{}.{}.{:016x}", self.uid, self.gid, self.expires_ms, self.nonce);
+        let tag = mac(key, domain, &body).finalize().into_bytes();
+        format!("{prefix}{body}.{}", hex(&tag))
+    }
+
+    fn verify_as(key: &[u8], text: &str, now_ms: u64, (prefix, domain): Kind) -> Result<Credential, AuthError> {
+        let rest = text.trim().strip_prefix(prefix).ok_or(AuthError::Malformed)?;
         let (body, tag) = rest.rsplit_once('.').ok_or(AuthError::Malformed)?;
         let fields: Vec<&str> = body.split('.').collect();
         let [uid, gid, expires, nonce] = fields.as_slice() else { return Err(AuthError::Malformed) };
         let tag = unhex(tag).ok_or(AuthError::Malformed)?;
-        mac(key, body).verify_slice(&tag).map_err(|_| AuthError::Forged)?;
+        mac(key, domain, body).verify_slice(&tag).map_err(|_| AuthError::Forged)?;
         let c = Credential {
             uid: uid.parse().map_err(|_| AuthError::Malformed)?,
             gid: gid.parse().map_err(|_| AuthError::Malformed)?,
@@ -99,6 +109,35 @@ impl Credential {
             return Err(AuthError::Expired);
         }
         Ok(c)
+    }
+}
+
+/// The text prefix and the signing domain of a kind of proof.
+type Kind = (&'static str, &'static [u8]);
+const CREDENTIAL: Kind = ("v1.", b"drover-credential-v1|");
+const TOKEN: Kind = ("t1.", b"drover-token-v1|");
+
+/// The longest a session token may live.
+pub const TOKEN_MAX_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// A session token: like a credential, an identity signed with the cluster
+/// key, but good for many requests until it expires — for a browser (the
+/// web dashboard) or a script that calls the REST API with `curl`. The
+/// controller hands one out only to a caller proven by a credential, for
+/// the caller's own identity. Anyone holding it acts as that user until it
+/// expires: keep it like a password.
+pub struct Token;
+
+impl Token {
+    pub fn mint(key: &[u8], uid: u32, gid: u32, lifetime_ms: u64, now_ms: u64) -> std::io::Result<String> {
+        let nonce = u64::from_le_bytes(random_bytes::<8>()?);
+        let c = Credential { uid, gid, expires_ms: now_ms + lifetime_ms.min(TOKEN_MAX_MS), nonce };
+        Ok(c.signed(key, TOKEN))
+    }
+
+    /// Checks the signature and the expiry; a token may be used again.
+    pub fn verify(key: &[u8], text: &str, now_ms: u64) -> Result<Credential, AuthError> {
+        Credential::verify_as(key, text, now_ms, TOKEN)
     }
 }
 
@@ -291,6 +330,23 @@ mod tests {
         let mut guard = ReplayGuard::default();
         assert_eq!(guard.check(&c, 2_000), Ok(()));
         assert_eq!(guard.check(&c, 2_001), Err(AuthError::Replayed));
+    }
+
+    #[test]
+    fn tokens_and_credentials_are_not_interchangeable() {
+        let key = [7u8; KEY_LEN];
+        let token = Token::mint(&key, 1001, 100, 3_600_000, 1_000).unwrap();
+        let c = Token::verify(&key, &token, 2_000).unwrap();
+        assert_eq!((c.uid, c.gid, c.expires_ms), (1001, 100, 3_601_000));
+        assert_eq!(Token::verify(&key, &token, 3_601_001), Err(AuthError::Expired));
+        assert_eq!(Credential::verify(&key, &token, 2_000), Err(AuthError::Malformed));
+        // Same fields, the other kind's prefix: the signature does not hold.
+        let passed_off = token.replacen("t1.", "v1.", 1);
+        assert_eq!(Credential::verify(&key, &passed_off, 2_000), Err(AuthError::Forged));
+        let cred = Credential::mint(&key, 1001, 100, 1_000).unwrap();
+        assert_eq!(Token::verify(&key, &cred.replacen("v1.", "t1.", 1), 2_000), Err(AuthError::Forged));
+        let long = Token::mint(&key, 1, 1, u64::MAX / 2, 0).unwrap();
+        assert_eq!(Token::verify(&key, &long, 0).unwrap().expires_ms, TOKEN_MAX_MS);
     }
 
     #[test]

@@ -105,6 +105,12 @@ impl Client {
         }
     }
 
+    /// The controller believed to lead (after a request: the one that
+    /// answered), as `http://ADDR`.
+    pub fn leader(&self) -> String {
+        self.endpoints.as_ref().map(|e| e.current()).unwrap_or_default()
+    }
+
     fn endpoints(&self) -> Result<&Endpoints, String> {
         self.endpoints.as_ref().map_err(|e| format!("{e}; give controllers as ADDR[,ADDR…]"))
     }

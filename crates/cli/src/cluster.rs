@@ -546,6 +546,10 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         "From another shell: export DROVER_CONTROLLER={addrs}   (or run drover from {})",
         state.parent().unwrap_or(&state).display()
     );
+    match crate::ops::dashboard_link(&client, "8h").await {
+        Ok(link) => println!("Dashboard (signs you in for 8 h): {link}"),
+        Err(e) => println!("No dashboard link: {e}"),
+    }
     println!("Try: drover submit --wrap 'hostname' && drover queue");
     if a.detach {
         return Ok(());

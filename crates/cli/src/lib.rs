@@ -94,6 +94,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a session token for the REST API (send it as
+    /// `Authorization: Bearer TOKEN`); anyone holding it acts as you.
+    Token {
+        /// How long it is good for: 90s, 30m, 8h, 2d (at most 7d).
+        #[arg(long, default_value = "8h")]
+        lifetime: String,
+    },
+    /// Print a link to the web dashboard that signs your browser in.
+    Dashboard {
+        #[arg(long, default_value = "8h")]
+        lifetime: String,
+    },
     /// Live views: `drover watch recovery`.
     Watch {
         #[arg(value_parser = ["recovery"])]
@@ -192,6 +204,8 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
                 Command::Resume { node } => ops::resume(&client, &node).await,
                 Command::Requeue { ids, hold } => ops::requeue(&client, &ids, hold).await,
                 Command::Events { follow, kind, json } => ops::events(&client, follow, &kind, json).await,
+                Command::Token { lifetime } => ops::token(&client, &lifetime).await,
+                Command::Dashboard { lifetime } => ops::dashboard(&client, &lifetime).await,
                 Command::Watch { count, .. } => ops::watch_recovery(&client, count).await,
                 Command::Chaos { what, state_dir } => ops::chaos(&client, &state_dir, what).await,
                 Command::Check(_) | Command::Hostlist { .. } | Command::Keygen { .. } | Command::AgentWatchdog(_) => {

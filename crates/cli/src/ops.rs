@@ -33,6 +33,51 @@ pub async fn requeue(client: &Client, ids: &[String], hold: bool) -> Result<i32,
     Ok(i32::from(failed))
 }
 
+/// `drover token`: a session token for the REST API (`Authorization:
+/// Bearer …`), good for `lifetime`.
+pub async fn token(client: &Client, lifetime: &str) -> Result<i32, String> {
+    let grant = grant_token(client, lifetime).await?;
+    println!("{}", grant.token);
+    Ok(0)
+}
+
+/// `drover dashboard`: a link to the web dashboard that signs the browser in.
+pub async fn dashboard(client: &Client, lifetime: &str) -> Result<i32, String> {
+    println!("{}", dashboard_link(client, lifetime).await?);
+    Ok(0)
+}
+
+/// The leader's dashboard URL with a session token in the fragment (which
+/// browsers do not send to the server, so it stays out of access logs).
+pub async fn dashboard_link(client: &Client, lifetime: &str) -> Result<String, String> {
+    let grant = grant_token(client, lifetime).await?;
+    Ok(format!("{}/#token={}", client.leader(), grant.token))
+}
+
+async fn grant_token(client: &Client, lifetime: &str) -> Result<drover_proto::TokenGrant, String> {
+    let lifetime_s = parse_lifetime(lifetime)?;
+    client.post("/api/v1/tokens", &drover_proto::TokenRequest { lifetime_s: Some(lifetime_s) }).await
+}
+
+/// `90`, `90s`, `30m`, `8h`, `2d`: seconds.
+fn parse_lifetime(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (number, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("invalid lifetime '{text}': want a number with s, m, h or d (e.g. 8h)")),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(|n| n.saturating_mul(scale))
+        .ok_or_else(|| format!("invalid lifetime '{text}': want a positive number with s, m, h or d (e.g. 8h)"))
+}
+
 fn clock(ms: u64) -> String {
     let secs = ms / 1000;
     format!("{:02}:{:02}:{:02}.{:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60, ms % 1000)
@@ -291,4 +336,18 @@ fn step_of(state: &Path, job_id: u64, attempt: u32) -> Option<(PathBuf, i32)> {
         let pid = std::fs::read_to_string(dir.join("pid")).ok()?.trim().parse().ok()?;
         Some((dir, pid))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lifetimes() {
+        assert_eq!(super::parse_lifetime("90"), Ok(90));
+        assert_eq!(super::parse_lifetime("30m"), Ok(1800));
+        assert_eq!(super::parse_lifetime("8h"), Ok(28_800));
+        assert_eq!(super::parse_lifetime("2d"), Ok(172_800));
+        assert!(super::parse_lifetime("0h").is_err());
+        assert!(super::parse_lifetime("h").unwrap_err().contains("e.g. 8h"));
+        assert!(super::parse_lifetime("3w").is_err());
+    }
 }

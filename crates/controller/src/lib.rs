@@ -19,5 +19,6 @@ pub mod openapi;
 mod peers;
 pub mod raft;
 pub mod service;
+mod web;
 
 pub use raft::{Controller, Membership, ProposeError, Timing, TypeConfig};

@@ -87,10 +87,20 @@ struct App {
 }
 
 impl App {
-    /// Who is asking, proven by a credential signed with the cluster key:
-    /// `Authorization: Drover <credential>`. Each credential is good once.
+    /// Who is asking, proven by a credential signed with the cluster key
+    /// (`Authorization: Drover <credential>`, each good once) or by a
+    /// session token (`Authorization: Bearer <token>`, good until it
+    /// expires: the dashboard's and scripts').
     fn authenticate(&self, headers: &HeaderMap) -> Result<Requester, ApiError> {
-        let unauthorized = |e: AuthError| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string());
+        let value = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        match value.strip_prefix("Bearer ") {
+            Some(token) => self.authenticate_token(token),
+            None => self.authenticate_credential(headers).map(|(who, _)| who),
+        }
+    }
+
+    /// A one-time credential only, and the gid it proves.
+    fn authenticate_credential(&self, headers: &HeaderMap) -> Result<(Requester, u32), ApiError> {
         let text = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -99,7 +109,16 @@ impl App {
         let now = now_ms();
         let cred = Credential::verify(&self.key, text, now).map_err(unauthorized)?;
         self.replay.lock().expect("replay lock").check(&cred, now).map_err(unauthorized)?;
-        Ok(Requester { uid: cred.uid, operator: cred.uid == 0 || self.operators.contains(&cred.uid) })
+        Ok((self.requester(cred.uid), cred.gid))
+    }
+
+    fn authenticate_token(&self, token: &str) -> Result<Requester, ApiError> {
+        let t = drover_auth::Token::verify(&self.key, token, now_ms()).map_err(unauthorized)?;
+        Ok(self.requester(t.uid))
+    }
+
+    fn requester(&self, uid: u32) -> Requester {
+        Requester { uid, operator: uid == 0 || self.operators.contains(&uid) }
     }
 
     /// Waits until this controller's state is at least as new as any write
@@ -166,6 +185,10 @@ impl App {
             _ => Err(ApiError::new(StatusCode::FORBIDDEN, "only agents holding the cluster key may do this")),
         }
     }
+}
+
+fn unauthorized(e: AuthError) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
 }
 
 /// An error response with a sentence a person can act on.
@@ -322,7 +345,9 @@ fn router(app: App) -> Router {
         .route("/api/v1/jobs/cancel", post(cancel))
         .route("/api/v1/jobs/{id}", get(show_job).delete(cancel_one))
         .route("/api/v1/jobs/{id}/requeue", post(requeue))
+        .route("/api/v1/jobs/{id}/output", get(job_output))
         .route("/api/v1/events", get(list_events))
+        .route("/api/v1/tokens", post(issue_token))
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{name}", get(show_node))
         .route("/api/v1/nodes/{name}/drain", post(drain))
@@ -343,6 +368,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/raft/snapshot", post(raft_snapshot))
         // A batch of 10 000 jobs is ~10 MB of JSON; axum's default cap is 2 MB.
         .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
+        .merge(crate::web::routes())
         .layer(axum::middleware::from_fn_with_state(app.clone(), time_request))
         .with_state(app)
 }
@@ -416,6 +442,57 @@ async fn show_job(
     job_view(&app, &id)
 }
 
+#[derive(Deserialize)]
+struct OutputQuery {
+    #[serde(default)]
+    offset: u64,
+    /// At most this many bytes (default and cap 1 MiB).
+    limit: Option<u64>,
+}
+
+/// A job's standard output from `offset`, for the dashboard's log tail:
+/// read on the controller's host, so it needs the job's directory there
+/// (a shared file system, or `drover up`). Only the job's owner or an
+/// operator may read it, and only a file the job's user owns is served:
+/// `-o /etc/shadow` shows nothing.
+async fn job_output(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<OutputQuery>,
+) -> Result<Response, ApiError> {
+    use std::io::{Read, Seek};
+    use std::os::unix::fs::MetadataExt;
+    let who = app.authenticate(&headers)?;
+    app.read_barrier(&Freshness::default()).await?;
+    let Json(job) = job_view(&app, &id)?;
+    if !who.operator && who.uid != job.uid {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("job {id} belongs to {}", job.user)));
+    }
+    if job.stdout.is_empty() {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("job {id} has not started: no output yet")));
+    }
+    let unreadable = |e: std::io::Error| {
+        ApiError::new(StatusCode::NOT_FOUND, format!("cannot read {} on the controller's host: {e}", job.stdout))
+    };
+    let mut file = std::fs::File::open(&job.stdout).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if meta.uid() != job.uid {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("{} is not owned by {}", job.stdout, job.user)));
+    }
+    let limit = q.limit.unwrap_or(1 << 20).min(1 << 20);
+    let mut bytes = Vec::new();
+    file.seek(std::io::SeekFrom::Start(q.offset.min(meta.len()))).map_err(unreadable)?;
+    file.take(limit).read_to_end(&mut bytes).map_err(unreadable)?;
+    let next = q.offset.min(meta.len()) + bytes.len() as u64;
+    Ok(Response::builder()
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("x-drover-next-offset", next.to_string())
+        .header("x-drover-job-terminal", job.terminal.to_string())
+        .body(Body::from(bytes))
+        .unwrap_or_default())
+}
+
 /// A job id from a path (`1234`, `1234_7`); a malformed one is a 400.
 fn job_ref(id: &str) -> Result<JobRef, ApiError> {
     JobRef::parse(id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))
@@ -484,23 +561,91 @@ struct EventQuery {
     /// Wait up to this many seconds for a first new event (long poll).
     #[serde(default)]
     wait: u64,
+    /// A session token, for clients that cannot set headers (a browser's
+    /// `EventSource`).
+    token: Option<String>,
 }
 
+/// Recent events as JSON (`after`, long-polled with `wait`), or, when the
+/// client accepts `text/event-stream`, as server-sent events that go on
+/// until it hangs up, resumed after `Last-Event-ID`.
 async fn list_events(
     AxState(app): AxState<App>,
     headers: HeaderMap,
     Query(q): Query<EventQuery>,
     Query(fresh): Query<Freshness>,
-) -> ApiResult<EventList> {
-    app.authenticate(&headers)?;
+) -> Result<Response, ApiError> {
+    match &q.token {
+        Some(token) => app.authenticate_token(token)?,
+        None => app.authenticate(&headers)?,
+    };
     app.read_barrier(&fresh).await?;
+    let accept = headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if accept.contains("text/event-stream") {
+        let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()?.trim().parse().ok());
+        return Ok(event_stream(app, resume.unwrap_or(q.after)));
+    }
     let added = app.events.added.notified();
     let mut events = app.events.since(q.after, 10_000);
     if events.is_empty() && q.wait > 0 {
         let _ = tokio::time::timeout(Duration::from_secs(q.wait.min(60)), added).await;
         events = app.events.since(q.after, 10_000);
     }
-    Ok(Json(EventList { events }))
+    Ok(Json(EventList { events }).into_response())
+}
+
+/// Server-sent events: each event as `id: SEQ`, `event: KIND` and its JSON
+/// record; a comment every 15 s keeps proxies from closing a quiet stream.
+fn event_stream(app: App, after: u64) -> Response {
+    let stream = futures_util::stream::unfold((app, after), |(app, mut after)| async move {
+        let mut events = {
+            let added = app.events.added.notified();
+            let events = app.events.since(after, 1000);
+            if events.is_empty() {
+                let _ = tokio::time::timeout(Duration::from_secs(15), added).await;
+            }
+            events
+        };
+        if events.is_empty() {
+            events = app.events.since(after, 1000);
+        }
+        let mut chunk = String::new();
+        for e in &events {
+            after = e.seq;
+            let data = serde_json::to_string(e).unwrap_or_default();
+            chunk.push_str(&format!("id: {}\nevent: {}\ndata: {data}\n\n", e.seq, e.kind));
+        }
+        if chunk.is_empty() {
+            chunk.push_str(": keep-alive\n\n");
+        }
+        Some((Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(chunk)), (app, after)))
+    });
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_default()
+}
+
+/// Trades a one-time credential for a session token of the same identity:
+/// `drover token`, and the dashboard link `drover up` prints.
+async fn issue_token(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Json(req): Json<TokenRequest>,
+) -> ApiResult<TokenGrant> {
+    let (who, gid) = app.authenticate_credential(&headers)?;
+    let lifetime_ms = req.lifetime_s.unwrap_or(8 * 3600).saturating_mul(1000);
+    if lifetime_ms == 0 || lifetime_ms > drover_auth::TOKEN_MAX_MS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("a token lives 1 s to {} days", drover_auth::TOKEN_MAX_MS / 86_400_000),
+        ));
+    }
+    let now = now_ms();
+    let token = drover_auth::Token::mint(&app.key, who.uid, gid, lifetime_ms, now)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot mint a token: {e}")))?;
+    Ok(Json(TokenGrant { token, uid: who.uid, expires_ms: now + lifetime_ms }))
 }
 
 async fn list_nodes(

@@ -63,6 +63,22 @@ pub struct Controllers {
     pub members: Vec<Member>,
 }
 
+/// `POST /api/v1/tokens`: a session token for the caller.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TokenRequest {
+    /// Seconds; default 8 hours, at most 7 days.
+    #[serde(default)]
+    pub lifetime_s: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenGrant {
+    /// Send as `Authorization: Bearer <token>` (or `?token=` to the event stream).
+    pub token: String,
+    pub uid: u32,
+    pub expires_ms: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Member {
     pub id: u64,

@@ -1,0 +1,49 @@
+//! The web dashboard end to end: a `drover up` cluster, the link
+//! `drover dashboard` prints, and headless Chromium driven over the DevTools
+//! protocol by tests/web/drive_dashboard.py (submit, watch, log, cancel,
+//! drain/resume, phone width). Screenshots land in target/tmp/dashboard/.
+
+mod common;
+use common::{http, Cluster};
+
+#[test]
+fn the_dashboard_shows_and_acts_on_the_cluster() {
+    let c = Cluster::start("dashboard", 2, 0);
+    let out = c.drover(&["dashboard", "--lifetime", "10m"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let link = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(link.starts_with(&format!("http://127.0.0.1:{}/#token=t1.", c.port)), "{link}");
+
+    // The page itself needs no credential; the API refuses a forged token.
+    let (status, page) = http(&format!("127.0.0.1:{}", c.port), "GET", "/", None, "");
+    assert!(status == 200 && page.contains("<title>Drover</title>"), "{status}");
+    let token = link.split("#token=").nth(1).unwrap();
+    let forged = format!("{}0", &token[..token.len() - 1]);
+    let bearer = |t: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", c.port)).unwrap();
+        write!(s, "GET /api/v1/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {t}\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    assert!(bearer(token).starts_with("HTTP/1.1 200"), "a token is good for many requests");
+    assert!(bearer(token).starts_with("HTTP/1.1 200"));
+    let refused = bearer(&forged);
+    assert!(refused.starts_with("HTTP/1.1 401") && refused.contains("forged"), "{refused}");
+
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    let run = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/web/drive_dashboard.py"))
+        .arg(env!("CARGO_BIN_EXE_drover"))
+        .arg(&c.dir)
+        .arg(&link)
+        .arg(&artifacts)
+        .env("DROVER_CONTROLLER", c.addrs())
+        .output()
+        .expect("runs python3");
+    let said = String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "the dashboard drive failed:\n{said}\n{}", c.logs());
+    assert!(artifacts.join("dashboard.png").metadata().unwrap().len() > 10_000, "{said}");
+}
