@@ -116,3 +116,40 @@ fn metrics_pass_promtool_and_follow_jobs() {
     assert_eq!(sample(&ended, "drover_nodes{", &["state=\"IDLE\""]), Some(2.0), "{ended}");
     promtool_check("the controller's /metrics after the jobs", &ended);
 }
+
+#[test]
+fn json_logs_carry_component_node_job_and_term() {
+    let c = Cluster::start_with("obs-logs", 1, 1, &["--log-format", "json", "--log-level", "debug"]);
+    let job = c.submit(&["--wrap", "true"]);
+    let out = c.drover(&["wait", &job]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |name: &str| -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(c.dir.join(".drover/logs").join(name)).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {l}")))
+            .collect()
+    };
+    let mut agent = Vec::new();
+    c.wait_for("the agent logged the job's end", Duration::from_secs(10), || {
+        agent = read("node1.log");
+        agent.iter().any(|l| l["message"].as_str().is_some_and(|m| m.ends_with("ended")))
+    });
+    let controller = read("controller.log");
+    for l in agent.iter().chain(&controller) {
+        for field in ["timestamp", "level", "component", "node", "message", "target"] {
+            assert!(l[field].is_string(), "every line has {field}: {l}");
+        }
+    }
+    assert!(agent.iter().all(|l| l["component"] == "agent" && l["node"] == "node1"));
+    let started = agent.iter().find(|l| l["message"] == format!("started job {job}")).expect("a start line");
+    assert_eq!(started["job_id"].as_u64().map(|j| j.to_string()), Some(job.clone()));
+    assert!(controller.iter().all(|l| l["component"] == "controller" && l["node"] == "controller1"));
+    let leader = controller.iter().find(|l| l["message"] == "leader in term 1").expect("a leadership line");
+    assert_eq!(leader["term"], 1);
+    assert!(
+        controller
+            .iter()
+            .any(|l| l["level"] == "DEBUG" && l["job_id"].as_u64().map(|j| j.to_string()) == Some(job.clone())),
+        "--log-level debug shows each job's life on the controller"
+    );
+}

@@ -144,7 +144,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
                 tokio::spawn(metrics.clone().sample_cpu());
             }
             // Metrics are worth a warning, not a node: jobs still run.
-            Err(e) => eprintln!("drover agent {}: no metrics: cannot listen on {addr}: {e}", opts.name),
+            Err(e) => tracing::warn!(error = %e, "no metrics: cannot listen on {addr}"),
         }
     }
     let agent = Arc::new(Agent {
@@ -221,16 +221,16 @@ impl Agent {
                     let mut beat = tokio::spawn(self.clone().heartbeat());
                     tokio::select! {
                         r = self.follow_orders() => if let Err(e) = r {
-                            eprintln!("drover agent {}: order stream ended: {e}", self.opts.name);
+                            tracing::warn!(error = %e, "order stream ended");
                         },
                         // After a hang or a partition the controller has
                         // marked the node DOWN: register again, naming our
                         // steps, so it can fence the stale ones.
-                        _ = &mut beat => eprintln!("drover agent {}: the controller no longer counts this node up; registering again", self.opts.name),
+                        _ = &mut beat => tracing::warn!("the controller no longer counts this node up; registering again"),
                     }
                     beat.abort();
                 }
-                Err(e) => eprintln!("drover agent {}: cannot register: {e}", self.opts.name),
+                Err(e) => tracing::warn!(error = %e, "cannot register"),
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -266,7 +266,7 @@ impl Agent {
                 Ok(r) if r.status() == StatusCode::CONFLICT => return,
                 Ok(_) => {}
                 Err(e) => {
-                    eprintln!("drover agent {}: heartbeat: {e}", self.opts.name);
+                    tracing::warn!(error = %e, "heartbeat failed");
                     return;
                 }
             }
@@ -293,7 +293,7 @@ impl Agent {
                 let line: Vec<u8> = buf.drain(..=pos).collect();
                 match serde_json::from_slice::<Order>(&line) {
                     Ok(order) => self.handle(order).await,
-                    Err(e) => eprintln!("drover agent {}: unreadable order: {e}", self.opts.name),
+                    Err(e) => tracing::error!(error = %e, "unreadable order"),
                 }
             }
         }
@@ -320,22 +320,22 @@ impl Agent {
                 let agent = self.clone();
                 tokio::spawn(async move {
                     let attempt = order.attempt;
-                    let outcome =
-                        match step::launch_controlled(&order, &agent.opts.launcher, &cpus, control, controls).await {
-                            Ok(step) => {
-                                agent.metrics.track(key, step.pid);
-                                agent.report(key, attempt, None);
-                                let report = step.wait().await;
-                                report.outcome
-                            }
-                            Err(e) => {
-                                eprintln!(
-                                    "drover agent {}: job {} could not start: {e}",
-                                    agent.opts.name, order.display_id
-                                );
-                                StepOutcome::Exited(1)
-                            }
-                        };
+                    let outcome = match step::launch_controlled(&order, &agent.opts.launcher, &cpus, control, controls)
+                        .await
+                    {
+                        Ok(step) => {
+                            tracing::info!(job_id = key, attempt, pid = step.pid, "started job {}", order.display_id);
+                            agent.metrics.track(key, step.pid);
+                            agent.report(key, attempt, None);
+                            let report = step.wait().await;
+                            tracing::info!(job_id = key, attempt, outcome = ?report.outcome, "job {} ended", order.display_id);
+                            report.outcome
+                        }
+                        Err(e) => {
+                            tracing::error!(job_id = key, attempt, error = %e, "job {} could not start", order.display_id);
+                            StepOutcome::Exited(1)
+                        }
+                    };
                     agent.forget(key, attempt);
                     agent.report(key, attempt, Some(outcome));
                 });
@@ -369,7 +369,7 @@ impl Agent {
             if checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
                 checked = Some(tokio::time::Instant::now());
                 if let Err(e) = crate::watchdog::ensure_running(&exe, &state_dir, fence_after) {
-                    eprintln!("drover agent {}: {e}", self.opts.name);
+                    tracing::error!(error = %e, "fence watchdog");
                 }
             }
             tokio::time::sleep(beat).await;
@@ -382,7 +382,7 @@ impl Agent {
         loop {
             let (ok, message) = run_health_check(&cmd, every.max(Duration::from_secs(1))).await;
             if !ok {
-                eprintln!("drover agent {}: health check failed: {message}", self.opts.name);
+                tracing::warn!("health check failed: {message}");
             }
             let body = drover_proto::HealthReport { ok, message };
             let _ = self
@@ -400,7 +400,13 @@ impl Agent {
             match found {
                 step::Recovered::Running(step) => {
                     let (job, attempt) = (step.job_id, step.attempt);
-                    eprintln!("drover agent {}: re-attached to job {job} (pid {})", self.opts.name, step.pid);
+                    tracing::info!(
+                        job_id = job,
+                        attempt,
+                        pid = step.pid,
+                        "re-attached to job {job} (pid {})",
+                        step.pid
+                    );
                     self.running.lock().expect("running lock").insert(job, (attempt, control));
                     self.metrics.track(job, step.pid);
                     self.cores.lock().expect("cores lock").take(job, cpus);
@@ -412,9 +418,12 @@ impl Agent {
                     });
                 }
                 step::Recovered::Ended(report) => {
-                    eprintln!(
-                        "drover agent {}: job {} ended while no agent ran ({:?})",
-                        self.opts.name, report.job_id, report.outcome
+                    tracing::info!(
+                        job_id = report.job_id,
+                        attempt = report.attempt,
+                        "job {} ended while no agent ran ({:?})",
+                        report.job_id,
+                        report.outcome
                     );
                     self.report(report.job_id, report.attempt, Some(report.outcome));
                 }

@@ -295,7 +295,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<HostMetrics>)
         }),
     );
     if let Err(e) = axum::serve(listener, app).await {
-        eprintln!("drover agent: metrics listener: {e}");
+        tracing::error!(error = %e, "metrics listener failed");
     }
 }
 

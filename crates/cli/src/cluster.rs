@@ -263,7 +263,7 @@ pub(crate) fn parse_peers(text: &str) -> Result<std::collections::BTreeMap<u64, 
     Ok(peers)
 }
 
-pub async fn controller(a: ControllerArgs, client: &Client) -> Result<(), String> {
+pub async fn controller(a: ControllerArgs, client: &Client, log: crate::logging::Log) -> Result<(), String> {
     match a.change {
         Some(MemberChange::Join { id, addr }) => {
             let c: drover_proto::Controllers =
@@ -296,6 +296,7 @@ pub async fn controller(a: ControllerArgs, client: &Client) -> Result<(), String
     };
     let listen = listen.parse().map_err(|e| format!("invalid --listen '{listen}': {e}"))?;
     let timing = a.raft.timing()?;
+    crate::logging::init("controller", format!("controller{}", a.id), log);
     let key = drover_auth::load_key(&a.key_file)?;
     let mut opts = Options::new(a.state_dir, listen, key);
     opts.id = a.id;
@@ -320,7 +321,7 @@ fn heartbeat_interval(secs: f64) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-pub async fn agent(a: AgentArgs) -> Result<(), String> {
+pub async fn agent(a: AgentArgs, log: crate::logging::Log) -> Result<(), String> {
     let (cpus, mem) = daemon::detect_resources();
     let memory_mb = match &a.memory {
         Some(m) => parse_mem(m)?,
@@ -354,6 +355,7 @@ pub async fn agent(a: AgentArgs) -> Result<(), String> {
             )),
         },
     };
+    crate::logging::init("agent", opts.name.clone(), log);
     daemon::run(opts, shutdown_signal()).await
 }
 

@@ -4,6 +4,7 @@ mod check;
 mod client;
 mod cluster;
 mod jobs;
+mod logging;
 mod ops;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,12 @@ struct Cli {
     /// cluster of ./.drover, then 127.0.0.1:6817).
     #[arg(long, global = true)]
     controller: Option<String>,
+    /// How daemons write their log lines: text, or json for ELK and Loki.
+    #[arg(long, global = true, env = "DROVER_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: logging::LogFormat,
+    /// The least severe log lines daemons write: error, warn, info, debug, trace.
+    #[arg(long, global = true, env = "DROVER_LOG_LEVEL", default_value = "info")]
+    log_level: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -164,6 +171,20 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             return e.exit_code();
         }
     };
+    let level = match logging::parse_level(&cli.log_level) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("drover: error: {e}");
+            return 2;
+        }
+    };
+    let log = (cli.log_format, level);
+    if matches!(cli.command, Command::Up(_)) {
+        // The daemons `up` starts log the same way.
+        let format = if cli.log_format == logging::LogFormat::Json { "json" } else { "text" };
+        std::env::set_var("DROVER_LOG_FORMAT", format);
+        std::env::set_var("DROVER_LOG_LEVEL", level.as_str());
+    }
     let needs_runtime = !matches!(
         cli.command,
         Command::Check(_) | Command::Hostlist { .. } | Command::Keygen { .. } | Command::AgentWatchdog(_)
@@ -189,8 +210,8 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             match cli.command {
                 Command::Up(a) => cluster::up(a).await.map(|_| 0),
                 Command::Down(a) => cluster::down(a).await.map(|_| 0),
-                Command::ControllerDaemon(a) => cluster::controller(a, &client).await.map(|_| 0),
-                Command::AgentDaemon(a) => cluster::agent(a).await.map(|_| 0),
+                Command::ControllerDaemon(a) => cluster::controller(a, &client, log).await.map(|_| 0),
+                Command::AgentDaemon(a) => cluster::agent(a, log).await.map(|_| 0),
                 Command::Submit(a) => jobs::submit(&client, a).await,
                 Command::Queue(a) => jobs::queue(&client, a).await,
                 Command::Nodes { json } => jobs::nodes(&client, json).await,

@@ -58,9 +58,26 @@ impl EventLog {
     /// Follows applied events for the life of the controller.
     pub async fn run(self: Arc<Self>, shared: Arc<Shared>) {
         let mut events = shared.subscribe();
-        while let Some((_, e)) = events.recv().await {
+        while let Some((index, e)) = events.recv().await {
+            log_applied(index, &e);
             self.push(&e, crate::loops::now_ms());
         }
+    }
+}
+
+/// Every controller logs what it applies: what an operator looks for at
+/// `info` (nodes, requeues, failed starts), each job's life at `debug`.
+fn log_applied(index: u64, e: &Event) {
+    use tracing::{debug, info};
+    match e {
+        Event::NodeStateChanged { node, .. } | Event::NodeRegistered { node } => info!(index, node_name = %node, "{e}"),
+        Event::JobRequeued { job, .. } => info!(index, job_id = job, "{e}"),
+        Event::AllocationRejected { .. } | Event::Refused { .. } => info!(index, "{e}"),
+        Event::JobStarted { job, .. } | Event::JobFinished { job, .. } | Event::JobKill { job, .. } => {
+            debug!(index, job_id = job, "{e}")
+        }
+        Event::JobSubmitted { job, .. } => debug!(index, job_id = job, "{e}"),
+        _ => debug!(index, "{e}"),
     }
 }
 

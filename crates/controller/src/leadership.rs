@@ -36,19 +36,19 @@ pub async fn follow(ctl: Arc<Controller>, dispatch: Arc<Dispatcher>, liveness: A
                 // timeout from now before it is judged.
                 liveness.reset();
                 dispatch.set_active(true);
-                eprintln!("drover controller {}: leader in term {term}", ctl.id);
+                tracing::info!(term, "leader in term {term}");
                 if let Some(h) = &hook {
                     run_hook(h, "acquire", &ctl, term).await;
                 }
                 if let Err(e) = bootstrap(&ctl).await {
-                    eprintln!("drover controller {}: cannot configure the new cluster: {e}", ctl.id);
+                    tracing::error!(term, error = %e, "cannot configure the new cluster");
                 }
             }
             (Some(was), false) => {
                 leading = None;
                 // Agents' order streams end here and they find the new leader.
                 dispatch.set_active(false);
-                eprintln!("drover controller {}: no longer leader (was in term {was}, now term {term})", ctl.id);
+                tracing::info!(term, was, "no longer leader (was in term {was}, now term {term})");
                 if let Some(h) = &hook {
                     run_hook(h, "release", &ctl, was).await;
                 }
@@ -103,17 +103,17 @@ async fn run_hook(hook: &str, event: &str, ctl: &Controller, term: u64) {
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("drover controller {}: cannot run the leadership hook: {e}", ctl.id);
+            tracing::error!(term, event, error = %e, "cannot run the leadership hook");
             return;
         }
     };
     match tokio::time::timeout(HOOK_TIMEOUT, child.wait()).await {
-        Ok(Ok(st)) if st.success() => eprintln!("drover controller {}: leadership hook ({event}) done", ctl.id),
-        Ok(Ok(st)) => eprintln!("drover controller {}: leadership hook ({event}) failed: {st}", ctl.id),
-        Ok(Err(e)) => eprintln!("drover controller {}: leadership hook ({event}): {e}", ctl.id),
+        Ok(Ok(st)) if st.success() => tracing::info!(term, event, "leadership hook ({event}) done"),
+        Ok(Ok(st)) => tracing::warn!(term, event, "leadership hook ({event}) failed: {st}"),
+        Ok(Err(e)) => tracing::warn!(term, event, error = %e, "leadership hook ({event}) failed"),
         Err(_) => {
             let _ = child.kill().await;
-            eprintln!("drover controller {}: leadership hook ({event}) killed after {HOOK_TIMEOUT:?}", ctl.id);
+            tracing::warn!(term, event, "leadership hook ({event}) killed after {HOOK_TIMEOUT:?}");
         }
     }
 }
@@ -124,14 +124,14 @@ async fn run_hook(hook: &str, event: &str, ctl: &Controller, term: u64) {
 /// it a voter.
 pub async fn ask_to_join(ctl: Arc<Controller>, existing: String, key: Arc<Vec<u8>>) {
     let Ok(endpoints) = drover_proto::Endpoints::parse(&existing) else {
-        eprintln!("drover controller {}: no controllers to join in '{existing}'", ctl.id);
+        tracing::error!("no controllers to join in '{existing}'");
         return;
     };
     let http = reqwest::Client::new();
     let body = drover_proto::JoinController { id: ctl.id, addr: ctl.addr.clone() };
     loop {
         if ctl.voters().contains(&ctl.id) {
-            eprintln!("drover controller {}: joined the group as a voter", ctl.id);
+            tracing::info!("joined the group as a voter");
             return;
         }
         let base = endpoints.current();
@@ -150,11 +150,11 @@ pub async fn ask_to_join(ctl: Arc<Controller>, existing: String, key: Arc<Vec<u8
             }
             Ok(r) => {
                 let text = r.text().await.unwrap_or_default();
-                eprintln!("drover controller {}: {base} did not add this controller: {text}", ctl.id);
+                tracing::warn!(peer = %base, "{base} did not add this controller: {text}");
                 endpoints.failed(&base);
             }
             Err(e) => {
-                eprintln!("drover controller {}: cannot ask {base} to add this controller: {e}", ctl.id);
+                tracing::warn!(peer = %base, error = %e, "cannot ask {base} to add this controller");
                 endpoints.failed(&base);
             }
         }

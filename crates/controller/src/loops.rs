@@ -72,7 +72,7 @@ pub async fn schedule(ctl: Arc<Controller>, cfg: SchedConfig, coalesce: Duration
             continue;
         }
         if let Err(e) = ctl.propose(Command::Allocate { plan, now, term }).await {
-            eprintln!("drover controller: scheduling pass not committed: {e}");
+            tracing::warn!(term, error = %e, "scheduling pass not committed");
             dirty = true;
         }
     }

@@ -292,7 +292,7 @@ pub async fn run(
         let key = opts.key.clone();
         tokio::spawn(async move {
             if let Err(e) = drover_auth::serve_credentials(&sock, key).await {
-                eprintln!("drover controller: credential socket: {e}");
+                tracing::error!(error = %e, "credential socket failed");
             }
         });
     }
