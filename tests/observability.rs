@@ -49,6 +49,13 @@ fn metrics_pass_promtool_and_follow_jobs() {
     let busy = c.submit(&["--wrap", "timeout 5 sh -c 'while :; do :; done'; true"]);
     c.submit(&["--wrap", "true"]);
     c.submit(&["--wrap", "exit 3"]);
+    // Held: pending for the whole test, with a reason.
+    c.submit(&["--hold", "--wrap", "true"]);
+    // Requeued (and held) once running.
+    let requeued = c.submit(&["--wrap", "sleep 60"]);
+    c.wait_for("the sleeper running", Duration::from_secs(20), || common::state_of(&c, &requeued) == "RUNNING");
+    let out = c.drover(&["requeue", "--hold", &requeued]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // Service discovery names the controller and both agents' listeners.
     let (status, sd) = http(&ctl, "GET", "/api/v1/sd/prometheus", None, "");
@@ -56,12 +63,12 @@ fn metrics_pass_promtool_and_follow_jobs() {
     let groups: Vec<serde_json::Value> = serde_json::from_str(&sd).unwrap();
     let agents: Vec<String> = groups
         .iter()
-        .filter(|g| g["labels"]["drover_role"] == "agent")
+        .filter(|g| g["labels"]["__meta_drover_role"] == "agent")
         .map(|g| g["targets"][0].as_str().unwrap().to_string())
         .collect();
     assert_eq!(agents.len(), 2, "{sd}");
     assert!(
-        groups.iter().any(|g| g["labels"]["drover_role"] == "controller" && g["targets"][0] == ctl.as_str()),
+        groups.iter().any(|g| g["labels"]["__meta_drover_role"] == "controller" && g["targets"][0] == ctl.as_str()),
         "{sd}"
     );
 
@@ -75,10 +82,12 @@ fn metrics_pass_promtool_and_follow_jobs() {
         });
         seen.is_some()
     });
-    let (agent, text) = seen.unwrap();
-    assert!(sample(&text, "drover_job_rss_bytes{", &[&format!("job_id=\"{busy}\""), "user=\"root\""]).unwrap() > 0.0);
-    assert!(sample(&text, "node_memory_MemTotal_bytes{", &[]).unwrap() > 0.0, "{text}");
-    promtool_check("an agent's /metrics", &text);
+    let (agent, agent_busy) = seen.unwrap();
+    assert!(
+        sample(&agent_busy, "drover_job_rss_bytes{", &[&format!("job_id=\"{busy}\""), "user=\"root\""]).unwrap() > 0.0
+    );
+    assert!(sample(&agent_busy, "node_memory_MemTotal_bytes{", &[]).unwrap() > 0.0, "{agent_busy}");
+    promtool_check("an agent's /metrics", &agent_busy);
 
     let running = http(&ctl, "GET", "/metrics", None, "").1;
     assert_eq!(sample(&running, "drover_jobs{", &["state=\"RUNNING\""]), Some(1.0), "{running}");
@@ -95,8 +104,11 @@ fn metrics_pass_promtool_and_follow_jobs() {
         sample(&ended, "drover_jobs_ended_total{", &["state=\"COMPLETED\""]) == Some(2.0)
             && !text.contains(&format!("job_id=\"{busy}\""))
     });
-    assert_eq!(sample(&ended, "drover_jobs_submitted_total{", &["user=\"root\""]), Some(3.0), "{ended}");
-    assert_eq!(sample(&ended, "drover_jobs_started_total{", &[]), Some(3.0), "{ended}");
+    assert_eq!(sample(&ended, "drover_jobs_submitted_total{", &["user=\"root\""]), Some(5.0), "{ended}");
+    assert_eq!(sample(&ended, "drover_jobs_requeued_total{", &["user=\"root\""]), Some(1.0), "{ended}");
+    assert_eq!(sample(&ended, "drover_jobs{", &["state=\"PENDING\""]), Some(2.0), "{ended}");
+    assert!(sample(&ended, "drover_jobs_pending_reason{", &["reason=\"JobHeld"]).unwrap() >= 1.0, "{ended}");
+    assert_eq!(sample(&ended, "drover_jobs_started_total{", &[]), Some(4.0), "{ended}");
     assert_eq!(sample(&ended, "drover_jobs_completed_total{", &[]), Some(2.0), "{ended}");
     assert_eq!(sample(&ended, "drover_jobs_failed_total{", &["state=\"FAILED\""]), Some(1.0), "{ended}");
     assert_eq!(sample(&ended, "drover_job_run_seconds_count{", &[]), Some(3.0), "{ended}");
@@ -115,6 +127,79 @@ fn metrics_pass_promtool_and_follow_jobs() {
     assert_eq!(sample(&ended, "drover_raft_is_leader", &[]), Some(1.0));
     assert_eq!(sample(&ended, "drover_nodes{", &["state=\"IDLE\""]), Some(2.0), "{ended}");
     promtool_check("the controller's /metrics after the jobs", &ended);
+    dashboards_query_what_drover_exports(&[&running, &ended, &agent_busy]);
+}
+
+/// The shipped Grafana dashboards are dashboard JSON Grafana loads (a uid,
+/// a title, panels with a datasource and a PromQL target each), every
+/// expression parses (promtool checks them as recording rules), and every
+/// series name they use is one a running cluster exports. The Prometheus
+/// configuration passes promtool too.
+fn dashboards_query_what_drover_exports(scrapes: &[&str]) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    // Families declared (a family may have no sample now) and series sampled.
+    let exported: std::collections::HashSet<String> = scrapes
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter_map(|l| match l.strip_prefix("# TYPE ") {
+            Some(rest) => rest.split(' ').next(),
+            None if l.starts_with('#') => None,
+            None => l.split(['{', ' ']).next(),
+        })
+        .map(str::to_string)
+        .collect();
+    let mut rules = String::from("groups:\n  - name: dashboards\n    rules:\n");
+    for name in ["cluster-overview.json", "jobs.json"] {
+        let text = std::fs::read_to_string(root.join("grafana/dashboards").join(name)).unwrap();
+        let d: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(d["uid"].is_string() && d["title"].is_string() && d["schemaVersion"].as_u64() >= Some(30), "{name}");
+        let panels = d["panels"].as_array().unwrap();
+        assert!(panels.len() >= 6, "{name} has its panels");
+        let mut ids = std::collections::HashSet::new();
+        for p in panels {
+            assert!(ids.insert(p["id"].as_u64().unwrap()), "{name}: panel ids are unique");
+            assert_eq!(p["datasource"]["uid"], "drover-prometheus", "{name}: {}", p["title"]);
+            let pos = &p["gridPos"];
+            assert!(pos["w"].as_u64().unwrap() <= 24 && pos["h"].as_u64().unwrap() > 0, "{name}: {}", p["title"]);
+            let targets = p["targets"].as_array().unwrap();
+            assert!(!targets.is_empty(), "{name}: {} queries something", p["title"]);
+            for t in targets {
+                let expr = t["expr"].as_str().unwrap();
+                rules.push_str(&format!(
+                    "      - record: dashboard:check\n        expr: {}\n",
+                    serde_json::to_string(expr).unwrap()
+                ));
+                for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                    if !(word.starts_with("drover_") || word.starts_with("node_")) {
+                        continue;
+                    }
+                    let family =
+                        ["_bucket", "_sum", "_count"].iter().find_map(|s| word.strip_suffix(s)).unwrap_or(word);
+                    assert!(
+                        exported.contains(word) || exported.contains(family),
+                        "{name}: '{}' queries {word}, which nothing exports",
+                        p["title"]
+                    );
+                }
+            }
+        }
+    }
+    let rules_file = std::env::temp_dir().join(format!("drover-dashboard-rules-{}.yml", std::process::id()));
+    std::fs::write(&rules_file, rules).unwrap();
+    let out = std::process::Command::new("promtool").arg("check").arg("rules").arg(&rules_file).output().unwrap();
+    let _ = std::fs::remove_file(&rules_file);
+    assert!(
+        out.status.success(),
+        "dashboard PromQL: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new("promtool")
+        .args(["check", "config"])
+        .arg(root.join("prometheus.yml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "deploy/prometheus.yml: {}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]

@@ -884,20 +884,22 @@ async fn metrics(AxState(app): AxState<App>, headers: HeaderMap) -> Response {
 
 /// Prometheus HTTP service discovery (`http_sd_configs`): the controllers,
 /// and every agent that registered a metrics address. No credential, like
-/// `/metrics`: it names hosts and ports, nothing more.
+/// `/metrics`: it names hosts and ports, nothing more. Labels are `__meta_`
+/// ones, for relabelling: a node's state must not become part of its
+/// series' identity.
 async fn prometheus_targets(AxState(app): AxState<App>) -> Response {
     use serde_json::json;
     let raft = controllers_view(&app);
     let mut groups: Vec<serde_json::Value> = raft
         .members
         .iter()
-        .map(|m| json!({"targets": [m.addr], "labels": {"drover_role": "controller", "drover_controller": m.id.to_string()}}))
+        .map(|m| json!({"targets": [m.addr], "labels": {"__meta_drover_role": "controller", "__meta_drover_controller": m.id.to_string()}}))
         .collect();
     app.ctl.shared.read(|s| {
         for n in s.nodes().iter().filter(|n| n.addr.contains(':')) {
             groups.push(json!({
                 "targets": [n.addr],
-                "labels": {"drover_role": "agent", "drover_node": n.name, "drover_node_state": n.state().name()}
+                "labels": {"__meta_drover_role": "agent", "__meta_drover_node": n.name, "__meta_drover_node_state": n.state().name()}
             }));
         }
     });
