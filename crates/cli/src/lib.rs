@@ -6,6 +6,7 @@ mod cluster;
 mod jobs;
 mod logging;
 mod ops;
+mod top;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -112,6 +113,17 @@ enum Command {
     Dashboard {
         #[arg(long, default_value = "8h")]
         lifetime: String,
+    },
+    /// The cluster in the terminal, refreshed every second: nodes, jobs,
+    /// events (keys: u user filter, p partition filter, c clear, q quit).
+    Top {
+        #[arg(short, long)]
+        user: Option<String>,
+        #[arg(short, long)]
+        partition: Option<String>,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
     },
     /// Live views: `drover watch recovery`.
     Watch {
@@ -225,6 +237,10 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
                 Command::Resume { node } => ops::resume(&client, &node).await,
                 Command::Requeue { ids, hold } => ops::requeue(&client, &ids, hold).await,
                 Command::Events { follow, kind, json } => ops::events(&client, follow, &kind, json).await,
+                Command::Top { user, partition, interval } => {
+                    let every = std::time::Duration::from_secs_f64(interval.clamp(0.2, 60.0));
+                    top::run(&client, user, partition, every).await
+                }
                 Command::Token { lifetime } => ops::token(&client, &lifetime).await,
                 Command::Dashboard { lifetime } => ops::dashboard(&client, &lifetime).await,
                 Command::Watch { count, .. } => ops::watch_recovery(&client, count).await,

@@ -78,7 +78,7 @@ fn parse_lifetime(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid lifetime '{text}': want a positive number with s, m, h or d (e.g. 8h)"))
 }
 
-fn clock(ms: u64) -> String {
+pub(crate) fn clock(ms: u64) -> String {
     let secs = ms / 1000;
     format!("{:02}:{:02}:{:02}.{:03}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60, ms % 1000)
 }
