@@ -78,7 +78,7 @@ impl View {
 }
 
 fn bar(used: u64, total: u64, width: usize) -> String {
-    let filled = if total == 0 { 0 } else { ((used * width as u64) / total).min(width as u64) as usize };
+    let filled = (used * width as u64).checked_div(total).map_or(0, |f| f.min(width as u64) as usize);
     format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
 }
 
