@@ -53,7 +53,7 @@ impl HostMetrics {
             .find_map(|kv| kv.strip_prefix(b"SLURM_JOB_PARTITION="))
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default();
-        let user = proc_uid(pid).map(user_name).unwrap_or_default();
+        let user = proc_uid(pid).map(drover_auth::user_name).unwrap_or_default();
         self.jobs.lock().expect("tracked jobs lock").insert(job, Tracked { pid, user, partition });
     }
 
@@ -266,19 +266,6 @@ fn session_usage(sessions: Vec<i32>) -> HashMap<i32, Usage> {
 fn proc_uid(pid: i32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
-}
-
-/// The account name of `uid` from `/etc/passwd`, else the number.
-fn user_name(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|p| {
-            p.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.get(2)?.parse::<u32>().ok()? == uid).then(|| f[0].to_string())
-            })
-        })
-        .unwrap_or_else(|| uid.to_string())
 }
 
 /// Serves `GET /metrics` on `listener` until the agent stops.

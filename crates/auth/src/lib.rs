@@ -168,6 +168,19 @@ impl ReplayGuard {
     }
 }
 
+/// The account name of `uid` from `/etc/passwd`, else the number.
+pub fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.get(2)?.parse::<u32>().ok()? == uid).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
 /// Creates a new random cluster key at `path`, readable by its owner only.
 /// Refuses to overwrite one.
 pub fn generate_key(path: &Path) -> Result<(), String> {

@@ -348,6 +348,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/jobs/{id}/output", get(job_output))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/tokens", post(issue_token))
+        .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{name}", get(show_node))
         .route("/api/v1/nodes/{name}/drain", post(drain))
@@ -625,6 +626,12 @@ fn event_stream(app: App, after: u64) -> Response {
         .header("cache-control", "no-cache")
         .body(Body::from_stream(stream))
         .unwrap_or_default()
+}
+
+/// Who the request's credential or token says the caller is.
+async fn whoami(AxState(app): AxState<App>, headers: HeaderMap) -> ApiResult<WhoAmI> {
+    let who = app.authenticate(&headers)?;
+    Ok(Json(WhoAmI { uid: who.uid, user: drover_auth::user_name(who.uid), operator: who.operator }))
 }
 
 /// Trades a one-time credential for a session token of the same identity:

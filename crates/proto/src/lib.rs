@@ -79,6 +79,15 @@ pub struct TokenGrant {
     pub expires_ms: u64,
 }
 
+/// `GET /api/v1/whoami`: the identity a request proves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub uid: u32,
+    pub user: String,
+    /// Root or a configured operator: may act on every job and node.
+    pub operator: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Member {
     pub id: u64,

@@ -9,7 +9,7 @@ const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "
 
 const ui = {
   token: null,
-  me: null,            // the token's uid
+  me: null,            // GET /api/v1/whoami: { uid, user, operator }
   jobs: [], nodes: [], events: [],
   lastSeq: 0,
   view: "overview",
@@ -42,11 +42,6 @@ const getJson = async (path) => (await api("GET", path)).json();
 
 // ---- sign-in ---------------------------------------------------------
 
-function tokenUid(token) {
-  const parts = token.split(".");
-  return parts[0] === "t1" ? Number(parts[1]) : null;
-}
-
 function takeToken() {
   const m = location.hash.match(/token=([^&]+)/);
   if (m) {
@@ -54,7 +49,6 @@ function takeToken() {
     history.replaceState(null, "", location.pathname);
   }
   ui.token = localStorage.getItem("drover-token");
-  ui.me = ui.token ? tokenUid(ui.token) : null;
 }
 
 function showSignIn(message) {
@@ -85,10 +79,36 @@ function handleError(e) {
 
 // ---- data ------------------------------------------------------------
 
+const STATES = { PD: "PENDING", R: "RUNNING", S: "SUSPENDED", CG: "COMPLETING", CD: "COMPLETED", F: "FAILED",
+  CA: "CANCELLED", TO: "TIMEOUT", NF: "NODE_FAIL", OOM: "OUT_OF_MEMORY", PR: "PREEMPTED", RQ: "REQUEUED" };
+const TERMINAL = new Set(["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED"]);
+
+// The compact listing (tab-separated, a tenth of the JSON's size and cost):
+// id, partition, name, user, state code, start ms, end ms, nodes, node list or reason.
+function parseRows(tsv) {
+  return tsv.split("\n").slice(1).filter((l) => l).map((line) => {
+    const [id, partition, name, user, st, start, end, , where] = line.split("\t");
+    const state = STATES[st] || st;
+    const num = (v) => (v === "-" ? null : Number(v));
+    const [base, task] = id.split("_");
+    // A pending array's remaining tasks list as one row (`7_[3-9]`): act on the array.
+    const single = task === undefined || /^\d+$/.test(task);
+    return {
+      id, ref: single ? id : base, partition, name, user, state, job_id: Number(base),
+      task: single && task !== undefined ? Number(task) : null,
+      start_time: num(start), end_time: num(end), terminal: TERMINAL.has(state),
+      nodes: state === "PENDING" ? "" : where, reason: state === "PENDING" ? where : "",
+    };
+  });
+}
+
 async function refetch() {
   try {
-    const [jobs, nodes] = await Promise.all([getJson("/api/v1/jobs?all=true"), getJson("/api/v1/nodes")]);
-    ui.jobs = jobs.jobs;
+    const [jobs, nodes] = await Promise.all([
+      api("GET", "/api/v1/jobs?all=true&format=tsv").then((r) => r.text()),
+      getJson("/api/v1/nodes"),
+    ]);
+    ui.jobs = parseRows(jobs);
     ui.nodes = nodes.nodes;
     render();
     setStatus(`live · ${new Date().toLocaleTimeString()}`);
@@ -204,13 +224,14 @@ function visibleJobs() {
   const mine = $("#job-mine").checked;
   const finished = $("#job-finished").checked;
   const rows = ui.jobs.filter((j) => {
-    if (mine && j.uid !== ui.me) return false;
+    if (mine && j.user !== ui.me?.user) return false;
     if (!finished && j.terminal) return false;
     if (!text) return true;
     return [j.id, j.name, j.user, j.state, j.partition].some((v) => String(v).toLowerCase().includes(text));
   });
   const { key, asc } = ui.sort;
-  const value = (j) => (key === "time" ? jobTime(j) : key === "nodes" ? j.nodes || j.reason : j[key]);
+  const value = (j) => (key === "time" ? jobTime(j) : key === "nodes" ? j.nodes || j.reason
+    : key === "job_id" ? j.job_id + (j.task ?? 0) / 1e7 : j[key]);
   rows.sort((a, b) => {
     const x = value(a), y = value(b);
     const c = typeof x === "number" && typeof y === "number" ? x - y : String(x).localeCompare(String(y), undefined, { numeric: true });
@@ -224,14 +245,14 @@ function renderJobs() {
     th.classList.toggle("sorted", th.dataset.key === ui.sort.key);
     th.classList.toggle("asc", th.dataset.key === ui.sort.key && ui.sort.asc);
   });
-  const mayCancel = (j) => !j.terminal && (ui.me === 0 || j.uid === ui.me);
+  const mayCancel = (j) => !j.terminal && (ui.me?.operator || j.user === ui.me?.user);
   $("#job-table tbody").innerHTML = visibleJobs().slice(0, 1000).map((j) => `
-    <tr data-job="${esc(j.id)}">
+    <tr data-job="${esc(j.ref)}" data-id="${esc(j.id)}">
       <td>${esc(j.id)}</td><td>${esc(j.name)}</td><td>${esc(j.user)}</td><td>${esc(j.partition)}</td>
       <td><span class="pill ${esc(j.state)}">${esc(j.state)}</span></td>
       <td>${duration(jobTime(j))}</td>
       <td>${esc(j.state === "PENDING" ? `(${j.reason})` : j.nodes)}</td>
-      <td>${mayCancel(j) ? `<button class="small cancel" data-cancel="${esc(j.id)}">Cancel</button>` : ""}</td>
+      <td>${mayCancel(j) ? `<button class="small cancel" data-cancel="${esc(j.ref)}">Cancel</button>` : ""}</td>
     </tr>`).join("");
 }
 
@@ -379,6 +400,7 @@ async function start() {
   if (!ui.token) return showSignIn();
   $("#signin").hidden = true;
   showView(ui.view);
+  try { ui.me = await getJson("/api/v1/whoami"); } catch (e) { return handleError(e); }
   await refetch();
   follow();
   // Running times tick without events.
