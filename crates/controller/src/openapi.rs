@@ -28,9 +28,16 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     (
         "/api/v1/events",
         "get",
-        "Recent events after ?after=SEQ; ?wait=SECS waits for the first new one",
+        "Recent events after ?after=SEQ; ?wait=SECS waits for the first new one. With `Accept: text/event-stream`: server-sent events (id = seq, event = kind, data = EventRecord) until the client hangs up, resumed after `Last-Event-ID`; `?token=` authenticates an EventSource",
         None,
         "EventList",
+    ),
+    (
+        "/api/v1/jobs/{id}/output",
+        "get",
+        "A job's standard output from ?offset= (at most ?limit= bytes, 1 MiB): text/plain, with X-Drover-Next-Offset and X-Drover-Job-Terminal; the owner or operators only; read on the controller's host",
+        None,
+        "Text",
     ),
     ("/api/v1/nodes", "get", "List nodes", None, "NodeList"),
     ("/api/v1/nodes/{name}", "get", "One node", None, "NodeView"),
@@ -38,6 +45,22 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     ("/api/v1/nodes/{name}/resume", "post", "Return a node to service (operators)", None, "NodeView"),
     ("/api/v1/health", "get", "Cluster health: 200 when healthy, 503 with problems", None, "Health"),
     ("/api/v1/openapi.json", "get", "This document", None, "OpenApi"),
+    (
+        "/api/v1/tokens",
+        "post",
+        "Trade a one-time credential for a session token of the same identity (send it as `Authorization: Bearer`)",
+        Some("TokenRequest"),
+        "TokenGrant",
+    ),
+    ("/api/v1/whoami", "get", "The identity the request's credential or token proves", None, "WhoAmI"),
+    (
+        "/api/v1/sd/prometheus",
+        "get",
+        "Prometheus HTTP service discovery: the controllers and every agent's metrics listener (no credential)",
+        None,
+        "TargetGroups",
+    ),
+    ("/metrics", "get", "Prometheus metrics, classic text format or OpenMetrics (no credential)", None, "Text"),
     (
         "/api/v1/agent/register",
         "post",
@@ -93,6 +116,14 @@ fn schemas() -> Value {
         obj(&[("cpus", s("integer")), ("mem_mb", s("integer")), ("gpus", s("integer"))], &["cpus", "mem_mb", "gpus"]);
     json!({
         "Empty": { "type": "object" },
+        "Text": { "type": "string" },
+        "TokenRequest": obj(&[("lifetime_s", json!({"type": ["integer", "null"], "description": "seconds; default 8 hours, at most 7 days"}))], &[]),
+        "TokenGrant": obj(&[("token", s("string")), ("uid", s("integer")), ("expires_ms", s("integer"))], &["token", "uid", "expires_ms"]),
+        "WhoAmI": obj(&[("uid", s("integer")), ("user", s("string")), ("operator", s("boolean"))], &["uid", "user", "operator"]),
+        "TargetGroups": {"type": "array", "items": obj(&[
+            ("targets", json!({"type": "array", "items": s("string")})),
+            ("labels", json!({"type": "object", "additionalProperties": s("string")})),
+        ], &["targets", "labels"])},
         "OpenApi": { "type": "object" },
         "Error": obj(&[
             ("error", s("string")),
@@ -106,6 +137,7 @@ fn schemas() -> Value {
         "Controllers": obj(&[
             ("this", s("integer")), ("leader", json!({"type": ["integer", "null"]})), ("term", s("integer")),
             ("role", s("string")), ("last_log_index", json!({"type": ["integer", "null"]})),
+            ("committed_index", json!({"type": ["integer", "null"]})),
             ("applied_index", json!({"type": ["integer", "null"]})), ("snapshot_index", json!({"type": ["integer", "null"]})),
             ("purged_index", json!({"type": ["integer", "null"]})), ("members", json!({"type": "array", "items": r("Member")})),
         ], &["this", "term", "role", "members"]),
@@ -185,16 +217,23 @@ pub fn document() -> Value {
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        let media = if *response == "Text" { "text/plain" } else { "application/json" };
         let mut op = json!({
             "summary": summary,
             "parameters": params,
             "responses": {
-                "200": {"description": "OK", "content": {"application/json": {"schema": r(response)}}},
+                "200": {"description": "OK", "content": {media: {"schema": r(response)}}},
                 "4XX": {"description": "The request was refused; the body says why. 421: this controller is not the leader, `leader` names it", "content": {"application/json": {"schema": r("Error")}}},
                 "503": {"description": "No leader at the moment (an election is under way); retry", "content": {"application/json": {"schema": r("Error")}}},
             },
         });
-        if *method == "get" && !path.starts_with("/api/v1/agent") && !path.starts_with("/api/v1/raft") {
+        let open = ["/api/v1/health", "/api/v1/openapi.json", "/api/v1/sd/prometheus", "/metrics"].contains(path)
+            || (*path == "/api/v1/controllers" && *method == "get");
+        if *method == "get"
+            && path.starts_with("/api/v1/")
+            && !path.starts_with("/api/v1/agent")
+            && !path.starts_with("/api/v1/raft")
+        {
             op["parameters"].as_array_mut().expect("a list").push(json!({
                 "name": "stale", "in": "query", "required": false, "schema": {"type": "boolean"},
                 "description": "Answer from this controller's state even if it is not the leader (may lag)",
@@ -209,11 +248,10 @@ pub fn document() -> Value {
         if let Some(req) = request {
             op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": r(req)}}});
         }
-        if *path != "/api/v1/health"
-            && *path != "/api/v1/openapi.json"
-            && !(*path == "/api/v1/controllers" && *method == "get")
-        {
+        if *path == "/api/v1/tokens" {
             op["security"] = json!([{"droverCredential": []}]);
+        } else if !open {
+            op["security"] = json!([{"droverCredential": []}, {"droverToken": []}]);
         }
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         entry[*method] = op;
@@ -223,12 +261,15 @@ pub fn document() -> Value {
         "info": {
             "title": "Drover",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Drover's REST API. Every route but /health and /openapi.json needs `Authorization: Drover <credential>`; get one from the local credential socket (see docs/cluster.md).",
+            "description": "Drover's REST API. Routes need `Authorization: Drover <credential>` (one-time, from the local credential socket; see docs/cluster.md) or `Authorization: Bearer <token>` (a session token from `drover token`), except /health, /openapi.json, /sd/prometheus and /metrics.",
         },
         "paths": paths,
         "components": {
             "schemas": schemas(),
-            "securitySchemes": {"droverCredential": {"type": "http", "scheme": "Drover", "description": "A credential from the local socket: v1.UID.GID.EXPIRES.NONCE.MAC, good once for 5 minutes."}},
+            "securitySchemes": {
+                "droverCredential": {"type": "http", "scheme": "Drover", "description": "A credential from the local socket: v1.UID.GID.EXPIRES.NONCE.MAC, good once for 5 minutes."},
+                "droverToken": {"type": "http", "scheme": "bearer", "description": "A session token (`drover token`, POST /api/v1/tokens): t1.UID.GID.EXPIRES.NONCE.MAC, good until it expires."},
+            },
         },
     })
 }
