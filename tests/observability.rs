@@ -238,3 +238,76 @@ fn json_logs_carry_component_node_job_and_term() {
         "--log-level debug shows each job's life on the controller"
     );
 }
+
+/// Reads server-sent events from a stream until `done` says enough; returns
+/// (id, event kind, data) triples.
+fn read_events(
+    s: &mut std::net::TcpStream,
+    mut done: impl FnMut(&[(u64, String, String)]) -> bool,
+) -> Vec<(u64, String, String)> {
+    use std::io::Read;
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (mut text, mut got) = (String::new(), Vec::new());
+    let mut buf = [0u8; 4096];
+    while !done(&got) {
+        let n = s.read(&mut buf).expect("the stream stays open and delivers");
+        assert!(n > 0, "the stream ended: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        got = text
+            .split("\n\n")
+            .filter_map(|block| {
+                let field = |name: &str| block.lines().find_map(|l| l.strip_prefix(name)).map(str::to_string);
+                Some((field("id: ")?.parse().ok()?, field("event: ")?, field("data: ")?))
+            })
+            .collect();
+    }
+    got
+}
+
+fn open_stream(port: u16, token: &str, last_event_id: Option<u64>) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let resume = last_event_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
+    write!(
+        s,
+        "GET /api/v1/events?token={token} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n{resume}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    s
+}
+
+#[test]
+fn the_event_stream_is_live_and_resumes_after_last_event_id() {
+    let c = Cluster::start("obs-sse", 1, 2);
+    let out = c.drover(&["token", "--lifetime", "5m"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    // The history so far: the leadership (a failover shows the same way) and the node.
+    let mut s = open_stream(c.port, &token, None);
+    let seen = read_events(&mut s, |e| e.iter().any(|(_, k, _)| k == "NodeStateChanged"));
+    let leader = seen.iter().find(|(_, k, _)| k == "LeaderElected").expect("the election is an event");
+    assert!(leader.2.contains("controller 1 leads in term 1"), "{leader:?}");
+    let last = seen.last().unwrap().0;
+
+    // Live: a job's life arrives on the open stream, in order.
+    let job = c.submit(&["--wrap", "true"]);
+    let live =
+        read_events(&mut s, |e| e.iter().any(|(_, k, d)| k == "JobFinished" && d.contains(&format!("\"job\":{job}"))));
+    let ids: Vec<u64> = live.iter().map(|e| e.0).collect();
+    assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "ids increase by one: {ids:?}");
+    let kinds: Vec<&str> = live.iter().filter(|e| e.0 > last).map(|e| e.1.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"JobSubmitted"), "{kinds:?}");
+    assert!(kinds.contains(&"JobStarted"), "{kinds:?}");
+
+    // A client that reconnects with Last-Event-ID gets what followed, nothing before.
+    let mut again = open_stream(c.port, &token, Some(last));
+    let resumed = read_events(&mut again, |e| e.iter().any(|(_, k, _)| k == "JobFinished"));
+    assert_eq!(resumed.first().map(|e| e.0), Some(last + 1), "{resumed:?}");
+    assert_eq!(resumed.first().map(|e| e.1.as_str()), Some("JobSubmitted"));
+
+    // Without a valid token: refused.
+    let (status, body) =
+        common::http(&format!("127.0.0.1:{}", c.port), "GET", "/api/v1/events?token=t1.0.0.1.0.00", None, "");
+    assert_eq!(status, 401, "{body}");
+}

@@ -73,6 +73,7 @@ fn log_applied(index: u64, e: &Event) {
         Event::NodeStateChanged { node, .. } | Event::NodeRegistered { node } => info!(index, node_name = %node, "{e}"),
         Event::JobRequeued { job, .. } => info!(index, job_id = job, "{e}"),
         Event::AllocationRejected { .. } | Event::Refused { .. } => info!(index, "{e}"),
+        Event::LeaderElected { term, .. } => info!(index, term, "{e}"),
         Event::JobStarted { job, .. } | Event::JobFinished { job, .. } | Event::JobKill { job, .. } => {
             debug!(index, job_id = job, "{e}")
         }

@@ -43,6 +43,11 @@ pub async fn follow(ctl: Arc<Controller>, dispatch: Arc<Dispatcher>, liveness: A
                 if let Err(e) = bootstrap(&ctl).await {
                     tracing::error!(term, error = %e, "cannot configure the new cluster");
                 }
+                // Into the log, so every controller's event history shows the failover.
+                let elected = Command::LeaderElected { controller: ctl.id, term, now: crate::loops::now_ms() };
+                if let Err(e) = ctl.propose(elected).await {
+                    tracing::warn!(term, error = %e, "cannot record the leadership in the log");
+                }
             }
             (Some(was), false) => {
                 leading = None;

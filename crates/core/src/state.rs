@@ -193,6 +193,13 @@ pub enum Command {
     Tick {
         now: Time,
     },
+    /// A controller became leader (its first entry once a majority confirmed
+    /// it): recorded so that every controller's history shows failovers.
+    LeaderElected {
+        controller: u64,
+        term: u64,
+        now: Time,
+    },
     /// Independent commands in one log entry (e.g. an agent's finish
     /// reports): each applies atomically on its own, in order; one that is
     /// refused becomes a `Refused` event and the rest still apply.
@@ -228,7 +235,8 @@ impl Command {
             | Allocate { now, .. }
             | StepStarted { now, .. }
             | StepFinished { now, .. }
-            | Tick { now } => Some(*now),
+            | Tick { now }
+            | LeaderElected { now, .. } => Some(*now),
         }
     }
 }
@@ -325,6 +333,10 @@ pub enum Event {
         job: String,
         reason: String,
     },
+    LeaderElected {
+        controller: u64,
+        term: u64,
+    },
     /// A report or a running step from an older attempt: the agent must kill
     /// it (fencing by allocation epoch).
     StaleStep {
@@ -376,6 +388,7 @@ impl fmt::Display for Event {
                 }
             }
             AllocationRejected { job, reason } => write!(f, "rejected allocation of {job}: {reason}"),
+            LeaderElected { controller, term } => write!(f, "controller {controller} leads in term {term}"),
             StaleStep { job, attempt, node } if node.is_empty() => write!(f, "stale step {job} attempt={attempt}"),
             StaleStep { job, attempt, node } => write!(f, "stale step {job} attempt={attempt} on {node}"),
             Refused { target, reason } => write!(f, "refused {target}: {reason}"),
@@ -795,6 +808,7 @@ impl State {
                 }
             }
             Command::Tick { now } => self.tick(now, &mut ev),
+            Command::LeaderElected { controller, term, .. } => ev.push(Event::LeaderElected { controller, term }),
             Command::Once { request, cmd } => ev = self.apply_once(request, *cmd)?,
             Command::Batch(cmds) => {
                 for (i, cmd) in cmds.into_iter().enumerate() {

@@ -148,7 +148,8 @@ async function follow() {
   };
   // Every kind arrives as a named event; listen to those the feed shows.
   ["JobSubmitted", "JobStarted", "JobFinished", "JobRequeued", "JobHeld", "JobReleased", "ArrayTasksCancelled",
-    "NodeRegistered", "NodeStateChanged", "JobKill", "JobSignal", "AllocationRejected", "StaleStep", "Refused"]
+    "NodeRegistered", "NodeStateChanged", "JobKill", "JobSignal", "AllocationRejected", "StaleStep", "Refused",
+    "LeaderElected"]
     .forEach((kind) => source.addEventListener(kind, onEvent));
   source.onerror = () => setStatus("event stream interrupted; retrying…");
 }
