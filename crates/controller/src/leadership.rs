@@ -43,11 +43,16 @@ pub async fn follow(ctl: Arc<Controller>, dispatch: Arc<Dispatcher>, liveness: A
                 if let Err(e) = bootstrap(&ctl).await {
                     tracing::error!(term, error = %e, "cannot configure the new cluster");
                 }
-                // Into the log, so every controller's event history shows the failover.
+                // Into the log, so every controller's event history shows the
+                // failover; on its own task, so that losing the leadership
+                // meanwhile is noticed here at once.
                 let elected = Command::LeaderElected { controller: ctl.id, term, now: crate::loops::now_ms() };
-                if let Err(e) = ctl.propose(elected).await {
-                    tracing::warn!(term, error = %e, "cannot record the leadership in the log");
-                }
+                let recorder = ctl.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = recorder.propose(elected).await {
+                        tracing::warn!(term, error = %e, "cannot record the leadership in the log");
+                    }
+                });
             }
             (Some(was), false) => {
                 leading = None;
