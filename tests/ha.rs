@@ -234,6 +234,14 @@ fn losing_or_hanging_the_leader_loses_no_acknowledged_write_and_no_running_job()
     }
     let log = std::fs::read_to_string(c.dir.join(format!(".drover/logs/controller{hung}.log"))).unwrap_or_default();
     assert!(log.contains("no longer leader"), "the resumed leader did not step down:\n{log}");
+    // The failovers are in the event history, the current leader's last.
+    let out = c.drover(&["events", "--kind", "LeaderElected", "--json"]);
+    let elected: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["text"].as_str().map(str::to_string))
+        .collect();
+    assert!(elected.len() >= 2, "two failovers at least: {elected:?}");
+    assert_eq!(elected.last(), Some(&format!("controller {leader} leads in term {term}")), "{elected:?}");
 }
 
 fn controller_status(c: &Cluster, id: u64) -> serde_json::Value {
