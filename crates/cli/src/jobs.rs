@@ -15,6 +15,12 @@ pub struct SubmitArgs {
     args: Vec<String>,
 }
 
+impl SubmitArgs {
+    pub fn new(args: Vec<String>) -> SubmitArgs {
+        SubmitArgs { args }
+    }
+}
+
 #[derive(Args)]
 pub struct QueueArgs {
     /// Only these users' jobs (comma-separated).

@@ -6,6 +6,7 @@ mod cluster;
 mod jobs;
 mod logging;
 mod ops;
+mod slurm;
 mod top;
 
 use clap::{Parser, Subcommand};
@@ -159,6 +160,9 @@ enum Command {
         #[arg(default_value = "/etc/drover/cluster.key")]
         path: std::path::PathBuf,
     },
+    /// Create links named sbatch, squeue, sinfo and scancel to this binary
+    /// in DIR, which then answer as those Slurm commands.
+    InstallLinks { dir: std::path::PathBuf },
     /// Expand or compress hostlist expressions (node[01-04,7] <-> names).
     Hostlist {
         #[command(subcommand)]
@@ -174,9 +178,16 @@ enum HostlistAction {
     Compress { hosts: Vec<String> },
 }
 
-/// Runs the command line and returns the process exit code.
+/// Runs the command line and returns the process exit code. Invoked as
+/// `sbatch`, `squeue`, `sinfo` or `scancel`, answers as that command.
 pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let mut args = args.into_iter();
+    let program = args.next().unwrap_or_default();
+    let name = std::path::Path::new(&program).file_name().and_then(|n| n.to_str()).unwrap_or("drover").to_string();
+    if slurm::COMMANDS.contains(&name.as_str()) {
+        return slurm::main(&name, args.collect());
+    }
+    let cli = match Cli::try_parse_from(std::iter::once(program).chain(args)) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -199,7 +210,11 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     }
     let needs_runtime = !matches!(
         cli.command,
-        Command::Check(_) | Command::Hostlist { .. } | Command::Keygen { .. } | Command::AgentWatchdog(_)
+        Command::Check(_)
+            | Command::Hostlist { .. }
+            | Command::Keygen { .. }
+            | Command::AgentWatchdog(_)
+            | Command::InstallLinks { .. }
     );
     if needs_runtime {
         // Daemons get worker threads; a client command is one request or a
@@ -245,7 +260,11 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
                 Command::Dashboard { lifetime } => ops::dashboard(&client, &lifetime).await,
                 Command::Watch { count, .. } => ops::watch_recovery(&client, count).await,
                 Command::Chaos { what, state_dir } => ops::chaos(&client, &state_dir, what).await,
-                Command::Check(_) | Command::Hostlist { .. } | Command::Keygen { .. } | Command::AgentWatchdog(_) => {
+                Command::Check(_)
+                | Command::Hostlist { .. }
+                | Command::Keygen { .. }
+                | Command::AgentWatchdog(_)
+                | Command::InstallLinks { .. } => {
                     unreachable!("handled without a runtime")
                 }
             }
@@ -263,6 +282,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let result = match cli.command {
         Command::Check(args) => check::run(args),
         Command::AgentWatchdog(args) => cluster::watchdog(args),
+        Command::InstallLinks { dir } => slurm::install_links(&dir),
         Command::Keygen { path } => drover_auth::generate_key(&path).map(|_| println!("created {}", path.display())),
         Command::Hostlist { action: HostlistAction::Expand { expr } } => drover_core::hostlist::expand(&expr)
             .map(|hosts| {

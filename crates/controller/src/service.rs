@@ -349,6 +349,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/tokens", post(issue_token))
         .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/partitions", get(list_partitions))
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{name}", get(show_node))
         .route("/api/v1/nodes/{name}/drain", post(drain))
@@ -626,6 +627,18 @@ fn event_stream(app: App, after: u64) -> Response {
         .header("cache-control", "no-cache")
         .body(Body::from_stream(stream))
         .unwrap_or_default()
+}
+
+async fn list_partitions(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Query(fresh): Query<Freshness>,
+) -> ApiResult<PartitionList> {
+    app.authenticate(&headers)?;
+    app.read_barrier(&fresh).await?;
+    Ok(Json(PartitionList {
+        partitions: app.ctl.shared.read(|s| s.partitions().iter().map(|p| PartitionView::of(s, p)).collect()),
+    }))
 }
 
 /// Who the request's credential or token says the caller is.

@@ -79,6 +79,37 @@ pub struct TokenGrant {
     pub expires_ms: u64,
 }
 
+/// `GET /api/v1/partitions`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionList {
+    pub partitions: Vec<PartitionView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionView {
+    pub name: String,
+    pub is_default: bool,
+    pub up: bool,
+    /// Seconds; `None`: no maximum.
+    pub max_time: Option<u64>,
+    pub default_time: Option<u64>,
+    /// The nodes registered in it, in registration order.
+    pub nodes: Vec<String>,
+}
+
+impl PartitionView {
+    pub fn of(state: &State, p: &drover_core::partition::Partition) -> PartitionView {
+        PartitionView {
+            name: p.spec.name.clone(),
+            is_default: p.spec.is_default,
+            up: p.spec.up,
+            max_time: p.spec.max_time,
+            default_time: p.spec.default_time,
+            nodes: p.members.iter().map(|i| state.nodes()[*i as usize].name.clone()).collect(),
+        }
+    }
+}
+
 /// `GET /api/v1/whoami`: the identity a request proves.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WhoAmI {

@@ -1,0 +1,106 @@
+//! Slurm's commands as front ends of the one binary: invoked as `sbatch`,
+//! `squeue`, `sinfo` or `scancel` (a link named so, see `drover
+//! install-links`), `drover` answers as that command — its options, its
+//! output formats, its messages (`sbatch: error: …`).
+
+mod format;
+mod json;
+mod sbatch;
+mod scancel;
+mod sinfo;
+mod squeue;
+
+use crate::client::Client;
+use clap::Parser;
+
+/// What `--version` prints: the Slurm release whose interface Drover
+/// follows (tools parse the numbers), then Drover's own.
+pub const VERSION: &str = concat!("slurm 22.05.8 (drover ", env!("CARGO_PKG_VERSION"), ")");
+
+/// The names Drover answers to.
+pub const COMMANDS: &[&str] = &["sbatch", "squeue", "sinfo", "scancel"];
+
+/// Runs `name` with `args` (without the program name); the exit code.
+pub fn main(name: &str, args: Vec<std::ffi::OsString>) -> i32 {
+    let args: Vec<String> = match args.into_iter().map(|a| a.into_string()).collect() {
+        Ok(a) => a,
+        Err(bad) => {
+            eprintln!("{name}: error: argument is not valid UTF-8: {bad:?}");
+            return 1;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let client = Client::new(None);
+    let argv = || std::iter::once(name.to_string()).chain(args.iter().cloned());
+    let result = rt.block_on(async {
+        match name {
+            "sbatch" => sbatch::run(&client, args.clone()).await,
+            "squeue" => squeue::run(&client, squeue::Args::try_parse_from(argv()).map_err(usage)?).await,
+            "sinfo" => sinfo::run(&client, sinfo::Args::try_parse_from(argv()).map_err(usage)?).await,
+            "scancel" => scancel::run(&client, scancel::Args::try_parse_from(argv()).map_err(usage)?).await,
+            other => Err(format!("drover does not answer as '{other}'")),
+        }
+    });
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("{name}: error: {msg}");
+            1
+        }
+    }
+}
+
+/// The caller's account name, for `--me`.
+fn my_user() -> String {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    drover_auth::user_name(unsafe { libc::getuid() })
+}
+
+/// A command-line mistake, in one line (clap's own text, first line).
+fn usage(e: clap::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+    format!("{first} (try --usage)")
+}
+
+/// `drover install-links DIR`: a symbolic link to this binary for each
+/// Slurm command, so `sbatch` & co. run Drover.
+pub fn install_links(dir: &std::path::Path) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the drover binary: {e}"))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for name in COMMANDS {
+        let link = dir.join(name);
+        match std::fs::symlink_metadata(&link) {
+            Ok(m) if m.file_type().is_symlink() => {
+                std::fs::remove_file(&link).map_err(|e| format!("cannot replace {}: {e}", link.display()))?
+            }
+            Ok(_) => return Err(format!("{} exists and is not a link; not touching it", link.display())),
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(&exe, &link).map_err(|e| format!("cannot link {}: {e}", link.display()))?;
+        println!("{} -> {}", link.display(), exe.display());
+    }
+    Ok(())
+}
+
+/// Now as C's `ctime` writes it (`Sun Nov 22 04:12:18 2026`), UTC: the
+/// first line of `sinfo -l`.
+pub fn ctime_now() -> String {
+    let secs = crate::top::now_ms() / 1000;
+    let stamp = drover_core::time::format_timestamp(secs);
+    let (date, time) = stamp.split_once('T').unwrap_or((&stamp, ""));
+    let mut parts = date.split('-');
+    let (y, m, d) = (parts.next().unwrap_or(""), parts.next().unwrap_or("1"), parts.next().unwrap_or("1"));
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let month = MONTHS[m.parse::<usize>().unwrap_or(1).clamp(1, 12) - 1];
+    let day: u32 = d.parse().unwrap_or(1);
+    format!("{} {month} {day:>2} {time} {y}", DAYS[(secs / 86_400 % 7) as usize])
+}

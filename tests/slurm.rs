@@ -1,0 +1,99 @@
+//! Slurm's commands as front ends: `drover install-links` makes sbatch,
+//! squeue, sinfo and scancel, and they drive a `drover up` cluster the way
+//! scripts drive Slurm (same messages, formats, exit codes).
+
+mod common;
+use common::Cluster;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+struct Links {
+    dir: std::path::PathBuf,
+}
+
+impl Links {
+    fn run(&self, c: &Cluster, cmd: &str, args: &[&str]) -> Output {
+        Command::new(self.dir.join(cmd))
+            .args(args)
+            .current_dir(&c.dir)
+            .env("DROVER_CONTROLLER", c.addrs())
+            .output()
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"))
+    }
+
+    fn ok(&self, c: &Cluster, cmd: &str, args: &[&str]) -> String {
+        let out = self.run(c, cmd, args);
+        assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+#[test]
+fn sbatch_squeue_sinfo_and_scancel_answer_as_slurm_does() {
+    let c = Cluster::start("slurm-cmds", 2, 0);
+    let links = Links { dir: c.dir.join("bin") };
+    let out = c.drover(&["install-links", links.dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for name in ["sbatch", "squeue", "sinfo", "scancel"] {
+        assert!(links.dir.join(name).exists(), "{name} linked");
+    }
+    assert!(links.ok(&c, "sbatch", &["--version"]).starts_with("slurm 22.05.8 (drover "));
+
+    // sbatch: Slurm's message, and its error prefix and exit code.
+    let said = links.ok(&c, "sbatch", &["-J", "sleeper", "--wrap", "sleep 60"]);
+    let id: u64 = said.strip_prefix("Submitted batch job ").and_then(|s| s.trim().parse().ok()).expect(&said);
+    let bad = links.run(&c, "sbatch", &["-p", "nosuch", "--wrap", "true"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(err.starts_with("sbatch: error: ") && err.contains("nosuch"), "{err}");
+    let array = links.ok(&c, "sbatch", &["--parsable", "-H", "-a", "1-4", "-J", "arr", "--wrap", "true"]);
+    let array = array.trim();
+
+    // squeue: the default header, formats, filters.
+    c.wait_for("the sleeper running", Duration::from_secs(15), || {
+        links.ok(&c, "squeue", &["-h", "-j", &id.to_string(), "-o", "%T"]).trim() == "RUNNING"
+    });
+    let listing = links.ok(&c, "squeue", &[]);
+    assert_eq!(
+        listing.lines().next(),
+        Some("             JOBID PARTITION     NAME     USER ST       TIME  NODES NODELIST(REASON)")
+    );
+    assert!(
+        listing.contains(&format!("{array}_[1-4]     debug      arr     root PD       0:00      1 (JobHeldUser)")),
+        "{listing}"
+    );
+    let line = links.ok(&c, "squeue", &["-h", "-o", "%i|%j|%t|%D|%C|%P|%l", "-n", "sleeper"]);
+    assert_eq!(line, format!("{id}|sleeper|R|1|1|debug|UNLIMITED\n"));
+    let json: serde_json::Value = serde_json::from_str(&links.ok(&c, "squeue", &["--json", "--me"])).unwrap();
+    let jobs = json["jobs"].as_array().unwrap();
+    assert!(
+        jobs.iter().any(|j| j["job_id"] == id && j["job_state"] == "RUNNING" && j["user_name"] == "root"),
+        "{json}"
+    );
+    assert_eq!(json["meta"]["Slurm"]["release"], "22.05.8");
+    let bad = links.run(&c, "squeue", &["-o", "%Z%!"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("squeue: error: invalid field '%!'"), "{bad:?}");
+
+    // sinfo: partitions and nodes.
+    let sinfo = links.ok(&c, "sinfo", &[]);
+    assert_eq!(sinfo.lines().next(), Some("PARTITION AVAIL  TIMELIMIT  NODES  STATE NODELIST"));
+    assert!(sinfo.contains("debug*       up   infinite      1    mix node"), "{sinfo}");
+    assert_eq!(links.ok(&c, "sinfo", &["-h", "-N", "-o", "%N %c %m"]), "node1 4 2048\nnode2 4 2048\n");
+    let nodes: serde_json::Value = serde_json::from_str(&links.ok(&c, "sinfo", &["--json"])).unwrap();
+    assert_eq!(nodes["nodes"].as_array().unwrap().len(), 2);
+
+    // scancel: a task range of the array, then the sleeper.
+    links.ok(&c, "scancel", &[&format!("{array}_[1-2]")]);
+    let left = links.ok(&c, "squeue", &["-h", "-o", "%i", "-j", array]);
+    assert_eq!(left.trim(), format!("{array}_[3-4]"));
+    links.ok(&c, "scancel", &[&id.to_string()]);
+    c.wait_for("the sleeper cancelled", Duration::from_secs(15), || {
+        common::state_of(&c, &id.to_string()) == "CANCELLED"
+    });
+    let bad = links.run(&c, "scancel", &["999999"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).starts_with("scancel: error: Kill job error on job id 999999"),
+        "{bad:?}"
+    );
+}
