@@ -268,7 +268,6 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
     Ok(0)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
