@@ -34,7 +34,7 @@ fn sbatch_squeue_sinfo_and_scancel_answer_as_slurm_does() {
     let links = Links { dir: c.dir.join("bin") };
     let out = c.drover(&["install-links", links.dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for name in ["sbatch", "squeue", "sinfo", "scancel"] {
+    for name in ["sbatch", "squeue", "sinfo", "scancel", "scontrol"] {
         assert!(links.dir.join(name).exists(), "{name} linked");
     }
     assert!(links.ok(&c, "sbatch", &["--version"]).starts_with("slurm 22.05.8 (drover "));
@@ -81,6 +81,28 @@ fn sbatch_squeue_sinfo_and_scancel_answer_as_slurm_does() {
     assert_eq!(links.ok(&c, "sinfo", &["-h", "-N", "-o", "%N %c %m"]), "node1 4 2048\nnode2 4 2048\n");
     let nodes: serde_json::Value = serde_json::from_str(&links.ok(&c, "sinfo", &["--json"])).unwrap();
     assert_eq!(nodes["nodes"].as_array().unwrap().len(), 2);
+
+    // scontrol: show in Slurm's layout, hold and release, ping, token.
+    let show = links.ok(&c, "scontrol", &["show", "job", &id.to_string()]);
+    assert!(show.starts_with(&format!("JobId={id} JobName=sleeper\n   UserId=root(0) GroupId=root(0)")), "{show}");
+    assert!(show.contains("\n   JobState=RUNNING Reason=None Dependency=(null)\n"), "{show}");
+    let one = links.ok(&c, "scontrol", &["-o", "show", "job", &id.to_string()]);
+    assert_eq!(one.lines().count(), 1, "{one}");
+    let held = links.ok(&c, "sbatch", &["--parsable", "-H", "-J", "later", "--wrap", "true"]);
+    let held = held.trim();
+    assert!(links.ok(&c, "scontrol", &["show", "job", held]).contains("Reason=JobHeldUser"));
+    links.ok(&c, "scontrol", &["release", held]);
+    c.wait_for("the released job ran", Duration::from_secs(15), || common::state_of(&c, held) == "COMPLETED");
+    let late = links.ok(&c, "sbatch", &["--parsable", "-b", "now+1hour", "--wrap", "true"]);
+    links.ok(&c, "scontrol", &["hold", late.trim()]);
+    assert!(links.ok(&c, "squeue", &["-h", "-o", "%r", "-j", late.trim()]).starts_with("JobHeld"));
+    let bad = links.run(&c, "scontrol", &["hold", "999999"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("scontrol: error: Job 999999"), "{bad:?}");
+    assert!(links.ok(&c, "scontrol", &["show", "node", "node1"]).starts_with("NodeName=node1 Arch="));
+    assert!(links.ok(&c, "scontrol", &["show", "partition"]).starts_with("PartitionName=debug\n"));
+    assert_eq!(links.ok(&c, "scontrol", &["ping"]), format!("Slurmctld(primary) at 127.0.0.1:{} is UP\n", c.port));
+    assert!(links.ok(&c, "scontrol", &["token"]).starts_with("SLURM_JWT=t1."));
 
     // scancel: a task range of the array, then the sleeper.
     links.ok(&c, "scancel", &[&format!("{array}_[1-2]")]);

@@ -295,6 +295,7 @@ mod tests {
             features: vec![],
             jobs: cpus,
             last_heartbeat: 0,
+            addr: String::new(),
         }
     }
 

@@ -32,6 +32,8 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
         None,
         "EventList",
     ),
+    ("/api/v1/jobs/{id}/hold", "post", "Hold a pending job (scontrol hold)", None, "JobView"),
+    ("/api/v1/jobs/{id}/release", "post", "Release a held job (scontrol release)", None, "JobView"),
     (
         "/api/v1/jobs/{id}/output",
         "get",
@@ -171,7 +173,7 @@ fn schemas() -> Value {
         ], &["cancelled", "refused"]),
         "JobView": obj(&[
             ("id", s("string")), ("job_id", s("integer")), ("array_job_id", json!({"type": ["integer", "null"]})),
-            ("name", s("string")), ("user", s("string")), ("partition", s("string")),
+            ("name", s("string")), ("user", s("string")), ("uid", s("integer")), ("gid", s("integer")), ("partition", s("string")),
             ("state", s("string")), ("state_code", s("string")), ("reason", s("string")), ("nodes", s("string")),
             ("num_nodes", s("integer")), ("num_cpus", s("integer")), ("time_limit", json!({"type": ["integer", "null"]})),
             ("submit_time", s("integer")), ("start_time", json!({"type": ["integer", "null"]})), ("end_time", json!({"type": ["integer", "null"]})),
@@ -183,6 +185,7 @@ fn schemas() -> Value {
             ("name", s("string")), ("state", s("string")), ("reason", json!({"type": ["string", "null"]})),
             ("partitions", json!({"type": "array", "items": s("string")})), ("total", r("Resources")), ("alloc", r("Resources")),
             ("features", json!({"type": "array", "items": s("string")})), ("jobs", s("integer")), ("last_heartbeat", s("integer")),
+            ("addr", json!({"type": "string", "description": "what the agent registered: host:port of its metrics listener, or the host"})),
         ], &["name", "state"]),
         "PartitionList": obj(&[("partitions", json!({"type": "array", "items": obj(&[
             ("name", s("string")), ("is_default", s("boolean")), ("up", s("boolean")),

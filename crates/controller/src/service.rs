@@ -346,6 +346,8 @@ fn router(app: App) -> Router {
         .route("/api/v1/jobs/{id}", get(show_job).delete(cancel_one))
         .route("/api/v1/jobs/{id}/requeue", post(requeue))
         .route("/api/v1/jobs/{id}/output", get(job_output))
+        .route("/api/v1/jobs/{id}/hold", post(hold))
+        .route("/api/v1/jobs/{id}/release", post(release))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/tokens", post(issue_token))
         .route("/api/v1/whoami", get(whoami))
@@ -553,6 +555,22 @@ async fn requeue(
     let who = app.authenticate(&headers)?;
     let job = job_ref(&id)?;
     app.propose_request(&headers, Command::Requeue { job, hold: r.hold, by: who, now: now_ms() }).await?;
+    job_view(&app, &id)
+}
+
+/// `scontrol hold` / `release`: a pending job (or array task) held or
+/// let go; an array id acts on its pending tasks.
+async fn hold(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<JobView> {
+    let who = app.authenticate(&headers)?;
+    let job = job_ref(&id)?;
+    app.propose_request(&headers, Command::Hold { job, by: who, now: now_ms() }).await?;
+    job_view(&app, &id)
+}
+
+async fn release(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<JobView> {
+    let who = app.authenticate(&headers)?;
+    let job = job_ref(&id)?;
+    app.propose_request(&headers, Command::Release { job, by: who, now: now_ms() }).await?;
     job_view(&app, &id)
 }
 

@@ -234,6 +234,8 @@ pub struct JobView {
     pub name: String,
     pub user: String,
     pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
     pub account: Option<String>,
     pub partition: String,
     pub state: String,
@@ -285,6 +287,7 @@ impl JobView {
             name: j.spec.name.clone(),
             user: j.spec.user.clone(),
             uid: j.spec.uid,
+            gid: j.spec.gid,
             account: j.spec.account.clone(),
             partition: j.alloc.as_ref().map_or(part, |a| a.partition.clone()),
             state: j.state.name().into(),
@@ -333,6 +336,7 @@ impl JobView {
             name: a.spec.name.clone(),
             user: a.spec.user.clone(),
             uid: a.spec.uid,
+            gid: a.spec.gid,
             account: a.spec.account.clone(),
             partition: part,
             state: st.name().into(),
@@ -372,6 +376,9 @@ pub struct NodeView {
     pub features: Vec<String>,
     pub jobs: u32,
     pub last_heartbeat: u64,
+    /// What the agent registered: `host:port` of its listener, or the host.
+    #[serde(default)]
+    pub addr: String,
 }
 
 impl NodeView {
@@ -392,6 +399,7 @@ impl NodeView {
             features: n.features.clone(),
             jobs: n.jobs,
             last_heartbeat: n.last_heartbeat,
+            addr: n.addr.clone(),
         }
     }
 }

@@ -7,6 +7,7 @@ mod format;
 mod json;
 mod sbatch;
 mod scancel;
+mod scontrol;
 mod sinfo;
 mod squeue;
 
@@ -18,7 +19,7 @@ use clap::Parser;
 pub const VERSION: &str = concat!("slurm 22.05.8 (drover ", env!("CARGO_PKG_VERSION"), ")");
 
 /// The names Drover answers to.
-pub const COMMANDS: &[&str] = &["sbatch", "squeue", "sinfo", "scancel"];
+pub const COMMANDS: &[&str] = &["sbatch", "squeue", "sinfo", "scancel", "scontrol"];
 
 /// Runs `name` with `args` (without the program name); the exit code.
 pub fn main(name: &str, args: Vec<std::ffi::OsString>) -> i32 {
@@ -41,6 +42,7 @@ pub fn main(name: &str, args: Vec<std::ffi::OsString>) -> i32 {
     let result = rt.block_on(async {
         match name {
             "sbatch" => sbatch::run(&client, args.clone()).await,
+            "scontrol" => scontrol::run(&client, args.clone()).await,
             "squeue" => squeue::run(&client, squeue::Args::try_parse_from(argv()).map_err(usage)?).await,
             "sinfo" => sinfo::run(&client, sinfo::Args::try_parse_from(argv()).map_err(usage)?).await,
             "scancel" => scancel::run(&client, scancel::Args::try_parse_from(argv()).map_err(usage)?).await,
@@ -55,6 +57,19 @@ pub fn main(name: &str, args: Vec<std::ffi::OsString>) -> i32 {
             1
         }
     }
+}
+
+/// The name of group `gid` from `/etc/group`, else the number.
+fn group_name(gid: u32) -> String {
+    std::fs::read_to_string("/etc/group")
+        .ok()
+        .and_then(|g| {
+            g.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.get(2)?.parse::<u32>().ok()? == gid).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| gid.to_string())
 }
 
 /// The caller's account name, for `--me`.

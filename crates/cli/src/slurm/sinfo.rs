@@ -317,6 +317,7 @@ mod tests {
             features: vec![],
             jobs: 0,
             last_heartbeat: 0,
+            addr: String::new(),
         };
         let p = PartitionView {
             name: "debug".into(),

@@ -1,0 +1,448 @@
+//! `scontrol`: show jobs, nodes and partitions in Slurm's key=value layout
+//! (`-o`: one line each); hold, release, requeue; ping; token.
+
+use crate::client::Client;
+use drover_core::time::format_timestamp;
+use drover_proto::{JobList, JobView, NodeList, NodeView, PartitionList, PartitionView};
+
+/// Key=value pairs in lines, as `scontrol show` prints them.
+type Record = Vec<Vec<(&'static str, String)>>;
+
+/// Multi-line: the first line flush, the rest indented three spaces, then
+/// an indented empty line and a blank one. One line (`-o`): every pair
+/// joined by spaces, a space at the end.
+pub fn render(record: &Record, one_line: bool) -> String {
+    let lines: Vec<String> =
+        record.iter().map(|l| l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")).collect();
+    if one_line {
+        format!("{} \n", lines.join(" "))
+    } else {
+        format!("{}\n   \n\n", lines.join("\n   "))
+    }
+}
+
+fn stamp(ms: Option<u64>) -> String {
+    ms.map_or_else(|| "Unknown".to_string(), |t| format_timestamp(t / 1000))
+}
+
+/// `HH:MM:SS`, or `D-HH:MM:SS`.
+fn clock(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}-{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
+    }
+}
+
+fn or_null(v: &str) -> String {
+    if v.is_empty() {
+        "(null)".into()
+    } else {
+        v.to_string()
+    }
+}
+
+pub fn job_record(j: &JobView, now_ms: u64) -> Record {
+    let mut head = vec![("JobId", j.job_id.to_string())];
+    if let Some(array) = j.array_job_id {
+        head.push(("ArrayJobId", array.to_string()));
+        let task = j.array_task.clone().unwrap_or_default();
+        head.push(("ArrayTaskId", task.trim_start_matches('[').trim_end_matches(']').to_string()));
+    }
+    head.push(("JobName", j.name.clone()));
+    let running = j.start_time.is_some();
+    let run_time = j.start_time.map_or(0, |s| j.end_time.unwrap_or(now_ms).saturating_sub(s) / 1000);
+    let limit = j.time_limit.map_or_else(|| "UNLIMITED".into(), clock);
+    let mut lines = vec![
+        head,
+        vec![
+            ("UserId", format!("{}({})", j.user, j.uid)),
+            ("GroupId", format!("{}({})", super::group_name(j.gid), j.gid)),
+            ("MCS_label", "N/A".into()),
+        ],
+        vec![
+            ("Priority", if j.reason.starts_with("JobHeld") { "0" } else { "1" }.into()),
+            ("Nice", "0".into()),
+            ("Account", j.account.clone().unwrap_or_else(|| "(null)".into())),
+            ("QOS", "normal".into()),
+        ],
+        vec![("JobState", j.state.clone()), ("Reason", j.reason.clone()), ("Dependency", "(null)".into())],
+        vec![
+            ("Requeue", "1".into()),
+            ("Restarts", j.restart_count.to_string()),
+            ("BatchFlag", "1".into()),
+            ("Reboot", "0".into()),
+            ("ExitCode", j.exit_code.clone().unwrap_or_else(|| "0:0".into())),
+        ],
+        vec![("RunTime", clock(run_time)), ("TimeLimit", limit), ("TimeMin", "N/A".into())],
+        vec![("SubmitTime", stamp(Some(j.submit_time))), ("EligibleTime", stamp(Some(j.submit_time)))],
+        vec![("AccrueTime", stamp(Some(j.submit_time)))],
+        vec![("StartTime", stamp(j.start_time)), ("EndTime", stamp(j.end_time)), ("Deadline", "N/A".into())],
+        vec![
+            ("SuspendTime", "None".into()),
+            ("SecsPreSuspend", "0".into()),
+            ("LastSchedEval", stamp(j.start_time.or(Some(j.submit_time)))),
+            ("Scheduler", "Main".into()),
+        ],
+        vec![("Partition", j.partition.clone()), ("AllocNode:Sid", "localhost:0".into())],
+        vec![("ReqNodeList", "(null)".into()), ("ExcNodeList", "(null)".into())],
+        vec![("NodeList", j.nodes.clone())],
+    ];
+    if running {
+        let first = drover_core::hostlist::expand(&j.nodes).ok().and_then(|n| n.into_iter().next()).unwrap_or_default();
+        lines.push(vec![("BatchHost", first)]);
+    }
+    lines.extend([
+        vec![
+            ("NumNodes", j.num_nodes.to_string()),
+            ("NumCPUs", j.num_cpus.to_string()),
+            ("NumTasks", j.num_nodes.max(1).to_string()),
+            ("CPUs/Task", "1".into()),
+            ("ReqB:S:C:T", "0:0:*:*".into()),
+        ],
+        vec![("TRES", format!("cpu={},node={},billing={}", j.num_cpus, j.num_nodes, j.num_cpus))],
+        vec![("Socks/Node", "*".into()), ("NtasksPerN:B:S:C", "0:0:*:*".into()), ("CoreSpec", "*".into())],
+        vec![("MinCPUsNode", "1".into()), ("MinMemoryNode", "0".into()), ("MinTmpDiskNode", "0".into())],
+        vec![("Features", "(null)".into()), ("DelayBoot", "00:00:00".into())],
+        vec![
+            ("OverSubscribe", "OK".into()),
+            ("Contiguous", "0".into()),
+            ("Licenses", "(null)".into()),
+            ("Network", "(null)".into()),
+        ],
+        vec![("Command", "(null)".into())],
+        vec![("WorkDir", j.work_dir.clone())],
+        vec![("StdErr", or_null(&j.stderr))],
+        vec![("StdIn", "/dev/null".into())],
+        vec![("StdOut", or_null(&j.stdout))],
+        vec![("Power", String::new())],
+    ]);
+    lines
+}
+
+pub fn node_record(n: &NodeView) -> Record {
+    let mut lines = vec![
+        vec![
+            ("NodeName", n.name.clone()),
+            ("Arch", std::env::consts::ARCH.into()),
+            ("CoresPerSocket", n.total.cpus.to_string()),
+        ],
+        vec![
+            ("CPUAlloc", n.alloc.cpus.to_string()),
+            ("CPUEfctv", n.total.cpus.to_string()),
+            ("CPUTot", n.total.cpus.to_string()),
+            ("CPULoad", "N/A".into()),
+        ],
+        vec![("AvailableFeatures", or_null(&n.features.join(",")))],
+        vec![("ActiveFeatures", or_null(&n.features.join(",")))],
+        vec![("Gres", if n.total.gpus > 0 { format!("gpu:{}", n.total.gpus) } else { "(null)".into() })],
+        {
+            let (host, port) = n.addr.rsplit_once(':').unwrap_or((n.addr.as_str(), "0"));
+            vec![
+                ("NodeAddr", if host.is_empty() { n.name.clone() } else { host.to_string() }),
+                ("NodeHostName", n.name.clone()),
+                ("Port", port.to_string()),
+                ("Version", concat!("drover-", env!("CARGO_PKG_VERSION")).into()),
+            ]
+        },
+        vec![("OS", std::env::consts::OS.into())],
+        vec![
+            ("RealMemory", n.total.mem_mb.to_string()),
+            ("AllocMem", n.alloc.mem_mb.to_string()),
+            ("FreeMem", "N/A".into()),
+            ("Sockets", "1".into()),
+            ("Boards", "1".into()),
+        ],
+        vec![
+            ("State", n.state.clone()),
+            ("ThreadsPerCore", "1".into()),
+            ("TmpDisk", "0".into()),
+            ("Weight", "1".into()),
+            ("Owner", "N/A".into()),
+            ("MCS_label", "N/A".into()),
+        ],
+        vec![("Partitions", n.partitions.join(","))],
+        vec![("BootTime", "None".into()), ("SlurmdStartTime", "None".into())],
+        vec![("LastBusyTime", stamp(Some(n.last_heartbeat)))],
+        vec![("CfgTRES", format!("cpu={},mem={}M,billing={}", n.total.cpus, n.total.mem_mb, n.total.cpus))],
+        vec![("AllocTRES", if n.alloc.cpus > 0 { format!("cpu={}", n.alloc.cpus) } else { String::new() })],
+        vec![("CapWatts", "n/a".into())],
+        vec![("CurrentWatts", "0".into()), ("AveWatts", "0".into())],
+        vec![("ExtSensorsJoules", "n/s".into()), ("ExtSensorsWatts", "0".into()), ("ExtSensorsTemp", "n/s".into())],
+    ];
+    if let Some(reason) = &n.reason {
+        lines.push(vec![("Reason", reason.clone())]);
+    }
+    lines
+}
+
+pub fn partition_record(p: &PartitionView, nodes: &[NodeView]) -> Record {
+    let members: Vec<&NodeView> = nodes.iter().filter(|n| p.nodes.contains(&n.name)).collect();
+    let cpus: u32 = members.iter().map(|n| n.total.cpus).sum();
+    let mem: u64 = members.iter().map(|n| n.total.mem_mb).sum();
+    let limit = |t: Option<u64>, none: &str| t.map_or_else(|| none.to_string(), clock);
+    vec![
+        vec![("PartitionName", p.name.clone())],
+        vec![("AllowGroups", "ALL".into()), ("AllowAccounts", "ALL".into()), ("AllowQos", "ALL".into())],
+        vec![
+            ("AllocNodes", "ALL".into()),
+            ("Default", if p.is_default { "YES" } else { "NO" }.into()),
+            ("QoS", "N/A".into()),
+        ],
+        vec![
+            ("DefaultTime", limit(p.default_time, "NONE")),
+            ("DisableRootJobs", "NO".into()),
+            ("ExclusiveUser", "NO".into()),
+            ("GraceTime", "0".into()),
+            ("Hidden", "NO".into()),
+        ],
+        vec![
+            ("MaxNodes", "UNLIMITED".into()),
+            ("MaxTime", limit(p.max_time, "UNLIMITED")),
+            ("MinNodes", "0".into()),
+            ("LLN", "NO".into()),
+            ("MaxCPUsPerNode", "UNLIMITED".into()),
+        ],
+        vec![("Nodes", drover_core::hostlist::compress(&p.nodes))],
+        vec![
+            ("PriorityJobFactor", "1".into()),
+            ("PriorityTier", "1".into()),
+            ("RootOnly", "NO".into()),
+            ("ReqResv", "NO".into()),
+            ("OverSubscribe", "NO".into()),
+        ],
+        vec![("OverTimeLimit", "NONE".into()), ("PreemptMode", "OFF".into())],
+        vec![
+            ("State", if p.up { "UP" } else { "DOWN" }.into()),
+            ("TotalCPUs", cpus.to_string()),
+            ("TotalNodes", members.len().to_string()),
+            ("SelectTypeParameters", "NONE".into()),
+        ],
+        vec![("JobDefaults", "(null)".into())],
+        vec![("DefMemPerNode", "UNLIMITED".into()), ("MaxMemPerNode", "UNLIMITED".into())],
+        vec![("TRES", format!("cpu={cpus},mem={mem}M,node={},billing={cpus}", members.len()))],
+    ]
+}
+
+const USAGE: &str = "Usage: scontrol [-o] show job|node|partition [NAME] | hold|release|requeue|requeuehold JOBID[,…] | ping | token [lifetime=SECONDS] | version";
+
+pub async fn run(client: &Client, args: Vec<String>) -> Result<i32, String> {
+    let one_line = args.iter().any(|a| a == "-o" || a == "--oneliner");
+    let words: Vec<&str> = args.iter().map(String::as_str).filter(|a| !a.starts_with('-')).collect();
+    if args.iter().any(|a| a == "-V" || a == "--version") || words.first() == Some(&"version") {
+        println!("{}", super::VERSION);
+        return Ok(0);
+    }
+    if args.iter().any(|a| a == "--help" || a == "--usage") || words.is_empty() {
+        println!("{USAGE}");
+        return Ok(0);
+    }
+    let now = crate::top::now_ms();
+    let mut out = String::new();
+    match (words[0].to_ascii_lowercase().as_str(), words.get(1).map(|w| w.to_ascii_lowercase())) {
+        ("show", Some(what)) if what.starts_with("job") => {
+            let jobs: Vec<JobView> = match words.get(2) {
+                Some(id) => {
+                    let list: JobList =
+                        client.get("/api/v1/jobs", &[("id", id.to_string()), ("all", "true".into())]).await?;
+                    if list.jobs.is_empty() {
+                        return Err("Invalid job id specified".into());
+                    }
+                    list.jobs
+                }
+                None => client.get::<JobList>("/api/v1/jobs", &[("all", "true".into())]).await?.jobs,
+            };
+            if jobs.is_empty() {
+                println!("No jobs in the system");
+            }
+            for j in &jobs {
+                out.push_str(&render(&job_record(j, now), one_line));
+            }
+        }
+        ("show", Some(what)) if what.starts_with("node") => {
+            let nodes = client.get::<NodeList>("/api/v1/nodes", &[]).await?.nodes;
+            let shown: Vec<&NodeView> = match words.get(2) {
+                Some(expr) => {
+                    let want =
+                        drover_core::hostlist::expand(expr).map_err(|e| format!("invalid node name '{expr}': {e}"))?;
+                    nodes.iter().filter(|n| want.contains(&n.name)).collect()
+                }
+                None => nodes.iter().collect(),
+            };
+            if shown.is_empty() {
+                return Err(format!("Node {} not found", words.get(2).unwrap_or(&"")));
+            }
+            for n in shown {
+                out.push_str(&render(&node_record(n), one_line));
+            }
+        }
+        ("show", Some(what)) if what.starts_with("partition") => {
+            let partitions = client.get::<PartitionList>("/api/v1/partitions", &[]).await?.partitions;
+            let nodes = client.get::<NodeList>("/api/v1/nodes", &[]).await?.nodes;
+            let shown: Vec<&PartitionView> =
+                partitions.iter().filter(|p| words.get(2).is_none_or(|w| *w == p.name)).collect();
+            if shown.is_empty() {
+                return Err(format!("Partition {} not found", words.get(2).unwrap_or(&"")));
+            }
+            for p in shown {
+                out.push_str(&render(&partition_record(p, &nodes), one_line));
+            }
+        }
+        ("show", other) => {
+            return Err(format!("invalid entity: {} (try job, node or partition)", other.unwrap_or_default()))
+        }
+        (verb @ ("hold" | "uhold" | "release" | "requeue" | "requeuehold"), Some(_)) => {
+            let mut failed = false;
+            for id in words[1..].iter().flat_map(|w| w.split(',')).filter(|w| !w.is_empty()) {
+                let id = id.trim_start_matches("jobid=").trim_start_matches("JobId=");
+                let result = match verb {
+                    "hold" | "uhold" => {
+                        client.post::<_, JobView>(&format!("/api/v1/jobs/{id}/hold"), &serde_json::json!({})).await
+                    }
+                    "release" => {
+                        client.post::<_, JobView>(&format!("/api/v1/jobs/{id}/release"), &serde_json::json!({})).await
+                    }
+                    _ => {
+                        let body = drover_proto::Requeue { hold: verb == "requeuehold" };
+                        client.post::<_, JobView>(&format!("/api/v1/jobs/{id}/requeue"), &body).await
+                    }
+                };
+                if let Err(e) = result {
+                    eprintln!("scontrol: error: Job {id}: {e}");
+                    failed = true;
+                }
+            }
+            return Ok(i32::from(failed));
+        }
+        ("ping", _) => {
+            let views = client.get_each::<drover_proto::Controllers>("/api/v1/controllers").await?;
+            let mut down = false;
+            for (i, (addr, view)) in views.iter().enumerate() {
+                let role = match view {
+                    Ok(v) if v.leader == Some(v.this) => "primary".to_string(),
+                    _ => format!("backup{}", i.max(1)),
+                };
+                let state = if view.is_ok() { "UP" } else { "DOWN" };
+                down |= view.is_err();
+                let host = addr.trim_start_matches("http://");
+                out.push_str(&format!("Slurmctld({role}) at {host} is {state}\n"));
+            }
+            print!("{out}");
+            return Ok(i32::from(down));
+        }
+        ("token", _) => {
+            let lifetime = words
+                .iter()
+                .find_map(|w| w.strip_prefix("lifetime="))
+                .map(|s| s.parse::<u64>().map_err(|_| format!("invalid lifetime '{s}': seconds")))
+                .transpose()?
+                .unwrap_or(1800);
+            let grant: drover_proto::TokenGrant =
+                client.post("/api/v1/tokens", &drover_proto::TokenRequest { lifetime_s: Some(lifetime) }).await?;
+            println!("SLURM_JWT={}", grant.token);
+            return Ok(0);
+        }
+        ("update", _) => return Err("update is not supported yet".into()),
+        (other, _) => return Err(format!("invalid keyword: {other}\n{USAGE}")),
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_core::Resources;
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(format!("{}/../../tests/fixtures/slurm/{name}.out", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+    }
+
+    /// The keys of a `scontrol show` text, line by line.
+    fn keys(text: &str) -> Vec<Vec<String>> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.split_whitespace().filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string())).collect())
+            .collect()
+    }
+
+    fn running_job() -> JobView {
+        serde_json::from_value(serde_json::json!({
+            "id": "10109", "job_id": 10109, "array_job_id": null, "array_task": null, "name": "probe_ok",
+            "user": "root", "uid": 0, "gid": 0, "account": null, "partition": "debug", "state": "RUNNING",
+            "state_code": "R", "reason": "None", "nodes": "node1", "num_nodes": 1, "num_cpus": 1,
+            "time_limit": null, "submit_time": 1_795_320_735_000u64, "start_time": 1_795_320_738_000u64,
+            "end_time": null, "exit_code": null, "restart_count": 0, "work_dir": "/srv/peers/slurm",
+            "stdout": "/tmp/slurm-peer/tmp/probe_ok.10109.out", "stderr": "/tmp/slurm-peer/tmp/probe_ok.10109.out",
+            "terminal": false
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_job_has_slurms_keys_in_slurms_lines_and_our_values_where_we_have_them() {
+        let ours = render(&job_record(&running_job(), 1_795_320_738_000), false);
+        let theirs = fixture("14-scontrol_job_ok");
+        assert_eq!(keys(&ours), keys(&theirs));
+        for same in [
+            "JobId=10109 JobName=probe_ok",
+            "   UserId=root(0) GroupId=root(0) MCS_label=N/A",
+            "   JobState=RUNNING Reason=None Dependency=(null)",
+            "   Requeue=1 Restarts=0 BatchFlag=1 Reboot=0 ExitCode=0:0",
+            "   RunTime=00:00:00 TimeLimit=UNLIMITED TimeMin=N/A",
+            "   SubmitTime=2026-11-22T04:12:15 EligibleTime=2026-11-22T04:12:15",
+            "   StartTime=2026-11-22T04:12:18 EndTime=Unknown Deadline=N/A",
+            "   NodeList=node1",
+            "   BatchHost=node1",
+            "   WorkDir=/srv/peers/slurm",
+            "   StdOut=/tmp/slurm-peer/tmp/probe_ok.10109.out",
+        ] {
+            assert!(theirs.lines().any(|l| l == same), "the fixture has {same:?}");
+            assert!(ours.lines().any(|l| l == same), "ours has {same:?}:\n{ours}");
+        }
+        assert!(ours.ends_with("   Power=\n   \n\n"), "{ours:?}");
+        let one = render(&job_record(&running_job(), 0), true);
+        assert!(one.starts_with("JobId=10109 JobName=probe_ok UserId=root(0)") && one.ends_with("Power= \n"), "{one}");
+        assert_eq!(one.lines().count(), 1);
+    }
+
+    #[test]
+    fn nodes_and_partitions_have_slurms_keys() {
+        let node = NodeView {
+            name: "node1".into(),
+            state: "MIXED".into(),
+            reason: None,
+            partitions: vec!["debug".into()],
+            total: Resources::new(4, 4096, 0),
+            alloc: Resources::new(3, 0, 0),
+            features: vec![],
+            jobs: 3,
+            last_heartbeat: 0,
+            addr: String::new(),
+        };
+        let theirs = fixture("19-scontrol_nodes");
+        let first_node = theirs.split("\n\n").next().unwrap();
+        assert_eq!(keys(&render(&node_record(&node), false)), keys(first_node));
+        let p = PartitionView {
+            name: "debug".into(),
+            is_default: true,
+            up: true,
+            max_time: None,
+            default_time: None,
+            nodes: vec!["node1".into(), "node2".into()],
+        };
+        let two = [node.clone(), NodeView { name: "node2".into(), ..node }];
+        let ours = render(&partition_record(&p, &two), false);
+        assert_eq!(keys(&ours), keys(&fixture("20-scontrol_part")));
+        for same in [
+            "   Nodes=node[1-2]",
+            "   AllocNodes=ALL Default=YES QoS=N/A",
+            "   MaxNodes=UNLIMITED MaxTime=UNLIMITED MinNodes=0 LLN=NO MaxCPUsPerNode=UNLIMITED",
+        ] {
+            assert!(ours.lines().any(|l| l == same), "{same:?}:\n{ours}");
+        }
+    }
+}
