@@ -170,15 +170,26 @@ impl ReplayGuard {
 
 /// The account name of `uid` from `/etc/passwd`, else the number.
 pub fn user_name(uid: u32) -> String {
-    std::fs::read_to_string("/etc/passwd")
+    name_in("/etc/passwd", uid)
+}
+
+/// The name of group `gid` from `/etc/group`, else the number.
+pub fn group_name(gid: u32) -> String {
+    name_in("/etc/group", gid)
+}
+
+/// The first field of the line of `file` (passwd or group format) whose
+/// third field is `id`.
+fn name_in(file: &str, id: u32) -> String {
+    std::fs::read_to_string(file)
         .ok()
-        .and_then(|p| {
-            p.lines().find_map(|l| {
+        .and_then(|text| {
+            text.lines().find_map(|l| {
                 let f: Vec<&str> = l.split(':').collect();
-                (f.get(2)?.parse::<u32>().ok()? == uid).then(|| f[0].to_string())
+                (f.get(2)?.parse::<u32>().ok()? == id).then(|| f[0].to_string())
             })
         })
-        .unwrap_or_else(|| uid.to_string())
+        .unwrap_or_else(|| id.to_string())
 }
 
 /// Creates a new random cluster key at `path`, readable by its owner only.

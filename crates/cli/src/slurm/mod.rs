@@ -59,17 +59,30 @@ pub fn main(name: &str, args: Vec<std::ffi::OsString>) -> i32 {
     }
 }
 
-/// The name of group `gid` from `/etc/group`, else the number.
-fn group_name(gid: u32) -> String {
-    std::fs::read_to_string("/etc/group")
-        .ok()
-        .and_then(|g| {
-            g.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.get(2)?.parse::<u32>().ok()? == gid).then(|| f[0].to_string())
-            })
-        })
-        .unwrap_or_else(|| gid.to_string())
+/// Flags every Slurm command takes.
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// Accepted; Drover's commands say the same either way.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[arg(long)]
+    help: bool,
+    #[arg(long)]
+    usage: bool,
+    #[arg(short = 'V', long = "version")]
+    version: bool,
+}
+
+impl Common {
+    /// Prints the usage or the version when asked for; true if it did.
+    fn answered(&self, usage: &str) -> bool {
+        if self.help || self.usage {
+            println!("{usage}");
+        } else if self.version {
+            println!("{VERSION}");
+        }
+        self.help || self.usage || self.version
+    }
 }
 
 /// The caller's account name, for `--me`.

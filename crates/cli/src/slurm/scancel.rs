@@ -30,14 +30,8 @@ pub struct Args {
     full: bool,
     #[arg(short = 'Q', long = "quiet")]
     quiet: bool,
-    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
-    verbose: u8,
-    #[arg(long)]
-    help: bool,
-    #[arg(long)]
-    usage: bool,
-    #[arg(short = 'V', long = "version")]
-    version: bool,
+    #[command(flatten)]
+    common: super::Common,
 }
 
 /// `N`, `N_K` or `N_[a-b,c]`: the jobs it names.
@@ -62,12 +56,7 @@ fn refs(id: &str) -> Result<Vec<JobRef>, String> {
 }
 
 pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
-    if a.help || a.usage {
-        println!("Usage: scancel [-u USER | --me] [-n NAME] [-t STATE] [-p PARTITION] [job_id[_array_id]...]");
-        return Ok(0);
-    }
-    if a.version {
-        println!("{}", super::VERSION);
+    if a.common.answered("Usage: scancel [-u USER | --me] [-n NAME] [-t STATE] [-p PARTITION] [job_id[_array_id]...]") {
         return Ok(0);
     }
     if a.signal.is_some() {

@@ -58,7 +58,7 @@ pub fn job_record(j: &JobView, now_ms: u64) -> Record {
         head,
         vec![
             ("UserId", format!("{}({})", j.user, j.uid)),
-            ("GroupId", format!("{}({})", super::group_name(j.gid), j.gid)),
+            ("GroupId", format!("{}({})", drover_auth::group_name(j.gid), j.gid)),
             ("MCS_label", "N/A".into()),
         ],
         vec![

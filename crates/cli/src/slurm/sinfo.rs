@@ -39,14 +39,8 @@ pub struct Args {
     all: bool,
     #[arg(long)]
     json: bool,
-    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
-    verbose: u8,
-    #[arg(long)]
-    help: bool,
-    #[arg(long)]
-    usage: bool,
-    #[arg(short = 'V', long = "version")]
-    version: bool,
+    #[command(flatten)]
+    common: super::Common,
 }
 
 fn title(code: char) -> &'static str {
@@ -247,12 +241,7 @@ pub fn render(
 }
 
 pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
-    if a.help || a.usage {
-        println!("Usage: sinfo [-h] [-N] [-l] [-s] [-R] [-o FORMAT] [-p PARTITIONS] [-n NODES] [-t STATES]");
-        return Ok(0);
-    }
-    if a.version {
-        println!("{}", super::VERSION);
+    if a.common.answered("Usage: sinfo [-h] [-N] [-l] [-s] [-R] [-o FORMAT] [-p PARTITIONS] [-n NODES] [-t STATES]") {
         return Ok(0);
     }
     let mut partitions = client.get::<PartitionList>("/api/v1/partitions", &[]).await?.partitions;

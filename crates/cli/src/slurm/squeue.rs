@@ -44,14 +44,8 @@ pub struct Args {
     steps: bool,
     #[arg(long)]
     json: bool,
-    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count)]
-    verbose: u8,
-    #[arg(long)]
-    help: bool,
-    #[arg(long)]
-    usage: bool,
-    #[arg(short = 'V', long = "version")]
-    version: bool,
+    #[command(flatten)]
+    common: super::Common,
 }
 
 /// The header of a field.
@@ -207,12 +201,7 @@ pub fn render(pieces: &[Piece], jobs: &[JobView], noheader: bool, now_ms: u64) -
 }
 
 pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
-    if a.help || a.usage {
-        println!("Usage: squeue [-h] [-o FORMAT | -O FIELDS] [-u USERS | --me] [-j JOBS] [-t STATES] [-p PARTITIONS] [-n NAMES] [-w NODES] [-l]");
-        return Ok(0);
-    }
-    if a.version {
-        println!("{}", super::VERSION);
+    if a.common.answered("Usage: squeue [-h] [-o FORMAT | -O FIELDS] [-u USERS | --me] [-j JOBS] [-t STATES] [-p PARTITIONS] [-n NAMES] [-w NODES] [-l]") {
         return Ok(0);
     }
     if a.array || a.steps {
