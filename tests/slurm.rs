@@ -34,7 +34,7 @@ fn sbatch_squeue_sinfo_and_scancel_answer_as_slurm_does() {
     let links = Links { dir: c.dir.join("bin") };
     let out = c.drover(&["install-links", links.dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for name in ["sbatch", "squeue", "sinfo", "scancel", "scontrol"] {
+    for name in ["sbatch", "squeue", "sinfo", "scancel", "scontrol", "sacct"] {
         assert!(links.dir.join(name).exists(), "{name} linked");
     }
     assert!(links.ok(&c, "sbatch", &["--version"]).starts_with("slurm 22.05.8 (drover "));
@@ -112,6 +112,33 @@ fn sbatch_squeue_sinfo_and_scancel_answer_as_slurm_does() {
     c.wait_for("the sleeper cancelled", Duration::from_secs(15), || {
         common::state_of(&c, &id.to_string()) == "CANCELLED"
     });
+    // sacct: jobs and their batch steps, from the controller (until SQL accounting).
+    let fail = links.ok(&c, "sbatch", &["--parsable", "--wrap", "exit 3"]);
+    let fail = fail.trim();
+    c.wait_for("the failing job ended", Duration::from_secs(15), || common::state_of(&c, fail) == "FAILED");
+    let acct = links.ok(&c, "sacct", &["-j", fail, "-P", "-n", "-o", "JobID,JobName,State,ExitCode"]);
+    assert_eq!(acct, format!("{fail}|wrap|FAILED|3:0\n{fail}.batch|batch|FAILED|3:0\n"));
+    assert_eq!(
+        links.ok(&c, "sacct", &["-X", "-n", "-P", "-o", "JobID,State", "-j", held]),
+        format!("{held}|COMPLETED\n")
+    );
+    let table = links.ok(&c, "sacct", &["-a"]);
+    assert_eq!(
+        table.lines().next(),
+        Some("JobID           JobName  Partition    Account  AllocCPUS      State ExitCode ")
+    );
+    assert!(
+        table.contains(&format!("\n{id:<12}    sleeper      debug       root          1  CANCELLED     0:15 \n")),
+        "{table}"
+    );
+    let never_ran = links.ok(&c, "sacct", &["-X", "-n", "-P", "-o", "JobID,State,NodeList", "-j", late.trim()]);
+    assert_eq!(never_ran, format!("{}|PENDING|None assigned\n", late.trim()));
+    let bad = links.run(&c, "sacct", &["-o", "JobID,Bogus"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).starts_with("sacct: error: Invalid field requested: \"Bogus\""),
+        "{bad:?}"
+    );
+
     let bad = links.run(&c, "scancel", &["999999"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(

@@ -5,6 +5,7 @@
 
 mod format;
 mod json;
+mod sacct;
 mod sbatch;
 mod scancel;
 mod scontrol;
@@ -19,7 +20,7 @@ use clap::Parser;
 pub const VERSION: &str = concat!("slurm 22.05.8 (drover ", env!("CARGO_PKG_VERSION"), ")");
 
 /// The names Drover answers to.
-pub const COMMANDS: &[&str] = &["sbatch", "squeue", "sinfo", "scancel", "scontrol"];
+pub const COMMANDS: &[&str] = &["sbatch", "squeue", "sinfo", "scancel", "scontrol", "sacct"];
 
 /// Runs `name` with `args` (without the program name); the exit code.
 pub fn main(name: &str, args: Vec<std::ffi::OsString>) -> i32 {
@@ -45,6 +46,7 @@ pub fn main(name: &str, args: Vec<std::ffi::OsString>) -> i32 {
             "scontrol" => scontrol::run(&client, args.clone()).await,
             "squeue" => squeue::run(&client, squeue::Args::try_parse_from(argv()).map_err(usage)?).await,
             "sinfo" => sinfo::run(&client, sinfo::Args::try_parse_from(argv()).map_err(usage)?).await,
+            "sacct" => sacct::run(&client, sacct::Args::try_parse_from(argv()).map_err(usage)?).await,
             "scancel" => scancel::run(&client, scancel::Args::try_parse_from(argv()).map_err(usage)?).await,
             other => Err(format!("drover does not answer as '{other}'")),
         }

@@ -1,0 +1,358 @@
+//! `sacct`: job accounting as Slurm prints it — until SQL accounting lands
+//! (issue #8), from the controller's live and recently finished jobs.
+//! Each job that ran has its batch step line (`N.batch`), as in Slurm.
+
+use crate::client::Client;
+use clap::Parser;
+use drover_core::time::{format_timestamp, parse_begin};
+use drover_proto::{JobList, JobView};
+
+pub const DEFAULT_FIELDS: &str = "JobID,JobName,Partition,Account,AllocCPUS,State,ExitCode";
+pub const LONG_FIELDS: &str =
+    "JobID,JobIDRaw,JobName,Partition,MaxRSS,AllocCPUS,Elapsed,State,ExitCode,ReqMem,NodeList,Submit,Start,End";
+
+#[derive(Parser, Debug)]
+#[command(name = "sacct", disable_help_flag = true, disable_version_flag = true)]
+pub struct Args {
+    #[arg(short = 'j', long = "jobs")]
+    jobs: Vec<String>,
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// Every user's jobs (the default for root).
+    #[arg(short = 'a', long = "allusers")]
+    allusers: bool,
+    #[arg(short = 'S', long = "starttime")]
+    start: Option<String>,
+    #[arg(short = 'E', long = "endtime")]
+    end: Option<String>,
+    #[arg(short = 's', long = "state")]
+    state: Option<String>,
+    #[arg(short = 'r', long = "partition")]
+    partition: Option<String>,
+    #[arg(short = 'n', long = "noheader")]
+    noheader: bool,
+    /// Jobs only, no step lines.
+    #[arg(short = 'X', long = "allocations")]
+    allocations: bool,
+    /// `|`-separated, without a trailing `|`.
+    #[arg(short = 'P', long = "parsable2")]
+    parsable2: bool,
+    /// `|`-separated, with a trailing `|`.
+    #[arg(short = 'p', long = "parsable")]
+    parsable: bool,
+    #[arg(short = 'o', long = "format")]
+    format: Option<String>,
+    #[arg(short = 'l', long = "long")]
+    long: bool,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    common: super::Common,
+}
+
+/// A field: its header, default width, and whether it is left-justified.
+fn field(name: &str) -> Option<(&'static str, usize, bool)> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "jobid" => ("JobID", 12, true),
+        "jobidraw" => ("JobIDRaw", 12, true),
+        "jobname" => ("JobName", 10, false),
+        "partition" => ("Partition", 10, false),
+        "account" => ("Account", 10, false),
+        "alloccpus" => ("AllocCPUS", 10, false),
+        "state" => ("State", 10, false),
+        "exitcode" => ("ExitCode", 8, false),
+        "derivedexitcode" => ("DerivedExitCode", 15, false),
+        "user" => ("User", 9, false),
+        "uid" => ("UID", 6, false),
+        "nodelist" => ("NodeList", 15, false),
+        "nnodes" => ("NNodes", 8, false),
+        "elapsed" => ("Elapsed", 10, false),
+        "elapsedraw" => ("ElapsedRaw", 10, false),
+        "submit" => ("Submit", 19, false),
+        "start" => ("Start", 19, false),
+        "end" => ("End", 19, false),
+        "maxrss" => ("MaxRSS", 10, false),
+        "reqmem" => ("ReqMem", 10, false),
+        "reason" => ("Reason", 20, false),
+        "timelimit" => ("Timelimit", 10, false),
+        "workdir" => ("WorkDir", 20, false),
+        "reqcpus" => ("ReqCPUS", 8, false),
+        "ntasks" => ("NTasks", 8, false),
+        "restarts" => ("Restarts", 8, false),
+        _ => return None,
+    })
+}
+
+struct Column {
+    key: String,
+    title: &'static str,
+    width: usize,
+    left: bool,
+}
+
+/// `Name[%WIDTH],…` (and `-o` given several times).
+fn columns(spec: &str) -> Result<Vec<Column>, String> {
+    spec.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|item| {
+            let (name, width) = item.trim().split_once('%').unwrap_or((item.trim(), ""));
+            let (title, default, left) = field(name).ok_or_else(|| format!("Invalid field requested: \"{name}\""))?;
+            let width = if width.is_empty() {
+                default
+            } else {
+                width.parse().map_err(|_| format!("invalid width in \"{item}\""))?
+            };
+            Ok(Column { key: name.to_ascii_lowercase(), title, width, left })
+        })
+        .collect()
+}
+
+/// One line of output: a job, or its batch step.
+struct Line<'a> {
+    job: &'a JobView,
+    batch: bool,
+}
+
+fn clock(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}-{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
+    }
+}
+
+fn stamp(ms: Option<u64>) -> String {
+    ms.map_or_else(|| "Unknown".into(), |t| format_timestamp(t / 1000))
+}
+
+fn value(l: &Line, key: &str, now_ms: u64) -> String {
+    let j = l.job;
+    let elapsed = j.start_time.map_or(0, |s| j.end_time.unwrap_or(now_ms).saturating_sub(s) / 1000);
+    let id = || if l.batch { format!("{}.batch", j.id) } else { j.id.clone() };
+    match key {
+        "jobid" => id(),
+        "jobidraw" if l.batch => format!("{}.batch", j.job_id),
+        "jobidraw" => j.job_id.to_string(),
+        "jobname" if l.batch => "batch".into(),
+        "jobname" => j.name.clone(),
+        "partition" if l.batch => String::new(),
+        "partition" => j.partition.clone(),
+        "account" => j.account.clone().unwrap_or_else(|| j.user.clone()),
+        "alloccpus" | "reqcpus" => j.num_cpus.to_string(),
+        "state" if !l.batch && j.state == "PENDING" => "PENDING".into(),
+        "state" => j.state.clone(),
+        "exitcode" => j.exit_code.clone().unwrap_or_else(|| "0:0".into()),
+        "derivedexitcode" => j.exit_code.clone().unwrap_or_else(|| "0:0".into()),
+        "user" if l.batch => String::new(),
+        "user" => j.user.clone(),
+        "uid" => j.uid.to_string(),
+        "nodelist" if j.nodes.is_empty() => "None assigned".into(),
+        "nodelist" if l.batch => {
+            drover_core::hostlist::expand(&j.nodes).ok().and_then(|n| n.into_iter().next()).unwrap_or_default()
+        }
+        "nodelist" => j.nodes.clone(),
+        "nnodes" => j.num_nodes.to_string(),
+        "elapsed" => clock(elapsed),
+        "elapsedraw" => elapsed.to_string(),
+        "submit" => stamp(Some(j.submit_time)),
+        "start" => stamp(j.start_time),
+        "end" => stamp(j.end_time),
+        "reason" if l.batch => String::new(),
+        "reason" => j.reason.clone(),
+        "timelimit" if l.batch => String::new(),
+        "timelimit" => j.time_limit.map_or_else(|| "UNLIMITED".into(), clock),
+        "workdir" => j.work_dir.clone(),
+        "ntasks" if l.batch => "1".into(),
+        "restarts" => j.restart_count.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// A value in its column: cut to the width with a `+` marking the cut.
+fn fit(v: &str, c: &Column) -> String {
+    let w = c.width;
+    let shown =
+        if v.chars().count() > w { v.chars().take(w.saturating_sub(1)).chain(['+']).collect() } else { v.to_string() };
+    if c.left {
+        format!("{shown:<w$}")
+    } else {
+        format!("{shown:>w$}")
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Layout {
+    Table,
+    /// `|` between fields, and one at the end when true.
+    Parsable(bool),
+}
+
+fn render(cols: &[Column], jobs: &[JobView], steps: bool, layout: Layout, noheader: bool, now_ms: u64) -> String {
+    let mut out = String::new();
+    let mut row = |cells: Vec<String>| {
+        match layout {
+            Layout::Table => {
+                for cell in cells {
+                    out.push_str(&cell);
+                    out.push(' ');
+                }
+            }
+            Layout::Parsable(trailing) => {
+                out.push_str(&cells.join("|"));
+                if trailing {
+                    out.push('|');
+                }
+            }
+        }
+        out.push('\n');
+    };
+    let table = matches!(layout, Layout::Table);
+    if !noheader {
+        row(cols.iter().map(|c| if table { fit(c.title, c) } else { c.title.to_string() }).collect());
+        if table {
+            row(cols.iter().map(|c| "-".repeat(c.width)).collect());
+        }
+    }
+    for j in jobs {
+        let mut lines = vec![Line { job: j, batch: false }];
+        if steps && j.start_time.is_some() {
+            lines.push(Line { job: j, batch: true });
+        }
+        for l in lines {
+            row(cols
+                .iter()
+                .map(|c| if table { fit(&value(&l, &c.key, now_ms), c) } else { value(&l, &c.key, now_ms) })
+                .collect());
+        }
+    }
+    out
+}
+
+/// `-S`/`-E`: `now`, `now-2hours`, `now+1day`, `YYYY-MM-DD[THH:MM[:SS]]`,
+/// `HH:MM[:SS]`; epoch milliseconds.
+fn when(text: &str, now_ms: u64) -> Result<u64, String> {
+    let now = now_ms / 1000;
+    let secs = match text.to_ascii_lowercase().strip_prefix("now-") {
+        Some(rest) => now.saturating_sub(parse_begin(&format!("now+{rest}"), now)?.saturating_sub(now)),
+        None => parse_begin(text, now)?,
+    };
+    Ok(secs * 1000)
+}
+
+pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
+    if a.common
+        .answered("Usage: sacct [-a] [-X] [-n] [-P|-p] [-j JOBS] [-u USER] [-s STATES] [-S TIME] [-E TIME] [-o FIELDS]")
+    {
+        return Ok(0);
+    }
+    let now = crate::top::now_ms();
+    let cols = columns(a.format.as_deref().unwrap_or(if a.long { LONG_FIELDS } else { DEFAULT_FIELDS }))?;
+    let mut q: Vec<(&str, String)> = vec![("all", "true".into())];
+    if !a.jobs.is_empty() {
+        q.push(("id", a.jobs.join(",")));
+    }
+    // Without -a or -u a user sees their own jobs; root sees everyone's.
+    let me = super::my_user();
+    match (&a.user, a.allusers || me == "root") {
+        (Some(u), _) => q.push(("user", u.clone())),
+        (None, false) => q.push(("user", me)),
+        (None, true) => {}
+    }
+    if let Some(p) = &a.partition {
+        q.push(("partition", p.clone()));
+    }
+    if let Some(s) = &a.state {
+        q.push(("state", s.clone()));
+    }
+    let mut jobs = client.get::<JobList>("/api/v1/jobs", &q).await?.jobs;
+    // Without -j: jobs active after the start time (default: midnight, as Slurm's).
+    if a.jobs.is_empty() || a.start.is_some() {
+        let from = match &a.start {
+            Some(s) => when(s, now)?,
+            None => now - now % 86_400_000,
+        };
+        let to = a.end.as_deref().map(|e| when(e, now)).transpose()?.unwrap_or(u64::MAX);
+        jobs.retain(|j| j.end_time.is_none_or(|e| e >= from) && j.submit_time <= to);
+    }
+    jobs.sort_by_key(|j| (j.array_job_id.unwrap_or(j.job_id), j.job_id));
+    if a.json {
+        let list: Vec<serde_json::Value> = jobs.iter().map(super::json::job).collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"jobs": list})).unwrap_or_default());
+        return Ok(0);
+    }
+    let layout = match (a.parsable2, a.parsable) {
+        (true, _) => Layout::Parsable(false),
+        (false, true) => Layout::Parsable(true),
+        _ => Layout::Table,
+    };
+    let text = render(&cols, &jobs, !a.allocations, layout, a.noheader, now);
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(format!("{}/../../tests/fixtures/slurm/{name}.out", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+    }
+
+    /// The first jobs of the probe's accounting: bench jobs that ran on node1.
+    fn bench_job(id: u64, node: &str, submit_s: u64) -> JobView {
+        serde_json::from_value(serde_json::json!({
+            "id": id.to_string(), "job_id": id, "array_job_id": null, "array_task": null, "name": "bench29109.a1",
+            "user": "root", "uid": 0, "gid": 0, "account": "root", "partition": "debug", "state": "COMPLETED",
+            "state_code": "CD", "reason": "None", "nodes": node, "num_nodes": 1, "num_cpus": 1, "time_limit": null,
+            "submit_time": submit_s * 1000, "start_time": 1_795_318_514_000u64, "end_time": 1_795_318_514_000u64,
+            "exit_code": "0:0", "restart_count": 0, "work_dir": "/", "stdout": "", "stderr": "", "terminal": true
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_default_table_matches_slurms() {
+        let jobs: Vec<JobView> = (1..=6).map(|i| bench_job(i, "node1", 1_795_318_511)).collect();
+        let ours = render(&columns(DEFAULT_FIELDS).unwrap(), &jobs, true, Layout::Table, false, 0);
+        let theirs: String = fixture("28-sacct_default").lines().take(14).map(|l| format!("{l}\n")).collect();
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn formats_and_times_match_slurms() {
+        let submits = [1_795_318_511, 1_795_318_511, 1_795_318_512];
+        let jobs: Vec<JobView> =
+            submits.iter().enumerate().map(|(i, s)| bench_job(i as u64 + 1, "node1", *s)).collect();
+        let spec = "JobID,JobName,User,Partition,State,ExitCode,NodeList,AllocCPUS,Elapsed,Submit,Start,End";
+        let ours = render(&columns(spec).unwrap(), &jobs, false, Layout::Table, false, 0);
+        let theirs: String = fixture("30-sacct_fmt").lines().take(5).map(|l| format!("{l}\n")).collect();
+        assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    fn parsable2_matches_slurms() {
+        let jobs: Vec<JobView> = (1..=3).map(|i| bench_job(i, "node1", 0)).collect();
+        let ours = render(
+            &columns("JobID,JobName,State,ExitCode,Reason").unwrap(),
+            &jobs,
+            true,
+            Layout::Parsable(false),
+            true,
+            0,
+        );
+        let theirs: String = fixture("31-sacct_P").lines().take(6).map(|l| format!("{l}\n")).collect();
+        assert_eq!(ours, theirs);
+        let trailing = render(&columns("JobID").unwrap(), &jobs[..1], false, Layout::Parsable(true), true, 0);
+        assert_eq!(trailing, "1|\n");
+    }
+
+    #[test]
+    fn bad_fields_and_times_are_named() {
+        assert!(columns("JobID,Bogus").err().unwrap().contains("\"Bogus\""));
+        assert_eq!(when("now-1hour", 10_000_000).unwrap(), 6_400_000);
+        assert!(when("yesterday-ish", 0).is_err());
+    }
+}
