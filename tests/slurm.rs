@@ -139,6 +139,31 @@ fn sbatch_squeue_sinfo_and_scancel_answer_as_slurm_does() {
         "{bad:?}"
     );
 
+    // A script on standard input, as `sbatch << EOF`; a signal through scancel.
+    let mut child = Command::new(links.dir.join("sbatch"))
+        .arg("--parsable")
+        .current_dir(&c.dir)
+        .env("DROVER_CONTROLLER", c.addrs())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    let script =
+        "#!/bin/sh\n#SBATCH -J trapper\n#SBATCH -o trapper.out\ntrap 'echo got USR1; exit 0' USR1\nsleep 60 &\nwait\n";
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let trapper = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    c.wait_for("the trapper running", Duration::from_secs(15), || common::state_of(&c, &trapper) == "RUNNING");
+    // The shell sets its trap first thing; give it a moment after the start.
+    std::thread::sleep(Duration::from_secs(1));
+    links.ok(&c, "scancel", &["--signal=USR1", &trapper]);
+    c.wait_for("the trapper done", Duration::from_secs(15), || common::state_of(&c, &trapper) == "COMPLETED");
+    assert_eq!(c.file("trapper.out").trim(), "got USR1");
+    let bad = links.run(&c, "scancel", &["--signal=NOPE", &trapper]);
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("scancel: error: Invalid signal NOPE"), "{bad:?}");
+
     let bad = links.run(&c, "scancel", &["999999"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(

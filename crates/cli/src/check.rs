@@ -82,7 +82,24 @@ pub fn resolve(args: &[String]) -> Result<(JobSpec, SubmitRequest), String> {
         (None, Some(cmd)) => {
             (format!("#!/bin/sh\n# This script was created by sbatch --wrap.\n\n{cmd}\n"), "wrap".to_string())
         }
-        (None, None) => return Err("no batch script given; name a script file or use --wrap CMD".into()),
+        // As sbatch: no script named, so it comes on standard input (`sbatch << EOF`).
+        (None, None) => {
+            use std::io::{IsTerminal, Read};
+            if std::io::stdin().is_terminal() {
+                return Err("no batch script given; name a script file, use --wrap CMD, or pipe one in".into());
+            }
+            let mut text = String::new();
+            std::io::stdin()
+                .take(16 << 20)
+                .read_to_string(&mut text)
+                .map_err(|e| format!("cannot read the batch script from standard input: {e}"))?;
+            if text.trim().is_empty() {
+                return Err(
+                    "no batch script given: standard input was empty; name a script file or use --wrap CMD".into()
+                );
+            }
+            (text, "sbatch".to_string())
+        }
     };
     if !script_text.starts_with("#!") {
         return Err(

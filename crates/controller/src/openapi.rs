@@ -32,6 +32,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
         None,
         "EventList",
     ),
+    ("/api/v1/jobs/{id}/signal", "post", "Send a signal to a running job's processes (scancel --signal)", Some("SignalJob"), "JobView"),
     ("/api/v1/jobs/{id}/hold", "post", "Hold a pending job (scontrol hold)", None, "JobView"),
     ("/api/v1/jobs/{id}/release", "post", "Release a held job (scontrol release)", None, "JobView"),
     (
@@ -120,6 +121,7 @@ fn schemas() -> Value {
     json!({
         "Empty": { "type": "object" },
         "Text": { "type": "string" },
+        "SignalJob": obj(&[("signal", json!({"type": "integer", "minimum": 1, "maximum": 64}))], &["signal"]),
         "TokenRequest": obj(&[("lifetime_s", json!({"type": ["integer", "null"], "description": "seconds; default 8 hours, at most 7 days"}))], &[]),
         "TokenGrant": obj(&[("token", s("string")), ("uid", s("integer")), ("expires_ms", s("integer"))], &["token", "uid", "expires_ms"]),
         "WhoAmI": obj(&[("uid", s("integer")), ("user", s("string")), ("operator", s("boolean"))], &["uid", "user", "operator"]),

@@ -347,6 +347,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/jobs/{id}/requeue", post(requeue))
         .route("/api/v1/jobs/{id}/output", get(job_output))
         .route("/api/v1/jobs/{id}/hold", post(hold))
+        .route("/api/v1/jobs/{id}/signal", post(signal))
         .route("/api/v1/jobs/{id}/release", post(release))
         .route("/api/v1/events", get(list_events))
         .route("/api/v1/tokens", post(issue_token))
@@ -555,6 +556,22 @@ async fn requeue(
     let who = app.authenticate(&headers)?;
     let job = job_ref(&id)?;
     app.propose_request(&headers, Command::Requeue { job, hold: r.hold, by: who, now: now_ms() }).await?;
+    job_view(&app, &id)
+}
+
+/// `scancel --signal`: a signal to a running job's processes.
+async fn signal(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(s): Json<SignalJob>,
+) -> ApiResult<JobView> {
+    let who = app.authenticate(&headers)?;
+    let job = job_ref(&id)?;
+    if !(1..=64).contains(&s.signal) {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("signal {} is out of range 1-64", s.signal)));
+    }
+    app.propose_request(&headers, Command::Signal { job, signal: s.signal, by: who, now: now_ms() }).await?;
     job_view(&app, &id)
 }
 

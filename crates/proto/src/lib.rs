@@ -79,6 +79,12 @@ pub struct TokenGrant {
     pub expires_ms: u64,
 }
 
+/// `POST /api/v1/jobs/{id}/signal`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignalJob {
+    pub signal: i32,
+}
+
 /// `GET /api/v1/partitions`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionList {

@@ -59,11 +59,6 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
     if a.common.answered("Usage: scancel [-u USER | --me] [-n NAME] [-t STATE] [-p PARTITION] [job_id[_array_id]...]") {
         return Ok(0);
     }
-    if a.signal.is_some() {
-        return Err(
-            "--signal is not supported yet: scancel ends jobs (SIGTERM, then SIGKILL after the grace time)".into()
-        );
-    }
     let mut jobs = Vec::new();
     for id in &a.ids {
         jobs.extend(refs(id)?);
@@ -72,6 +67,9 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
         Some(s) => s.split(',').map(JobState::parse).collect::<Result<Vec<_>, _>>()?,
         None => Vec::new(),
     };
+    if let Some(sig) = &a.signal {
+        return signal(client, &jobs, sig, a.quiet).await;
+    }
     let user = if a.me { Some(super::my_user()) } else { a.user };
     if jobs.is_empty() && user.is_none() && states.is_empty() && a.name.is_none() && a.partition.is_none() {
         return Err("No job identification provided".into());
@@ -84,6 +82,30 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
         }
     }
     Ok(i32::from(!out.refused.is_empty()))
+}
+
+/// `--signal SIG`: each named running job gets it (filters are not
+/// supported with a signal: name the jobs).
+async fn signal(client: &Client, jobs: &[JobRef], sig: &str, quiet: bool) -> Result<i32, String> {
+    let number = drover_core::options::parse_signal(sig).map_err(|e| format!("Invalid signal {sig}: {e}"))?;
+    if jobs.is_empty() {
+        return Err("--signal needs job ids".into());
+    }
+    let mut failed = false;
+    for j in jobs {
+        let id = match j.task {
+            Some(t) => format!("{}_{t}", j.id),
+            None => j.id.to_string(),
+        };
+        let body = drover_proto::SignalJob { signal: number };
+        if let Err(e) = client.post::<_, drover_proto::JobView>(&format!("/api/v1/jobs/{id}/signal"), &body).await {
+            if !quiet {
+                eprintln!("scancel: error: Kill job error on job id {id}: {e}");
+            }
+            failed = true;
+        }
+    }
+    Ok(i32::from(failed))
 }
 
 #[cfg(test)]

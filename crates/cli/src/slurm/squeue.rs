@@ -74,6 +74,8 @@ fn title(code: char) -> &'static str {
         'F' => "ARRAY_JOB_ID",
         'Z' => "WORK_DIR",
         'U' => "UID",
+        'm' => "MIN_MEMORY",
+        'b' => "TRES_PER_NODE",
         _ => "",
     }
 }
@@ -160,6 +162,9 @@ pub fn value(j: &JobView, code: char, now_ms: u64) -> String {
         'K' => j.array_task.clone().unwrap_or_else(|| "N/A".into()),
         'F' => j.array_job_id.unwrap_or(j.job_id).to_string(),
         'Z' => j.work_dir.clone(),
+        // Not in the job views yet: what Slurm prints when nothing was asked.
+        'm' => "0".into(),
+        'b' => "N/A".into(),
         _ => String::new(),
     }
 }
