@@ -19,19 +19,12 @@ fn the_dashboard_shows_and_acts_on_the_cluster() {
     assert!(status == 200 && page.contains("<title>Drover</title>"), "{status}");
     let token = link.split("#token=").nth(1).unwrap();
     let forged = format!("{}0", &token[..token.len() - 1]);
-    let bearer = |t: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", c.port)).unwrap();
-        write!(s, "GET /api/v1/jobs HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {t}\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text
-    };
-    assert!(bearer(token).starts_with("HTTP/1.1 200"), "a token is good for many requests");
-    assert!(bearer(token).starts_with("HTTP/1.1 200"));
-    let refused = bearer(&forged);
-    assert!(refused.starts_with("HTTP/1.1 401") && refused.contains("forged"), "{refused}");
+    let addr = format!("127.0.0.1:{}", c.port);
+    let bearer = |t: &str| common::request(&addr, "GET", "/api/v1/jobs", Some(&format!("Bearer {t}")), "");
+    assert_eq!(bearer(token).0, 200, "a token is good for many requests");
+    assert_eq!(bearer(token).0, 200);
+    let (status, refused) = bearer(&forged);
+    assert!(status == 401 && refused.contains("forged"), "{status} {refused}");
 
     let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     let run = std::process::Command::new("python3")

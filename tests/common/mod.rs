@@ -163,9 +163,15 @@ pub fn state_of(c: &Cluster, id: &str) -> String {
 /// One HTTP/1.1 request to `addr` (`IP:PORT`); returns (status, body).
 /// `auth`: a credential for `Authorization: Drover …`.
 pub fn http(addr: &str, method: &str, path: &str, auth: Option<&str>, body: &str) -> (u16, String) {
+    request(addr, method, path, auth.map(|a| format!("Drover {a}")).as_deref(), body)
+}
+
+/// One HTTP/1.1 request with `authorization` as the whole header value
+/// (`Drover …`, `Bearer …`); returns (status, body).
+pub fn request(addr: &str, method: &str, path: &str, authorization: Option<&str>, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    let auth = auth.map(|a| format!("Authorization: Drover {a}\r\n")).unwrap_or_default();
+    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",

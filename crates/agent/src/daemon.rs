@@ -325,8 +325,9 @@ impl Agent {
                     {
                         Ok(step) => {
                             tracing::info!(job_id = key, attempt, pid = step.pid, "started job {}", order.display_id);
-                            agent.metrics.track(key, step.pid);
                             agent.report(key, attempt, None);
+                            // After the report: reading the step's labels must not delay it.
+                            agent.metrics.track(key, step.pid);
                             let report = step.wait().await;
                             tracing::info!(job_id = key, attempt, outcome = ?report.outcome, "job {} ended", order.display_id);
                             report.outcome

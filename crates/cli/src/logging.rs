@@ -84,7 +84,8 @@ impl<S: Subscriber> Layer<S> for Lines {
         let mut fields = Fields::default();
         event.record(&mut fields);
         let meta = event.metadata();
-        let line = render(self.format, now_ms(), meta.level(), self.component, &self.node, meta.target(), fields);
+        let line =
+            render(self.format, crate::jobs::now_ms(), meta.level(), self.component, &self.node, meta.target(), fields);
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 }
@@ -128,10 +129,6 @@ fn render(
             line
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -239,10 +239,6 @@ async fn refresh(client: &Client, v: &mut View) {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Runs until `q`. The terminal is restored however it ends.
 pub async fn run(
     client: &Client,
@@ -257,7 +253,7 @@ pub async fn run(
             refresh(client, &mut v).await;
             let next = Instant::now() + every;
             loop {
-                terminal.draw(|f| draw(f, &v, now_ms())).map_err(|e| e.to_string())?;
+                terminal.draw(|f| draw(f, &v, crate::jobs::now_ms())).map_err(|e| e.to_string())?;
                 let left = next.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     break;

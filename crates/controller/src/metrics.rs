@@ -243,7 +243,7 @@ impl Metrics {
     /// Counts what an applied event says happened; `state` is read for the
     /// job's user, partition and times.
     pub fn observe(&self, e: &Event, state: &State) {
-        let job_labels = |spec: &JobSpec| labels(&[("partition", &partition_of(state, spec)), ("user", &spec.user)]);
+        let job_labels = |spec: &JobSpec| labels(&[("partition", partition_of(state, spec)), ("user", &spec.user)]);
         match e {
             Event::JobSubmitted { job, array_tasks } => {
                 let spec = state.job(*job).map(|j| &j.spec).or_else(|| state.array(*job).map(|a| &a.spec));
@@ -317,15 +317,17 @@ impl Metrics {
 
     /// The exposition text: the state's and Raft's gauges as of now, then
     /// everything counted so far. `openmetrics` picks the format.
+    /// `with_state` lends the state for the gauges' refresh only: the text is
+    /// written after, without holding the state's lock.
     pub fn scrape(
         &self,
-        state: &State,
+        with_state: impl FnOnce(&mut dyn FnMut(&State)),
         raft: &Controllers,
         heartbeats: &[(String, Duration)],
         openmetrics: bool,
     ) -> String {
         let _one = self.scrape.lock().expect("scrape lock");
-        self.refresh_state(state);
+        with_state(&mut |s| self.refresh_state(s));
         self.refresh_raft(raft);
         self.heartbeat_age.clear();
         for (node, age) in heartbeats {
@@ -347,14 +349,11 @@ impl Metrics {
         for f in [&self.node_cpus, &self.node_cpus_alloc, &self.node_memory, &self.node_memory_alloc] {
             f.clear();
         }
-        let mut jobs: HashMap<(&'static str, String), i64> = HashMap::new();
+        let mut jobs: HashMap<(&'static str, &str), i64> = HashMap::new();
         let mut reasons: HashMap<&'static str, i64> = HashMap::new();
         let mut cpus: HashMap<&str, i64> = HashMap::new();
-        let mut partitions: HashMap<*const JobSpec, String> = HashMap::new();
-        let mut partition =
-            |spec: &Arc<JobSpec>| partitions.entry(Arc::as_ptr(spec)).or_insert_with(|| partition_of(s, spec)).clone();
         for j in s.jobs().values() {
-            *jobs.entry((j.state.name(), partition(&j.spec))).or_default() += 1;
+            *jobs.entry((j.state.name(), partition_of(s, &j.spec))).or_default() += 1;
             if j.state == JobState::Pending {
                 *reasons.entry(j.reason.name()).or_default() += 1;
             }
@@ -366,12 +365,12 @@ impl Metrics {
         for a in s.arrays().values() {
             let waiting = a.pending.len() as i64;
             if waiting > 0 {
-                *jobs.entry((JobState::Pending.name(), partition(&a.spec))).or_default() += waiting;
+                *jobs.entry((JobState::Pending.name(), partition_of(s, &a.spec))).or_default() += waiting;
                 *reasons.entry(a.reason.name()).or_default() += waiting;
             }
         }
         for ((state, partition), n) in jobs {
-            self.jobs.get_or_create(&labels(&[("state", state), ("partition", &partition)])).set(n);
+            self.jobs.get_or_create(&labels(&[("state", state), ("partition", partition)])).set(n);
         }
         for (reason, n) in reasons {
             self.pending_reasons.get_or_create(&labels(&[("reason", reason)])).set(n);
@@ -410,8 +409,8 @@ impl Metrics {
 }
 
 /// The partition a job runs in: its own, or the default one.
-fn partition_of(s: &State, spec: &JobSpec) -> String {
-    s.partition_for(spec).map(|p| p.name().to_string()).unwrap_or_else(|_| spec.partition.clone().unwrap_or_default())
+fn partition_of<'s>(s: &'s State, spec: &'s JobSpec) -> &'s str {
+    s.partition_for(spec).map_or_else(|_| spec.partition.as_deref().unwrap_or_default(), |p| p.name())
 }
 
 /// Whether a scraper prefers OpenMetrics (Prometheus says so in `Accept`).
@@ -446,7 +445,7 @@ mod tests {
         m.node_transitions.get_or_create(&labels(&[("state", "DOWN")])).inc();
         m.pass(Duration::from_millis(3), 10, 2);
         let state = State::new(drover_core::state::Config::default());
-        let text = m.scrape(&state, &leader_view(), &[("n1".into(), Duration::from_millis(1500))], false);
+        let text = m.scrape(|f| f(&state), &leader_view(), &[("n1".into(), Duration::from_millis(1500))], false);
         assert!(text.contains("# TYPE drover_raft_term gauge\ndrover_raft_term 7\n"), "{text}");
         assert!(text.contains("drover_raft_is_leader 1\n"));
         assert!(text.contains("drover_raft_log_entries 300\n"));
@@ -463,7 +462,7 @@ mod tests {
         );
         assert!(text.contains("drover_scheduler_pass_jobs_started_count 1\n"), "{text}");
         assert!(!text.contains("# EOF"));
-        let open = m.scrape(&state, &leader_view(), &[], true);
+        let open = m.scrape(|f| f(&state), &leader_view(), &[], true);
         assert!(open.ends_with("# EOF\n") && open.contains("# TYPE drover_node_state_changes counter\n"));
         assert!(!open.contains("heartbeat_age_seconds{"), "series of nodes no longer reported go away");
     }

@@ -933,7 +933,7 @@ async fn metrics(AxState(app): AxState<App>, headers: HeaderMap) -> Response {
     let openmetrics = wants_openmetrics(headers.get("accept").and_then(|v| v.to_str().ok()));
     let raft = controllers_view(&app);
     let heartbeats = if app.ctl.is_leader() { app.liveness.ages() } else { Vec::new() };
-    let text = app.ctl.shared.read(|s| app.metrics.scrape(s, &raft, &heartbeats, openmetrics));
+    let text = app.metrics.scrape(|refresh| app.ctl.shared.read(refresh), &raft, &heartbeats, openmetrics);
     ([("content-type", if openmetrics { OPENMETRICS_FORMAT } else { TEXT_FORMAT })], text).into_response()
 }
 

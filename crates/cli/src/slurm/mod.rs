@@ -87,6 +87,59 @@ impl Common {
     }
 }
 
+/// A duration as sacct and scontrol print it: `HH:MM:SS`, or `D-HH:MM:SS`.
+fn clock(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}-{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{h:02}:{m:02}:{s:02}")
+    }
+}
+
+/// Epoch milliseconds as Slurm's timestamp (`2026-11-22T04:12:15`, UTC),
+/// or `none` when there is no time.
+fn stamp(ms: Option<u64>, none: &str) -> String {
+    ms.map_or_else(|| none.to_string(), |t| drover_core::time::format_timestamp(t / 1000))
+}
+
+/// Slurm's captured output `tests/fixtures/slurm/NAME.out`, for golden tests.
+#[cfg(test)]
+fn fixture(name: &str) -> String {
+    let path = format!("{}/../../tests/fixtures/slurm/{name}.out", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The probe cluster's node as a view: idle, 4 CPUs, 4096 MB, in `debug`.
+#[cfg(test)]
+fn probe_node(name: &str) -> drover_proto::NodeView {
+    drover_proto::NodeView {
+        name: name.into(),
+        state: "IDLE".into(),
+        reason: None,
+        partitions: vec!["debug".into()],
+        total: drover_core::Resources::new(4, 4096, 0),
+        alloc: drover_core::Resources::new(0, 0, 0),
+        features: vec![],
+        jobs: 0,
+        last_heartbeat: 0,
+        addr: String::new(),
+    }
+}
+
+/// The probe cluster's partition: `debug`, the default, node1 and node2.
+#[cfg(test)]
+fn probe_partition() -> drover_proto::PartitionView {
+    drover_proto::PartitionView {
+        name: "debug".into(),
+        is_default: true,
+        up: true,
+        max_time: None,
+        default_time: None,
+        nodes: vec!["node1".into(), "node2".into()],
+    }
+}
+
 /// The caller's account name, for `--me`.
 fn my_user() -> String {
     // SAFETY: getuid has no preconditions and cannot fail.
@@ -123,7 +176,7 @@ pub fn install_links(dir: &std::path::Path) -> Result<(), String> {
 /// Now as C's `ctime` writes it (`Sun Nov 22 04:12:18 2026`), UTC: the
 /// first line of `sinfo -l`.
 pub fn ctime_now() -> String {
-    let secs = crate::top::now_ms() / 1000;
+    let secs = crate::jobs::now_ms() / 1000;
     let stamp = drover_core::time::format_timestamp(secs);
     let (date, time) = stamp.split_once('T').unwrap_or((&stamp, ""));
     let mut parts = date.split('-');

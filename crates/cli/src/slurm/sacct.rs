@@ -4,7 +4,7 @@
 
 use crate::client::Client;
 use clap::Parser;
-use drover_core::time::{format_timestamp, parse_begin};
+use drover_core::time::parse_begin;
 use drover_proto::{JobList, JobView};
 
 pub const DEFAULT_FIELDS: &str = "JobID,JobName,Partition,Account,AllocCPUS,State,ExitCode";
@@ -113,19 +113,6 @@ struct Line<'a> {
     batch: bool,
 }
 
-fn clock(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    if d > 0 {
-        format!("{d}-{h:02}:{m:02}:{s:02}")
-    } else {
-        format!("{h:02}:{m:02}:{s:02}")
-    }
-}
-
-fn stamp(ms: Option<u64>) -> String {
-    ms.map_or_else(|| "Unknown".into(), |t| format_timestamp(t / 1000))
-}
-
 fn value(l: &Line, key: &str, now_ms: u64) -> String {
     let j = l.job;
     let elapsed = j.start_time.map_or(0, |s| j.end_time.unwrap_or(now_ms).saturating_sub(s) / 1000);
@@ -140,7 +127,6 @@ fn value(l: &Line, key: &str, now_ms: u64) -> String {
         "partition" => j.partition.clone(),
         "account" => j.account.clone().unwrap_or_else(|| j.user.clone()),
         "alloccpus" | "reqcpus" => j.num_cpus.to_string(),
-        "state" if !l.batch && j.state == "PENDING" => "PENDING".into(),
         "state" => j.state.clone(),
         "exitcode" => j.exit_code.clone().unwrap_or_else(|| "0:0".into()),
         "derivedexitcode" => j.exit_code.clone().unwrap_or_else(|| "0:0".into()),
@@ -153,15 +139,15 @@ fn value(l: &Line, key: &str, now_ms: u64) -> String {
         }
         "nodelist" => j.nodes.clone(),
         "nnodes" => j.num_nodes.to_string(),
-        "elapsed" => clock(elapsed),
+        "elapsed" => super::clock(elapsed),
         "elapsedraw" => elapsed.to_string(),
-        "submit" => stamp(Some(j.submit_time)),
-        "start" => stamp(j.start_time),
-        "end" => stamp(j.end_time),
+        "submit" => super::stamp(Some(j.submit_time), "Unknown"),
+        "start" => super::stamp(j.start_time, "Unknown"),
+        "end" => super::stamp(j.end_time, "Unknown"),
         "reason" if l.batch => String::new(),
         "reason" => j.reason.clone(),
         "timelimit" if l.batch => String::new(),
-        "timelimit" => j.time_limit.map_or_else(|| "UNLIMITED".into(), clock),
+        "timelimit" => j.time_limit.map_or_else(|| "UNLIMITED".into(), super::clock),
         "workdir" => j.work_dir.clone(),
         "ntasks" if l.batch => "1".into(),
         "restarts" => j.restart_count.to_string(),
@@ -246,7 +232,7 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
     {
         return Ok(0);
     }
-    let now = crate::top::now_ms();
+    let now = crate::jobs::now_ms();
     let cols = columns(a.format.as_deref().unwrap_or(if a.long { LONG_FIELDS } else { DEFAULT_FIELDS }))?;
     let mut q: Vec<(&str, String)> = vec![("all", "true".into())];
     if !a.jobs.is_empty() {
@@ -295,11 +281,7 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> String {
-        std::fs::read_to_string(format!("{}/../../tests/fixtures/slurm/{name}.out", env!("CARGO_MANIFEST_DIR")))
-            .unwrap()
-    }
+    use crate::slurm::fixture;
 
     /// The first jobs of the probe's accounting: bench jobs that ran on node1.
     fn bench_job(id: u64, node: &str, submit_s: u64) -> JobView {

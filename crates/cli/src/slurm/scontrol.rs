@@ -2,7 +2,6 @@
 //! (`-o`: one line each); hold, release, requeue; ping; token.
 
 use crate::client::Client;
-use drover_core::time::format_timestamp;
 use drover_proto::{JobList, JobView, NodeList, NodeView, PartitionList, PartitionView};
 
 /// Key=value pairs in lines, as `scontrol show` prints them.
@@ -18,20 +17,6 @@ pub fn render(record: &Record, one_line: bool) -> String {
         format!("{} \n", lines.join(" "))
     } else {
         format!("{}\n   \n\n", lines.join("\n   "))
-    }
-}
-
-fn stamp(ms: Option<u64>) -> String {
-    ms.map_or_else(|| "Unknown".to_string(), |t| format_timestamp(t / 1000))
-}
-
-/// `HH:MM:SS`, or `D-HH:MM:SS`.
-fn clock(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    if d > 0 {
-        format!("{d}-{h:02}:{m:02}:{s:02}")
-    } else {
-        format!("{h:02}:{m:02}:{s:02}")
     }
 }
 
@@ -53,7 +38,7 @@ pub fn job_record(j: &JobView, now_ms: u64) -> Record {
     head.push(("JobName", j.name.clone()));
     let running = j.start_time.is_some();
     let run_time = j.start_time.map_or(0, |s| j.end_time.unwrap_or(now_ms).saturating_sub(s) / 1000);
-    let limit = j.time_limit.map_or_else(|| "UNLIMITED".into(), clock);
+    let limit = j.time_limit.map_or_else(|| "UNLIMITED".into(), super::clock);
     let mut lines = vec![
         head,
         vec![
@@ -75,14 +60,21 @@ pub fn job_record(j: &JobView, now_ms: u64) -> Record {
             ("Reboot", "0".into()),
             ("ExitCode", j.exit_code.clone().unwrap_or_else(|| "0:0".into())),
         ],
-        vec![("RunTime", clock(run_time)), ("TimeLimit", limit), ("TimeMin", "N/A".into())],
-        vec![("SubmitTime", stamp(Some(j.submit_time))), ("EligibleTime", stamp(Some(j.submit_time)))],
-        vec![("AccrueTime", stamp(Some(j.submit_time)))],
-        vec![("StartTime", stamp(j.start_time)), ("EndTime", stamp(j.end_time)), ("Deadline", "N/A".into())],
+        vec![("RunTime", super::clock(run_time)), ("TimeLimit", limit), ("TimeMin", "N/A".into())],
+        vec![
+            ("SubmitTime", super::stamp(Some(j.submit_time), "Unknown")),
+            ("EligibleTime", super::stamp(Some(j.submit_time), "Unknown")),
+        ],
+        vec![("AccrueTime", super::stamp(Some(j.submit_time), "Unknown"))],
+        vec![
+            ("StartTime", super::stamp(j.start_time, "Unknown")),
+            ("EndTime", super::stamp(j.end_time, "Unknown")),
+            ("Deadline", "N/A".into()),
+        ],
         vec![
             ("SuspendTime", "None".into()),
             ("SecsPreSuspend", "0".into()),
-            ("LastSchedEval", stamp(j.start_time.or(Some(j.submit_time)))),
+            ("LastSchedEval", super::stamp(j.start_time.or(Some(j.submit_time)), "Unknown")),
             ("Scheduler", "Main".into()),
         ],
         vec![("Partition", j.partition.clone()), ("AllocNode:Sid", "localhost:0".into())],
@@ -164,7 +156,7 @@ pub fn node_record(n: &NodeView) -> Record {
         ],
         vec![("Partitions", n.partitions.join(","))],
         vec![("BootTime", "None".into()), ("SlurmdStartTime", "None".into())],
-        vec![("LastBusyTime", stamp(Some(n.last_heartbeat)))],
+        vec![("LastBusyTime", super::stamp(Some(n.last_heartbeat), "Unknown"))],
         vec![("CfgTRES", format!("cpu={},mem={}M,billing={}", n.total.cpus, n.total.mem_mb, n.total.cpus))],
         vec![("AllocTRES", if n.alloc.cpus > 0 { format!("cpu={}", n.alloc.cpus) } else { String::new() })],
         vec![("CapWatts", "n/a".into())],
@@ -181,7 +173,7 @@ pub fn partition_record(p: &PartitionView, nodes: &[NodeView]) -> Record {
     let members: Vec<&NodeView> = nodes.iter().filter(|n| p.nodes.contains(&n.name)).collect();
     let cpus: u32 = members.iter().map(|n| n.total.cpus).sum();
     let mem: u64 = members.iter().map(|n| n.total.mem_mb).sum();
-    let limit = |t: Option<u64>, none: &str| t.map_or_else(|| none.to_string(), clock);
+    let limit = |t: Option<u64>, none: &str| t.map_or_else(|| none.to_string(), super::clock);
     vec![
         vec![("PartitionName", p.name.clone())],
         vec![("AllowGroups", "ALL".into()), ("AllowAccounts", "ALL".into()), ("AllowQos", "ALL".into())],
@@ -238,7 +230,7 @@ pub async fn run(client: &Client, args: Vec<String>) -> Result<i32, String> {
         println!("{USAGE}");
         return Ok(0);
     }
-    let now = crate::top::now_ms();
+    let now = crate::jobs::now_ms();
     let mut out = String::new();
     match (words[0].to_ascii_lowercase().as_str(), words.get(1).map(|w| w.to_ascii_lowercase())) {
         ("show", Some(what)) if what.starts_with("job") => {
@@ -354,12 +346,8 @@ pub async fn run(client: &Client, args: Vec<String>) -> Result<i32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::slurm::fixture;
     use drover_core::Resources;
-
-    fn fixture(name: &str) -> String {
-        std::fs::read_to_string(format!("{}/../../tests/fixtures/slurm/{name}.out", env!("CARGO_MANIFEST_DIR")))
-            .unwrap()
-    }
 
     /// The keys of a `scontrol show` text, line by line.
     fn keys(text: &str) -> Vec<Vec<String>> {
@@ -412,28 +400,15 @@ mod tests {
     #[test]
     fn nodes_and_partitions_have_slurms_keys() {
         let node = NodeView {
-            name: "node1".into(),
             state: "MIXED".into(),
-            reason: None,
-            partitions: vec!["debug".into()],
-            total: Resources::new(4, 4096, 0),
-            alloc: Resources::new(3, 0, 0),
-            features: vec![],
+            alloc: drover_core::Resources::new(3, 0, 0),
             jobs: 3,
-            last_heartbeat: 0,
-            addr: String::new(),
+            ..crate::slurm::probe_node("node1")
         };
         let theirs = fixture("19-scontrol_nodes");
         let first_node = theirs.split("\n\n").next().unwrap();
         assert_eq!(keys(&render(&node_record(&node), false)), keys(first_node));
-        let p = PartitionView {
-            name: "debug".into(),
-            is_default: true,
-            up: true,
-            max_time: None,
-            default_time: None,
-            nodes: vec!["node1".into(), "node2".into()],
-        };
+        let p = crate::slurm::probe_partition();
         let two = [node.clone(), NodeView { name: "node2".into(), ..node }];
         let ours = render(&partition_record(&p, &two), false);
         assert_eq!(keys(&ours), keys(&fixture("20-scontrol_part")));

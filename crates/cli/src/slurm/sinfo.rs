@@ -291,37 +291,14 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::slurm::fixture;
     use drover_core::Resources;
 
     /// The probe cluster: one default partition `debug` of two idle 4-CPU,
     /// 4096 MB nodes.
     fn probe() -> (Vec<PartitionView>, Vec<NodeView>) {
-        let node = |name: &str| NodeView {
-            name: name.into(),
-            state: "IDLE".into(),
-            reason: None,
-            partitions: vec!["debug".into()],
-            total: Resources::new(4, 4096, 0),
-            alloc: Resources::new(0, 0, 0),
-            features: vec![],
-            jobs: 0,
-            last_heartbeat: 0,
-            addr: String::new(),
-        };
-        let p = PartitionView {
-            name: "debug".into(),
-            is_default: true,
-            up: true,
-            max_time: None,
-            default_time: None,
-            nodes: vec!["node1".into(), "node2".into()],
-        };
-        (vec![p], vec![node("node1"), node("node2")])
-    }
-
-    fn fixture(name: &str) -> String {
-        std::fs::read_to_string(format!("{}/../../tests/fixtures/slurm/{name}.out", env!("CARGO_MANIFEST_DIR")))
-            .unwrap()
+        let node = crate::slurm::probe_node;
+        (vec![crate::slurm::probe_partition()], vec![node("node1"), node("node2")])
     }
 
     #[test]

@@ -256,7 +256,7 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
         println!("{}", super::json::jobs(&jobs));
         return Ok(0);
     }
-    let text = render(&pieces, &jobs, a.noheader, crate::top::now_ms());
+    let text = render(&pieces, &jobs, a.noheader, crate::jobs::now_ms());
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(0)
@@ -265,6 +265,7 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::slurm::fixture;
 
     /// The jobs of Slurm's capture in tests/fixtures/slurm/ (made by
     /// ../shared/peers/slurm/cli_probe.sh): four pending jobs and an array.
@@ -288,11 +289,6 @@ mod tests {
         ];
         sort(&mut jobs);
         jobs
-    }
-
-    fn fixture(name: &str) -> String {
-        std::fs::read_to_string(format!("{}/../../tests/fixtures/slurm/{name}.out", env!("CARGO_MANIFEST_DIR")))
-            .unwrap()
     }
 
     #[test]
