@@ -251,14 +251,17 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
     if let Some(s) = &a.state {
         q.push(("state", s.clone()));
     }
-    let mut jobs = client.get::<JobList>("/api/v1/jobs", &q).await?.jobs;
     // Without -j: jobs active after the start time (default: midnight, as Slurm's).
+    let from = match &a.start {
+        Some(s) => when(s, now).map_err(|e| format!("invalid --starttime '{s}': {e}"))?,
+        None => now - now % 86_400_000,
+    };
+    let to = match &a.end {
+        Some(e) => when(e, now).map_err(|err| format!("invalid --endtime '{e}': {err}"))?,
+        None => u64::MAX,
+    };
+    let mut jobs = client.get::<JobList>("/api/v1/jobs", &q).await?.jobs;
     if a.jobs.is_empty() || a.start.is_some() {
-        let from = match &a.start {
-            Some(s) => when(s, now)?,
-            None => now - now % 86_400_000,
-        };
-        let to = a.end.as_deref().map(|e| when(e, now)).transpose()?.unwrap_or(u64::MAX);
         jobs.retain(|j| j.end_time.is_none_or(|e| e >= from) && j.submit_time <= to);
     }
     jobs.sort_by_key(|j| (j.array_job_id.unwrap_or(j.job_id), j.job_id));
