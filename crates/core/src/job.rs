@@ -403,6 +403,11 @@ pub enum EndIntent {
     Requeue {
         hold: bool,
     },
+    /// The allocation's owner is done with it (`srun`/`salloc` outside a
+    /// batch job): it ends COMPLETED, or FAILED with this exit.
+    Complete {
+        exit: ExitStatus,
+    },
 }
 
 /// A job as the cluster tracks it.
@@ -427,6 +432,10 @@ pub struct Job {
     /// epoch: reports carrying an older number are from a stale run.
     pub restart_count: u32,
     pub end_intent: Option<EndIntent>,
+    /// Steps launched inside the allocation (`srun`), oldest first; ids
+    /// count on across requeues.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<crate::step::JobStep>,
 }
 
 impl Job {

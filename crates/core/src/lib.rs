@@ -21,6 +21,7 @@ pub mod resources;
 pub mod sched;
 pub mod script;
 pub mod state;
+pub mod step;
 pub mod time;
 
 pub use error::ParseError;

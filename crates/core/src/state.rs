@@ -22,6 +22,7 @@ use crate::node::{Node, NodeAction, NodeState, NodeStatus};
 use crate::partition::{Partition, PartitionSpec};
 use crate::resources::Resources;
 use crate::sched::{self, JobKey, Plan};
+use crate::step::{JobStep, JobUpdate, StepId, StepRequest};
 use crate::Time;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -193,6 +194,36 @@ pub enum Command {
     Tick {
         now: Time,
     },
+    /// `srun` inside an allocation: a new step of a running job.
+    CreateStep {
+        job: JobRef,
+        request: StepRequest,
+        by: Requester,
+        now: Time,
+    },
+    /// `srun` reports how its step ended.
+    EndStep {
+        job: JobId,
+        step: StepId,
+        exit: ExitStatus,
+        by: Requester,
+        now: Time,
+    },
+    /// `srun`/`salloc` give back an allocation they made: the job ends
+    /// COMPLETED (FAILED for a non-zero exit) once its nodes are clean.
+    Complete {
+        job: JobRef,
+        exit: ExitStatus,
+        by: Requester,
+        now: Time,
+    },
+    /// `scontrol update JobId=…`.
+    Update {
+        job: JobRef,
+        update: JobUpdate,
+        by: Requester,
+        now: Time,
+    },
     /// A controller became leader (its first entry once a majority confirmed
     /// it): recorded so that every controller's history shows failovers.
     LeaderElected {
@@ -236,6 +267,10 @@ impl Command {
             | StepStarted { now, .. }
             | StepFinished { now, .. }
             | Tick { now }
+            | CreateStep { now, .. }
+            | EndStep { now, .. }
+            | Complete { now, .. }
+            | Update { now, .. }
             | LeaderElected { now, .. } => Some(*now),
         }
     }
@@ -337,6 +372,31 @@ pub enum Event {
         controller: u64,
         term: u64,
     },
+    StepCreated {
+        job: JobId,
+        attempt: u32,
+        step: StepId,
+        nodes: String,
+        tasks: u32,
+    },
+    StepEnded {
+        job: JobId,
+        step: StepId,
+        state: JobState,
+        exit: Option<ExitStatus>,
+    },
+    JobUpdated {
+        job: String,
+        change: String,
+    },
+    /// A running job's new time limit (seconds, `None` unlimited), for the
+    /// agents that enforce it.
+    JobTimeLimit {
+        job: JobId,
+        attempt: u32,
+        nodes: String,
+        limit: Option<u64>,
+    },
     /// A report or a running step from an older attempt: the agent must kill
     /// it (fencing by allocation epoch).
     StaleStep {
@@ -389,6 +449,16 @@ impl fmt::Display for Event {
             }
             AllocationRejected { job, reason } => write!(f, "rejected allocation of {job}: {reason}"),
             LeaderElected { controller, term } => write!(f, "controller {controller} leads in term {term}"),
+            StepCreated { job, step, nodes, tasks, .. } => write!(f, "step {job}.{step} of {tasks} tasks on {nodes}"),
+            StepEnded { job, step, state, exit } => match exit {
+                Some(e) => write!(f, "step {job}.{step} {state} exit={e}"),
+                None => write!(f, "step {job}.{step} {state}"),
+            },
+            JobUpdated { job, change } => write!(f, "updated {job}: {change}"),
+            JobTimeLimit { job, limit, .. } => match limit {
+                Some(l) => write!(f, "time limit of {job} now {}", crate::time::format_duration(*l)),
+                None => write!(f, "time limit of {job} now UNLIMITED"),
+            },
             StaleStep { job, attempt, node } if node.is_empty() => write!(f, "stale step {job} attempt={attempt}"),
             StaleStep { job, attempt, node } => write!(f, "stale step {job} attempt={attempt} on {node}"),
             Refused { target, reason } => write!(f, "refused {target}: {reason}"),
@@ -808,6 +878,20 @@ impl State {
                 }
             }
             Command::Tick { now } => self.tick(now, &mut ev),
+            Command::CreateStep { job, request, by, now } => self.create_step(&job, request, by, now, &mut ev)?,
+            Command::EndStep { job, step, exit, by, now } => self.end_step(job, step, exit, by, now, &mut ev)?,
+            Command::Complete { job, exit, by, .. } => {
+                let id = self.resolve_started(&job)?;
+                let j = &self.jobs[&id];
+                if !by.may_touch(j.spec.uid) {
+                    return Err(CommandError::PermissionDenied(format!("job {job} belongs to {}", j.spec.user)));
+                }
+                if !j.state.is_active() {
+                    return Err(CommandError::InvalidState(format!("job {job} is {}, not RUNNING", j.state)));
+                }
+                self.begin_kill(id, EndIntent::Complete { exit }, &mut ev);
+            }
+            Command::Update { job, update, by, .. } => self.update(&job, update, by, &mut ev)?,
             Command::LeaderElected { controller, term, .. } => ev.push(Event::LeaderElected { controller, term }),
             Command::Once { request, cmd } => ev = self.apply_once(request, *cmd)?,
             Command::Batch(cmds) => {
@@ -977,6 +1061,7 @@ impl State {
                     exit: None,
                     restart_count: 0,
                     end_intent: None,
+                    steps: Vec::new(),
                 },
             );
             self.idx.pending.insert(id);
@@ -1010,6 +1095,7 @@ impl State {
             exit: None,
             restart_count: 0,
             end_intent: None,
+            steps: Vec::new(),
         };
         self.jobs.insert(id, job);
         self.idx.pending.insert(id);
@@ -1262,27 +1348,33 @@ impl State {
     /// Checks that `r` names a pending job the requester owns, before any
     /// array task is split off for it.
     fn check_pending_owner(&self, r: &JobRef, by: Requester) -> Result<(), CommandError> {
-        let (uid, user, state) = match (r.task.and_then(|t| self.task_job_id(r.id, t)), r.task) {
-            (Some(id), _) => {
-                let j = &self.jobs[&id];
-                (j.spec.uid, j.spec.user.clone(), j.state)
-            }
-            (None, Some(t)) => match self.arrays.get(&r.id) {
-                Some(a) if a.pending.contains(t) => (a.spec.uid, a.spec.user.clone(), JobState::Pending),
-                _ => return Err(CommandError::UnknownJob(r.to_string())),
-            },
-            (None, None) => match self.jobs.get(&r.id) {
-                Some(j) => (j.spec.uid, j.spec.user.clone(), j.state),
-                None => return Err(CommandError::UnknownJob(r.to_string())),
-            },
-        };
-        if !by.may_touch(uid) {
-            return Err(CommandError::PermissionDenied(format!("job {r} belongs to {user}")));
+        let (spec, state) = self.spec_of(r)?;
+        if !by.may_touch(spec.uid) {
+            return Err(CommandError::PermissionDenied(format!("job {r} belongs to {}", spec.user)));
         }
         if state != JobState::Pending {
             return Err(CommandError::InvalidState(format!("job {r} is {state}; only pending jobs can be held")));
         }
         Ok(())
+    }
+
+    /// The spec and state of the one job `r` names, without splitting a
+    /// pending array task off.
+    fn spec_of(&self, r: &JobRef) -> Result<(Arc<JobSpec>, JobState), CommandError> {
+        Ok(match (r.task.and_then(|t| self.task_job_id(r.id, t)), r.task) {
+            (Some(id), _) => {
+                let j = &self.jobs[&id];
+                (j.spec.clone(), j.state)
+            }
+            (None, Some(t)) => match self.arrays.get(&r.id) {
+                Some(a) if a.pending.contains(t) => (a.spec.clone(), JobState::Pending),
+                _ => return Err(CommandError::UnknownJob(r.to_string())),
+            },
+            (None, None) => match self.jobs.get(&r.id) {
+                Some(j) => (j.spec.clone(), j.state),
+                None => return Err(CommandError::UnknownJob(r.to_string())),
+            },
+        })
     }
 
     // ---- nodes ----
@@ -1418,7 +1510,7 @@ impl State {
             Some(EndIntent::Cancel) => return self.finish(id, JobState::Cancelled, None, now, ev),
             Some(EndIntent::Timeout) => return self.finish(id, JobState::Timeout, None, now, ev),
             Some(EndIntent::Requeue { hold }) => return self.requeue(id, hold, 0, why, now, ev),
-            None => {}
+            Some(EndIntent::Complete { .. }) | None => {}
         }
         if j.spec.requeue && j.restart_count < self.config.max_requeue {
             // The first retry is immediate (the node, not the job, failed);
@@ -1623,6 +1715,10 @@ impl State {
         let state = match (j.end_intent, outcome) {
             (Some(EndIntent::Requeue { hold }), _) => return self.requeue(id, hold, 0, "requeued by request", now, ev),
             (Some(EndIntent::Cancel), _) => JobState::Cancelled,
+            (Some(EndIntent::Complete { exit }), _) => {
+                let state = if exit == ExitStatus::default() { JobState::Completed } else { JobState::Failed };
+                return self.finish(id, state, Some(exit), now, ev);
+            }
             (Some(EndIntent::Timeout), _) | (None, StepOutcome::TimedOut) => JobState::Timeout,
             (None, StepOutcome::OutOfMemory) => JobState::OutOfMemory,
             (None, StepOutcome::Exited(0)) => JobState::Completed,
@@ -1657,6 +1753,19 @@ impl State {
 
     fn finish(&mut self, id: JobId, state: JobState, exit: Option<ExitStatus>, now: Time, ev: &mut Vec<Event>) {
         debug_assert!(state.is_terminal());
+        // A batch script that ends on its own leaves its steps' tasks
+        // behind on the other nodes: they go with it.
+        let j = &self.jobs[&id];
+        if j.state == JobState::Running && j.steps.iter().any(|s| s.end.is_none()) {
+            if let Some(a) = &j.alloc {
+                ev.push(Event::JobKill {
+                    job: id,
+                    attempt: j.restart_count,
+                    nodes: nodes_text(&self.nodes, &a.shares),
+                });
+            }
+        }
+        self.end_steps(id, now, ev);
         self.release_resources(id);
         self.idx.pending.remove(&id);
         let j = self.jobs.get_mut(&id).expect("caller checked");
@@ -1675,6 +1784,7 @@ impl State {
     }
 
     fn requeue(&mut self, id: JobId, hold: bool, backoff_ms: u64, why: &str, now: Time, ev: &mut Vec<Event>) {
+        self.end_steps(id, now, ev);
         self.release_resources(id);
         let j = self.jobs.get_mut(&id).expect("caller checked");
         j.state = JobState::Pending;
@@ -1696,6 +1806,194 @@ impl State {
             restart_count: j.restart_count,
             reason: why.to_string(),
         });
+    }
+
+    /// Steps still running when their job ends were cut short.
+    fn end_steps(&mut self, id: JobId, now: Time, ev: &mut Vec<Event>) {
+        let j = self.jobs.get_mut(&id).expect("caller checked");
+        for s in j.steps.iter_mut().filter(|s| s.end.is_none()) {
+            s.end = Some(now);
+            s.state = JobState::Cancelled;
+            ev.push(Event::StepEnded { job: id, step: s.id, state: s.state, exit: None });
+        }
+    }
+
+    // ---- steps (srun) ----
+
+    fn create_step(
+        &mut self,
+        r: &JobRef,
+        request: StepRequest,
+        by: Requester,
+        now: Time,
+        ev: &mut Vec<Event>,
+    ) -> Result<(), CommandError> {
+        let id = self.resolve_started(r)?;
+        let j = &self.jobs[&id];
+        if !by.may_touch(j.spec.uid) {
+            return Err(CommandError::PermissionDenied(format!("job {r} belongs to {}", j.spec.user)));
+        }
+        if j.state != JobState::Running {
+            return Err(CommandError::InvalidState(format!("job {r} is {}, not RUNNING", j.state)));
+        }
+        let alloc = j.alloc.as_ref().expect("running jobs have allocations");
+        let (positions, tasks) = crate::step::layout(alloc, j.spec.cpus_per_task, &request)
+            .map_err(|e| CommandError::NoSuchNodeConfig(e))?;
+        let nodes: Vec<u32> = positions.iter().map(|&k| alloc.shares[k].node).collect();
+        let names: Vec<&str> = nodes.iter().map(|&n| self.nodes[n as usize].name.as_str()).collect();
+        let step = JobStep {
+            id: j.steps.len() as StepId,
+            name: if request.name.is_empty() { "step".into() } else { request.name.clone() },
+            cpus_per_task: request.cpus_per_task.unwrap_or(j.spec.cpus_per_task),
+            start: now,
+            end: None,
+            state: JobState::Running,
+            exit: None,
+            nodes,
+            tasks,
+        };
+        ev.push(Event::StepCreated {
+            job: id,
+            attempt: j.restart_count,
+            step: step.id,
+            nodes: hostlist::compress(&names),
+            tasks: step.ntasks(),
+        });
+        self.jobs.get_mut(&id).expect("resolved").steps.push(step);
+        Ok(())
+    }
+
+    fn end_step(
+        &mut self,
+        id: JobId,
+        step: StepId,
+        exit: ExitStatus,
+        by: Requester,
+        now: Time,
+        ev: &mut Vec<Event>,
+    ) -> Result<(), CommandError> {
+        let j = self.jobs.get_mut(&id).ok_or_else(|| CommandError::UnknownJob(id.to_string()))?;
+        if !by.may_touch(j.spec.uid) {
+            return Err(CommandError::PermissionDenied(format!("job {id} belongs to {}", j.spec.user)));
+        }
+        let s = j
+            .steps
+            .iter_mut()
+            .find(|s| s.id == step)
+            .ok_or_else(|| CommandError::UnknownJob(format!("{id}.{step}")))?;
+        // A step already ended (with its job, say) keeps its first ending.
+        if s.end.is_some() {
+            return Ok(());
+        }
+        s.end = Some(now);
+        s.exit = Some(exit);
+        s.state = if exit == ExitStatus::default() { JobState::Completed } else { JobState::Failed };
+        ev.push(Event::StepEnded { job: id, step, state: s.state, exit: Some(exit) });
+        Ok(())
+    }
+
+    // ---- updates (scontrol update) ----
+
+    fn update(&mut self, r: &JobRef, u: JobUpdate, by: Requester, ev: &mut Vec<Event>) -> Result<(), CommandError> {
+        if u.is_empty() {
+            return Err(CommandError::Invalid("nothing to update".into()));
+        }
+        // A whole array's waiting tasks share one record.
+        let array_only = r.task.is_none() && self.arrays.contains_key(&r.id) && !self.jobs.contains_key(&r.id);
+        let (spec, state, alloc) = if array_only {
+            let a = &self.arrays[&r.id];
+            if a.pending.is_empty() {
+                return Err(CommandError::InvalidState(format!("array {r} has no pending tasks left to update")));
+            }
+            (a.spec.clone(), JobState::Pending, None)
+        } else {
+            let (spec, state) = self.spec_of(r)?;
+            let alloc = match r.task {
+                None => self.jobs.get(&r.id),
+                Some(t) => self.task_job_id(r.id, t).and_then(|id| self.jobs.get(&id)),
+            }
+            .and_then(|j| j.alloc.as_ref());
+            (spec, state, alloc)
+        };
+        if !by.may_touch(spec.uid) {
+            return Err(CommandError::PermissionDenied(format!("job {r} belongs to {}", spec.user)));
+        }
+        if state.is_terminal() || state == JobState::Completing {
+            return Err(CommandError::InvalidState(format!("job {r} is {}: it can no longer be changed", state)));
+        }
+        let mut new = (*spec).clone();
+        let mut changes = Vec::new();
+        let mut new_limit = None;
+        if let Some(limit) = u.time_limit {
+            let current = alloc.map_or(spec.time_limit, |a| a.time_limit);
+            let longer = match (limit, current) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(l), Some(c)) => l > c,
+            };
+            if longer && !by.operator {
+                return Err(CommandError::PermissionDenied(
+                    "only an operator may lengthen a time limit; users may shorten it".into(),
+                ));
+            }
+            new.time_limit = limit;
+            new_limit = Some(limit);
+            changes.push(format!("TimeLimit={}", limit.map_or("UNLIMITED".into(), crate::time::format_duration)));
+        }
+        if let Some(p) = &u.partition {
+            if state != JobState::Pending {
+                return Err(CommandError::InvalidState(format!(
+                    "job {r} is {state}; the partition of a started job cannot change"
+                )));
+            }
+            new.partition = Some(p.clone());
+            changes.push(format!("Partition={p}"));
+        }
+        if let Some(name) = &u.name {
+            if name.is_empty() || name.contains(['\n', '\t']) {
+                return Err(CommandError::Invalid("a job name must be one line, not empty".into()));
+            }
+            new.name = name.clone();
+            changes.push(format!("JobName={name}"));
+        }
+        if let Some(nice) = u.nice {
+            if !(-2_147_483_645..=2_147_483_645).contains(&nice) {
+                return Err(CommandError::Invalid(format!("Nice={nice} is out of range")));
+            }
+            if nice < 0 && !by.operator {
+                return Err(CommandError::PermissionDenied("only an operator may set a negative nice value".into()));
+            }
+            new.nice = nice;
+            changes.push(format!("Nice={nice}"));
+        }
+        if let Some(c) = &u.comment {
+            new.comment = (!c.is_empty()).then(|| c.clone());
+            changes.push(format!("Comment={c}"));
+        }
+        if state == JobState::Pending && (u.partition.is_some() || u.time_limit.is_some()) {
+            self.validate_submit(&new)?;
+        }
+        let new = Arc::new(new);
+        if array_only {
+            self.arrays.get_mut(&r.id).expect("checked").spec = new;
+        } else {
+            let id = self.resolve_one(r)?;
+            let j = self.jobs.get_mut(&id).expect("resolved");
+            j.spec = new;
+            if let (Some(limit), Some(a)) = (new_limit, j.alloc.as_mut()) {
+                if j.state == JobState::Running {
+                    a.time_limit = limit;
+                    ev.push(Event::JobTimeLimit {
+                        job: id,
+                        attempt: j.restart_count,
+                        nodes: nodes_text(&self.nodes, &a.shares),
+                        limit,
+                    });
+                }
+            }
+        }
+        ev.push(Event::JobUpdated { job: r.to_string(), change: changes.join(" ") });
+        Ok(())
     }
 
     // ---- time ----

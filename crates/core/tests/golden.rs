@@ -8,11 +8,13 @@
 //! After every command the state's invariants are checked; after every file
 //! the state must survive a snapshot round-trip and a replay of its log.
 
+use drover_core::job::ExitStatus;
 use drover_core::job::JobRef;
 use drover_core::node::NodeAction;
 use drover_core::options::{SubmitContext, SubmitRequest};
 use drover_core::sched::{self, SchedConfig, Select};
 use drover_core::state::{CancelFilter, Config, Requester, Snapshot, StepOutcome};
+use drover_core::step::{JobUpdate, StepRequest};
 use drover_core::{hostlist, memory, partition::PartitionSpec, time, Command, JobState, Resources, State, Time};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -296,6 +298,93 @@ impl Runner {
                         StepOutcome::Exited(0)
                     };
                     self.apply(Command::StepFinished { job: id, attempt, outcome, now }, out);
+                }
+            }
+            "srun" => {
+                let (_, by) = requester(&mut words)?;
+                let job = JobRef::parse(words.first().ok_or("needs a job")?)?;
+                let num = |key: &str| -> Result<Option<u32>, String> {
+                    kv(&words, key).map(|v| v.parse().map_err(|_| format!("bad {key}"))).transpose()
+                };
+                let request = StepRequest {
+                    name: kv(&words, "name").unwrap_or("").to_string(),
+                    ntasks: num("n")?,
+                    nodes: num("N")?,
+                    ntasks_per_node: num("per-node")?,
+                    cpus_per_task: num("c")?,
+                    overcommit: words.contains(&"overcommit"),
+                };
+                self.apply(Command::CreateStep { job, request, by, now }, out);
+            }
+            "step-end" | "complete" => {
+                let (_, by) = requester(&mut words)?;
+                let target = words.first().ok_or("needs a job or step")?;
+                let code = kv(&words, "exit").map_or(Ok(0), |c| c.parse().map_err(|_| "bad exit"))?;
+                let exit = ExitStatus { code, signal: 0 };
+                let c = match cmd {
+                    "complete" => Command::Complete { job: JobRef::parse(target)?, exit, by, now },
+                    _ => {
+                        let (job, step) = target.split_once('.').ok_or("step-end needs JOB.STEP")?;
+                        let job = job.parse().map_err(|_| "bad job id")?;
+                        let step = step.parse().map_err(|_| "bad step id")?;
+                        Command::EndStep { job, step, exit, by, now }
+                    }
+                };
+                self.apply(c, out);
+            }
+            "update" => {
+                let (_, mut by) = requester(&mut words)?;
+                if words.contains(&"--admin") {
+                    by = Requester::ROOT;
+                }
+                let job = JobRef::parse(words.first().ok_or("needs a job")?)?;
+                let mut update = JobUpdate::default();
+                if let Some(t) = kv(&words, "time") {
+                    update.time_limit = Some(time::parse_time_limit(t)?);
+                }
+                update.partition = kv(&words, "partition").map(str::to_string);
+                update.name = kv(&words, "name").map(str::to_string);
+                update.nice = kv(&words, "nice").map(|n| n.parse().map_err(|_| "bad nice")).transpose()?;
+                self.apply(Command::Update { job, update, by, now }, out);
+            }
+            "steps" => {
+                for j in self.state.jobs().values() {
+                    for s in &j.steps {
+                        let names: Vec<&str> =
+                            s.nodes.iter().map(|&n| self.state.nodes()[n as usize].name.as_str()).collect();
+                        let tasks: Vec<String> = s.tasks.iter().map(u32::to_string).collect();
+                        write!(
+                            out,
+                            "{}.{} {} {} {} tasks={}",
+                            j.display_id(),
+                            s.id,
+                            s.name,
+                            s.state,
+                            names.join(","),
+                            tasks.join(",")
+                        )
+                        .unwrap();
+                        if let Some(e) = s.exit {
+                            write!(out, " exit={e}").unwrap();
+                        }
+                        writeln!(out).unwrap();
+                    }
+                }
+            }
+            "limits" => {
+                for j in self.state.jobs().values() {
+                    let limit = j.alloc.as_ref().map_or(j.spec.time_limit, |a| a.time_limit);
+                    let limit = limit.map_or("UNLIMITED".into(), time::format_duration);
+                    writeln!(
+                        out,
+                        "{} {} {} limit={limit} nice={} partition={}",
+                        j.display_id(),
+                        j.spec.name,
+                        j.state,
+                        j.spec.nice,
+                        j.spec.partition.as_deref().unwrap_or("-")
+                    )
+                    .unwrap();
                 }
             }
             "heartbeat" => {
