@@ -1838,7 +1838,7 @@ impl State {
         }
         let alloc = j.alloc.as_ref().expect("running jobs have allocations");
         let (positions, tasks) = crate::step::layout(alloc, j.spec.cpus_per_task, &request)
-            .map_err(|e| CommandError::NoSuchNodeConfig(e))?;
+            .map_err(CommandError::NoSuchNodeConfig)?;
         let nodes: Vec<u32> = positions.iter().map(|&k| alloc.shares[k].node).collect();
         let names: Vec<&str> = nodes.iter().map(|&n| self.nodes[n as usize].name.as_str()).collect();
         let step = JobStep {
