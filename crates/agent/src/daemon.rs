@@ -114,6 +114,8 @@ struct Agent {
     /// lost and requeue a job that has in fact finished.
     unacked: Mutex<std::collections::HashSet<(u64, u32)>>,
     metrics: Arc<HostMetrics>,
+    /// Ranks of job steps (`srun`) running here.
+    tasks: Arc<crate::tasks::Tasks>,
     /// The address registered: `host:port` of the metrics listener.
     advertise: String,
 }
@@ -131,6 +133,7 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         .build()
         .map_err(|e| e.to_string())?;
     let metrics = HostMetrics::new(&opts.name);
+    let tasks = crate::tasks::Tasks::new(opts.key.clone(), opts.name.clone(), opts.launcher.clone());
     let mut advertise = hostname();
     if let Some(addr) = opts.listen {
         match tokio::net::TcpListener::bind(addr).await {
@@ -140,15 +143,21 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
                     true => format!("{advertise}:{}", bound.port()),
                     false => bound.to_string(),
                 };
-                tokio::spawn(crate::metrics::serve(listener, metrics.clone()));
+                let routes = crate::metrics::routes(metrics.clone()).merge(tasks.clone().routes());
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, routes).await {
+                        tracing::error!(error = %e, "the agent's listener failed");
+                    }
+                });
                 tokio::spawn(metrics.clone().sample_cpu());
             }
-            // Metrics are worth a warning, not a node: jobs still run.
-            Err(e) => tracing::warn!(error = %e, "no metrics: cannot listen on {addr}"),
+            // Worth a warning, not a node: batch jobs still run.
+            Err(e) => tracing::warn!(error = %e, "no metrics and no srun steps: cannot listen on {addr}"),
         }
     }
     let agent = Arc::new(Agent {
         metrics,
+        tasks,
         advertise,
         opts,
         endpoints,
@@ -345,6 +354,14 @@ impl Agent {
                 if let Some((a, ctl)) = self.running.lock().expect("running lock").get(&job) {
                     if *a == attempt {
                         ctl.cancel();
+                    }
+                }
+                self.tasks.kill_job(job, attempt);
+            }
+            Order::TimeLimit { job, attempt, limit } => {
+                if let Some((a, ctl)) = self.running.lock().expect("running lock").get(&job) {
+                    if *a == attempt {
+                        ctl.set_limit(limit);
                     }
                 }
             }

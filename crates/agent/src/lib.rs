@@ -11,4 +11,5 @@ pub mod metrics;
 pub mod spawn;
 pub mod spool;
 pub mod step;
+pub mod tasks;
 pub mod watchdog;

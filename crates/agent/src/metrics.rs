@@ -268,10 +268,10 @@ fn proc_uid(pid: i32) -> Option<u32> {
     status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
 }
 
-/// Serves `GET /metrics` on `listener` until the agent stops.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<HostMetrics>) {
+/// `GET /metrics`, for the agent's listener.
+pub fn routes(metrics: Arc<HostMetrics>) -> axum::Router {
     use axum::routing::get;
-    let app = axum::Router::new().route(
+    axum::Router::new().route(
         "/metrics",
         get(move || {
             let metrics = metrics.clone();
@@ -280,10 +280,7 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<HostMetrics>)
                 ([("content-type", "text/plain; version=0.0.4; charset=utf-8")], text)
             }
         }),
-    );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "metrics listener failed");
-    }
+    )
 }
 
 #[cfg(test)]

@@ -78,6 +78,8 @@ pub enum Control {
     Cancel,
     /// Deliver a signal to the whole step.
     Signal(i32),
+    /// A new time limit, seconds from the start (`None`: none).
+    Limit(Option<u64>),
 }
 
 /// How a step ended.
@@ -110,6 +112,10 @@ impl StepControl {
 
     pub fn signal(&self, sig: i32) {
         let _ = self.0.send(Control::Signal(sig));
+    }
+
+    pub fn set_limit(&self, secs: Option<u64>) {
+        let _ = self.0.send(Control::Limit(secs));
     }
 }
 
@@ -226,7 +232,7 @@ impl ChildSetup {
 }
 
 /// The user's supplementary groups, as login would set them.
-fn groups_of(user: &str, gid: u32) -> Vec<libc::gid_t> {
+pub(crate) fn groups_of(user: &str, gid: u32) -> Vec<libc::gid_t> {
     let Ok(name) = CString::new(user) else { return vec![gid] };
     let mut n: libc::c_int = 64;
     loop {
@@ -528,7 +534,7 @@ impl Supervised {
     }
 
     async fn supervise(self, grace: Duration, rss_poll: Duration, controls: Controls) -> StepReport {
-        let Supervised { job_id, attempt, pid, mut process, started, limit, warn_at, rss_limit, memory, step_dir } =
+        let Supervised { job_id, attempt, pid, mut process, started, mut limit, warn_at, rss_limit, memory, step_dir } =
             self;
         let Controls(mut rx) = controls;
         let far = Instant::now() + Duration::from_secs(100 * 365 * 86400);
@@ -571,6 +577,7 @@ impl Supervised {
                     }
                     Control::Cancel => {}
                     Control::Signal(sig) => signal_group(pid, sig),
+                    Control::Limit(secs) => limit = secs.map(|s| started + Duration::from_secs(s)),
                 },
             }
         };

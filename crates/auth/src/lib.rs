@@ -141,6 +141,21 @@ impl Token {
     }
 }
 
+/// Signs a document the controller vouches for (a step grant, as JSON
+/// text) so that an agent holding the key can trust it wherever it came
+/// from. A separate domain: a seal is never a credential or a token.
+pub fn seal(key: &[u8], text: &str) -> String {
+    hex(&mac(key, GRANT, text).finalize().into_bytes())
+}
+
+/// Checks a [`seal`] over exactly `text`.
+pub fn check_seal(key: &[u8], text: &str, seal: &str) -> Result<(), AuthError> {
+    let tag = unhex(seal.trim()).ok_or(AuthError::Malformed)?;
+    mac(key, GRANT, text).verify_slice(&tag).map_err(|_| AuthError::Forged)
+}
+
+const GRANT: &[u8] = b"drover-grant-v1|";
+
 /// An `Authorization` header value for a daemon that holds the cluster key
 /// (agents, controllers talking to each other): a fresh credential as uid 0,
 /// good once.
@@ -225,7 +240,8 @@ pub fn load_key(path: &Path) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the epoch, as credentials and grants count time.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -371,6 +387,20 @@ mod tests {
         assert_eq!(Token::verify(&key, &cred.replacen("v1.", "t1.", 1), 2_000), Err(AuthError::Forged));
         let long = Token::mint(&key, 1, 1, u64::MAX / 2, 0).unwrap();
         assert_eq!(Token::verify(&key, &long, 0).unwrap().expires_ms, TOKEN_MAX_MS);
+    }
+
+    #[test]
+    fn seals_hold_only_over_the_same_text_and_key() {
+        let text = r#"{"job_id":5,"uid":1001}"#;
+        let seal = seal(KEY, text);
+        assert_eq!(check_seal(KEY, text, &seal), Ok(()));
+        assert_eq!(check_seal(KEY, &text.replace("1001", "0"), &seal), Err(AuthError::Forged));
+        assert_eq!(check_seal(&[7u8; KEY_LEN], text, &seal), Err(AuthError::Forged));
+        assert_eq!(check_seal(KEY, text, "zz"), Err(AuthError::Malformed));
+        // A credential's signature is no seal, even over the same body.
+        let cred = Credential::mint(KEY, 1001, 100, 1_000).unwrap();
+        let (body, tag) = cred.strip_prefix("v1.").unwrap().rsplit_once('.').unwrap();
+        assert_eq!(check_seal(KEY, body, tag), Err(AuthError::Forged));
     }
 
     #[test]

@@ -282,6 +282,10 @@ impl Client {
         self.change(Method::POST, path, Some(body)).await
     }
 
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, String> {
+        self.change(Method::PATCH, path, Some(body)).await
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
         self.change::<(), T>(Method::DELETE, path, None).await
     }

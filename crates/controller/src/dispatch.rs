@@ -93,6 +93,11 @@ impl Dispatcher {
                         self.push(&node, Order::Signal { job, attempt, signal });
                     }
                 }
+                Event::JobTimeLimit { job, attempt, nodes, limit } => {
+                    for node in hostlist::expand(&nodes).unwrap_or_default() {
+                        self.push(&node, Order::TimeLimit { job, attempt, limit });
+                    }
+                }
                 Event::StaleStep { job, attempt, node } if !node.is_empty() => {
                     for node in hostlist::expand(&node).unwrap_or_default() {
                         self.push(&node, Order::Kill { job, attempt });

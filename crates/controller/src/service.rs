@@ -14,10 +14,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use drover_auth::{AuthError, Credential, ReplayGuard};
+use drover_core::job::ExitStatus;
 use drover_core::job::JobRef;
 use drover_core::node::NodeAction;
 use drover_core::sched::SchedConfig;
 use drover_core::state::{CancelFilter, Requester};
+use drover_core::step::{JobUpdate, StepRequest};
 use drover_core::{Command, Event};
 use drover_proto::*;
 use futures_util::StreamExt;
@@ -343,7 +345,11 @@ fn router(app: App) -> Router {
     Router::new()
         .route("/api/v1/jobs", post(submit).get(list_jobs))
         .route("/api/v1/jobs/cancel", post(cancel))
-        .route("/api/v1/jobs/{id}", get(show_job).delete(cancel_one))
+        .route("/api/v1/jobs/{id}", get(show_job).delete(cancel_one).patch(update_job))
+        .route("/api/v1/jobs/{id}/steps", post(create_step))
+        .route("/api/v1/jobs/{id}/steps/{step}/end", post(end_step))
+        .route("/api/v1/jobs/{id}/complete", post(complete))
+        .route("/api/v1/jobs/{id}/env", get(job_env))
         .route("/api/v1/jobs/{id}/requeue", post(requeue))
         .route("/api/v1/jobs/{id}/output", get(job_output))
         .route("/api/v1/jobs/{id}/hold", post(hold))
@@ -589,6 +595,132 @@ async fn release(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path<
     let job = job_ref(&id)?;
     app.propose_request(&headers, Command::Release { job, by: who, now: now_ms() }).await?;
     job_view(&app, &id)
+}
+
+/// `scontrol update JobId=…`: time limit, partition, name, nice, comment.
+async fn update_job(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(u): Json<UpdateJob>,
+) -> ApiResult<JobView> {
+    let who = app.authenticate(&headers)?;
+    let job = job_ref(&id)?;
+    let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, e);
+    let time_limit = u
+        .time_limit
+        .as_deref()
+        .map(|t| drover_core::time::parse_time_limit(t).map_err(|e| bad(format!("TimeLimit={t}: {e}"))))
+        .transpose()?;
+    let update = JobUpdate { time_limit, partition: u.partition, name: u.name, nice: u.nice, comment: u.comment };
+    app.propose_request(&headers, Command::Update { job, update, by: who, now: now_ms() }).await?;
+    job_view(&app, &id)
+}
+
+/// `srun` inside an allocation: records the step, then answers with one
+/// sealed grant per node for `srun` to take to the nodes' agents.
+async fn create_step(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(request): Json<StepRequest>,
+) -> ApiResult<StepCreated> {
+    let who = app.authenticate(&headers)?;
+    let job = job_ref(&id)?;
+    let now = now_ms();
+    let events = app.propose_request(&headers, Command::CreateStep { job, request, by: who, now }).await?;
+    let Some((job_id, step)) = events.iter().find_map(|e| match e {
+        Event::StepCreated { job, step, .. } => Some((*job, *step)),
+        _ => None,
+    }) else {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("job {id} has no new step")));
+    };
+    let nodes = app.ctl.shared.read(|s| {
+        let grants = drover_core::launch::StepGrant::for_step(s, job_id, step, now).unwrap_or_default();
+        grants
+            .into_iter()
+            .map(|g| {
+                let addr = s.node_index(&g.node_name).map(|i| s.nodes()[i as usize].addr.clone()).unwrap_or_default();
+                let grant = serde_json::to_string(&g).unwrap_or_default();
+                StepNode {
+                    name: g.node_name.clone(),
+                    addr,
+                    first_rank: g.first_rank,
+                    tasks: g.tasks,
+                    seal: drover_auth::seal(&app.key, &grant),
+                    grant,
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    if nodes.is_empty() {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("job {id} ended while its step was created")));
+    }
+    Ok(Json(StepCreated { job_id, step, nodes }))
+}
+
+/// The job record a user's id names (`1234`, or an array task `1000_7`).
+fn raw_job_id(app: &App, id: &str) -> Result<u64, ApiError> {
+    let r = job_ref(id)?;
+    app.ctl
+        .shared
+        .read(|s| match r.task {
+            Some(t) => s.task_job_id(r.id, t),
+            None => s.job(r.id).map(|j| j.id),
+        })
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Invalid job id specified: {id}")))
+}
+
+/// `srun` tells how its step ended (the worst of its tasks).
+async fn end_step(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path((id, step)): Path<(String, u32)>,
+    Json(e): Json<ExitReport>,
+) -> ApiResult<JobView> {
+    let who = app.authenticate(&headers)?;
+    let job = raw_job_id(&app, &id)?;
+    let exit = ExitStatus { code: e.exit_code, signal: e.signal };
+    app.propose_request(&headers, Command::EndStep { job, step, exit, by: who, now: now_ms() }).await?;
+    job_view(&app, &id)
+}
+
+/// `srun`/`salloc` give back the allocation they made.
+async fn complete(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(e): Json<ExitReport>,
+) -> ApiResult<JobView> {
+    let who = app.authenticate(&headers)?;
+    let job = job_ref(&id)?;
+    let exit = ExitStatus { code: e.exit_code, signal: e.signal };
+    app.propose_request(&headers, Command::Complete { job, exit, by: who, now: now_ms() }).await?;
+    job_view(&app, &id)
+}
+
+/// The Slurm variables of a running job's batch step (`SLURM_*`,
+/// `DROVER_*`), for `salloc`'s shell. Owner or operator only.
+async fn job_env(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<(String, String)>> {
+    let who = app.authenticate(&headers)?;
+    let job = raw_job_id(&app, &id)?;
+    let env = app.ctl.shared.read(|s| {
+        let j = s.job(job)?;
+        if !(who.operator || who.uid == j.spec.uid) {
+            return Some(Err(ApiError::new(StatusCode::FORBIDDEN, format!("job {id} belongs to {}", j.spec.user))));
+        }
+        let first = j.alloc.as_ref()?.shares.first()?.node;
+        let order = drover_core::launch::LaunchOrder::for_job(s, job, first)?;
+        Some(Ok(order.env.into_iter().filter(|(k, _)| k.starts_with("SLURM_") || k.starts_with("DROVER_")).collect()))
+    });
+    match env {
+        Some(env) => Ok(Json(env?)),
+        None => Err(ApiError::new(StatusCode::CONFLICT, format!("job {id} is not running"))),
+    }
 }
 
 #[derive(Deserialize)]

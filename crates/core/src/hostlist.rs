@@ -104,6 +104,16 @@ fn check_len(n: usize) -> Result<(), String> {
     }
 }
 
+/// The order hostlists print in: by prefix, then by number (`node2` before
+/// `node10`), then by name.
+pub fn order(a: &str, b: &str) -> std::cmp::Ordering {
+    let split = |h: &str| {
+        let at = h.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        (h[..at].to_string(), h[at..].parse::<u64>().ok())
+    };
+    split(a).cmp(&split(b)).then_with(|| a.cmp(b))
+}
+
 /// Compresses host names into the shortest common hostlist form, sorted:
 /// `[node1, node2, node3, gpu1]` → `gpu1,node[1-3]`.
 pub fn compress<S: AsRef<str>>(hosts: &[S]) -> String {
@@ -164,6 +174,13 @@ pub fn compress<S: AsRef<str>>(hosts: &[S]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_sort_by_number_not_text() {
+        let mut hosts = vec!["node10", "gpu1", "node2", "node1"];
+        hosts.sort_by(|a, b| order(a, b));
+        assert_eq!(hosts, ["gpu1", "node1", "node2", "node10"]);
+    }
 
     #[test]
     fn expands() {

@@ -222,6 +222,139 @@ impl LaunchOrder {
     }
 }
 
+/// One node's part of a step (`srun`): which ranks it runs, as whom, with
+/// which Slurm variables. The controller signs it with the cluster key and
+/// hands it to `srun`, which takes it to the node's agent; the agent runs
+/// nothing without a valid one (Slurm's job credential).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepGrant {
+    pub job_id: JobId,
+    /// `1234` or `1000_7`.
+    pub display_id: String,
+    pub attempt: u32,
+    pub step: crate::step::StepId,
+    pub node_name: String,
+    /// This node's position in the step (SLURM_NODEID).
+    pub node_id: u32,
+    /// The first rank on this node; ranks run `first_rank..first_rank + tasks`.
+    pub first_rank: u32,
+    pub tasks: u32,
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// CPUs the job holds on this node.
+    pub cpus: u32,
+    /// The variables every task of the step sees (per-task ones come from
+    /// [`StepGrant::task_env`]).
+    pub env: Vec<(String, String)>,
+    /// Epoch milliseconds after which the agent refuses it.
+    pub expires_ms: u64,
+}
+
+/// How long `srun` has to take a grant to its nodes.
+pub const GRANT_TTL_MS: u64 = 60_000;
+
+impl StepGrant {
+    /// The grants of step `step` of `job`, one per node. `None` if the job
+    /// does not run or has no such step.
+    pub fn for_step(state: &State, job: JobId, step: crate::step::StepId, now_ms: u64) -> Option<Vec<StepGrant>> {
+        let j = state.job(job)?;
+        let alloc = j.alloc.as_ref()?;
+        let s = j.steps.iter().find(|s| s.id == step)?;
+        let nodes = state.nodes();
+        let job_names: Vec<&str> = alloc.shares.iter().map(|sh| nodes[sh.node as usize].name.as_str()).collect();
+        let step_names: Vec<&str> = s.nodes.iter().map(|&n| nodes[n as usize].name.as_str()).collect();
+        let step_nodelist = hostlist::compress(&step_names);
+        let tasks_per_node: Vec<String> = s.tasks.iter().map(u32::to_string).collect();
+        let cpus_per_node: Vec<String> = alloc.shares.iter().map(|sh| sh.res.cpus.to_string()).collect();
+        let spec = &j.spec;
+        let mut vars: Vec<(&str, String)> = vec![
+            ("JOB_ID", j.id.to_string()),
+            ("JOBID", j.id.to_string()),
+            ("JOB_NAME", spec.name.clone()),
+            ("JOB_NODELIST", hostlist::compress(&job_names)),
+            ("JOB_NUM_NODES", alloc.shares.len().to_string()),
+            ("JOB_CPUS_PER_NODE", cpus_per_node.join(",")),
+            ("JOB_PARTITION", alloc.partition.clone()),
+            ("JOB_USER", spec.user.clone()),
+            ("JOB_UID", spec.uid.to_string()),
+            ("JOB_GID", spec.gid.to_string()),
+            ("SUBMIT_DIR", spec.work_dir.clone()),
+            ("SUBMIT_HOST", spec.submit_host.clone()),
+            ("CLUSTER_NAME", state.config().cluster_name.clone()),
+            ("RESTART_COUNT", j.restart_count.to_string()),
+            ("STEP_ID", s.id.to_string()),
+            ("STEPID", s.id.to_string()),
+            ("STEP_NODELIST", step_nodelist.clone()),
+            ("NODELIST", step_nodelist),
+            ("STEP_NUM_NODES", s.nodes.len().to_string()),
+            ("NNODES", s.nodes.len().to_string()),
+            ("STEP_NUM_TASKS", s.ntasks().to_string()),
+            ("NTASKS", s.ntasks().to_string()),
+            ("NPROCS", s.ntasks().to_string()),
+            ("STEP_TASKS_PER_NODE", tasks_per_node.join(",")),
+            ("TASKS_PER_NODE", tasks_per_node.join(",")),
+            ("CPUS_PER_TASK", s.cpus_per_task.to_string()),
+            ("DISTRIBUTION", "block".into()),
+        ];
+        if let Some(t) = j.array {
+            vars.push(("ARRAY_JOB_ID", t.array_id.to_string()));
+            vars.push(("ARRAY_TASK_ID", t.task.to_string()));
+        }
+        if let Some(a) = &spec.account {
+            vars.push(("JOB_ACCOUNT", a.clone()));
+        }
+        let mut env = Vec::with_capacity(vars.len() * 2);
+        for (k, v) in vars {
+            env.push((format!("SLURM_{k}"), v.clone()));
+            env.push((format!("DROVER_{k}"), v));
+        }
+        let grants = s
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(k, &node)| {
+                let share = alloc.shares.iter().find(|sh| sh.node == node);
+                StepGrant {
+                    job_id: j.id,
+                    display_id: j.display_id(),
+                    attempt: j.restart_count,
+                    step: s.id,
+                    node_name: nodes[node as usize].name.clone(),
+                    node_id: k as u32,
+                    first_rank: s.ranks_on(k).start,
+                    tasks: s.tasks[k],
+                    user: spec.user.clone(),
+                    uid: spec.uid,
+                    gid: spec.gid,
+                    cpus: share.map_or(0, |sh| sh.res.cpus),
+                    env: env.clone(),
+                    expires_ms: now_ms + GRANT_TTL_MS,
+                }
+            })
+            .collect();
+        Some(grants)
+    }
+
+    /// What task `local` (0-based on this node) sees besides [`StepGrant::env`].
+    pub fn task_env(&self, local: u32) -> Vec<(String, String)> {
+        let ranks: Vec<String> = (self.first_rank..self.first_rank + self.tasks).map(|r| r.to_string()).collect();
+        let mut env = Vec::new();
+        for (k, v) in [
+            ("PROCID", (self.first_rank + local).to_string()),
+            ("LOCALID", local.to_string()),
+            ("NODEID", self.node_id.to_string()),
+            ("CPUS_ON_NODE", self.cpus.to_string()),
+            ("GTIDS", ranks.join(",")),
+        ] {
+            env.push((format!("SLURM_{k}"), v.clone()));
+            env.push((format!("DROVER_{k}"), v));
+        }
+        env.push(("SLURMD_NODENAME".into(), self.node_name.clone()));
+        env
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,5 +460,32 @@ mod tests {
         assert_eq!(o.display_id, "1_3");
         assert_eq!(o.stdout, "/home/alice/out/job.sh_1_3.txt");
         assert_eq!(o.stderr, format!("/tmp/{id}.err"));
+    }
+
+    #[test]
+    fn step_grants_give_each_rank_its_place() {
+        let (mut s, id) = running(&["-N", "2", "-n", "4", "-J", "mpi"]);
+        let request = crate::step::StepRequest { ntasks: Some(5), overcommit: true, ..Default::default() };
+        let by = crate::state::Requester::user(1001);
+        s.apply(Command::CreateStep { job: crate::job::JobRef::job(id), request, by, now: 5 }).unwrap();
+        let grants = StepGrant::for_step(&s, id, 0, 1000).unwrap();
+        assert_eq!(grants.len(), 2);
+        let (a, b) = (&grants[0], &grants[1]);
+        assert_eq!((a.node_name.as_str(), a.node_id, a.first_rank, a.tasks), ("n1", 0, 0, 3));
+        assert_eq!((b.node_name.as_str(), b.node_id, b.first_rank, b.tasks), ("n2", 1, 3, 2));
+        assert_eq!(a.expires_ms, 1000 + GRANT_TTL_MS);
+        let var = |env: &[(String, String)], k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert_eq!(var(&a.env, "SLURM_STEP_ID").as_deref(), Some("0"));
+        assert_eq!(var(&a.env, "SLURM_NTASKS").as_deref(), Some("5"));
+        assert_eq!(var(&a.env, "SLURM_STEP_TASKS_PER_NODE").as_deref(), Some("3,2"));
+        assert_eq!(var(&a.env, "SLURM_JOB_NODELIST").as_deref(), Some("n[1-2]"));
+        assert_eq!(var(&a.env, "DROVER_STEP_NUM_NODES").as_deref(), Some("2"));
+        let t = b.task_env(1);
+        assert_eq!(var(&t, "SLURM_PROCID").as_deref(), Some("4"));
+        assert_eq!(var(&t, "SLURM_LOCALID").as_deref(), Some("1"));
+        assert_eq!(var(&t, "SLURM_NODEID").as_deref(), Some("1"));
+        assert_eq!(var(&t, "SLURM_GTIDS").as_deref(), Some("3,4"));
+        assert_eq!(var(&t, "SLURMD_NODENAME").as_deref(), Some("n2"));
+        assert!(StepGrant::for_step(&s, id, 1, 0).is_none());
     }
 }

@@ -1633,7 +1633,13 @@ impl State {
             j.end_time = None;
             j.exit = None;
             j.end_intent = None;
-            j.alloc = Some(Allocation { shares: a.shares, time_limit: a.time_limit, partition: a.partition });
+            // In hostlist order, as SLURM_JOB_NODELIST lists them: the batch
+            // step runs on the first, and rank 0 of a step lives there —
+            // where tools that take the first host as the rendezvous expect.
+            let mut shares = a.shares;
+            shares
+                .sort_by(|x, y| hostlist::order(&self.nodes[x.node as usize].name, &self.nodes[y.node as usize].name));
+            j.alloc = Some(Allocation { shares, time_limit: a.time_limit, partition: a.partition });
             self.idx.pending.remove(&id);
             self.idx.active.insert(id);
             if let Some(t) = j.array {
@@ -1837,8 +1843,8 @@ impl State {
             return Err(CommandError::InvalidState(format!("job {r} is {}, not RUNNING", j.state)));
         }
         let alloc = j.alloc.as_ref().expect("running jobs have allocations");
-        let (positions, tasks) = crate::step::layout(alloc, j.spec.cpus_per_task, &request)
-            .map_err(CommandError::NoSuchNodeConfig)?;
+        let (positions, tasks) =
+            crate::step::layout(alloc, j.spec.cpus_per_task, &request).map_err(CommandError::NoSuchNodeConfig)?;
         let nodes: Vec<u32> = positions.iter().map(|&k| alloc.shares[k].node).collect();
         let names: Vec<&str> = nodes.iter().map(|&n| self.nodes[n as usize].name.as_str()).collect();
         let step = JobStep {

@@ -6,6 +6,7 @@ use drover_core::hostlist;
 use drover_core::job::{ExitStatus, Job, JobId, JobState};
 use drover_core::launch::{self, LaunchOrder};
 use drover_core::state::{ArrayJob, CancelFilter, StepOutcome};
+use drover_core::step::{JobStep, StepId};
 use drover_core::{JobSpec, Resources, State};
 use serde::{Deserialize, Serialize};
 
@@ -262,6 +263,174 @@ pub struct JobView {
     pub stdout: String,
     pub stderr: String,
     pub terminal: bool,
+    /// Steps launched inside the job (`srun`), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepView>,
+}
+
+/// A job step as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepView {
+    /// `1234.0`, `1000_7.2`.
+    pub id: String,
+    pub step: StepId,
+    pub name: String,
+    pub state: String,
+    pub nodes: String,
+    pub num_nodes: u32,
+    pub ntasks: u32,
+    pub num_cpus: u64,
+    /// Epoch milliseconds.
+    pub start_time: u64,
+    pub end_time: Option<u64>,
+    pub exit_code: Option<String>,
+}
+
+impl StepView {
+    pub fn of(state: &State, j: &Job, s: &JobStep) -> StepView {
+        let names: Vec<&str> = s.nodes.iter().map(|&n| state.nodes()[n as usize].name.as_str()).collect();
+        StepView {
+            id: format!("{}.{}", j.display_id(), s.id),
+            step: s.id,
+            name: s.name.clone(),
+            state: s.state.name().into(),
+            nodes: hostlist::compress(&names),
+            num_nodes: s.nodes.len() as u32,
+            ntasks: s.ntasks(),
+            num_cpus: u64::from(s.ntasks()) * u64::from(s.cpus_per_task),
+            start_time: s.start,
+            end_time: s.end,
+            exit_code: s.exit.map(|e| e.to_string()),
+        }
+    }
+}
+
+/// `POST /api/v1/jobs/{id}/steps` answers with where to launch the step:
+/// each node's agent and the grant that lets it run the node's ranks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepCreated {
+    pub job_id: JobId,
+    pub step: StepId,
+    pub nodes: Vec<StepNode>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepNode {
+    pub name: String,
+    /// The agent's `host:port`.
+    pub addr: String,
+    pub first_rank: u32,
+    pub tasks: u32,
+    /// A [`drover_core::launch::StepGrant`] as JSON, and its seal.
+    pub grant: String,
+    pub seal: String,
+}
+
+/// `POST /api/v1/jobs/{id}/steps/{step}/end` and `POST /api/v1/jobs/{id}/complete`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ExitReport {
+    pub exit_code: i32,
+    #[serde(default)]
+    pub signal: i32,
+}
+
+/// `PATCH /api/v1/jobs/{id}` (`scontrol update`): what to change, in
+/// Slurm's words.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdateJob {
+    /// A time in Slurm's forms (`30`, `2:00:00`, `1-00:00:00`, `UNLIMITED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nice: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// `POST /api/v1/steps` on an agent: run this node's ranks of a step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaunchTasks {
+    pub grant: String,
+    pub seal: String,
+    pub argv: Vec<String>,
+    /// `srun`'s environment; the grant's variables are laid over it.
+    pub env: Vec<(String, String)>,
+    pub cwd: String,
+}
+
+/// What an agent streams back to `srun` while a step's tasks run: binary
+/// frames of `[kind u8][rank u32 LE][length u32 LE][bytes]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskFrame {
+    Stdout {
+        rank: u32,
+        data: Vec<u8>,
+    },
+    Stderr {
+        rank: u32,
+        data: Vec<u8>,
+    },
+    /// The task ended (signal 0: it exited with `code`).
+    Exit {
+        rank: u32,
+        code: i32,
+        signal: i32,
+    },
+    /// The node could not run its tasks.
+    Error {
+        message: String,
+    },
+}
+
+impl TaskFrame {
+    pub fn encode(&self) -> Vec<u8> {
+        let (kind, rank, data): (u8, u32, std::borrow::Cow<[u8]>) = match self {
+            TaskFrame::Stdout { rank, data } => (1, *rank, data.into()),
+            TaskFrame::Stderr { rank, data } => (2, *rank, data.into()),
+            TaskFrame::Exit { rank, code, signal } => {
+                (3, *rank, [code.to_le_bytes(), signal.to_le_bytes()].concat().into())
+            }
+            TaskFrame::Error { message } => (4, 0, message.as_bytes().into()),
+        };
+        let mut out = Vec::with_capacity(9 + data.len());
+        out.push(kind);
+        out.extend_from_slice(&rank.to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&data);
+        out
+    }
+
+    /// Takes one whole frame off the front of `buf`, if there is one.
+    pub fn decode(buf: &mut Vec<u8>) -> Result<Option<TaskFrame>, String> {
+        if buf.len() < 9 {
+            return Ok(None);
+        }
+        let rank = u32::from_le_bytes(buf[1..5].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(buf[5..9].try_into().expect("4 bytes")) as usize;
+        if len > 16 << 20 {
+            return Err(format!("a task frame of {len} bytes is too long"));
+        }
+        if buf.len() < 9 + len {
+            return Ok(None);
+        }
+        let kind = buf[0];
+        let data: Vec<u8> = buf.drain(..9 + len).skip(9).collect();
+        Ok(Some(match kind {
+            1 => TaskFrame::Stdout { rank, data },
+            2 => TaskFrame::Stderr { rank, data },
+            3 if data.len() == 8 => TaskFrame::Exit {
+                rank,
+                code: i32::from_le_bytes(data[..4].try_into().expect("4 bytes")),
+                signal: i32::from_le_bytes(data[4..].try_into().expect("4 bytes")),
+            },
+            4 => TaskFrame::Error { message: String::from_utf8_lossy(&data).into_owned() },
+            k => return Err(format!("unknown task frame kind {k}")),
+        }))
+    }
 }
 
 impl JobView {
@@ -312,6 +481,7 @@ impl JobView {
             stdout: String::new(),
             stderr: String::new(),
             terminal: j.state.is_terminal(),
+            steps: j.steps.iter().map(|s| StepView::of(state, j, s)).collect(),
         }
     }
 
@@ -361,6 +531,7 @@ impl JobView {
             stdout: String::new(),
             stderr: String::new(),
             terminal,
+            steps: Vec::new(),
         }
     }
 }
@@ -452,6 +623,13 @@ pub enum Order {
         job: JobId,
         attempt: u32,
         signal: i32,
+    },
+    /// A running job's time limit changed (`scontrol update`): seconds
+    /// from its start, `None` for none.
+    TimeLimit {
+        job: JobId,
+        attempt: u32,
+        limit: Option<u64>,
     },
     /// Sent periodically so both ends notice a dead connection.
     Ping,
@@ -667,5 +845,35 @@ mod metrics_text_tests {
             text,
             "# HELP x_bytes_total X.\n# TYPE x_bytes_total counter\nx_bytes_total{device=\"sda\"} 5\n# HELP g G.\n# TYPE g gauge\ng 1\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod task_frame_tests {
+    use super::TaskFrame;
+
+    #[test]
+    fn frames_survive_any_split_of_the_stream() {
+        let frames = vec![
+            TaskFrame::Stdout { rank: 3, data: b"hello\n".to_vec() },
+            TaskFrame::Stderr { rank: 0, data: vec![0, 255, 10] },
+            TaskFrame::Exit { rank: 3, code: -1, signal: 9 },
+            TaskFrame::Error { message: "no such file".into() },
+            TaskFrame::Stdout { rank: 1, data: Vec::new() },
+        ];
+        let wire: Vec<u8> = frames.iter().flat_map(TaskFrame::encode).collect();
+        for chunk in [1, 2, 7, 9, 64] {
+            let (mut buf, mut got) = (Vec::new(), Vec::new());
+            for piece in wire.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                while let Some(f) = TaskFrame::decode(&mut buf).unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got, frames, "chunks of {chunk}");
+            assert!(buf.is_empty());
+        }
+        let mut bad = vec![9, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(TaskFrame::decode(&mut bad).unwrap_err().contains("unknown task frame kind 9"));
     }
 }

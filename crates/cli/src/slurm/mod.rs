@@ -11,6 +11,7 @@ mod scancel;
 mod scontrol;
 mod sinfo;
 mod squeue;
+mod srun;
 
 use crate::client::Client;
 use clap::Parser;
@@ -20,7 +21,7 @@ use clap::Parser;
 pub const VERSION: &str = concat!("slurm 22.05.8 (drover ", env!("CARGO_PKG_VERSION"), ")");
 
 /// The names Drover answers to.
-pub const COMMANDS: &[&str] = &["sbatch", "squeue", "sinfo", "scancel", "scontrol", "sacct"];
+pub const COMMANDS: &[&str] = &["sbatch", "squeue", "sinfo", "scancel", "scontrol", "sacct", "srun", "salloc"];
 
 /// Runs `name` with `args` (without the program name); the exit code.
 pub fn main(name: &str, args: Vec<std::ffi::OsString>) -> i32 {
@@ -48,6 +49,8 @@ pub fn main(name: &str, args: Vec<std::ffi::OsString>) -> i32 {
             "sinfo" => sinfo::run(&client, sinfo::Args::try_parse_from(argv()).map_err(usage)?).await,
             "sacct" => sacct::run(&client, sacct::Args::try_parse_from(argv()).map_err(usage)?).await,
             "scancel" => scancel::run(&client, scancel::Args::try_parse_from(argv()).map_err(usage)?).await,
+            "srun" => srun::srun(&client, srun::SrunArgs::try_parse_from(argv()).map_err(usage)?).await,
+            "salloc" => srun::salloc(&client, srun::SallocArgs::try_parse_from(argv()).map_err(usage)?).await,
             other => Err(format!("drover does not answer as '{other}'")),
         }
     });

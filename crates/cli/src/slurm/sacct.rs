@@ -107,14 +107,37 @@ fn columns(spec: &str) -> Result<Vec<Column>, String> {
         .collect()
 }
 
-/// One line of output: a job, or its batch step.
+/// One line of output: a job, its batch step, or a step srun ran in it.
 struct Line<'a> {
     job: &'a JobView,
     batch: bool,
+    step: Option<&'a drover_proto::StepView>,
 }
 
 fn value(l: &Line, key: &str, now_ms: u64) -> String {
     let j = l.job;
+    if let Some(s) = l.step {
+        let elapsed = s.end_time.unwrap_or(now_ms).saturating_sub(s.start_time) / 1000;
+        return match key {
+            "jobid" => s.id.clone(),
+            "jobidraw" => format!("{}.{}", j.job_id, s.step),
+            "jobname" => s.name.clone(),
+            "account" => j.account.clone().unwrap_or_else(|| j.user.clone()),
+            "alloccpus" | "reqcpus" => s.num_cpus.to_string(),
+            "state" => s.state.clone(),
+            "exitcode" => s.exit_code.clone().unwrap_or_else(|| "0:0".into()),
+            "uid" => j.uid.to_string(),
+            "nodelist" => s.nodes.clone(),
+            "nnodes" => s.num_nodes.to_string(),
+            "ntasks" => s.ntasks.to_string(),
+            "elapsed" => super::clock(elapsed),
+            "elapsedraw" => elapsed.to_string(),
+            "submit" | "start" => super::stamp(Some(s.start_time), "Unknown"),
+            "end" => super::stamp(s.end_time, "Unknown"),
+            "workdir" => j.work_dir.clone(),
+            _ => String::new(),
+        };
+    }
     let elapsed = j.start_time.map_or(0, |s| j.end_time.unwrap_or(now_ms).saturating_sub(s) / 1000);
     let id = || if l.batch { format!("{}.batch", j.id) } else { j.id.clone() };
     match key {
@@ -201,9 +224,10 @@ fn render(cols: &[Column], jobs: &[JobView], steps: bool, layout: Layout, nohead
         }
     }
     for j in jobs {
-        let mut lines = vec![Line { job: j, batch: false }];
+        let mut lines = vec![Line { job: j, batch: false, step: None }];
         if steps && j.start_time.is_some() {
-            lines.push(Line { job: j, batch: true });
+            lines.push(Line { job: j, batch: true, step: None });
+            lines.extend(j.steps.iter().map(|s| Line { job: j, batch: false, step: Some(s) }));
         }
         for l in lines {
             row(cols

@@ -335,12 +335,71 @@ pub async fn run(client: &Client, args: Vec<String>) -> Result<i32, String> {
             println!("SLURM_JWT={}", grant.token);
             return Ok(0);
         }
-        ("update", _) => return Err("update is not supported yet".into()),
+        ("update", _) => return update(client, &args).await,
         (other, _) => return Err(format!("invalid keyword: {other}\n{USAGE}")),
     }
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
     Ok(0)
+}
+
+/// `scontrol update JobId=… KEY=VALUE…` or `update NodeName=… State=…`.
+async fn update(client: &Client, args: &[String]) -> Result<i32, String> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for word in args.iter().skip_while(|a| !a.eq_ignore_ascii_case("update")).skip(1) {
+        let (k, v) =
+            word.split_once('=').ok_or_else(|| format!("invalid update argument: {word} (expected KEY=VALUE)"))?;
+        pairs.push((k.to_ascii_lowercase(), v.to_string()));
+    }
+    let take = |pairs: &mut Vec<(String, String)>, keys: &[&str]| -> Option<String> {
+        let i = pairs.iter().position(|(k, _)| keys.contains(&k.as_str()))?;
+        Some(pairs.remove(i).1)
+    };
+    if let Some(nodes) = take(&mut pairs, &["nodename", "node"]) {
+        let state = take(&mut pairs, &["state"]).ok_or("update NodeName=… needs State=DRAIN|RESUME")?;
+        let reason = take(&mut pairs, &["reason"]);
+        if let Some((k, _)) = pairs.first() {
+            return Err(format!("Update of this parameter is not supported: {k}"));
+        }
+        let names = drover_core::hostlist::expand(&nodes).map_err(|e| format!("invalid node name '{nodes}': {e}"))?;
+        for node in names {
+            let result: Result<NodeView, String> = match state.to_ascii_uppercase().as_str() {
+                "DRAIN" => {
+                    let reason = reason
+                        .clone()
+                        .filter(|r| !r.trim().is_empty())
+                        .ok_or("You must specify a reason when DOWNING or DRAINING a node. Request denied")?;
+                    client.post(&format!("/api/v1/nodes/{node}/drain"), &drover_proto::Drain { reason }).await
+                }
+                "RESUME" | "UNDRAIN" | "IDLE" => {
+                    client.post(&format!("/api/v1/nodes/{node}/resume"), &serde_json::json!({})).await
+                }
+                other => return Err(format!("invalid node state specified: {other} (Drover takes DRAIN or RESUME)")),
+            };
+            result.map_err(|e| format!("Node {node}: {e}"))?;
+        }
+        return Ok(0);
+    }
+    let ids = take(&mut pairs, &["jobid", "job"]).ok_or("update needs JobId=… or NodeName=…")?;
+    let mut body = drover_proto::UpdateJob::default();
+    for (k, v) in pairs {
+        match k.as_str() {
+            "timelimit" => body.time_limit = Some(v),
+            "partition" => body.partition = Some(v),
+            "name" | "jobname" => body.name = Some(v),
+            "nice" => body.nice = Some(v.parse().map_err(|_| format!("invalid Nice value: {v}"))?),
+            "comment" => body.comment = Some(v),
+            other => return Err(format!("Update of this parameter is not supported: {other}")),
+        }
+    }
+    let mut failed = false;
+    for id in ids.split(',').filter(|i| !i.is_empty()) {
+        if let Err(e) = client.patch::<_, JobView>(&format!("/api/v1/jobs/{id}"), &body).await {
+            eprintln!("scontrol: error: Job {id}: {e}");
+            failed = true;
+        }
+    }
+    Ok(i32::from(failed))
 }
 
 #[cfg(test)]

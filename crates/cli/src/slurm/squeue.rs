@@ -205,16 +205,60 @@ pub fn render(pieces: &[Piece], jobs: &[JobView], noheader: bool, now_ms: u64) -
     out
 }
 
+/// `squeue -s`: Slurm's default step columns.
+const STEP_FORMAT: &str = "%.15i %.8j %.9P %.8u %.9M %N";
+
+/// `-r`: an array's waiting tasks one per line (`1000_5`, `1000_6`, …)
+/// instead of one `1000_[5-99]` line.
+fn one_per_task(jobs: Vec<JobView>) -> Vec<JobView> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        let tasks = match (&j.array_task, j.id.contains('[')) {
+            (Some(t), true) => drover_core::array::ArraySpec::parse(t).ok(),
+            _ => None,
+        };
+        match tasks {
+            Some(spec) => out.extend(spec.tasks.iter().map(|t| JobView {
+                id: format!("{}_{t}", j.job_id),
+                array_task: Some(t.to_string()),
+                ..j.clone()
+            })),
+            None => out.push(j),
+        }
+    }
+    out
+}
+
+/// `-s`: the running steps of the listed jobs, as lines squeue's step
+/// format can print (id, name, times and nodes are the step's).
+fn step_lines(jobs: &[JobView]) -> Vec<JobView> {
+    jobs.iter()
+        .flat_map(|j| {
+            j.steps.iter().filter(|s| s.state == "RUNNING").map(move |s| JobView {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                nodes: s.nodes.clone(),
+                num_nodes: s.num_nodes,
+                num_cpus: s.num_cpus,
+                start_time: Some(s.start_time),
+                end_time: None,
+                state: s.state.clone(),
+                state_code: "R".into(),
+                steps: Vec::new(),
+                ..j.clone()
+            })
+        })
+        .collect()
+}
+
 pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
     if a.common.answered("Usage: squeue [-h] [-o FORMAT | -O FIELDS] [-u USERS | --me] [-j JOBS] [-t STATES] [-p PARTITIONS] [-n NAMES] [-w NODES] [-l]") {
         return Ok(0);
     }
-    if a.array || a.steps {
-        return Err("--array and --steps are not supported yet (pending array tasks list as N_[a-b])".into());
-    }
     let pieces = match (&a.format_long, &a.format) {
         (Some(f), _) => parse_format_long(f)?,
         (None, Some(f)) => format::parse(f, known)?,
+        (None, None) if a.steps => format::parse(STEP_FORMAT, known)?,
         (None, None) => format::parse(if a.long { LONG_FORMAT } else { DEFAULT_FORMAT }, known)?,
     };
     let mut q: Vec<(&str, String)> = Vec::new();
@@ -252,6 +296,17 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
         });
     }
     sort(&mut jobs);
+    if a.array {
+        jobs = one_per_task(jobs);
+    }
+    if a.steps {
+        let text = render(&pieces, &step_lines(&jobs), a.noheader, crate::jobs::now_ms());
+        // The id column is the step's.
+        let text = text.replacen(" JOBID", "STEPID", usize::from(!a.noheader));
+        use std::io::Write;
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        return Ok(0);
+    }
     if a.json {
         println!("{}", super::json::jobs(&jobs));
         return Ok(0);

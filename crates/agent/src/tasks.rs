@@ -1,0 +1,286 @@
+//! The tasks of job steps (`srun`): run on a grant the controller sealed,
+//! their output streamed back to `srun` as they write it, killed when `srun`
+//! hangs up or the job is killed.
+//!
+//! `srun` asks the controller for a step and gets one grant per node: which
+//! ranks run there, as which user, with which Slurm variables. It brings each
+//! grant to its node's agent (`POST /api/v1/steps`), which checks the seal,
+//! starts the ranks in sessions of their own as the job's user — inside the
+//! job's memory cgroup where the node has one — and answers with a stream of
+//! [`TaskFrame`]s until every rank has ended.
+
+use crate::step::LauncherConfig;
+use axum::body::{Body, Bytes};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use drover_core::launch::StepGrant;
+use drover_proto::{LaunchTasks, TaskFrame};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::CString;
+use std::os::unix::process::ExitStatusExt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+/// One launch's processes: the session leader of each rank, while it runs.
+type Group = Arc<Mutex<Vec<Option<i32>>>>;
+
+/// The step tasks this node runs, by job and attempt.
+pub struct Tasks {
+    key: Arc<Vec<u8>>,
+    node: String,
+    launcher: LauncherConfig,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    running: HashMap<(u64, u32), Vec<Group>>,
+    /// Grants used already (job, attempt, step): each runs once.
+    used: HashSet<(u64, u32, u32)>,
+    /// Jobs killed here lately: a grant that arrives after the kill runs nothing.
+    killed: VecDeque<(u64, u32)>,
+}
+
+const KILLED_KEPT: usize = 4096;
+
+impl Tasks {
+    pub fn new(key: Vec<u8>, node: String, launcher: LauncherConfig) -> Arc<Tasks> {
+        Arc::new(Tasks { key: Arc::new(key), node, launcher, inner: Mutex::default() })
+    }
+
+    pub fn routes(self: Arc<Self>) -> Router {
+        Router::new().route(
+            "/api/v1/steps",
+            post(move |Json(req): Json<LaunchTasks>| {
+                let tasks = self.clone();
+                async move { tasks.launch(req).await }
+            }),
+        )
+    }
+
+    /// Kills every task of `job`'s attempt here: SIGTERM, then SIGKILL
+    /// after the grace period (the job is being killed, or has ended).
+    pub fn kill_job(&self, job: u64, attempt: u32) {
+        let groups = {
+            let mut inner = self.inner.lock().expect("tasks lock");
+            if !inner.killed.contains(&(job, attempt)) {
+                inner.killed.push_back((job, attempt));
+                if inner.killed.len() > KILLED_KEPT {
+                    inner.killed.pop_front();
+                }
+            }
+            inner.running.remove(&(job, attempt)).unwrap_or_default()
+        };
+        if groups.is_empty() {
+            return;
+        }
+        signal_groups(&groups, libc::SIGTERM);
+        let grace = self.launcher.kill_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            signal_groups(&groups, libc::SIGKILL);
+        });
+    }
+
+    fn check(&self, req: &LaunchTasks) -> Result<StepGrant, (StatusCode, String)> {
+        drover_auth::check_seal(&self.key, &req.grant, &req.seal)
+            .map_err(|e| (StatusCode::UNAUTHORIZED, format!("step grant refused: {e}")))?;
+        let g: StepGrant = serde_json::from_str(&req.grant)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("unreadable step grant: {e}")))?;
+        if g.node_name != self.node {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("this grant is for node {}, this is {}", g.node_name, self.node),
+            ));
+        }
+        if drover_auth::now_ms() > g.expires_ms {
+            return Err((StatusCode::UNAUTHORIZED, "step grant expired; clocks may disagree".into()));
+        }
+        if req.argv.is_empty() || req.argv[0].is_empty() {
+            return Err((StatusCode::BAD_REQUEST, "no command to run".into()));
+        }
+        let mut inner = self.inner.lock().expect("tasks lock");
+        if inner.killed.contains(&(g.job_id, g.attempt)) {
+            return Err((StatusCode::CONFLICT, format!("job {} has ended on {}", g.display_id, self.node)));
+        }
+        if !inner.used.insert((g.job_id, g.attempt, g.step)) {
+            return Err((StatusCode::CONFLICT, format!("step {}.{} already ran here", g.display_id, g.step)));
+        }
+        Ok(g)
+    }
+
+    async fn launch(self: Arc<Self>, req: LaunchTasks) -> Response {
+        let g = match self.check(&req) {
+            Ok(g) => g,
+            Err((code, message)) => return (code, message).into_response(),
+        };
+        // Bounded: a rank that writes faster than srun reads waits for it.
+        let (tx, rx) = mpsc::channel::<TaskFrame>(64);
+        let group: Group = Arc::new(Mutex::new(vec![None; g.tasks as usize]));
+        self.inner.lock().expect("tasks lock").running.entry((g.job_id, g.attempt)).or_default().push(group.clone());
+        let cgroup = self.job_cgroup(g.job_id, g.attempt);
+        for local in 0..g.tasks {
+            let rank = g.first_rank + local;
+            let mut env: Vec<(String, String)> = req.env.clone();
+            for (k, v) in g.env.iter().cloned().chain(g.task_env(local)) {
+                env.retain(|(key, _)| *key != k);
+                env.push((k, v));
+            }
+            match spawn_task(&g, &req, env, cgroup.as_deref()) {
+                Ok(child) => {
+                    group.lock().expect("group lock")[local as usize] = child.id().map(|p| p as i32);
+                    tokio::spawn(follow(child, rank, local as usize, group.clone(), tx.clone()));
+                }
+                Err(e) => {
+                    let message = format!("{}: cannot run {}: {e}", self.node, req.argv[0]);
+                    tracing::warn!(job_id = g.job_id, step = g.step, "{message}");
+                    let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+                    let tx = tx.clone();
+                    // Not awaited here: the stream is not being read yet.
+                    tokio::spawn(async move {
+                        let _ = tx.send(TaskFrame::Stderr { rank, data: format!("{message}\n").into_bytes() }).await;
+                        let _ = tx.send(TaskFrame::Exit { rank, code, signal: 0 }).await;
+                    });
+                }
+            }
+        }
+        drop(tx);
+        tracing::info!(job_id = g.job_id, step = g.step, tasks = g.tasks, "started step {}.{}", g.display_id, g.step);
+        // Dropped with the response body: when srun hangs up, its tasks go.
+        let guard = HangUp { group, tasks: self.clone(), key: (g.job_id, g.attempt) };
+        let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+            let frame = rx.recv().await?;
+            Some((Ok::<_, std::convert::Infallible>(Bytes::from(frame.encode())), (rx, guard)))
+        });
+        Response::builder()
+            .header("content-type", "application/octet-stream")
+            .body(Body::from_stream(stream))
+            .unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+    }
+
+    /// The cgroup of the job's batch step, when this node runs it.
+    fn job_cgroup(&self, job: u64, attempt: u32) -> Option<CString> {
+        let (hierarchy, _) = crate::cgroup::detect(self.launcher.cgroup_root.as_deref()?)?;
+        let procs = hierarchy.join("drover").join(self.launcher.cgroup_name(job, attempt)).join("cgroup.procs");
+        procs.exists().then(|| CString::new(procs.display().to_string()).ok()).flatten()
+    }
+
+    fn forget(&self, key: (u64, u32), group: &Group) {
+        let mut inner = self.inner.lock().expect("tasks lock");
+        if let Some(groups) = inner.running.get_mut(&key) {
+            groups.retain(|g| !Arc::ptr_eq(g, group));
+            if groups.is_empty() {
+                inner.running.remove(&key);
+            }
+        }
+    }
+}
+
+/// Kills a launch's remaining ranks when its response stream is dropped
+/// (`srun` hung up or finished).
+struct HangUp {
+    group: Group,
+    tasks: Arc<Tasks>,
+    key: (u64, u32),
+}
+
+impl Drop for HangUp {
+    fn drop(&mut self) {
+        signal_groups(std::slice::from_ref(&self.group), libc::SIGKILL);
+        self.tasks.forget(self.key, &self.group);
+    }
+}
+
+fn signal_groups(groups: &[Group], sig: i32) {
+    for g in groups {
+        for pgid in g.lock().expect("group lock").iter().flatten() {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(-pgid, sig) };
+        }
+    }
+}
+
+/// Starts one rank: its own session, the job's user, the job's cgroup.
+fn spawn_task(
+    g: &StepGrant,
+    req: &LaunchTasks,
+    env: Vec<(String, String)>,
+    cgroup: Option<&std::ffi::CStr>,
+) -> std::io::Result<tokio::process::Child> {
+    // SAFETY: geteuid has no preconditions.
+    let switch_user = unsafe { libc::geteuid() } == 0 && g.uid != 0;
+    let groups = if switch_user { crate::step::groups_of(&g.user, g.gid) } else { Vec::new() };
+    let cwd = CString::new(req.cwd.as_str()).map_err(|_| std::io::Error::other("NUL byte in the directory"))?;
+    let cgroup = cgroup.map(|c| c.to_owned());
+    let (uid, gid) = (g.uid, g.gid);
+    let mut cmd = tokio::process::Command::new(&req.argv[0]);
+    cmd.args(&req.argv[1..])
+        .env_clear()
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: the closure only makes system calls on data prepared above.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |r: libc::c_int| if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
+            check(libc::setsid())?;
+            if let Some(procs) = &cgroup {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd >= 0 {
+                    libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                }
+            }
+            if switch_user {
+                check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+                check(libc::setgid(gid))?;
+                check(libc::setuid(uid))?;
+            }
+            // As the user: a directory they cannot enter is an error.
+            check(libc::chdir(cwd.as_ptr()))
+        });
+    }
+    cmd.spawn()
+}
+
+/// Streams one rank's output, then how it ended.
+async fn follow(mut child: tokio::process::Child, rank: u32, local: usize, group: Group, tx: mpsc::Sender<TaskFrame>) {
+    let out = child.stdout.take().map(|s| tokio::spawn(pump(s, rank, false, tx.clone())));
+    let err = child.stderr.take().map(|s| tokio::spawn(pump(s, rank, true, tx.clone())));
+    let status = child.wait().await;
+    // The rank is gone; anything it left in its session goes with it (and
+    // lets go of the pipes).
+    if let Some(pgid) = group.lock().expect("group lock")[local].take() {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+    for pump in [out, err].into_iter().flatten() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
+    }
+    let (code, signal) = match status {
+        Ok(s) => (s.code().unwrap_or(0), s.signal().unwrap_or(0)),
+        Err(_) => (255, 0),
+    };
+    let _ = tx.send(TaskFrame::Exit { rank, code, signal }).await;
+}
+
+async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, rank: u32, stderr: bool, tx: mpsc::Sender<TaskFrame>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let data = buf[..n].to_vec();
+                let frame = if stderr { TaskFrame::Stderr { rank, data } } else { TaskFrame::Stdout { rank, data } };
+                if tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
