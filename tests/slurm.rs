@@ -17,6 +17,8 @@ impl Links {
             .args(args)
             .current_dir(&c.dir)
             .env("DROVER_CONTROLLER", c.addrs())
+            // First on PATH, as after install-links: jobs find our srun.
+            .env("PATH", format!("{}:{}", self.dir.display(), std::env::var("PATH").unwrap_or_default()))
             .output()
             .unwrap_or_else(|e| panic!("{cmd}: {e}"))
     }
@@ -34,7 +36,7 @@ fn sbatch_squeue_sinfo_and_scancel_answer_as_slurm_does() {
     let links = Links { dir: c.dir.join("bin") };
     let out = c.drover(&["install-links", links.dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for name in ["sbatch", "squeue", "sinfo", "scancel", "scontrol", "sacct"] {
+    for name in ["sbatch", "squeue", "sinfo", "scancel", "scontrol", "sacct", "srun", "salloc"] {
         assert!(links.dir.join(name).exists(), "{name} linked");
     }
     assert!(links.ok(&c, "sbatch", &["--version"]).starts_with("slurm 22.05.8 (drover "));
@@ -170,4 +172,151 @@ fn sbatch_squeue_sinfo_and_scancel_answer_as_slurm_does() {
         String::from_utf8_lossy(&bad.stderr).starts_with("scancel: error: Kill job error on job id 999999"),
         "{bad:?}"
     );
+}
+
+/// srun inside a batch job fans its ranks out over the job's nodes with the
+/// environment rank-aware tools read; srun and salloc outside a job make
+/// an allocation and give it back; steps show in squeue -s and sacct;
+/// scontrol update changes jobs and nodes.
+#[test]
+fn srun_salloc_steps_and_updates() {
+    let c = Cluster::start("slurm-srun", 2, 0);
+    let links = Links { dir: c.dir.join("bin") };
+    let out = c.drover(&["install-links", links.dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Inside a batch job of 2 nodes and 4 tasks.
+    let script = c.dir.join("mpi.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n#SBATCH -N 2 --ntasks-per-node 2 -J mpi\n\
+         srun -l sh -c 'echo rank=$SLURM_PROCID of=$SLURM_NTASKS local=$SLURM_LOCALID node=$SLURM_NODEID \
+         host=$SLURMD_NODENAME step=$SLURM_STEP_ID job=$SLURM_JOB_ID nodes=$SLURM_STEP_NODELIST'\n\
+         srun -n 3 -o rank-%j-%s-%t.out sh -c 'echo file of $SLURM_PROCID'\n\
+         srun -n 2 sh -c 'exit $((SLURM_PROCID * 3))'\n\
+         echo after=$?\n\
+         srun -N 3 true\n\
+         echo toomany=$?\n",
+    )
+    .unwrap();
+    let id = links.ok(&c, "sbatch", &["--parsable", script.to_str().unwrap()]).trim().to_string();
+    c.wait_for("the mpi job to end", Duration::from_secs(30), || {
+        links.ok(&c, "sacct", &["-X", "-n", "-P", "-j", &id, "-o", "State"]).trim() == "COMPLETED"
+    });
+    let output = std::fs::read_to_string(c.dir.join(format!("slurm-{id}.out"))).unwrap();
+    let mut ranks: Vec<&str> = output.lines().filter(|l| l.contains("rank=")).collect();
+    ranks.sort();
+    let expected: Vec<String> = [(0, 0, 0, 1), (1, 1, 0, 1), (2, 0, 1, 2), (3, 1, 1, 2)]
+        .iter()
+        .map(|(rank, local, node, host)| {
+            format!(
+                "{rank}: rank={rank} of=4 local={local} node={node} host=node{host} step=0 job={id} nodes=node[1-2]"
+            )
+        })
+        .collect();
+    assert_eq!(ranks, expected, "{output}");
+    for rank in 0..3 {
+        let file = c.dir.join(format!("rank-{id}-1-{rank}.out"));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), format!("file of {rank}\n"), "{file:?}");
+    }
+    assert!(output.contains("srun: error: node2: task 1: Exited with exit code 3"), "{output}");
+    assert!(output.contains("after=3\n"), "{output}");
+    assert!(
+        output.contains(&format!(
+            "srun: error: Unable to create step for job {id}: Requested node configuration is not available: \
+             the step asks for 3 nodes, the job has 2"
+        )),
+        "{output}"
+    );
+    assert!(output.contains("toomany=1\n"), "{output}");
+    let steps = links.ok(&c, "sacct", &["-j", &id, "-P", "-n", "-o", "JobID,JobName,State,ExitCode,NTasks,NodeList"]);
+    assert_eq!(
+        steps,
+        format!(
+            "{id}|mpi|COMPLETED|0:0||node[1-2]\n{id}.batch|batch|COMPLETED|0:0|1|node1\n\
+             {id}.0|sh|COMPLETED|0:0|4|node[1-2]\n{id}.1|sh|COMPLETED|0:0|3|node[1-2]\n\
+             {id}.2|sh|FAILED|3:0|2|node[1-2]\n"
+        )
+    );
+
+    // A running step in squeue -s; the job ending kills its ranks everywhere.
+    let marker = format!("drover-step-{}", std::process::id());
+    let id = links
+        .ok(
+            &c,
+            "sbatch",
+            &["--parsable", "-N", "2", "-t", "10", "--wrap", &format!("srun -N 2 sh -c 'sleep 300; : {marker}'")],
+        )
+        .trim()
+        .to_string();
+    c.wait_for("the step running", Duration::from_secs(20), || {
+        links.ok(&c, "squeue", &["-s", "-h", "-o", "%i %j %N"]).trim() == format!("{id}.0 sh node[1-2]")
+    });
+    let steps = links.ok(&c, "squeue", &["-s"]);
+    assert!(steps.starts_with("         STEPID     NAME PARTITION     USER      TIME NODELIST\n"), "{steps}");
+    let running = || {
+        // The ranks' shells, not srun (whose command line names them too).
+        let ps = Command::new("pgrep").args(["-f", &format!("^sh -c sleep 300; : {marker}")]).output().unwrap();
+        String::from_utf8_lossy(&ps.stdout).lines().count()
+    };
+    c.wait_for("both ranks running", Duration::from_secs(10), || running() == 2);
+
+    // scontrol update: a user may shorten a running job's limit; names change.
+    links.ok(&c, "scontrol", &["update", &format!("JobId={id}"), "TimeLimit=5", "Name=renamed", "Comment=x y"]);
+    assert_eq!(links.ok(&c, "squeue", &["-h", "-j", &id, "-o", "%j %l"]), "renamed 5:00\n");
+    let bad = links.run(&c, "scontrol", &["update", &format!("JobId={id}"), "Partition=debug"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("the partition of a started job cannot change"), "{bad:?}");
+    let bad = links.run(&c, "scontrol", &["update", &format!("JobId={id}"), "Colour=blue"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not supported: colour"), "{bad:?}");
+    links.ok(&c, "scancel", &[&id]);
+    c.wait_for("the ranks killed with their job", Duration::from_secs(15), || running() == 0);
+    c.wait_for("the step recorded as cancelled", Duration::from_secs(10), || {
+        links
+            .ok(&c, "sacct", &["-j", &format!("{id}.0"), "-n", "-P", "-o", "JobID,State"])
+            .contains(&format!("{id}.0|CANCELLED"))
+    });
+
+    // Nodes: drain needs a reason, resume undoes it.
+    let bad = links.run(&c, "scontrol", &["update", "NodeName=node2", "State=DRAIN"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("You must specify a reason"), "{bad:?}");
+    links.ok(&c, "scontrol", &["update", "NodeName=node2", "State=DRAIN", "Reason=fan broken"]);
+    assert!(links.ok(&c, "sinfo", &["-R", "-h", "-o", "%E|%N"]).contains("fan broken|node2"));
+    links.ok(&c, "scontrol", &["update", "NodeName=node2", "State=RESUME"]);
+
+    // srun outside a job: allocates, runs, gives back; exit code is the worst rank's.
+    let out =
+        links.run(&c, "srun", &["-N", "2", "-l", "sh", "-c", "echo $SLURM_PROCID $SLURM_NNODES; exit $SLURM_NODEID"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    lines.sort();
+    assert_eq!(lines, ["0: 0 2", "1: 1 2"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("srun: error: node2: task 1: Exited with exit code 1"));
+    let last = links.ok(&c, "sacct", &["-X", "-n", "-P", "-o", "JobID,JobName,State,ExitCode"]);
+    assert!(last.lines().last().unwrap().ends_with("|sh|FAILED|1:0"), "{last}");
+
+    // salloc runs a command here with the job's variables, then gives the nodes back.
+    let out = links.run(
+        &c,
+        "salloc",
+        &[
+            "-N",
+            "1",
+            "sh",
+            "-c",
+            "echo job=$SLURM_JOB_ID nodes=$SLURM_JOB_NUM_NODES; srun hostname >/dev/null && echo inner-ok",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let job = err.lines().find_map(|l| l.strip_prefix("salloc: Granted job allocation ")).expect(&err).to_string();
+    assert_eq!(said, format!("job={job} nodes=1\ninner-ok\n"));
+    assert!(err.contains(&format!("salloc: Relinquishing job allocation {job}")), "{err}");
+    assert_eq!(links.ok(&c, "sacct", &["-j", &job, "-X", "-n", "-P", "-o", "State"]).trim(), "COMPLETED");
+    let bad = links.run(&c, "srun", &["true"]);
+    assert!(bad.status.success(), "{bad:?}");
+    let bad = links.run(&c, "srun", &["-N", "9", "true"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("srun: error: "), "{bad:?}");
 }

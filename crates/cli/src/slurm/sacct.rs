@@ -197,7 +197,21 @@ enum Layout {
     Parsable(bool),
 }
 
+#[cfg(test)]
 fn render(cols: &[Column], jobs: &[JobView], steps: bool, layout: Layout, noheader: bool, now_ms: u64) -> String {
+    render_lines(cols, jobs, steps, false, layout, noheader, now_ms)
+}
+
+/// `only_steps`: `-j N.S` names steps; their job's own lines stay out.
+fn render_lines(
+    cols: &[Column],
+    jobs: &[JobView],
+    steps: bool,
+    only_steps: bool,
+    layout: Layout,
+    noheader: bool,
+    now_ms: u64,
+) -> String {
     let mut out = String::new();
     let mut row = |cells: Vec<String>| {
         match layout {
@@ -229,6 +243,9 @@ fn render(cols: &[Column], jobs: &[JobView], steps: bool, layout: Layout, nohead
             lines.push(Line { job: j, batch: true, step: None });
             lines.extend(j.steps.iter().map(|s| Line { job: j, batch: false, step: Some(s) }));
         }
+        if only_steps {
+            lines.retain(|l| l.step.is_some());
+        }
         for l in lines {
             row(cols
                 .iter()
@@ -259,8 +276,12 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
     let now = crate::jobs::now_ms();
     let cols = columns(a.format.as_deref().unwrap_or(if a.long { LONG_FIELDS } else { DEFAULT_FIELDS }))?;
     let mut q: Vec<(&str, String)> = vec![("all", "true".into())];
-    if !a.jobs.is_empty() {
-        q.push(("id", a.jobs.join(",")));
+    // `N.S` names a step: its job is asked for, and only the step shown.
+    let wanted: Vec<&str> = a.jobs.iter().flat_map(|j| j.split(',')).filter(|j| !j.is_empty()).collect();
+    let wanted_steps: Vec<&str> = wanted.iter().copied().filter(|j| j.contains('.')).collect();
+    if !wanted.is_empty() {
+        let ids: Vec<&str> = wanted.iter().map(|j| j.split('.').next().unwrap_or(j)).collect();
+        q.push(("id", ids.join(",")));
     }
     // Without -a or -u a user sees their own jobs; root sees everyone's.
     let me = super::my_user();
@@ -299,7 +320,13 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
         (false, true) => Layout::Parsable(true),
         _ => Layout::Table,
     };
-    let text = render(&cols, &jobs, !a.allocations, layout, a.noheader, now);
+    let only_steps = !wanted_steps.is_empty() && wanted_steps.len() == wanted.len();
+    if only_steps {
+        for j in &mut jobs {
+            j.steps.retain(|s| wanted_steps.contains(&s.id.as_str()));
+        }
+    }
+    let text = render_lines(&cols, &jobs, !a.allocations, only_steps, layout, a.noheader, now);
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(0)
