@@ -6,15 +6,16 @@
 mod common;
 use common::Cluster;
 
-#[test]
-fn simple_slurm_submits_waits_reads_back_and_cancels() {
-    let c = Cluster::start("pypi", 2, 0);
+/// Runs `script` (in tests/pyclients) against a fresh two-node cluster with
+/// the Slurm links first on PATH; what it printed.
+fn run_client(name: &str, script: &str, package: &str) -> String {
+    let c = Cluster::start(name, 2, 0);
     let bin = c.dir.join("bin");
     let out = c.drover(&["install-links", bin.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let run = std::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pyclients/simple_slurm_client.py"))
+        .arg(format!("{}/tests/pyclients/{script}", env!("CARGO_MANIFEST_DIR")))
         .arg(&c.dir)
         .current_dir(&c.dir)
         .env("PATH", path)
@@ -24,8 +25,21 @@ fn simple_slurm_submits_waits_reads_back_and_cancels() {
     let said = String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
     assert!(
         run.status.success(),
-        "simple-slurm against Drover failed (pip install simple-slurm==0.3.6; .ci/run does):\n{said}\n{}",
+        "{script} against Drover failed (pip install {package}; .ci/run does):\n{said}\n{}",
         c.logs()
     );
     assert!(said.contains("all checks passed"), "{said}");
+    said
+}
+
+#[test]
+fn simple_slurm_submits_waits_reads_back_and_cancels() {
+    run_client("pypi", "simple_slurm_client.py", "simple-slurm==0.3.6");
+}
+
+/// submitit runs its function through srun inside the job: one rank per
+/// task across two nodes, each with its place in the job.
+#[test]
+fn submitit_runs_functions_through_srun() {
+    run_client("pypi-submitit", "submitit_client.py", "submitit==1.5.2");
 }

@@ -251,13 +251,22 @@ pub(crate) fn groups_of(user: &str, gid: u32) -> Vec<libc::gid_t> {
     }
 }
 
-fn parent_dir_exists(path: &str) -> Result<(), LaunchError> {
+/// How long a launch waits for its output file's directory to appear.
+/// Clients such as submitit submit first and make the job's log directory
+/// (named after the job id) right after; Slurm's slower start hides that
+/// race, Drover's millisecond start must wait it out.
+const OUTPUT_DIR_WAIT: Duration = Duration::from_secs(5);
+
+async fn parent_dir_exists(path: &str) -> Result<(), LaunchError> {
     let dir = Path::new(path).parent().unwrap_or(Path::new("/"));
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        Err(LaunchError::OutputDir { path: path.to_string(), dir: dir.display().to_string() })
+    let deadline = Instant::now() + OUTPUT_DIR_WAIT;
+    while !dir.is_dir() {
+        if Instant::now() >= deadline {
+            return Err(LaunchError::OutputDir { path: path.to_string(), dir: dir.display().to_string() });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
 }
 
 /// The CPUs this process may run on.
@@ -300,8 +309,8 @@ pub async fn launch_controlled(
     if !Path::new(&order.work_dir).is_dir() {
         return Err(LaunchError::WorkDir(order.work_dir.clone()));
     }
-    parent_dir_exists(&order.stdout)?;
-    parent_dir_exists(&order.stderr)?;
+    parent_dir_exists(&order.stdout).await?;
+    parent_dir_exists(&order.stderr).await?;
 
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;

@@ -34,6 +34,29 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     ),
     ("/api/v1/jobs/{id}/signal", "post", "Send a signal to a running job's processes (scancel --signal)", Some("SignalJob"), "JobView"),
     ("/api/v1/jobs/{id}/hold", "post", "Hold a pending job (scontrol hold)", None, "JobView"),
+    (
+        "/api/v1/jobs/{id}",
+        "patch",
+        "Change a job (scontrol update): time limit (users shorten, operators lengthen), partition (pending only), name, nice (negative: operators), comment",
+        Some("UpdateJob"),
+        "JobView",
+    ),
+    (
+        "/api/v1/jobs/{id}/steps",
+        "post",
+        "Create a step of a running job (srun): its layout over the job's nodes and one sealed grant per node, which the node's agent needs to run its ranks (POST /api/v1/steps on the agent's listener)",
+        Some("StepRequest"),
+        "StepCreated",
+    ),
+    ("/api/v1/jobs/{id}/steps/{step}/end", "post", "Record how a step ended (the worst of its ranks)", Some("ExitReport"), "JobView"),
+    (
+        "/api/v1/jobs/{id}/complete",
+        "post",
+        "Give back an allocation (srun/salloc outside a batch job): the job ends COMPLETED, or FAILED for a non-zero exit",
+        Some("ExitReport"),
+        "JobView",
+    ),
+    ("/api/v1/jobs/{id}/env", "get", "A running job's SLURM_* and DROVER_* variables (salloc's shell); owner or operators", None, "Env"),
     ("/api/v1/jobs/{id}/release", "post", "Release a held job (scontrol release)", None, "JobView"),
     (
         "/api/v1/jobs/{id}/output",
@@ -118,7 +141,7 @@ fn r(name: &str) -> Value {
 fn schemas() -> Value {
     let resources =
         obj(&[("cpus", s("integer")), ("mem_mb", s("integer")), ("gpus", s("integer"))], &["cpus", "mem_mb", "gpus"]);
-    json!({
+    let mut v = json!({
         "Empty": { "type": "object" },
         "Text": { "type": "string" },
         "SignalJob": obj(&[("signal", json!({"type": "integer", "minimum": 1, "maximum": 64}))], &["signal"]),
@@ -181,6 +204,7 @@ fn schemas() -> Value {
             ("submit_time", s("integer")), ("start_time", json!({"type": ["integer", "null"]})), ("end_time", json!({"type": ["integer", "null"]})),
             ("exit_code", json!({"type": ["string", "null"]})), ("restart_count", s("integer")),
             ("stdout", s("string")), ("stderr", s("string")), ("terminal", s("boolean")),
+            ("steps", json!({"type": "array", "items": r("StepView"), "description": "steps srun ran in the job"})),
         ], &["id", "job_id", "state"]),
         "JobList": obj(&[("jobs", json!({"type": "array", "items": r("JobView")}))], &["jobs"]),
         "NodeView": obj(&[
@@ -216,6 +240,41 @@ fn schemas() -> Value {
         "Reports": obj(&[("reports", json!({"type": "array", "items": r("Report")}))], &["reports"]),
         "Report": obj(&[("node", s("string")), ("job", s("integer")), ("attempt", s("integer")), ("finished", json!({}))], &["node", "job", "attempt"]),
         "Order": {"description": "One of {\"Launch\": LaunchOrder}, {\"Kill\": {job, attempt}}, {\"Signal\": {job, attempt, signal}}, \"Ping\""},
+    });
+    if let (Some(all), Value::Object(more)) = (v.as_object_mut(), step_schemas()) {
+        all.extend(more);
+    }
+    v
+}
+
+/// The shapes of `srun`'s and `scontrol update`'s requests (apart: one
+/// `json!` may only nest so deep).
+fn step_schemas() -> Value {
+    json!({
+        "UpdateJob": obj(&[
+            ("time_limit", json!({"type": "string", "description": "Slurm's forms: 30, 2:00:00, 1-00:00:00, UNLIMITED"})),
+            ("partition", s("string")), ("name", s("string")), ("nice", s("integer")), ("comment", s("string")),
+        ], &[]),
+        "StepRequest": obj(&[
+            ("name", s("string")), ("ntasks", json!({"type": ["integer", "null"]})), ("nodes", json!({"type": ["integer", "null"]})),
+            ("ntasks_per_node", json!({"type": ["integer", "null"]})), ("cpus_per_task", json!({"type": ["integer", "null"]})),
+            ("overcommit", s("boolean")),
+        ], &["name"]),
+        "StepCreated": obj(&[
+            ("job_id", s("integer")), ("step", s("integer")),
+            ("nodes", json!({"type": "array", "items": obj(&[
+                ("name", s("string")), ("addr", s("string")), ("first_rank", s("integer")), ("tasks", s("integer")),
+                ("grant", json!({"type": "string", "description": "the node's grant as JSON text; send it unchanged"})),
+                ("seal", s("string")),
+            ], &["name", "addr", "first_rank", "tasks", "grant", "seal"])})),
+        ], &["job_id", "step", "nodes"]),
+        "ExitReport": obj(&[("exit_code", s("integer")), ("signal", s("integer"))], &["exit_code"]),
+        "Env": {"type": "array", "items": {"type": "array", "items": s("string"), "minItems": 2, "maxItems": 2}},
+        "StepView": obj(&[
+            ("id", s("string")), ("step", s("integer")), ("name", s("string")), ("state", s("string")), ("nodes", s("string")),
+            ("num_nodes", s("integer")), ("ntasks", s("integer")), ("num_cpus", s("integer")), ("start_time", s("integer")),
+            ("end_time", json!({"type": ["integer", "null"]})), ("exit_code", json!({"type": ["string", "null"]})),
+        ], &["id", "step", "state"]),
     })
 }
 

@@ -194,6 +194,8 @@ impl LaunchOrder {
         }
         set("SLURMD_NODENAME", node_name.clone());
         set("ENVIRONMENT", "BATCH".into());
+        // srun reads it: its own output files open the way the job's did.
+        set("SLURM_OPEN_MODE", if spec.open_mode == OpenMode::Append { "a" } else { "t" }.into());
 
         Some(LaunchOrder {
             job_id: j.id,

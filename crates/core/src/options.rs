@@ -85,6 +85,7 @@ pub const SUBMIT_OPTIONS: &[OptDef] = &[
     opt("time-min", None, Req, "minimum time limit (recorded)"),
     opt("verbose", Some('v'), NoArg, "say more"),
     opt("wait", Some('W'), NoArg, "wait for the job to end; exit with its exit code"),
+    opt("wckey", None, Req, "workload characterization key (accepted, ignored)"),
     opt("wrap", None, Req, "run this command line as the job's script"),
 ];
 
@@ -363,6 +364,7 @@ impl SubmitRequest {
             "parsable" => self.parsable = true,
             "partition" => self.partition = s(),
             "qos" => self.qos = s(),
+            "wckey" => {}
             "quiet" => self.quiet = true,
             "signal" => self.signal = Some(signal_spec(v)?),
             "test-only" => self.test_only = true,

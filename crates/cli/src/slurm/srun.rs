@@ -83,6 +83,9 @@ pub struct SrunArgs {
     chdir: Option<String>,
     #[arg(long)]
     export: Option<String>,
+    /// append|truncate the -o/-e files (default: as the job's, else truncate).
+    #[arg(long = "open-mode")]
+    open_mode: Option<String>,
     /// Run inside this job's allocation.
     #[arg(long)]
     jobid: Option<String>,
@@ -331,15 +334,16 @@ enum Sink {
     /// One file for all ranks, or one per rank (`%t` in the pattern).
     Files {
         pattern: String,
+        append: bool,
         open: HashMap<String, std::fs::File>,
     },
 }
 
 impl Sink {
-    fn of(pattern: Option<&str>, default: Sink) -> Sink {
+    fn of(pattern: Option<&str>, append: bool, default: Sink) -> Sink {
         match pattern {
             None => default,
-            Some(p) => Sink::Files { pattern: p.to_string(), open: HashMap::new() },
+            Some(p) => Sink::Files { pattern: p.to_string(), append, open: HashMap::new() },
         }
     }
 
@@ -347,12 +351,14 @@ impl Sink {
         match self {
             Sink::Stdout => std::io::stdout().lock().write_all(data),
             Sink::Stderr => std::io::stderr().lock().write_all(data),
-            Sink::Files { pattern, open } => {
+            Sink::Files { pattern, append, open } => {
                 let path = names.expand(pattern, rank);
                 if !open.contains_key(&path) {
                     let f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-                    // Truncated once, on first use, as Slurm opens them.
-                    f.set_len(0)?;
+                    // Truncated once, on first use, unless appending.
+                    if !*append {
+                        f.set_len(0)?;
+                    }
                     open.insert(path.clone(), f);
                 }
                 open.get_mut(&path).expect("just opened").write_all(data)
@@ -440,9 +446,11 @@ async fn run_step(client: &Client, job: &str, request: StepRequest, a: &SrunArgs
     }
     let total: u32 = created.nodes.iter().map(|n| n.tasks).sum();
     let names = Names { job, step, name: &request.name, user: super::my_user(), node_of };
-    let mut out = Sink::of(a.output.as_deref(), Sink::Stdout);
+    let mode = a.open_mode.clone().or_else(|| std::env::var("SLURM_OPEN_MODE").ok()).unwrap_or_default();
+    let append = mode.to_ascii_lowercase().starts_with('a');
+    let mut out = Sink::of(a.output.as_deref(), append, Sink::Stdout);
     // Without -e, errors follow -o (Slurm's rule), else go to stderr.
-    let mut err = Sink::of(a.error.as_deref().or(a.output.as_deref()), Sink::Stderr);
+    let mut err = Sink::of(a.error.as_deref().or(a.output.as_deref()), append, Sink::Stderr);
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<FromNode>(256);
     let http = reqwest::Client::builder()
@@ -653,7 +661,7 @@ mod tests {
         let _ = std::fs::create_dir_all(&dir);
         let pattern = dir.join("%t.out").display().to_string();
         let names = Names { job: "1", step: 0, name: "", user: String::new(), node_of: HashMap::new() };
-        let mut sink = Sink::of(Some(&pattern), Sink::Stdout);
+        let mut sink = Sink::of(Some(&pattern), false, Sink::Stdout);
         let mut partial = HashMap::new();
         emit(&mut sink, &names, true, 1, b"hel", &mut partial, false);
         emit(&mut sink, &names, true, 1, b"lo\nwor", &mut partial, false);
