@@ -50,13 +50,9 @@ struct Alloc {
     comment: Option<String>,
 }
 
-#[derive(Parser, Debug)]
-#[command(name = "srun", disable_help_flag = true, disable_version_flag = true)]
-pub struct SrunArgs {
-    #[command(flatten)]
-    common: super::Common,
-    #[command(flatten)]
-    alloc: Alloc,
+/// The shape of the tasks: of a step, or of the allocation srun or salloc makes.
+#[derive(clap::Args, Debug, Default)]
+struct Shape {
     #[arg(short = 'n', long)]
     ntasks: Option<u32>,
     #[arg(short = 'N', long)]
@@ -67,6 +63,17 @@ pub struct SrunArgs {
     cpus_per_task: Option<u32>,
     #[arg(short = 'J', long = "job-name")]
     job_name: Option<String>,
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "srun", disable_help_flag = true, disable_version_flag = true)]
+pub struct SrunArgs {
+    #[command(flatten)]
+    common: super::Common,
+    #[command(flatten)]
+    alloc: Alloc,
+    #[command(flatten)]
+    shape: Shape,
     #[arg(short = 'o', long)]
     output: Option<String>,
     #[arg(short = 'e', long)]
@@ -117,16 +124,8 @@ pub struct SallocArgs {
     common: super::Common,
     #[command(flatten)]
     alloc: Alloc,
-    #[arg(short = 'n', long)]
-    ntasks: Option<u32>,
-    #[arg(short = 'N', long)]
-    nodes: Option<u32>,
-    #[arg(long = "ntasks-per-node")]
-    ntasks_per_node: Option<u32>,
-    #[arg(short = 'c', long = "cpus-per-task")]
-    cpus_per_task: Option<u32>,
-    #[arg(short = 'J', long = "job-name")]
-    job_name: Option<String>,
+    #[command(flatten)]
+    shape: Shape,
     #[arg(short = 'Q', long)]
     quiet: bool,
     #[arg(trailing_var_arg = true, value_name = "COMMAND")]
@@ -151,18 +150,17 @@ pub async fn srun(client: &Client, a: SrunArgs) -> Result<i32, String> {
     let (job, ours) = match inside {
         Some(id) => (id, false),
         None => {
-            let sizes = Sizes { ntasks: a.ntasks, nodes: a.nodes, per_node: a.ntasks_per_node, cpus: a.cpus_per_task };
-            let name = a.job_name.clone().unwrap_or_else(|| command_name(&a.command));
-            (allocate(client, "srun", &a.alloc, &sizes, &name, a.quiet).await?, true)
+            let name = a.shape.job_name.clone().unwrap_or_else(|| command_name(&a.command));
+            (allocate(client, "srun", &a.alloc, &a.shape, &name, a.quiet).await?, true)
         }
     };
     let request = StepRequest {
-        name: a.job_name.clone().unwrap_or_else(|| command_name(&a.command)),
+        name: a.shape.job_name.clone().unwrap_or_else(|| command_name(&a.command)),
         // In an allocation srun made itself, the step is the whole of it.
-        ntasks: if ours { None } else { a.ntasks },
-        nodes: if ours { None } else { a.nodes },
-        ntasks_per_node: if ours { None } else { a.ntasks_per_node },
-        cpus_per_task: a.cpus_per_task,
+        ntasks: if ours { None } else { a.shape.ntasks },
+        nodes: if ours { None } else { a.shape.nodes },
+        ntasks_per_node: if ours { None } else { a.shape.ntasks_per_node },
+        cpus_per_task: a.shape.cpus_per_task,
         overcommit: a.overcommit,
     };
     let outcome = run_step(client, &job, request, &a).await;
@@ -187,9 +185,8 @@ pub async fn salloc(client: &Client, a: SallocArgs) -> Result<i32, String> {
     if a.common.answered(SALLOC_USAGE) {
         return Ok(0);
     }
-    let sizes = Sizes { ntasks: a.ntasks, nodes: a.nodes, per_node: a.ntasks_per_node, cpus: a.cpus_per_task };
-    let name = a.job_name.clone().unwrap_or_else(|| "interactive".into());
-    let job = allocate(client, "salloc", &a.alloc, &sizes, &name, a.quiet).await?;
+    let name = a.shape.job_name.clone().unwrap_or_else(|| "interactive".into());
+    let job = allocate(client, "salloc", &a.alloc, &a.shape, &name, a.quiet).await?;
     if !a.quiet {
         eprintln!("salloc: Granted job allocation {job}");
     }
@@ -253,40 +250,41 @@ fn command_name(command: &[String]) -> String {
     command.first().map_or("srun".into(), |c| c.rsplit('/').next().unwrap_or(c).to_string())
 }
 
-struct Sizes {
-    ntasks: Option<u32>,
-    nodes: Option<u32>,
-    per_node: Option<u32>,
-    cpus: Option<u32>,
-}
-
 /// Submits a job that only holds nodes and waits until it runs; its id.
 /// Interrupted while waiting, the request is withdrawn.
-async fn allocate(client: &Client, cmd: &str, a: &Alloc, s: &Sizes, name: &str, quiet: bool) -> Result<String, String> {
+async fn allocate(client: &Client, cmd: &str, a: &Alloc, s: &Shape, name: &str, quiet: bool) -> Result<String, String> {
     let mut args: Vec<String> = vec!["--job-name".into(), name.into(), "--output".into(), "/dev/null".into()];
-    let mut add = |flag: &str, value: Option<String>| {
-        if let Some(v) = value {
-            args.push(flag.into());
-            args.push(v);
+    let counts = [
+        ("--ntasks", s.ntasks),
+        ("--nodes", s.nodes),
+        ("--ntasks-per-node", s.ntasks_per_node),
+        ("--cpus-per-task", s.cpus_per_task),
+    ];
+    for (flag, n) in counts {
+        if let Some(n) = n {
+            args.extend([flag.to_string(), n.to_string()]);
         }
-    };
-    add("--ntasks", s.ntasks.map(|n| n.to_string()));
-    add("--nodes", s.nodes.map(|n| n.to_string()));
-    add("--ntasks-per-node", s.per_node.map(|n| n.to_string()));
-    add("--cpus-per-task", s.cpus.map(|n| n.to_string()));
-    add("--partition", a.partition.clone());
-    add("--time", a.time.clone());
-    add("--mem", a.mem.clone());
-    add("--mem-per-cpu", a.mem_per_cpu.clone());
-    add("--account", a.account.clone());
-    add("--qos", a.qos.clone());
-    add("--nodelist", a.nodelist.clone());
-    add("--exclude", a.exclude.clone());
-    add("--constraint", a.constraint.clone());
-    add("--gres", a.gres.clone());
-    add("--gpus", a.gpus.clone());
-    add("--gpus-per-node", a.gpus_per_node.clone());
-    add("--comment", a.comment.clone());
+    }
+    let texts = [
+        ("--partition", &a.partition),
+        ("--time", &a.time),
+        ("--mem", &a.mem),
+        ("--mem-per-cpu", &a.mem_per_cpu),
+        ("--account", &a.account),
+        ("--qos", &a.qos),
+        ("--nodelist", &a.nodelist),
+        ("--exclude", &a.exclude),
+        ("--constraint", &a.constraint),
+        ("--gres", &a.gres),
+        ("--gpus", &a.gpus),
+        ("--gpus-per-node", &a.gpus_per_node),
+        ("--comment", &a.comment),
+    ];
+    for (flag, value) in texts {
+        if let Some(v) = value {
+            args.extend([flag.to_string(), v.clone()]);
+        }
+    }
     // Not a script the user wrote: the job may not be requeued onto other
     // nodes behind the back of the srun that holds it.
     args.push("--no-requeue".into());
