@@ -277,6 +277,12 @@ fn srun_salloc_steps_and_updates() {
             .contains(&format!("{id}.0|CANCELLED"))
     });
 
+    let config = links.ok(&c, "scontrol", &["show", "config"]);
+    assert!(config.starts_with("Configuration data as of "), "{config}");
+    assert!(config.contains("\nClusterName             = drover\n"), "{config}");
+    assert!(config.contains("\nSLURM_VERSION           = 22.05.8\n"), "{config}");
+    assert!(config.ends_with(" is UP\n") && config.contains("\n\nSlurmctld(primary) at 127.0.0.1:"), "{config}");
+
     // Nodes: drain needs a reason, resume undoes it.
     let bad = links.run(&c, "scontrol", &["update", "NodeName=node2", "State=DRAIN"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("You must specify a reason"), "{bad:?}");
@@ -294,6 +300,31 @@ fn srun_salloc_steps_and_updates() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("srun: error: node2: task 1: Exited with exit code 1"));
     let last = links.ok(&c, "sacct", &["-X", "-n", "-P", "-o", "JobID,JobName,State,ExitCode"]);
     assert!(last.lines().last().unwrap().ends_with("|sh|FAILED|1:0"), "{last}");
+
+    // The same commands as the Slurm capture (tests/fixtures/slurm/), same output
+    // but for the ids, the cluster's name and the host's.
+    let fixture = |name: &str| {
+        std::fs::read_to_string(format!("{}/tests/fixtures/slurm/{name}.out", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let env = links.ok(&c, "srun", &["-n1", "printenv", "SLURM_JOB_ID", "SLURM_NODELIST", "SLURM_CLUSTER_NAME"]);
+    let job = env.lines().next().unwrap();
+    // Whichever node was free first.
+    let node = env.lines().nth(1).filter(|n| ["node1", "node2"].contains(n)).expect(&env);
+    assert_eq!(env, fixture("41-srun_env").replacen("10069", job, 1).replace("node1", node).replace("peer", "drover"));
+    let host = String::from_utf8(Command::new("hostname").output().unwrap().stdout).unwrap();
+    let mut ours: Vec<String> = links.ok(&c, "srun", &["-N2", "-l", "hostname"]).lines().map(str::to_string).collect();
+    let mut theirs: Vec<String> =
+        fixture("41-srun_hostname").replace("vm", host.trim()).lines().map(str::to_string).collect();
+    ours.sort();
+    theirs.sort();
+    assert_eq!(ours, theirs);
+    let out = links.run(&c, "salloc", &["-N1", "-J", "probe_salloc", "true"]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    let job = said.lines().next().and_then(|l| l.strip_prefix("salloc: Granted job allocation ")).expect(&said);
+    let theirs =
+        std::fs::read_to_string(format!("{}/tests/fixtures/slurm/42-salloc.err", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    assert_eq!(said, theirs.replace("10070", job));
 
     // salloc runs a command here with the job's variables, then gives the nodes back.
     let out = links.run(
@@ -314,6 +345,13 @@ fn srun_salloc_steps_and_updates() {
     assert_eq!(said, format!("job={job} nodes=1\ninner-ok\n"));
     assert!(err.contains(&format!("salloc: Relinquishing job allocation {job}")), "{err}");
     assert_eq!(links.ok(&c, "sacct", &["-j", &job, "-X", "-n", "-P", "-o", "State"]).trim(), "COMPLETED");
+    // A throttled array waits as N_[a-b%T], and -r lists its tasks.
+    let arr = links.ok(&c, "sbatch", &["--parsable", "-H", "-a", "0-3%2", "--wrap", "true"]).trim().to_string();
+    assert_eq!(links.ok(&c, "squeue", &["-h", "-j", &arr, "-o", "%i %K"]), format!("{arr}_[0-3%2] 0-3%2\n"));
+    let tasks = links.ok(&c, "squeue", &["-h", "-r", "-j", &arr, "-o", "%i"]);
+    assert_eq!(tasks, (0..4).map(|t| format!("{arr}_{t}\n")).collect::<String>());
+    links.ok(&c, "scancel", &[&arr]);
+
     let bad = links.run(&c, "srun", &["true"]);
     assert!(bad.status.success(), "{bad:?}");
     let bad = links.run(&c, "srun", &["-N", "9", "true"]);

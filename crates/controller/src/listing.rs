@@ -137,8 +137,7 @@ impl<'s> Listed<'s> {
                 }
             }
             Listed::Array(a) => {
-                let tasks = a.pending.to_string();
-                let id = if a.pending.len() == 1 { format!("{}_{tasks}", a.id) } else { format!("{}_[{tasks}]", a.id) };
+                let (id, _) = drover_proto::pending_tasks_id(a);
                 let reason = a.reason.name();
                 write_job_row(out, id, part, &spec.name, &spec.user, code, None, None, spec.nodes_min, reason);
             }

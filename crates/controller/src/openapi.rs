@@ -67,6 +67,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     ),
     ("/api/v1/nodes", "get", "List nodes", None, "NodeList"),
     ("/api/v1/partitions", "get", "List partitions: limits, state and member nodes", None, "PartitionList"),
+    ("/api/v1/config", "get", "The cluster's settings (scontrol show config)", None, "Config"),
     ("/api/v1/nodes/{name}", "get", "One node", None, "NodeView"),
     ("/api/v1/nodes/{name}/drain", "post", "Drain a node (operators)", Some("Drain"), "NodeView"),
     ("/api/v1/nodes/{name}/resume", "post", "Return a node to service (operators)", None, "NodeView"),
@@ -268,6 +269,10 @@ fn step_schemas() -> Value {
                 ("seal", s("string")),
             ], &["name", "addr", "first_rank", "tasks", "grant", "seal"])})),
         ], &["job_id", "step", "nodes"]),
+        "Config": obj(&[
+            ("cluster_name", s("string")), ("node_timeout_ms", json!({"type": ["integer", "null"]})),
+            ("max_requeue", s("integer")), ("requeue_backoff_ms", s("integer")), ("over_time_grace_ms", s("integer")),
+        ], &["cluster_name"]),
         "ExitReport": obj(&[("exit_code", s("integer")), ("signal", s("integer"))], &["exit_code"]),
         "Env": {"type": "array", "items": {"type": "array", "items": s("string"), "minItems": 2, "maxItems": 2}},
         "StepView": obj(&[

@@ -359,6 +359,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/tokens", post(issue_token))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/partitions", get(list_partitions))
+        .route("/api/v1/config", get(show_config))
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{name}", get(show_node))
         .route("/api/v1/nodes/{name}/drain", post(drain))
@@ -681,7 +682,8 @@ async fn end_step(
     let who = app.authenticate(&headers)?;
     let job = raw_job_id(&app, &id)?;
     let exit = ExitStatus { code: e.exit_code, signal: e.signal };
-    app.propose_request(&headers, Command::EndStep { job, step, exit, by: who, now: now_ms() }).await?;
+    let cancelled = e.cancelled;
+    app.propose_request(&headers, Command::EndStep { job, step, exit, cancelled, by: who, now: now_ms() }).await?;
     job_view(&app, &id)
 }
 
@@ -794,6 +796,17 @@ fn event_stream(app: App, after: u64) -> Response {
         .header("cache-control", "no-cache")
         .body(Body::from_stream(stream))
         .unwrap_or_default()
+}
+
+/// The cluster's settings (`scontrol show config`).
+async fn show_config(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Query(fresh): Query<Freshness>,
+) -> ApiResult<drover_core::state::Config> {
+    app.authenticate(&headers)?;
+    app.read_barrier(&fresh).await?;
+    Ok(Json(app.ctl.shared.read(|s| s.config().clone())))
 }
 
 async fn list_partitions(

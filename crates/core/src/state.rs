@@ -201,11 +201,13 @@ pub enum Command {
         by: Requester,
         now: Time,
     },
-    /// `srun` reports how its step ended.
+    /// `srun` reports how its step ended (`cancelled`: srun was interrupted).
     EndStep {
         job: JobId,
         step: StepId,
         exit: ExitStatus,
+        #[serde(default)]
+        cancelled: bool,
         by: Requester,
         now: Time,
     },
@@ -879,7 +881,9 @@ impl State {
             }
             Command::Tick { now } => self.tick(now, &mut ev),
             Command::CreateStep { job, request, by, now } => self.create_step(&job, request, by, now, &mut ev)?,
-            Command::EndStep { job, step, exit, by, now } => self.end_step(job, step, exit, by, now, &mut ev)?,
+            Command::EndStep { job, step, exit, cancelled, by, now } => {
+                self.end_step(job, step, exit, cancelled, by, now, &mut ev)?
+            }
             Command::Complete { job, exit, by, .. } => {
                 let id = self.resolve_started(&job)?;
                 let j = &self.jobs[&id];
@@ -1874,11 +1878,15 @@ impl State {
         id: JobId,
         step: StepId,
         exit: ExitStatus,
+        cancelled: bool,
         by: Requester,
         now: Time,
         ev: &mut Vec<Event>,
     ) -> Result<(), CommandError> {
         let j = self.jobs.get_mut(&id).ok_or_else(|| CommandError::UnknownJob(id.to_string()))?;
+        // A step whose srun was interrupted, or whose job is being
+        // cancelled, was cancelled, whatever its ranks' exits say.
+        let cancelled = cancelled || j.end_intent == Some(EndIntent::Cancel);
         if !by.may_touch(j.spec.uid) {
             return Err(CommandError::PermissionDenied(format!("job {id} belongs to {}", j.spec.user)));
         }
@@ -1893,7 +1901,11 @@ impl State {
         }
         s.end = Some(now);
         s.exit = Some(exit);
-        s.state = if exit == ExitStatus::default() { JobState::Completed } else { JobState::Failed };
+        s.state = match (cancelled, exit == ExitStatus::default()) {
+            (true, _) => JobState::Cancelled,
+            (false, true) => JobState::Completed,
+            (false, false) => JobState::Failed,
+        };
         ev.push(Event::StepEnded { job: id, step, state: s.state, exit: Some(exit) });
         Ok(())
     }

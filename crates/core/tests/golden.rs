@@ -327,7 +327,7 @@ impl Runner {
                         let (job, step) = target.split_once('.').ok_or("step-end needs JOB.STEP")?;
                         let job = job.parse().map_err(|_| "bad job id")?;
                         let step = step.parse().map_err(|_| "bad step id")?;
-                        Command::EndStep { job, step, exit, by, now }
+                        Command::EndStep { job, step, exit, cancelled: words.contains(&"cancelled"), by, now }
                     }
                 };
                 self.apply(c, out);

@@ -332,6 +332,9 @@ pub struct ExitReport {
     pub exit_code: i32,
     #[serde(default)]
     pub signal: i32,
+    /// The step was interrupted (srun got SIGINT/SIGTERM): CANCELLED.
+    #[serde(default)]
+    pub cancelled: bool,
 }
 
 /// `PATCH /api/v1/jobs/{id}` (`scontrol update`): what to change, in
@@ -503,9 +506,9 @@ impl JobView {
                 a.split_ids.iter().filter_map(|id| state.job(*id)).map(|j| j.state).find(|s| *s != JobState::Completed);
             (first_bad.unwrap_or(JobState::Cancelled), "None", true)
         };
-        let tasks = a.pending.to_string();
+        let (id, tasks) = pending_tasks_id(a);
         JobView {
-            id: if a.pending.len() == 1 { format!("{}_{tasks}", a.id) } else { format!("{}_[{tasks}]", a.id) },
+            id,
             job_id: a.id,
             array_job_id: Some(a.id),
             array_task: Some(tasks),
@@ -534,6 +537,19 @@ impl JobView {
             steps: Vec::new(),
         }
     }
+}
+
+/// How an array's waiting tasks are named, as squeue shows them: `1000_7`,
+/// `1000_[5-99]`, with the throttle `1000_[0-99%4]`; and the task part.
+pub fn pending_tasks_id(a: &ArrayJob) -> (String, String) {
+    let throttle = a.spec.array.as_ref().and_then(|s| s.max_running).map_or(String::new(), |n| format!("%{n}"));
+    let tasks = format!("{}{throttle}", a.pending);
+    let id = if a.pending.len() == 1 && throttle.is_empty() {
+        format!("{}_{tasks}", a.id)
+    } else {
+        format!("{}_[{tasks}]", a.id)
+    };
+    (id, tasks)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -281,6 +281,15 @@ pub async fn run(client: &Client, args: Vec<String>) -> Result<i32, String> {
                 out.push_str(&render(&partition_record(p, &nodes), one_line));
             }
         }
+        ("show", Some(what)) if what.starts_with("config") => {
+            let config: drover_core::state::Config = client.get("/api/v1/config", &[]).await?;
+            let controllers = client.get_each::<drover_proto::Controllers>("/api/v1/controllers").await?;
+            let addrs: Vec<String> =
+                controllers.iter().map(|(addr, _)| addr.trim_start_matches("http://").to_string()).collect();
+            out.push_str(&config_text(&config, &addrs, now));
+            out.push('\n');
+            out.push_str(&ping_lines(&controllers).0);
+        }
         ("show", other) => {
             return Err(format!("invalid entity: {} (try job, node or partition)", other.unwrap_or_default()))
         }
@@ -309,18 +318,8 @@ pub async fn run(client: &Client, args: Vec<String>) -> Result<i32, String> {
         }
         ("ping", _) => {
             let views = client.get_each::<drover_proto::Controllers>("/api/v1/controllers").await?;
-            let mut down = false;
-            for (i, (addr, view)) in views.iter().enumerate() {
-                let role = match view {
-                    Ok(v) if v.leader == Some(v.this) => "primary".to_string(),
-                    _ => format!("backup{}", i.max(1)),
-                };
-                let state = if view.is_ok() { "UP" } else { "DOWN" };
-                down |= view.is_err();
-                let host = addr.trim_start_matches("http://");
-                out.push_str(&format!("Slurmctld({role}) at {host} is {state}\n"));
-            }
-            print!("{out}");
+            let (text, down) = ping_lines(&views);
+            print!("{text}");
             return Ok(i32::from(down));
         }
         ("token", _) => {
@@ -341,6 +340,54 @@ pub async fn run(client: &Client, args: Vec<String>) -> Result<i32, String> {
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(out.as_bytes());
     Ok(0)
+}
+
+/// `Slurmctld(primary) at HOST is UP`, a line per controller; whether any is down.
+fn ping_lines(views: &[(String, Result<drover_proto::Controllers, String>)]) -> (String, bool) {
+    let mut out = String::new();
+    let mut down = false;
+    for (i, (addr, view)) in views.iter().enumerate() {
+        let role = match view {
+            Ok(v) if v.leader == Some(v.this) => "primary".to_string(),
+            _ => format!("backup{}", i.max(1)),
+        };
+        let state = if view.is_ok() { "UP" } else { "DOWN" };
+        down |= view.is_err();
+        let host = addr.trim_start_matches("http://");
+        out.push_str(&format!("Slurmctld({role}) at {host} is {state}\n"));
+    }
+    (out, down)
+}
+
+/// `scontrol show config`: the settings Drover has, under Slurm's names
+/// and in its layout (`Key<pad to 23> = value`, Slurm's order).
+fn config_text(c: &drover_core::state::Config, controllers: &[String], now_ms: u64) -> String {
+    let secs = |ms: u64| format!("{} sec", ms / 1000);
+    let mut pairs: Vec<(String, String)> = vec![
+        ("AuthType".into(), "auth/drover".into()),
+        ("ClusterName".into(), c.cluster_name.clone()),
+        ("JobRequeue".into(), "1".into()),
+        ("DroverMaxRequeue".into(), c.max_requeue.to_string()),
+        ("OverTimeLimit".into(), format!("{} min", c.over_time_grace_ms.div_ceil(60_000))),
+        ("PriorityType".into(), "priority/multifactor".into()),
+        ("SchedulerType".into(), "sched/backfill".into()),
+        ("SelectType".into(), "select/cons_tres".into()),
+    ];
+    for (i, addr) in controllers.iter().enumerate() {
+        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+        pairs.push((format!("SlurmctldHost[{i}]"), format!("controller{}({host})", i + 1)));
+    }
+    if let Some(port) = controllers.first().and_then(|a| a.rsplit_once(':')).map(|(_, p)| p.to_string()) {
+        pairs.push(("SlurmctldPort".into(), port));
+    }
+    pairs.push(("SlurmdTimeout".into(), c.node_timeout_ms.map_or("0 sec".into(), secs)));
+    pairs.push(("SLURM_VERSION".into(), "22.05.8".into()));
+    pairs.push(("DROVER_VERSION".into(), env!("CARGO_PKG_VERSION").into()));
+    let mut out = format!("Configuration data as of {}\n", super::stamp(Some(now_ms), "Unknown"));
+    for (k, v) in pairs {
+        out.push_str(&format!("{k:<23} = {v}\n"));
+    }
+    out
 }
 
 /// `scontrol update JobId=… KEY=VALUE…` or `update NodeName=… State=…`.
@@ -405,6 +452,32 @@ async fn update(client: &Client, args: &[String]) -> Result<i32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_lines_are_laid_out_as_slurms() {
+        let config =
+            drover_core::state::Config { cluster_name: "peer".into(), over_time_grace_ms: 0, ..Default::default() };
+        let ours = config_text(&config, &["127.0.0.1:6817".into()], 1_795_320_738_000);
+        let theirs = std::fs::read_to_string(format!(
+            "{}/../../tests/fixtures/slurm/21-scontrol_config.out",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        assert_eq!(ours.lines().next(), theirs.lines().next(), "the date line");
+        // Every setting both print, on the same line; the values Slurm's own
+        // configuration differs in are left out.
+        let mut same = 0;
+        for line in ours.lines().skip(1) {
+            let key = line.split(" = ").next().unwrap().trim_end();
+            if let Some(t) = theirs.lines().find(|l| l.split(" = ").next().unwrap().trim_end() == key) {
+                if !["SlurmctldHost[0]", "SlurmdTimeout", "AuthType", "PriorityType"].contains(&key) {
+                    assert_eq!(line, t);
+                    same += 1;
+                }
+            }
+        }
+        assert!(same >= 6, "{ours}");
+    }
     use crate::slurm::fixture;
     use drover_core::Resources;
 

@@ -326,8 +326,10 @@ mod tests {
     /// ../shared/peers/slurm/cli_probe.sh): four pending jobs and an array.
     fn probe_jobs() -> Vec<JobView> {
         let job = |id: &str, job_id: u64, name: &str, reason: &str, nodes: u32| {
+            let tasks = id.split_once("_[").map(|(_, t)| t.trim_end_matches(']'));
             serde_json::from_value::<JobView>(serde_json::json!({
-                "id": id, "job_id": job_id, "array_job_id": null, "array_task": null, "name": name, "user": "root",
+                "id": id, "job_id": job_id, "array_job_id": tasks.map(|_| job_id), "array_task": tasks,
+                "name": name, "user": "root",
                 "uid": 0, "account": null, "partition": "debug", "state": "PENDING", "state_code": "PD",
                 "reason": reason, "nodes": "", "num_nodes": nodes, "num_cpus": 1, "time_limit": null,
                 "submit_time": 1_795_320_735_000u64, "start_time": null, "end_time": null, "exit_code": null,
@@ -350,6 +352,12 @@ mod tests {
     fn the_default_listing_matches_slurms() {
         let pieces = format::parse(DEFAULT_FORMAT, known).unwrap();
         assert_eq!(render(&pieces, &probe_jobs(), false, 0), fixture("07-squeue"));
+    }
+
+    #[test]
+    fn one_line_per_array_task_matches_slurms() {
+        let pieces = format::parse(DEFAULT_FORMAT, known).unwrap();
+        assert_eq!(render(&pieces, &one_per_task(probe_jobs()), false, 0), fixture("11-squeue_r"));
     }
 
     #[test]

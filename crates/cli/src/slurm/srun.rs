@@ -166,8 +166,8 @@ pub async fn srun(client: &Client, a: SrunArgs) -> Result<i32, String> {
     let outcome = run_step(client, &job, request, &a).await;
     if ours {
         let exit = match &outcome {
-            Ok((code, _)) => ExitReport { exit_code: *code, signal: 0 },
-            Err(_) => ExitReport { exit_code: 1, signal: 0 },
+            Ok((code, _)) => ExitReport { exit_code: *code, ..Default::default() },
+            Err(_) => ExitReport { exit_code: 1, ..Default::default() },
         };
         let given_back: Result<JobView, String> = client.post(&format!("/api/v1/jobs/{job}/complete"), &exit).await;
         if let Err(e) = given_back {
@@ -224,7 +224,7 @@ pub async fn salloc(client: &Client, a: SallocArgs) -> Result<i32, String> {
     if !a.quiet {
         eprintln!("salloc: Relinquishing job allocation {job}");
     }
-    let exit = ExitReport { exit_code: code, signal: 0 };
+    let exit = ExitReport { exit_code: code, ..Default::default() };
     let given_back: Result<JobView, String> = client.post(&format!("/api/v1/jobs/{job}/complete"), &exit).await;
     given_back.map_err(|e| format!("cannot give back job allocation {job}: {e}"))?;
     status?;
@@ -293,9 +293,6 @@ async fn allocate(client: &Client, cmd: &str, a: &Alloc, s: &Shape, name: &str, 
     let (spec, _) = crate::check::resolve(&args)?;
     let submitted: Submitted = client.post("/api/v1/jobs", &SubmitJobs { jobs: vec![spec] }).await?;
     let id = submitted.job_ids.first().copied().ok_or("the controller accepted no job")?.to_string();
-    if cmd == "salloc" && !quiet {
-        eprintln!("salloc: Pending job allocation {id}");
-    }
     let mut told = false;
     let wait = async {
         loop {
@@ -306,6 +303,10 @@ async fn allocate(client: &Client, cmd: &str, a: &Alloc, s: &Shape, name: &str, 
                 other => return Err(format!("job {id} is {other}; the allocation was not granted")),
             }
             if !told && !quiet {
+                // Said only when the allocation is not granted at once, as Slurm does.
+                if cmd == "salloc" {
+                    eprintln!("salloc: Pending job allocation {id}");
+                }
                 eprintln!("{cmd}: job {id} queued and waiting for resources");
                 told = true;
             }
@@ -526,12 +527,12 @@ async fn run_step(client: &Client, job: &str, request: StepRequest, a: &SrunArgs
     let worst_code = exits.values().map(|&(c, s)| if s != 0 { 128 + s } else { c }).max().unwrap_or(0);
     let worst_signal = exits.values().map(|&(_, s)| s).max().unwrap_or(0);
     let (code, report) = if interrupted {
-        (130, ExitReport { exit_code: 0, signal: libc::SIGINT })
+        (130, ExitReport { exit_code: 0, signal: libc::SIGINT, cancelled: true })
     } else if missing > 0 {
-        (worst_code.max(1), ExitReport { exit_code: worst_code.max(1), signal: worst_signal })
+        (worst_code.max(1), ExitReport { exit_code: worst_code.max(1), signal: worst_signal, cancelled: false })
     } else {
         let code = exits.values().map(|&(c, _)| c).max().unwrap_or(0);
-        (worst_code, ExitReport { exit_code: code, signal: worst_signal })
+        (worst_code, ExitReport { exit_code: code, signal: worst_signal, cancelled: false })
     };
     let ended: Result<JobView, String> = client.post(&format!("/api/v1/jobs/{job}/steps/{step}/end"), &report).await;
     if let Err(e) = ended {
