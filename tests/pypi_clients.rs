@@ -8,8 +8,8 @@ use common::Cluster;
 
 /// Runs `script` (in tests/pyclients) against a fresh two-node cluster with
 /// the Slurm links first on PATH; what it printed.
-fn run_client(name: &str, script: &str, package: &str) -> String {
-    let c = Cluster::start(name, 2, 0);
+fn run_client(name: &str, port_offset: u16, script: &str, package: &str) -> String {
+    let c = Cluster::start(name, 2, port_offset);
     let bin = c.dir.join("bin");
     let out = c.drover(&["install-links", bin.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -34,12 +34,12 @@ fn run_client(name: &str, script: &str, package: &str) -> String {
 
 #[test]
 fn simple_slurm_submits_waits_reads_back_and_cancels() {
-    run_client("pypi", "simple_slurm_client.py", "simple-slurm==0.3.6");
+    run_client("pypi", 0, "simple_slurm_client.py", "simple-slurm==0.3.6");
 }
 
 /// submitit runs its function through srun inside the job: one rank per
 /// task across two nodes, each with its place in the job.
 #[test]
 fn submitit_runs_functions_through_srun() {
-    run_client("pypi-submitit", "submitit_client.py", "submitit==1.5.2");
+    run_client("pypi-submitit", 1, "submitit_client.py", "submitit==1.5.2");
 }

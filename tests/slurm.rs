@@ -180,7 +180,7 @@ fn sbatch_squeue_sinfo_and_scancel_answer_as_slurm_does() {
 /// scontrol update changes jobs and nodes.
 #[test]
 fn srun_salloc_steps_and_updates() {
-    let c = Cluster::start("slurm-srun", 2, 0);
+    let c = Cluster::start("slurm-srun", 2, 1);
     let links = Links { dir: c.dir.join("bin") };
     let out = c.drover(&["install-links", links.dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

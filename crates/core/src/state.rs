@@ -882,7 +882,7 @@ impl State {
             Command::Tick { now } => self.tick(now, &mut ev),
             Command::CreateStep { job, request, by, now } => self.create_step(&job, request, by, now, &mut ev)?,
             Command::EndStep { job, step, exit, cancelled, by, now } => {
-                self.end_step(job, step, exit, cancelled, by, now, &mut ev)?
+                self.end_step(job, step, (exit, cancelled), by, now, &mut ev)?
             }
             Command::Complete { job, exit, by, .. } => {
                 let id = self.resolve_started(&job)?;
@@ -1877,8 +1877,7 @@ impl State {
         &mut self,
         id: JobId,
         step: StepId,
-        exit: ExitStatus,
-        cancelled: bool,
+        (exit, cancelled): (ExitStatus, bool),
         by: Requester,
         now: Time,
         ev: &mut Vec<Event>,
