@@ -206,6 +206,7 @@ fn schemas() -> Value {
             ("exit_code", json!({"type": ["string", "null"]})), ("restart_count", s("integer")),
             ("stdout", s("string")), ("stderr", s("string")), ("terminal", s("boolean")),
             ("steps", json!({"type": "array", "items": r("StepView"), "description": "steps srun ran in the job"})),
+            ("mem_mb", json!({"type": ["integer", "null"], "description": "memory held, all nodes (before the start: asked for)"})),
         ], &["id", "job_id", "state"]),
         "JobList": obj(&[("jobs", json!({"type": "array", "items": r("JobView")}))], &["jobs"]),
         "NodeView": obj(&[

@@ -263,6 +263,11 @@ pub struct JobView {
     pub stdout: String,
     pub stderr: String,
     pub terminal: bool,
+    /// Memory in megabytes, all nodes together: what the job holds once
+    /// started, what it asked for before (`None`: its CPUs' share, known
+    /// once placed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_mb: Option<u64>,
     /// Steps launched inside the job (`srun`), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepView>,
@@ -484,6 +489,10 @@ impl JobView {
             stdout: String::new(),
             stderr: String::new(),
             terminal: j.state.is_terminal(),
+            mem_mb: match &j.alloc {
+                Some(a) => Some(a.total().mem_mb),
+                None => requested_mem_mb(&j.spec),
+            },
             steps: j.steps.iter().map(|s| StepView::of(state, j, s)).collect(),
         }
     }
@@ -534,8 +543,18 @@ impl JobView {
             stdout: String::new(),
             stderr: String::new(),
             terminal,
+            mem_mb: requested_mem_mb(&a.spec),
             steps: Vec::new(),
         }
+    }
+}
+
+/// What a job asked for in memory, all nodes together, if it said.
+fn requested_mem_mb(spec: &JobSpec) -> Option<u64> {
+    match spec.mem {
+        drover_core::job::MemRequest::Default => None,
+        drover_core::job::MemRequest::PerNode(m) => Some(m * u64::from(spec.nodes_min)),
+        drover_core::job::MemRequest::PerCpu(m) => Some(m * spec.total_cpus()),
     }
 }
 

@@ -150,6 +150,8 @@ fn value(l: &Line, key: &str, now_ms: u64) -> String {
         "partition" => j.partition.clone(),
         "account" => j.account.clone().unwrap_or_else(|| j.user.clone()),
         "alloccpus" | "reqcpus" => j.num_cpus.to_string(),
+        "reqmem" if l.batch => String::new(),
+        "reqmem" => j.mem_mb.map(mem_units).unwrap_or_default(),
         "state" => j.state.clone(),
         "exitcode" => j.exit_code.clone().unwrap_or_else(|| "0:0".into()),
         "derivedexitcode" => j.exit_code.clone().unwrap_or_else(|| "0:0".into()),
@@ -175,6 +177,21 @@ fn value(l: &Line, key: &str, now_ms: u64) -> String {
         "ntasks" if l.batch => "1".into(),
         "restarts" => j.restart_count.to_string(),
         _ => String::new(),
+    }
+}
+
+/// Megabytes as sacct prints memory: `500M`, `4G`, `1.50G`, `2T`.
+fn mem_units(mb: u64) -> String {
+    let (mut value, mut unit) = (mb as f64, 0);
+    while value >= 1024.0 && unit < 3 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let suffix = ["M", "G", "T", "P"][unit];
+    if value.fract() == 0.0 {
+        format!("{value}{suffix}")
+    } else {
+        format!("{value:.2}{suffix}")
     }
 }
 
@@ -347,6 +364,19 @@ mod tests {
             "exit_code": "0:0", "restart_count": 0, "work_dir": "/", "stdout": "", "stderr": "", "terminal": true
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn memory_in_sacct_units() {
+        assert_eq!(mem_units(500), "500M");
+        assert_eq!(mem_units(1536), "1.50G");
+        assert_eq!(mem_units(2 << 20), "2T");
+        // The probe's job held its node's 4096 MB: Slurm's -l line says 4G.
+        let mut job = bench_job(10109, "node1", 1_795_318_511);
+        job.mem_mb = Some(4096);
+        assert_eq!(value(&Line { job: &job, batch: false, step: None }, "reqmem", 0), "4G");
+        assert!(fixture("34-sacct_long").lines().nth(2).unwrap().contains(" 4G "));
+        assert_eq!(value(&Line { job: &job, batch: true, step: None }, "reqmem", 0), "");
     }
 
     #[test]
