@@ -239,6 +239,30 @@ fn srun_salloc_steps_and_updates() {
         )
     );
 
+    // The batch step's peak memory is the N.batch line's MaxRSS.
+    let big = links
+        .ok(
+            &c,
+            "sbatch",
+            &[
+                "--parsable",
+                "--mem",
+                "500M",
+                "--wrap",
+                "python3 -c 'x = bytearray(60_000_000); import time; time.sleep(1.5)'",
+            ],
+        )
+        .trim()
+        .to_string();
+    c.wait_for("the memory job to end", Duration::from_secs(30), || {
+        links.ok(&c, "sacct", &["-X", "-n", "-P", "-j", &big, "-o", "State"]).trim() == "COMPLETED"
+    });
+    let rss = links.ok(&c, "sacct", &["-n", "-P", "-j", &big, "-o", "JobID,MaxRSS,ReqMem"]);
+    let batch = rss.lines().nth(1).expect(&rss);
+    let kb: u64 = batch.split('|').nth(1).and_then(|v| v.strip_suffix('K')).and_then(|v| v.parse().ok()).expect(&rss);
+    assert!((55_000..500_000).contains(&kb), "{rss}");
+    assert_eq!(rss.lines().next(), Some(format!("{big}||500M").as_str()), "{rss}");
+
     // A running step in squeue -s; the job ending kills its ranks everywhere.
     let marker = format!("drover-step-{}", std::process::id());
     let id = links

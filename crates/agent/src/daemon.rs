@@ -339,11 +339,11 @@ impl Agent {
                             agent.metrics.track(key, step.pid);
                             let report = step.wait().await;
                             tracing::info!(job_id = key, attempt, outcome = ?report.outcome, "job {} ended", order.display_id);
-                            report.outcome
+                            (report.outcome, report.max_rss_bytes)
                         }
                         Err(e) => {
                             tracing::error!(job_id = key, attempt, error = %e, "job {} could not start", order.display_id);
-                            StepOutcome::Exited(1)
+                            (StepOutcome::Exited(1), None)
                         }
                     };
                     agent.forget(key, attempt);
@@ -432,7 +432,7 @@ impl Agent {
                     tokio::spawn(async move {
                         let report = step.wait().await;
                         agent.forget(job, attempt);
-                        agent.report(job, attempt, Some(report.outcome));
+                        agent.report(job, attempt, Some((report.outcome, report.max_rss_bytes)));
                     });
                 }
                 step::Recovered::Ended(report) => {
@@ -443,7 +443,7 @@ impl Agent {
                         report.job_id,
                         report.outcome
                     );
-                    self.report(report.job_id, report.attempt, Some(report.outcome));
+                    self.report(report.job_id, report.attempt, Some((report.outcome, report.max_rss_bytes)));
                 }
             }
         }
@@ -460,11 +460,14 @@ impl Agent {
     }
 
     /// Queues a step's start or end for the controller.
-    fn report(&self, job: u64, attempt: u32, finished: Option<StepOutcome>) {
+    /// `finished`: how the step ended, and its peak memory in bytes if measured.
+    fn report(&self, job: u64, attempt: u32, finished: Option<(StepOutcome, Option<u64>)>) {
         if finished.is_some() {
             self.unacked.lock().expect("unacked lock").insert((job, attempt));
         }
-        let _ = self.reports.send(Report { node: self.opts.name.clone(), job, attempt, finished });
+        let max_rss_kb = finished.and_then(|(_, rss)| rss).map(|b| b / 1024);
+        let finished = finished.map(|(outcome, _)| outcome);
+        let _ = self.reports.send(Report { node: self.opts.name.clone(), job, attempt, finished, max_rss_kb });
     }
 
     /// Sends queued reports: one at a time when idle, everything that piled

@@ -207,6 +207,7 @@ fn schemas() -> Value {
             ("stdout", s("string")), ("stderr", s("string")), ("terminal", s("boolean")),
             ("steps", json!({"type": "array", "items": r("StepView"), "description": "steps srun ran in the job"})),
             ("mem_mb", json!({"type": ["integer", "null"], "description": "memory held, all nodes (before the start: asked for)"})),
+            ("max_rss_kb", json!({"type": ["integer", "null"], "description": "the batch step's peak memory"})),
         ], &["id", "job_id", "state"]),
         "JobList": obj(&[("jobs", json!({"type": "array", "items": r("JobView")}))], &["jobs"]),
         "NodeView": obj(&[

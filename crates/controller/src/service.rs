@@ -1045,7 +1045,13 @@ async fn reports(
     for r in r.reports {
         app.liveness.saw(&r.node);
         match r.finished {
-            Some(outcome) => finished.push(Command::StepFinished { job: r.job, attempt: r.attempt, outcome, now }),
+            Some(outcome) => finished.push(Command::StepFinished {
+                job: r.job,
+                attempt: r.attempt,
+                outcome,
+                max_rss_kb: r.max_rss_kb,
+                now,
+            }),
             None => {
                 let current = app
                     .ctl

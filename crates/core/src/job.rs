@@ -432,6 +432,10 @@ pub struct Job {
     /// epoch: reports carrying an older number are from a stale run.
     pub restart_count: u32,
     pub end_intent: Option<EndIntent>,
+    /// The batch step's peak memory in its last run, as its agent measured
+    /// it (sacct's MaxRSS of `N.batch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rss_kb: Option<u64>,
     /// Steps launched inside the allocation (`srun`), oldest first; ids
     /// count on across requeues.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -189,6 +189,9 @@ pub enum Command {
         job: JobId,
         attempt: u32,
         outcome: StepOutcome,
+        /// The batch step's peak memory, if the agent measured it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_rss_kb: Option<u64>,
         now: Time,
     },
     Tick {
@@ -871,11 +874,12 @@ impl State {
                     ev.push(self.stale(job, attempt));
                 }
             }
-            Command::StepFinished { job, attempt, outcome, now } => {
+            Command::StepFinished { job, attempt, outcome, max_rss_kb, now } => {
                 let j = self.jobs.get(&job).ok_or_else(|| CommandError::UnknownJob(job.to_string()))?;
                 if j.restart_count != attempt || !j.state.is_active() {
                     ev.push(self.stale(job, attempt));
                 } else {
+                    self.jobs.get_mut(&job).expect("checked").max_rss_kb = max_rss_kb;
                     self.step_finished(job, outcome, now, &mut ev);
                 }
             }
@@ -1065,6 +1069,7 @@ impl State {
                     exit: None,
                     restart_count: 0,
                     end_intent: None,
+                    max_rss_kb: None,
                     steps: Vec::new(),
                 },
             );
@@ -1099,6 +1104,7 @@ impl State {
             exit: None,
             restart_count: 0,
             end_intent: None,
+            max_rss_kb: None,
             steps: Vec::new(),
         };
         self.jobs.insert(id, job);

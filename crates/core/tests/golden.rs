@@ -297,7 +297,8 @@ impl Runner {
                     } else {
                         StepOutcome::Exited(0)
                     };
-                    self.apply(Command::StepFinished { job: id, attempt, outcome, now }, out);
+                    let max_rss_kb = kv(&words, "rss").map(|k| k.parse().map_err(|_| "bad rss")).transpose()?;
+                    self.apply(Command::StepFinished { job: id, attempt, outcome, max_rss_kb, now }, out);
                 }
             }
             "srun" => {

@@ -268,6 +268,9 @@ pub struct JobView {
     /// once placed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mem_mb: Option<u64>,
+    /// The batch step's peak memory (sacct's MaxRSS of `N.batch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rss_kb: Option<u64>,
     /// Steps launched inside the job (`srun`), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepView>,
@@ -493,6 +496,7 @@ impl JobView {
                 Some(a) => Some(a.total().mem_mb),
                 None => requested_mem_mb(&j.spec),
             },
+            max_rss_kb: j.max_rss_kb,
             steps: j.steps.iter().map(|s| StepView::of(state, j, s)).collect(),
         }
     }
@@ -544,6 +548,7 @@ impl JobView {
             stderr: String::new(),
             terminal,
             mem_mb: requested_mem_mb(&a.spec),
+            max_rss_kb: None,
             steps: Vec::new(),
         }
     }
@@ -684,6 +689,9 @@ pub struct Report {
     pub attempt: u32,
     /// `None`: started. `Some`: finished this way.
     pub finished: Option<StepOutcome>,
+    /// The finished step's peak memory, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rss_kb: Option<u64>,
 }
 
 /// One applied event, as `GET /api/v1/events` lists it.

@@ -151,6 +151,8 @@ fn value(l: &Line, key: &str, now_ms: u64) -> String {
         "account" => j.account.clone().unwrap_or_else(|| j.user.clone()),
         "alloccpus" | "reqcpus" => j.num_cpus.to_string(),
         "reqmem" if l.batch => String::new(),
+        // The batch step's peak, in KiB, as Slurm's default units print it.
+        "maxrss" if l.batch => j.max_rss_kb.map(|k| format!("{k}K")).unwrap_or_default(),
         "reqmem" => j.mem_mb.map(mem_units).unwrap_or_default(),
         "state" => j.state.clone(),
         "exitcode" => j.exit_code.clone().unwrap_or_else(|| "0:0".into()),
@@ -377,6 +379,9 @@ mod tests {
         assert_eq!(value(&Line { job: &job, batch: false, step: None }, "reqmem", 0), "4G");
         assert!(fixture("34-sacct_long").lines().nth(2).unwrap().contains(" 4G "));
         assert_eq!(value(&Line { job: &job, batch: true, step: None }, "reqmem", 0), "");
+        job.max_rss_kb = Some(2156);
+        assert_eq!(value(&Line { job: &job, batch: true, step: None }, "maxrss", 0), "2156K");
+        assert_eq!(value(&Line { job: &job, batch: false, step: None }, "maxrss", 0), "");
     }
 
     #[test]
