@@ -189,7 +189,7 @@ fn srun_salloc_steps_and_updates() {
     let script = c.dir.join("mpi.sh");
     std::fs::write(
         &script,
-        "#!/bin/sh\n#SBATCH -N 2 --ntasks-per-node 2 -J mpi\n\
+        "#!/bin/sh\n#SBATCH -N 2 -n 4 -J mpi\n\
          srun -l sh -c 'echo rank=$SLURM_PROCID of=$SLURM_NTASKS local=$SLURM_LOCALID node=$SLURM_NODEID \
          host=$SLURMD_NODENAME step=$SLURM_STEP_ID job=$SLURM_JOB_ID nodes=$SLURM_STEP_NODELIST'\n\
          srun -n 3 -o rank-%j-%s-%t.out sh -c 'echo file of $SLURM_PROCID'\n\

@@ -120,6 +120,12 @@ pub(crate) fn place(
         // Leave at least one task for each node still needed.
         let still_needed = min_nodes.saturating_sub(shares.len() + 1) as u32;
         k = k.min(remaining.saturating_sub(still_needed));
+        // `-N 2 -n 4` means two tasks on each, as Slurm infers: spread the
+        // tasks evenly over the nodes asked for.
+        if spec.nodes_given && spec.ntasks_per_node.is_none() {
+            let nodes_left = min_nodes.saturating_sub(shares.len()).max(1) as u32;
+            k = k.min(remaining.div_ceil(nodes_left));
+        }
         if k == 0 {
             if pos < required {
                 return None;
