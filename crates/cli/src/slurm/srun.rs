@@ -326,6 +326,26 @@ async fn allocate(client: &Client, cmd: &str, a: &Alloc, s: &Shape, name: &str, 
     Ok(id)
 }
 
+/// What `--export` passes on of srun's environment: `ALL` (the default),
+/// `NONE`, or names, each list optionally with `VAR=value`s.
+fn exported(spec: Option<&str>, mine: Vec<(String, String)>) -> Vec<(String, String)> {
+    let Some(spec) = spec else { return mine };
+    let items: Vec<&str> = spec.split(',').filter(|i| !i.is_empty()).collect();
+    let all = items.iter().any(|i| i.eq_ignore_ascii_case("ALL"));
+    let mut env: Vec<(String, String)> = if all { mine.clone() } else { Vec::new() };
+    for item in items {
+        match item.split_once('=') {
+            Some((k, v)) => {
+                env.retain(|(key, _)| key != k);
+                env.push((k.to_string(), v.to_string()));
+            }
+            None if item.eq_ignore_ascii_case("ALL") || item.eq_ignore_ascii_case("NONE") => {}
+            None => env.extend(mine.iter().filter(|(k, _)| k == item).cloned()),
+        }
+    }
+    env
+}
+
 /// Where one stream of the step's output goes.
 enum Sink {
     Stdout,
@@ -433,10 +453,7 @@ async fn run_step(client: &Client, job: &str, request: StepRequest, a: &SrunArgs
             .display()
             .to_string(),
     };
-    let env: Vec<(String, String)> = match a.export.as_deref().map(str::to_ascii_uppercase).as_deref() {
-        Some("NONE") => Vec::new(),
-        _ => std::env::vars().collect(),
-    };
+    let env = exported(a.export.as_deref(), std::env::vars().collect());
     let mut node_of = HashMap::new();
     for (k, n) in created.nodes.iter().enumerate() {
         for r in n.first_rank..n.first_rank + n.tasks {
@@ -642,6 +659,18 @@ fn signal_name(sig: i32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn export_lists() {
+        let mine = vec![("A".to_string(), "1".to_string()), ("B".to_string(), "2".to_string())];
+        let pairs = |e: Vec<(String, String)>| e.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
+        assert_eq!(pairs(exported(None, mine.clone())), "A=1 B=2");
+        assert_eq!(pairs(exported(Some("ALL"), mine.clone())), "A=1 B=2");
+        assert_eq!(pairs(exported(Some("NONE"), mine.clone())), "");
+        assert_eq!(pairs(exported(Some("NONE,C=3"), mine.clone())), "C=3");
+        assert_eq!(pairs(exported(Some("B,C=3"), mine.clone())), "B=2 C=3");
+        assert_eq!(pairs(exported(Some("ALL,A=9"), mine)), "B=2 A=9");
+    }
 
     #[test]
     fn output_patterns() {
