@@ -432,6 +432,9 @@ pub struct Job {
     /// epoch: reports carrying an older number are from a stale run.
     pub restart_count: u32,
     pub end_intent: Option<EndIntent>,
+    /// In the accounting database (set once the writer has written it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accounted: bool,
     /// The batch step's peak memory in its last run, as its agent measured
     /// it (sacct's MaxRSS of `N.batch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -229,6 +229,11 @@ pub enum Command {
         by: Requester,
         now: Time,
     },
+    /// These finished jobs are in the accounting database now: the writer
+    /// need not write them again (and retention may prune them).
+    Accounted {
+        jobs: Vec<JobId>,
+    },
     /// A controller became leader (its first entry once a majority confirmed
     /// it): recorded so that every controller's history shows failovers.
     LeaderElected {
@@ -254,7 +259,7 @@ impl Command {
     pub fn now(&self) -> Option<Time> {
         use Command::*;
         match self {
-            Configure(_) | SetPartition(_) => None,
+            Configure(_) | SetPartition(_) | Accounted { .. } => None,
             Batch(cmds) => cmds.iter().filter_map(Command::now).max(),
             Once { cmd, .. } => cmd.now(),
             Submit { now, .. }
@@ -542,6 +547,8 @@ struct Indexes {
     active: BTreeSet<JobId>,
     arrays_pending: BTreeSet<JobId>,
     task_ids: HashMap<(JobId, u32), JobId>,
+    /// Finished jobs not yet in the accounting database.
+    unaccounted: BTreeSet<JobId>,
 }
 
 /// The whole cluster: jobs, arrays, nodes, partitions.
@@ -643,6 +650,10 @@ impl State {
     pub fn active_ids(&self) -> &BTreeSet<JobId> {
         &self.idx.active
     }
+    /// Finished jobs the accounting writer has still to write, by id.
+    pub fn unaccounted_ids(&self) -> &BTreeSet<JobId> {
+        &self.idx.unaccounted
+    }
     /// Arrays that still have unsplit pending tasks.
     pub fn arrays_pending(&self) -> &BTreeSet<JobId> {
         &self.idx.arrays_pending
@@ -710,6 +721,9 @@ impl State {
             if let Some(a) = job.array {
                 idx.task_ids.insert((a.array_id, a.task), job.id);
             }
+            if job.state.is_terminal() && !job.accounted {
+                idx.unaccounted.insert(job.id);
+            }
         }
         for a in self.arrays.values() {
             if !a.pending.is_empty() {
@@ -734,6 +748,9 @@ impl State {
                 }
                 s if s.is_terminal() && (in_active || in_pending) => {
                     return Err(format!("job {} index mismatch", job.id))
+                }
+                s if s.is_terminal() && job.accounted == self.idx.unaccounted.contains(&job.id) => {
+                    return Err(format!("job {} accounting index mismatch", job.id))
                 }
                 _ => {}
             }
@@ -900,6 +917,14 @@ impl State {
                 self.begin_kill(id, EndIntent::Complete { exit }, &mut ev);
             }
             Command::Update { job, update, by, .. } => self.update(&job, update, by, &mut ev)?,
+            Command::Accounted { jobs } => {
+                for id in jobs {
+                    if let Some(j) = self.jobs.get_mut(&id).filter(|j| j.state.is_terminal()) {
+                        j.accounted = true;
+                        self.idx.unaccounted.remove(&id);
+                    }
+                }
+            }
             Command::LeaderElected { controller, term, .. } => ev.push(Event::LeaderElected { controller, term }),
             Command::Once { request, cmd } => ev = self.apply_once(request, *cmd)?,
             Command::Batch(cmds) => {
@@ -1070,6 +1095,7 @@ impl State {
                     restart_count: 0,
                     end_intent: None,
                     max_rss_kb: None,
+                    accounted: false,
                     steps: Vec::new(),
                 },
             );
@@ -1105,6 +1131,7 @@ impl State {
             restart_count: 0,
             end_intent: None,
             max_rss_kb: None,
+            accounted: false,
             steps: Vec::new(),
         };
         self.jobs.insert(id, job);
@@ -1784,9 +1811,11 @@ impl State {
         self.end_steps(id, now, ev);
         self.release_resources(id);
         self.idx.pending.remove(&id);
+        self.idx.unaccounted.insert(id);
         let j = self.jobs.get_mut(&id).expect("caller checked");
         j.state = state;
         j.end_time = Some(now);
+        j.accounted = false;
         j.exit = exit;
         j.end_intent = None;
         if let Some(t) = j.array {

@@ -348,6 +348,19 @@ impl Runner {
                 update.nice = kv(&words, "nice").map(|n| n.parse().map_err(|_| "bad nice")).transpose()?;
                 self.apply(Command::Update { job, update, by, now }, out);
             }
+            "accounted" => {
+                let jobs = words
+                    .first()
+                    .ok_or("needs job ids")?
+                    .split(',')
+                    .map(|j| j.parse().map_err(|_| format!("bad job id {j}")))
+                    .collect::<Result<Vec<u64>, String>>()?;
+                self.apply(Command::Accounted { jobs }, out);
+            }
+            "unaccounted" => {
+                let ids: Vec<String> = self.state.unaccounted_ids().iter().map(u64::to_string).collect();
+                writeln!(out, "unaccounted: {}", ids.join(",")).unwrap();
+            }
             "steps" => {
                 for j in self.state.jobs().values() {
                     for s in &j.steps {
