@@ -195,6 +195,12 @@ pub struct RaftArgs {
     /// needless elections.
     #[arg(long, default_value_t = 200)]
     election_timeout: u64,
+    /// Where the leader records finished jobs: sqlite://PATH,
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DB, or none. Default: SQLite
+    /// in the controller's state directory (accounting.db); a cluster of
+    /// several controllers should share one PostgreSQL.
+    #[arg(long)]
+    accounting: Option<String>,
 }
 
 impl RaftArgs {
@@ -223,6 +229,9 @@ impl RaftArgs {
         ];
         if let Some(h) = &self.leader_hook {
             args.extend(["--leader-hook".to_string(), h.clone()]);
+        }
+        if let Some(a) = &self.accounting {
+            args.extend(["--accounting".to_string(), a.clone()]);
         }
         args
     }
@@ -302,6 +311,14 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: crate::logging:
     opts.id = a.id;
     opts.membership = membership;
     opts.join = a.join;
+    opts.accounting = match a.raft.accounting.as_deref() {
+        Some("none") => None,
+        Some(url) => Some(url.to_string()),
+        None => {
+            let dir = std::env::current_dir().map_err(|e| e.to_string())?.join(&opts.state_dir);
+            Some(format!("sqlite://{}", dir.join("accounting.db").display()))
+        }
+    };
     opts.leader_hook = a.raft.leader_hook;
     opts.timing = timing;
     opts.node_timeout = Duration::from_secs(a.node_timeout.max(1));

@@ -343,3 +343,120 @@ pub async fn health(client: &Client) -> Result<i32, String> {
     }
     Ok(if h.ok { 0 } else { 1 })
 }
+
+/// Every page of `GET /api/v1/history` for `params` (at most 200 000
+/// jobs); nothing when the cluster keeps no accounting or it cannot be
+/// reached (the live jobs still answer).
+pub async fn history(client: &Client, params: &[(&str, String)]) -> Vec<JobView> {
+    let mut out = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut q: Vec<(&str, String)> = params.to_vec();
+        if let Some(a) = &after {
+            q.push(("after", a.clone()));
+        }
+        match client.get::<HistoryPage>("/api/v1/history", &q).await {
+            Ok(page) => {
+                out.extend(page.jobs);
+                match page.next {
+                    Some(n) if out.len() < 200_000 => after = Some(n),
+                    _ => return out,
+                }
+            }
+            Err(_) => return out,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// Only these users' jobs (comma-separated).
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Only these accounts' jobs.
+    #[arg(short = 'A', long)]
+    account: Option<String>,
+    /// Only jobs that ended in these states (COMPLETED,FAILED,… or CD,F,…).
+    #[arg(short, long)]
+    state: Option<String>,
+    #[arg(short, long)]
+    partition: Option<String>,
+    /// Only these jobs (an array's id: all its tasks).
+    #[arg(short, long)]
+    jobs: Option<String>,
+    /// Jobs that ended since: now-1day, 2026-11-01, 08:00 … (default: all).
+    #[arg(short = 'S', long)]
+    since: Option<String>,
+    /// Jobs submitted until then.
+    #[arg(short = 'E', long)]
+    until: Option<String>,
+    /// At most this many jobs (the oldest first).
+    #[arg(long)]
+    limit: Option<u32>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn show_history(client: &Client, a: HistoryArgs) -> Result<i32, String> {
+    let now = now_ms();
+    let mut q: Vec<(&str, String)> = Vec::new();
+    if let Some(states) = &a.state {
+        let names = states
+            .split(',')
+            .map(|s| JobState::parse(s).map(|s| s.name().to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        q.push(("state", names.join(",")));
+    }
+    for (key, value) in [("user", &a.user), ("account", &a.account), ("partition", &a.partition), ("id", &a.jobs)] {
+        if let Some(v) = value {
+            q.push((key, v.clone()));
+        }
+    }
+    if let Some(s) = &a.since {
+        q.push(("since", crate::slurm::when(s, now).map_err(|e| format!("invalid --since '{s}': {e}"))?.to_string()));
+    }
+    if let Some(u) = &a.until {
+        q.push(("until", crate::slurm::when(u, now).map_err(|e| format!("invalid --until '{u}': {e}"))?.to_string()));
+    }
+    if let Some(l) = a.limit {
+        q.push(("limit", l.to_string()));
+    }
+    // One page checks that there is accounting to ask at all.
+    let first: HistoryPage = client.get("/api/v1/history", &q).await?;
+    let jobs = match (first.next.is_some(), a.limit) {
+        (true, None) => history(client, &q).await,
+        _ => first.jobs,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&JobList { jobs }).map_err(|e| e.to_string())?);
+        return Ok(0);
+    }
+    use std::fmt::Write;
+    let mut out = format!(
+        "{:<14} {:<12} {:<9} {:<9} {:<10} {:>6} {:<19} {:<19} {:>10} NODELIST\n",
+        "JOBID", "NAME", "USER", "PARTITION", "STATE", "EXIT", "START", "END", "ELAPSED"
+    );
+    let stamp = |t: Option<u64>| t.map_or("-".to_string(), |t| time::format_timestamp(t / 1000));
+    for j in &jobs {
+        let elapsed = match (j.start_time, j.end_time) {
+            (Some(s), Some(e)) => time::format_duration(e.saturating_sub(s) / 1000),
+            _ => "0:00".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<14} {:<12} {:<9} {:<9} {:<10} {:>6} {:<19} {:<19} {:>10} {}",
+            j.id,
+            j.name.chars().take(12).collect::<String>(),
+            j.user,
+            j.partition,
+            j.state,
+            j.exit_code.as_deref().unwrap_or("-"),
+            stamp(j.start_time),
+            stamp(j.end_time),
+            elapsed,
+            if j.nodes.is_empty() { "None assigned" } else { &j.nodes }
+        );
+    }
+    print!("{out}");
+    Ok(0)
+}

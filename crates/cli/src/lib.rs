@@ -53,6 +53,8 @@ enum Command {
     Submit(jobs::SubmitArgs),
     /// List jobs, like squeue.
     Queue(jobs::QueueArgs),
+    /// Finished jobs from the accounting database, like sacct.
+    History(jobs::HistoryArgs),
     /// List nodes, like sinfo -N.
     Nodes {
         #[arg(long)]
@@ -241,6 +243,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
                 Command::AgentDaemon(a) => cluster::agent(a, log).await.map(|_| 0),
                 Command::Submit(a) => jobs::submit(&client, a).await,
                 Command::Queue(a) => jobs::queue(&client, a).await,
+                Command::History(a) => jobs::show_history(&client, a).await,
                 Command::Nodes { json } => jobs::nodes(&client, json).await,
                 Command::Show { what, id, json } => jobs::show(&client, &what, &id, json).await,
                 Command::Cancel(a) => jobs::cancel(&client, a).await,

@@ -7,6 +7,7 @@
 //! client hears "ok" only after that. One controller is a one-member Raft
 //! group — the same code path as HA, which only adds members.
 
+pub mod accounting;
 mod dispatch;
 mod events;
 mod leadership;

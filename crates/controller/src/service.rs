@@ -54,6 +54,9 @@ pub struct Options {
     /// With [`Membership::Join`]: the running group's controllers, which
     /// this one asks to add it.
     pub join: Option<String>,
+    /// The accounting database (`sqlite://…`, `postgres://…`); `None`
+    /// keeps no history.
+    pub accounting: Option<String>,
 }
 
 impl Options {
@@ -72,6 +75,7 @@ impl Options {
             timing: Timing::default(),
             leader_hook: None,
             join: None,
+            accounting: None,
         }
     }
 }
@@ -86,6 +90,7 @@ struct App {
     operators: Arc<Vec<u32>>,
     events: Arc<EventLog>,
     metrics: Arc<Metrics>,
+    accounting: Option<Arc<crate::accounting::Sink>>,
 }
 
 impl App {
@@ -289,6 +294,7 @@ pub async fn run(
         operators: Arc::new(opts.operators.clone()),
         events: Arc::new(EventLog::default()),
         metrics: Arc::new(Metrics::new()),
+        accounting: opts.accounting.clone().map(crate::accounting::Sink::new),
     };
     if let Some(sock) = opts.auth_socket.clone() {
         let key = opts.key.clone();
@@ -307,6 +313,9 @@ pub async fn run(
         app.liveness.clone(),
         opts.leader_hook.clone(),
     ));
+    if let Some(sink) = app.accounting.clone() {
+        tokio::spawn(sink.run(ctl.clone(), app.events.clone()));
+    }
     tokio::spawn(loops::schedule(ctl.clone(), opts.sched.clone(), opts.coalesce, app.metrics.clone()));
     tokio::spawn(loops::watch(ctl.clone(), app.liveness.clone(), opts.node_timeout));
     if let Some(existing) = opts.join.clone() {
@@ -360,6 +369,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/partitions", get(list_partitions))
         .route("/api/v1/config", get(show_config))
+        .route("/api/v1/history", get(history))
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{name}", get(show_node))
         .route("/api/v1/nodes/{name}/drain", post(drain))
@@ -796,6 +806,68 @@ fn event_stream(app: App, after: u64) -> Response {
         .header("cache-control", "no-cache")
         .body(Body::from_stream(stream))
         .unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+struct HistoryParams {
+    user: Option<String>,
+    account: Option<String>,
+    state: Option<String>,
+    partition: Option<String>,
+    id: Option<String>,
+    /// Epoch milliseconds: jobs that ended at or after it.
+    since: Option<u64>,
+    /// Epoch milliseconds: jobs submitted at or before it.
+    until: Option<u64>,
+    limit: Option<u32>,
+    /// `END_MS:JOB_ID`, the `next` of the previous page.
+    after: Option<String>,
+}
+
+/// Finished jobs from the accounting database, oldest end first, a page at
+/// a time.
+async fn history(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Query(p): Query<HistoryParams>,
+) -> ApiResult<HistoryPage> {
+    app.authenticate(&headers)?;
+    let Some(sink) = &app.accounting else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "this controller keeps no accounting (--accounting none)"));
+    };
+    let list = |v: &Option<String>| -> Vec<String> {
+        v.as_deref().unwrap_or("").split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()
+    };
+    let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, e);
+    let jobs = list(&p.id)
+        .iter()
+        .map(|j| j.split('_').next().unwrap_or(j).parse::<u64>().map_err(|_| bad(format!("'{j}' is not a job id"))))
+        .collect::<Result<Vec<u64>, ApiError>>()?;
+    let after = p
+        .after
+        .as_deref()
+        .map(|a| {
+            a.split_once(':')
+                .and_then(|(e, i)| Some((e.parse().ok()?, i.parse().ok()?)))
+                .ok_or_else(|| bad(format!("after='{a}': expected END_MS:JOB_ID from the previous page's next")))
+        })
+        .transpose()?;
+    let q = drover_accounting::HistoryQuery {
+        users: list(&p.user),
+        accounts: list(&p.account),
+        states: list(&p.state),
+        partitions: list(&p.partition),
+        jobs,
+        since_ms: p.since,
+        until_ms: p.until,
+        limit: p.limit,
+        after,
+    };
+    let (jobs, next) = sink
+        .history(&q)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("accounting database: {e}")))?;
+    Ok(Json(HistoryPage { jobs, next: next.map(|(e, i)| format!("{e}:{i}")) }))
 }
 
 /// The cluster's settings (`scontrol show config`).

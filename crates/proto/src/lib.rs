@@ -576,6 +576,14 @@ pub fn pending_tasks_id(a: &ArrayJob) -> (String, String) {
     (id, tasks)
 }
 
+/// `GET /api/v1/history`: finished jobs from the accounting database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    pub jobs: Vec<JobView>,
+    /// Pass as `after` for the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobList {
     pub jobs: Vec<JobView>,

@@ -6,6 +6,7 @@
 mod format;
 mod json;
 mod sacct;
+pub(crate) use sacct::when;
 mod sbatch;
 mod scancel;
 mod scontrol;

@@ -277,7 +277,7 @@ fn render_lines(
 
 /// `-S`/`-E`: `now`, `now-2hours`, `now+1day`, `YYYY-MM-DD[THH:MM[:SS]]`,
 /// `HH:MM[:SS]`; epoch milliseconds.
-fn when(text: &str, now_ms: u64) -> Result<u64, String> {
+pub(crate) fn when(text: &str, now_ms: u64) -> Result<u64, String> {
     let now = now_ms / 1000;
     let secs = match text.to_ascii_lowercase().strip_prefix("now-") {
         Some(rest) => now.saturating_sub(parse_begin(&format!("now+{rest}"), now)?.saturating_sub(now)),
@@ -325,7 +325,25 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
         None => u64::MAX,
     };
     let mut jobs = client.get::<JobList>("/api/v1/jobs", &q).await?.jobs;
-    if a.jobs.is_empty() || a.start.is_some() {
+    let windowed = a.jobs.is_empty() || a.start.is_some();
+    // Finished jobs the controller no longer holds come from accounting.
+    let mut h: Vec<(&str, String)> = q.iter().filter(|(k, _)| *k != "all").cloned().collect();
+    if windowed {
+        h.push(("since", from.to_string()));
+    }
+    if to != u64::MAX {
+        h.push(("until", to.to_string()));
+    }
+    let live: std::collections::HashSet<u64> = jobs.iter().map(|j| j.job_id).collect();
+    let asked = |j: &JobView| {
+        wanted.is_empty()
+            || wanted
+                .iter()
+                .map(|w| w.split('.').next().unwrap_or(w))
+                .any(|w| w == j.id || w.parse::<u64>().is_ok_and(|n| n == j.job_id || Some(n) == j.array_job_id))
+    };
+    jobs.extend(crate::jobs::history(client, &h).await.into_iter().filter(|j| !live.contains(&j.job_id) && asked(j)));
+    if windowed {
         jobs.retain(|j| j.end_time.is_none_or(|e| e >= from) && j.submit_time <= to);
     }
     jobs.sort_by_key(|j| (j.array_job_id.unwrap_or(j.job_id), j.job_id));
