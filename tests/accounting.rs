@@ -72,10 +72,16 @@ fn check_outage_and_kill(name: &str, offset: u16, accounting: &str, unreachable_
     assert!(history_outcomes(&c).is_none_or(|h| h.is_empty()), "history before the database exists");
     let sacct = c.drover(&["queue", "--all"]);
     assert!(sacct.status.success());
+    let backlog = || {
+        let (_, text) = common::http(&format!("127.0.0.1:{}", c.port), "GET", "/metrics", None, "");
+        text.lines().find_map(|l| l.strip_prefix("drover_accounting_backlog_jobs ")?.parse::<f64>().ok())
+    };
+    assert_eq!(backlog(), Some(n as f64), "the backlog is exported");
     unreachable_until();
     c.wait_for("the backlog written", Duration::from_secs(60), || history_outcomes(&c).is_some_and(|h| h.len() == n));
     let live = live_outcomes(&c);
     assert_eq!(history_outcomes(&c).unwrap(), live, "history agrees with the controller");
+    c.wait_for("the backlog drained", Duration::from_secs(10), || backlog() == Some(0.0));
     let states: Vec<&str> = live.values().map(|(s, _)| s.as_str()).collect();
     for s in ["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"] {
         assert!(states.contains(&s), "a {s} job among {states:?}");

@@ -70,6 +70,8 @@ pub struct Metrics {
     raft_leader_id: Gauge,
     raft_last_log_index: Gauge,
     raft_commit_index: Gauge,
+    accounting_backlog: Gauge,
+    accounting_lag: FloatGauge,
     raft_applied_index: Gauge,
     raft_snapshot_index: Gauge,
     raft_log_entries: Gauge,
@@ -125,6 +127,8 @@ impl Metrics {
             raft_leader_id: Gauge::default(),
             raft_last_log_index: Gauge::default(),
             raft_commit_index: Gauge::default(),
+            accounting_backlog: Gauge::default(),
+            accounting_lag: FloatGauge::default(),
             raft_applied_index: Gauge::default(),
             raft_snapshot_index: Gauge::default(),
             raft_log_entries: Gauge::default(),
@@ -183,6 +187,16 @@ impl Metrics {
             self.raft_last_log_index.clone(),
         );
         r.register("drover_raft_commit_index", "The last index known committed", self.raft_commit_index.clone());
+        r.register(
+            "drover_accounting_backlog_jobs",
+            "Finished jobs not yet written to the accounting database",
+            self.accounting_backlog.clone(),
+        );
+        r.register(
+            "drover_accounting_lag_seconds",
+            "How long the oldest finished job not yet in the accounting database has waited (0: none waits)",
+            self.accounting_lag.clone(),
+        );
         r.register("drover_raft_applied_index", "The last index applied to the state", self.raft_applied_index.clone());
         r.register(
             "drover_raft_snapshot_index",
@@ -378,6 +392,11 @@ impl Metrics {
         for (user, n) in cpus {
             self.user_running_cpus.get_or_create(&labels(&[("user", user)])).set(n);
         }
+        let unwritten = s.unaccounted_ids();
+        self.accounting_backlog.set(unwritten.len() as i64);
+        let oldest = unwritten.iter().filter_map(|id| s.job(*id)?.end_time).min();
+        let now = crate::loops::now_ms();
+        self.accounting_lag.set(oldest.map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0));
         for n in s.nodes() {
             self.nodes.get_or_create(&labels(&[("state", n.state().name())])).inc();
             let l = labels(&[("node", &n.name)]);

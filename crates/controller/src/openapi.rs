@@ -68,6 +68,13 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     ("/api/v1/nodes", "get", "List nodes", None, "NodeList"),
     ("/api/v1/partitions", "get", "List partitions: limits, state and member nodes", None, "PartitionList"),
     ("/api/v1/config", "get", "The cluster's settings (scontrol show config)", None, "Config"),
+    (
+        "/api/v1/history",
+        "get",
+        "Finished jobs from the accounting database, oldest end first: ?user=&account=&state=&partition=&id= (comma lists; an array id matches its tasks), since= (ended at or after, epoch ms), until= (submitted at or before), limit= (at most 10 000), after= (the previous page's next)",
+        None,
+        "HistoryPage",
+    ),
     ("/api/v1/nodes/{name}", "get", "One node", None, "NodeView"),
     ("/api/v1/nodes/{name}/drain", "post", "Drain a node (operators)", Some("Drain"), "NodeView"),
     ("/api/v1/nodes/{name}/resume", "post", "Return a node to service (operators)", None, "NodeView"),
@@ -275,6 +282,10 @@ fn step_schemas() -> Value {
             ("cluster_name", s("string")), ("node_timeout_ms", json!({"type": ["integer", "null"]})),
             ("max_requeue", s("integer")), ("requeue_backoff_ms", s("integer")), ("over_time_grace_ms", s("integer")),
         ], &["cluster_name"]),
+        "HistoryPage": obj(&[
+            ("jobs", json!({"type": "array", "items": r("JobView")})),
+            ("next", json!({"type": ["string", "null"], "description": "END_MS:JOB_ID: pass as after= for the next page"})),
+        ], &["jobs"]),
         "ExitReport": obj(&[("exit_code", s("integer")), ("signal", s("integer"))], &["exit_code"]),
         "Env": {"type": "array", "items": {"type": "array", "items": s("string"), "minItems": 2, "maxItems": 2}},
         "StepView": obj(&[
