@@ -112,6 +112,96 @@ async fn check(db: &Accounting) {
     assert_eq!(seen, expected);
 }
 
+/// Ten thousand finished jobs of mixed outcomes, as the state machine ends
+/// them, written in the writer's batches of 500: every one comes back with
+/// its state, times and exit code.
+async fn ten_thousand(db: &Accounting) {
+    let mut s = State::default();
+    s.apply(Command::SetPartition(PartitionSpec { is_default: true, ..PartitionSpec::new("big", "ALL") })).unwrap();
+    s.apply(Command::RegisterNode {
+        name: "n1".into(),
+        addr: String::new(),
+        total: Resources::new(10_000, 1 << 30, 0),
+        features: vec![],
+        known_steps: vec![],
+        now: 0,
+    })
+    .unwrap();
+    let mut r = SubmitRequest::default();
+    r.apply_args(&["-a", "0-9999", "-J", "many"]).unwrap();
+    let ctx = SubmitContext { user: "carol".into(), uid: 1003, gid: 1003, cwd: "/w".into(), ..Default::default() };
+    let spec = r.build(&ctx, "#!/bin/sh\n").unwrap();
+    s.apply(Command::Submit { spec: Box::new(spec), now: 1_000_000 }).unwrap();
+    let plan = sched::schedule(&s, 1_000_000, &SchedConfig::default());
+    s.apply(Command::Allocate { plan, now: 1_000_000, term: 0 }).unwrap();
+    let running: Vec<u64> = s.active_ids().iter().copied().collect();
+    assert_eq!(running.len(), 10_000);
+    for (k, id) in running.iter().enumerate() {
+        let outcome = match k % 4 {
+            0 | 1 => StepOutcome::Exited(0),
+            2 => StepOutcome::Exited((k % 250) as i32 + 1),
+            _ => StepOutcome::Signaled(9),
+        };
+        let now = 2_000_000 + k as u64;
+        s.apply(Command::StepFinished { job: *id, attempt: 0, outcome, max_rss_kb: None, now }).unwrap();
+    }
+    let records: Vec<JobRecord> = s.unaccounted_ids().iter().map(|id| JobRecord::of(&s, s.job(*id).unwrap())).collect();
+    for batch in records.chunks(500) {
+        db.write_jobs(batch).await.unwrap();
+    }
+    let mut back = Vec::new();
+    let mut after = None;
+    loop {
+        let q = HistoryQuery { users: vec!["carol".into()], after, ..Default::default() };
+        let (rows, next) = db.history(&q).await.unwrap();
+        back.extend(rows);
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    back.sort_by_key(|r| r.job_id);
+    let mut expected = records;
+    expected.sort_by_key(|r| r.job_id);
+    assert_eq!(back.len(), 10_000);
+    assert_eq!(back, expected);
+    let failed = back.iter().filter(|r| r.state == "FAILED").count();
+    assert_eq!(failed, 5_000, "exit codes and signals both fail");
+}
+
+#[tokio::test]
+async fn sqlite_keeps_ten_thousand_jobs() {
+    let dir = std::env::temp_dir().join(format!("drover-acct-10k-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = Accounting::open(&format!("sqlite://{}/accounting.db", dir.display())).await.unwrap();
+    ten_thousand(&db).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A fresh database on the test server, named for the test: tests run at
+/// once and each counts its own rows.
+async fn fresh_postgres(name: &str) -> Option<String> {
+    let Ok(server) = std::env::var("DROVER_TEST_POSTGRES") else {
+        eprintln!("DROVER_TEST_POSTGRES not set: PostgreSQL not tested here (.ci/run sets it)");
+        return None;
+    };
+    sqlx::any::install_default_drivers();
+    let db = format!("drover_{name}_{}", std::process::id());
+    let pool = sqlx::AnyPool::connect(&server).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db}")).execute(&pool).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&pool).await.unwrap();
+    let base = server.rsplit_once('/').map_or(server.as_str(), |(b, _)| b).to_string();
+    Some(format!("{base}/{db}"))
+}
+
+#[tokio::test]
+async fn postgres_keeps_ten_thousand_jobs() {
+    let Some(url) = fresh_postgres("tenk").await else { return };
+    let db = Accounting::open(&url).await.unwrap();
+    ten_thousand(&db).await;
+}
+
 #[tokio::test]
 async fn sqlite_keeps_history() {
     let dir = std::env::temp_dir().join(format!("drover-acct-{}", std::process::id()));
@@ -129,10 +219,7 @@ async fn sqlite_keeps_history() {
 
 #[tokio::test]
 async fn postgres_keeps_history() {
-    let Ok(url) = std::env::var("DROVER_TEST_POSTGRES") else {
-        eprintln!("DROVER_TEST_POSTGRES not set: PostgreSQL not tested here (.ci/run sets it)");
-        return;
-    };
+    let Some(url) = fresh_postgres("history").await else { return };
     let db = Accounting::open(&url).await.unwrap();
     check(&db).await;
 }
