@@ -108,6 +108,24 @@ fn check_outage_and_kill(name: &str, offset: u16, accounting: &str, unreachable_
     assert_eq!(text.lines().filter(|l| l.contains(" TIMEOUT ")).count(), 2, "{text}");
     let out = c.drover(&["history", "-S", "now+1day"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "only the header");
+
+    // Usage agrees with the jobs' outcomes.
+    let out = c.drover(&["usage", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{report}");
+    let live = live_outcomes(&c);
+    let count = |st: &str| live.values().filter(|(s, _)| s == st).count() as u64;
+    assert_eq!(rows[0]["user"], "root");
+    assert_eq!(rows[0]["jobs"], (n + more) as u64);
+    assert_eq!(rows[0]["completed"], count("COMPLETED"));
+    assert_eq!(rows[0]["failed"], count("FAILED") + count("TIMEOUT"));
+    assert_eq!(rows[0]["cancelled"], count("CANCELLED"));
+    // The two timed-out jobs alone ran their 2 s limit each.
+    assert!(rows[0]["cpu_seconds"].as_u64().unwrap() >= 4, "{report}");
+    let text = String::from_utf8_lossy(&c.drover(&["usage"]).stdout).to_string();
+    assert!(text.lines().nth(1).unwrap().starts_with("USER"), "{text}");
 }
 
 #[test]

@@ -48,6 +48,21 @@ pub struct Accounting {
     backend: Backend,
 }
 
+/// One user's (and account's) use of the cluster over a window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRow {
+    pub user: String,
+    /// Empty for jobs without one.
+    pub account: String,
+    pub jobs: u64,
+    pub completed: u64,
+    /// FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL.
+    pub failed: u64,
+    pub cancelled: u64,
+    pub cpu_seconds: u64,
+    pub gpu_seconds: u64,
+}
+
 /// Which finished jobs to read back. Empty lists match everything.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HistoryQuery {
@@ -248,6 +263,43 @@ impl Accounting {
             }
         }
         Ok(())
+    }
+
+    /// Use per user and account of the jobs that ran in `[since, until)`
+    /// (epoch ms): jobs by how they ended, and CPU and GPU time clipped to
+    /// the window. Most CPU time first.
+    pub async fn usage(&self, since_ms: u64, until_ms: u64) -> Result<Vec<UsageRow>, Error> {
+        // Seconds of the run inside the window, for one allocated unit.
+        let inside = "(CASE WHEN start_ms IS NULL THEN 0 ELSE \
+             (CASE WHEN end_ms < $2 THEN end_ms ELSE $2 END) - (CASE WHEN start_ms > $1 THEN start_ms ELSE $1 END) END)";
+        let sql = format!(
+            "SELECT user_name, COALESCE(account, '') AS account, COUNT(*) AS jobs, \
+             CAST(SUM(CASE WHEN state = 'COMPLETED' THEN 1 ELSE 0 END) AS BIGINT) AS completed, \
+             CAST(SUM(CASE WHEN state IN ('FAILED', 'TIMEOUT', 'OUT_OF_MEMORY', 'NODE_FAIL') THEN 1 ELSE 0 END) AS BIGINT) AS failed, \
+             CAST(SUM(CASE WHEN state = 'CANCELLED' THEN 1 ELSE 0 END) AS BIGINT) AS cancelled, \
+             CAST(SUM(alloc_cpus * {inside}) AS BIGINT) AS cpu_ms, \
+             CAST(SUM(alloc_gpus * {inside}) AS BIGINT) AS gpu_ms \
+             FROM jobs WHERE end_ms >= $1 AND (start_ms IS NULL OR start_ms < $2) AND submit_ms < $2 \
+             GROUP BY user_name, COALESCE(account, '') ORDER BY cpu_ms DESC, user_name"
+        );
+        let sql = self.sql(&sql);
+        let rows: Vec<AnyRow> =
+            sqlx::query(&sql).bind(since_ms as i64).bind(until_ms as i64).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let n = |c: &str| r.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
+                Ok(UsageRow {
+                    user: r.try_get("user_name")?,
+                    account: r.try_get("account")?,
+                    jobs: n("jobs")?,
+                    completed: n("completed")?,
+                    failed: n("failed")?,
+                    cancelled: n("cancelled")?,
+                    cpu_seconds: n("cpu_ms")? / 1000,
+                    gpu_seconds: n("gpu_ms")? / 1000,
+                })
+            })
+            .collect()
     }
 
     /// Recent events, newest last.

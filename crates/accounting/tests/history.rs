@@ -95,6 +95,22 @@ async fn check(db: &Accounting) {
     let (early, _) = db.history(&q(|q| q.until_ms = Some(2_500))).await.unwrap();
     assert_eq!(ids(early), "1 2");
 
+    // Use over a window: everything started at 4 000 ms on 1 CPU; job 1
+    // (alice) ended at 5 000, job 2 (bob) at 6 000, the array's tasks after.
+    let usage = db.usage(0, 100_000).await.unwrap();
+    let alice = usage.iter().find(|u| u.user == "alice").unwrap();
+    assert_eq!((alice.jobs, alice.completed, alice.failed), (4, 4, 0));
+    let ran: u64 = records.iter().filter(|r| r.user == "alice").map(|r| r.end_ms.unwrap() - r.start_ms.unwrap()).sum();
+    assert_eq!(alice.cpu_seconds, ran / 1000);
+    let bob = usage.iter().find(|u| u.user == "bob").unwrap();
+    assert_eq!((bob.account.as_str(), bob.jobs, bob.failed), ("physics", 1, 1));
+    assert_eq!(usage[0].user, "alice", "most CPU time first");
+    // Clipped to the window: [4 500, 5 500) holds one second of bob's job.
+    let clipped = db.usage(4_500, 5_500).await.unwrap();
+    let bob = clipped.iter().find(|u| u.user == "bob").unwrap();
+    assert_eq!(bob.cpu_seconds, 1);
+    assert!(db.usage(200_000, 300_000).await.unwrap().is_empty());
+
     // Paging by (end, id): every job once, in order.
     let mut seen = Vec::new();
     let mut after = None;

@@ -460,3 +460,58 @@ pub async fn show_history(client: &Client, a: HistoryArgs) -> Result<i32, String
     print!("{out}");
     Ok(0)
 }
+
+#[derive(Args)]
+pub struct UsageArgs {
+    /// From: now-7days (the default), 2026-11-01, …
+    #[arg(short = 'S', long, default_value = "now-7days")]
+    since: String,
+    /// Until (default: now).
+    #[arg(short = 'E', long, default_value = "now")]
+    until: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn show_usage(client: &Client, a: UsageArgs) -> Result<i32, String> {
+    let now = now_ms();
+    let since = crate::slurm::when(&a.since, now).map_err(|e| format!("invalid --since '{}': {e}", a.since))?;
+    let until = crate::slurm::when(&a.until, now).map_err(|e| format!("invalid --until '{}': {e}", a.until))?;
+    let report: UsageReport =
+        client.get("/api/v1/usage", &[("since", since.to_string()), ("until", until.to_string())]).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+        return Ok(0);
+    }
+    use std::fmt::Write;
+    let mut out = format!(
+        "Usage {} - {} (UTC)\n{:<12} {:<12} {:>7} {:>9} {:>7} {:>9} {:>10} {:>10}\n",
+        time::format_timestamp(report.since / 1000),
+        time::format_timestamp(report.until / 1000),
+        "USER",
+        "ACCOUNT",
+        "JOBS",
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "CPU-HOURS",
+        "GPU-HOURS"
+    );
+    let hours = |s: u64| format!("{:.2}", s as f64 / 3600.0);
+    for r in &report.rows {
+        let _ = writeln!(
+            out,
+            "{:<12} {:<12} {:>7} {:>9} {:>7} {:>9} {:>10} {:>10}",
+            r.user,
+            if r.account.is_empty() { "-" } else { &r.account },
+            r.jobs,
+            r.completed,
+            r.failed,
+            r.cancelled,
+            hours(r.cpu_seconds),
+            hours(r.gpu_seconds)
+        );
+    }
+    print!("{out}");
+    Ok(0)
+}

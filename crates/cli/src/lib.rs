@@ -55,6 +55,9 @@ enum Command {
     Queue(jobs::QueueArgs),
     /// Finished jobs from the accounting database, like sacct.
     History(jobs::HistoryArgs),
+    /// CPU- and GPU-hours and jobs per user and account over a window, like
+    /// sreport cluster AccountUtilizationByUser.
+    Usage(jobs::UsageArgs),
     /// List nodes, like sinfo -N.
     Nodes {
         #[arg(long)]
@@ -244,6 +247,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
                 Command::Submit(a) => jobs::submit(&client, a).await,
                 Command::Queue(a) => jobs::queue(&client, a).await,
                 Command::History(a) => jobs::show_history(&client, a).await,
+                Command::Usage(a) => jobs::show_usage(&client, a).await,
                 Command::Nodes { json } => jobs::nodes(&client, json).await,
                 Command::Show { what, id, json } => jobs::show(&client, &what, &id, json).await,
                 Command::Cancel(a) => jobs::cancel(&client, a).await,

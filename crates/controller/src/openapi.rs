@@ -69,6 +69,13 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     ("/api/v1/partitions", "get", "List partitions: limits, state and member nodes", None, "PartitionList"),
     ("/api/v1/config", "get", "The cluster's settings (scontrol show config)", None, "Config"),
     (
+        "/api/v1/usage",
+        "get",
+        "Use per user and account from accounting: jobs by how they ended, CPU and GPU seconds within ?since=&until= (epoch ms; default the last 7 days)",
+        None,
+        "UsageReport",
+    ),
+    (
         "/api/v1/history",
         "get",
         "Finished jobs from the accounting database, oldest end first: ?user=&account=&state=&partition=&id= (comma lists; an array id matches its tasks), since= (ended at or after, epoch ms), until= (submitted at or before), limit= (at most 10 000), after= (the previous page's next)",
@@ -282,6 +289,13 @@ fn step_schemas() -> Value {
             ("cluster_name", s("string")), ("node_timeout_ms", json!({"type": ["integer", "null"]})),
             ("max_requeue", s("integer")), ("requeue_backoff_ms", s("integer")), ("over_time_grace_ms", s("integer")),
         ], &["cluster_name"]),
+        "UsageReport": obj(&[
+            ("since", s("integer")), ("until", s("integer")),
+            ("rows", json!({"type": "array", "items": obj(&[
+                ("user", s("string")), ("account", s("string")), ("jobs", s("integer")), ("completed", s("integer")),
+                ("failed", s("integer")), ("cancelled", s("integer")), ("cpu_seconds", s("integer")), ("gpu_seconds", s("integer")),
+            ], &["user", "account", "jobs", "cpu_seconds"])})),
+        ], &["since", "until", "rows"]),
         "HistoryPage": obj(&[
             ("jobs", json!({"type": "array", "items": r("JobView")})),
             ("next", json!({"type": ["string", "null"], "description": "END_MS:JOB_ID: pass as after= for the next page"})),

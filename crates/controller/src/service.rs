@@ -370,6 +370,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/partitions", get(list_partitions))
         .route("/api/v1/config", get(show_config))
         .route("/api/v1/history", get(history))
+        .route("/api/v1/usage", get(usage))
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/{name}", get(show_node))
         .route("/api/v1/nodes/{name}/drain", post(drain))
@@ -868,6 +869,34 @@ async fn history(
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("accounting database: {e}")))?;
     Ok(Json(HistoryPage { jobs, next: next.map(|(e, i)| format!("{e}:{i}")) }))
+}
+
+#[derive(Deserialize)]
+struct UsageParams {
+    /// Epoch milliseconds; default: a week before `until`.
+    since: Option<u64>,
+    /// Epoch milliseconds; default: now.
+    until: Option<u64>,
+}
+
+/// Use per user and account over a window, from accounting (`drover usage`).
+async fn usage(AxState(app): AxState<App>, headers: HeaderMap, Query(p): Query<UsageParams>) -> ApiResult<UsageReport> {
+    app.authenticate(&headers)?;
+    let Some(sink) = &app.accounting else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "this controller keeps no accounting (--accounting none)"));
+    };
+    let until = p.until.unwrap_or_else(now_ms);
+    let since = p.since.unwrap_or(until.saturating_sub(7 * 86_400_000));
+    if since >= until {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("since ({since}) must come before until ({until})"),
+        ));
+    }
+    let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("accounting database: {e}"));
+    let db = sink.db().await.map_err(unavailable)?;
+    let rows = db.usage(since, until).await.map_err(|e| unavailable(e.to_string()))?;
+    Ok(Json(UsageReport { since, until, rows }))
 }
 
 /// The cluster's settings (`scontrol show config`).

@@ -576,6 +576,14 @@ pub fn pending_tasks_id(a: &ArrayJob) -> (String, String) {
     (id, tasks)
 }
 
+/// `GET /api/v1/usage`: use per user and account over `[since, until)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub since: u64,
+    pub until: u64,
+    pub rows: Vec<drover_accounting::UsageRow>,
+}
+
 /// `GET /api/v1/history`: finished jobs from the accounting database.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryPage {
