@@ -302,6 +302,23 @@ impl Accounting {
             .collect()
     }
 
+    /// Runs that ended since `since_ms`: (user, end, CPU-seconds), for
+    /// fair-share's decayed use.
+    pub async fn runs_since(&self, since_ms: u64) -> Result<Vec<(String, u64, f64)>, Error> {
+        let sql = self.sql(
+            "SELECT user_name, end_ms, alloc_cpus * (end_ms - start_ms) AS cpu_ms FROM jobs \
+             WHERE start_ms IS NOT NULL AND end_ms >= $1",
+        );
+        let rows: Vec<AnyRow> = sqlx::query(&sql).bind(since_ms as i64).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let end = r.try_get::<i64, _>("end_ms")? as u64;
+                let cpu = r.try_get::<i64, _>("cpu_ms")?.max(0) as f64 / 1000.0;
+                Ok((r.try_get("user_name")?, end, cpu))
+            })
+            .collect()
+    }
+
     /// Recent events, newest last.
     pub async fn events(&self, since_ms: u64, limit: u32) -> Result<Vec<EventRecord>, Error> {
         let sql = self

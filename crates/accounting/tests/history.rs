@@ -110,6 +110,12 @@ async fn check(db: &Accounting) {
     let bob = clipped.iter().find(|u| u.user == "bob").unwrap();
     assert_eq!(bob.cpu_seconds, 1);
     assert!(db.usage(200_000, 300_000).await.unwrap().is_empty());
+    // What fair-share decays: each run's user, end and CPU-seconds.
+    let mut runs = db.runs_since(0).await.unwrap();
+    runs.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(runs.len(), 5);
+    assert_eq!((runs[0].0.as_str(), runs[0].1, runs[0].2), ("alice", 5_000, 1.0));
+    assert_eq!(db.runs_since(8_000).await.unwrap().len(), 2);
 
     // Paging by (end, id): every job once, in order.
     let mut seen = Vec::new();

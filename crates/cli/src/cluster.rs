@@ -201,6 +201,15 @@ pub struct RaftArgs {
     /// several controllers should share one PostgreSQL.
     #[arg(long)]
     accounting: Option<String>,
+    /// Weight of fair-share in job priority (Slurm's
+    /// PriorityWeightFairshare): users who used less of the cluster lately
+    /// go first. 0 (the default) turns it off; age weighs 1000.
+    #[arg(long, default_value_t = 0)]
+    priority_weight_fairshare: u64,
+    /// How fast past use stops counting for fair-share: its weight halves
+    /// every this long (D-HH, HH:MM:SS; default 7 days).
+    #[arg(long, default_value = "7-0")]
+    fairshare_half_life: String,
 }
 
 impl RaftArgs {
@@ -232,6 +241,14 @@ impl RaftArgs {
         }
         if let Some(a) = &self.accounting {
             args.extend(["--accounting".to_string(), a.clone()]);
+        }
+        if self.priority_weight_fairshare > 0 {
+            args.extend([
+                "--priority-weight-fairshare".to_string(),
+                self.priority_weight_fairshare.to_string(),
+                "--fairshare-half-life".into(),
+                self.fairshare_half_life.clone(),
+            ]);
         }
         args
     }
@@ -305,20 +322,37 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: crate::logging:
     };
     let listen = listen.parse().map_err(|e| format!("invalid --listen '{listen}': {e}"))?;
     let timing = a.raft.timing()?;
+    let accounting = match a.raft.accounting.as_deref() {
+        Some("none") => None,
+        Some(url) => Some(url.to_string()),
+        None => {
+            let dir = std::env::current_dir().map_err(|e| e.to_string())?.join(&a.state_dir);
+            Some(format!("sqlite://{}", dir.join("accounting.db").display()))
+        }
+    };
+    let half_life = match drover_core::time::parse_time_limit(&a.raft.fairshare_half_life) {
+        Ok(Some(secs)) if secs > 0 => Duration::from_secs(secs),
+        _ => {
+            return Err(format!(
+                "invalid --fairshare-half-life '{}': use D-HH or HH:MM:SS, more than 0",
+                a.raft.fairshare_half_life
+            ))
+        }
+    };
+    if a.raft.priority_weight_fairshare > 0 && accounting.is_none() {
+        return Err(
+            "--priority-weight-fairshare needs accounting (past use comes from it); drop --accounting none".into()
+        );
+    }
     crate::logging::init("controller", format!("controller{}", a.id), log);
     let key = drover_auth::load_key(&a.key_file)?;
     let mut opts = Options::new(a.state_dir, listen, key);
     opts.id = a.id;
     opts.membership = membership;
     opts.join = a.join;
-    opts.accounting = match a.raft.accounting.as_deref() {
-        Some("none") => None,
-        Some(url) => Some(url.to_string()),
-        None => {
-            let dir = std::env::current_dir().map_err(|e| e.to_string())?.join(&opts.state_dir);
-            Some(format!("sqlite://{}", dir.join("accounting.db").display()))
-        }
-    };
+    opts.accounting = accounting;
+    opts.sched.priority.weight_fairshare = a.raft.priority_weight_fairshare;
+    opts.fairshare_half_life = half_life;
     opts.leader_hook = a.raft.leader_hook;
     opts.timing = timing;
     opts.node_timeout = Duration::from_secs(a.node_timeout.max(1));

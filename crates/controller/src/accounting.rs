@@ -136,6 +136,41 @@ impl Sink {
     }
 }
 
+impl Sink {
+    /// Keeps `usage` up to date for fair-share while this controller leads:
+    /// every minute, the runs of the last ten half-lives, decayed.
+    pub async fn follow_usage(
+        self: Arc<Self>,
+        ctl: Arc<Controller>,
+        usage: Arc<std::sync::RwLock<drover_core::sched::Usage>>,
+        half_life: Duration,
+    ) {
+        let half_ms = half_life.as_millis().max(1) as u64;
+        loop {
+            if ctl.is_leader() {
+                let now = crate::loops::now_ms();
+                let since = now.saturating_sub(half_ms.saturating_mul(10));
+                let runs = match self.db().await {
+                    Ok(db) => db.runs_since(since).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                match runs {
+                    Ok(runs) => {
+                        let fresh = drover_core::sched::Usage::decayed(
+                            runs.iter().map(|(u, end, cpu)| (u.as_str(), *end, *cpu)),
+                            now,
+                            half_ms,
+                        );
+                        *usage.write().expect("usage lock") = fresh;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "fair-share: cannot read past use: {e}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    }
+}
+
 /// A finished job's record as clients see jobs.
 pub fn view_of(r: &JobRecord) -> JobView {
     let state = JobState::parse(&r.state).unwrap_or(JobState::Completed);

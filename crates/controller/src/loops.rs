@@ -31,7 +31,13 @@ fn may_unblock(e: &Event) -> bool {
 /// start, and once a second while jobs wait on time. Passes are at least
 /// `coalesce` apart: a lone submission is planned at once, a burst shares
 /// passes.
-pub async fn schedule(ctl: Arc<Controller>, cfg: SchedConfig, coalesce: Duration, metrics: Arc<Metrics>) {
+pub async fn schedule(
+    ctl: Arc<Controller>,
+    cfg: SchedConfig,
+    coalesce: Duration,
+    metrics: Arc<Metrics>,
+    usage: Arc<std::sync::RwLock<sched::Usage>>,
+) {
     let mut events = ctl.shared.subscribe();
     let mut dirty = true;
     let mut last_pass = tokio::time::Instant::now();
@@ -62,9 +68,14 @@ pub async fn schedule(ctl: Arc<Controller>, cfg: SchedConfig, coalesce: Duration
         let term = ctl.term();
         let now = now_ms();
         let planning = Instant::now();
+        let usage = usage.read().expect("usage lock").clone();
         let (plan, considered) = ctl.shared.read(|s| {
             let waiting = s.pending_ids().len() + s.arrays_pending().len();
-            (sched::schedule(s, now, &cfg), waiting)
+            let plan = match cfg.priority.weight_fairshare {
+                0 => sched::schedule(s, now, &cfg),
+                _ => sched::schedule_with(s, now, &cfg, &sched::FairShare { base: &cfg.priority, usage: &usage }),
+            };
+            (plan, waiting)
         });
         metrics.pass(planning.elapsed(), considered, plan.allocations.len());
         last_pass = tokio::time::Instant::now();

@@ -57,6 +57,8 @@ pub struct Options {
     /// The accounting database (`sqlite://…`, `postgres://…`); `None`
     /// keeps no history.
     pub accounting: Option<String>,
+    /// How fast past use stops counting against fair-share priority.
+    pub fairshare_half_life: Duration,
 }
 
 impl Options {
@@ -76,6 +78,7 @@ impl Options {
             leader_hook: None,
             join: None,
             accounting: None,
+            fairshare_half_life: Duration::from_secs(7 * 86400),
         }
     }
 }
@@ -313,10 +316,14 @@ pub async fn run(
         app.liveness.clone(),
         opts.leader_hook.clone(),
     ));
+    let usage = Arc::new(std::sync::RwLock::new(drover_core::sched::Usage::default()));
     if let Some(sink) = app.accounting.clone() {
-        tokio::spawn(sink.run(ctl.clone(), app.events.clone()));
+        tokio::spawn(sink.clone().run(ctl.clone(), app.events.clone()));
+        if opts.sched.priority.weight_fairshare > 0 {
+            tokio::spawn(sink.follow_usage(ctl.clone(), usage.clone(), opts.fairshare_half_life));
+        }
     }
-    tokio::spawn(loops::schedule(ctl.clone(), opts.sched.clone(), opts.coalesce, app.metrics.clone()));
+    tokio::spawn(loops::schedule(ctl.clone(), opts.sched.clone(), opts.coalesce, app.metrics.clone(), usage));
     tokio::spawn(loops::watch(ctl.clone(), app.liveness.clone(), opts.node_timeout));
     if let Some(existing) = opts.join.clone() {
         tokio::spawn(crate::leadership::ask_to_join(ctl.clone(), existing, app.key.clone()));

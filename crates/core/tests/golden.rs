@@ -25,6 +25,8 @@ struct Runner {
     now: Time,
     /// Set by `once REQ`: the next command is wrapped as that request.
     once: Option<String>,
+    /// Decayed use per user, for `schedule fairshare=W` (`usage` sets it).
+    usage: sched::Usage,
 }
 
 const USERS: &[(&str, u32)] = &[("root", 0), ("alice", 1001), ("bob", 1002), ("carol", 1003)];
@@ -66,7 +68,7 @@ fn requester(words: &mut Vec<&str>) -> Result<(String, Requester), String> {
 
 impl Runner {
     fn new() -> Runner {
-        Runner { state: State::default(), log: Vec::new(), now: 0, once: None }
+        Runner { state: State::default(), log: Vec::new(), now: 0, once: None, usage: sched::Usage::default() }
     }
 
     fn apply(&mut self, cmd: Command, out: &mut String) {
@@ -205,7 +207,19 @@ impl Runner {
                     backfill: !words.contains(&"nobackfill"),
                     ..Default::default()
                 };
-                let plan = sched::schedule(&self.state, now, &cfg);
+                let fairshare = kv(&words, "fairshare").map(|w| w.parse::<u64>().map_err(|_| "bad fairshare weight"));
+                let plan = match fairshare.transpose()? {
+                    Some(w) => {
+                        let base = sched::Multifactor { weight_fairshare: w, ..cfg.priority.clone() };
+                        sched::schedule_with(
+                            &self.state,
+                            now,
+                            &cfg,
+                            &sched::FairShare { base: &base, usage: &self.usage },
+                        )
+                    }
+                    None => sched::schedule(&self.state, now, &cfg),
+                };
                 for (key, reason) in &plan.reasons {
                     writeln!(out, "reason {key} {reason}").unwrap();
                 }
@@ -347,6 +361,15 @@ impl Runner {
                 update.name = kv(&words, "name").map(str::to_string);
                 update.nice = kv(&words, "nice").map(|n| n.parse().map_err(|_| "bad nice")).transpose()?;
                 self.apply(Command::Update { job, update, by, now }, out);
+            }
+            "usage" => {
+                // `usage alice=3600 bob=60`: CPU-seconds that ended now.
+                let mut runs = Vec::new();
+                for w in &words {
+                    let (user, secs) = w.split_once('=').ok_or("usage takes USER=CPU_SECONDS")?;
+                    runs.push((user.to_string(), secs.parse::<f64>().map_err(|_| "bad CPU seconds")?));
+                }
+                self.usage = sched::Usage::decayed(runs.iter().map(|(u, s)| (u.as_str(), now, *s)), now, 3_600_000);
             }
             "accounted" => {
                 let jobs = words

@@ -15,7 +15,7 @@ mod place;
 mod priority;
 
 pub use place::Select;
-pub use priority::{Multifactor, PriorityInput, PriorityPolicy};
+pub use priority::{FairShare, Multifactor, PriorityInput, PriorityPolicy, Usage};
 
 use crate::job::{JobId, JobSpec, MemRequest, NodeShare, PendingReason};
 use crate::node::NodeStatus;
