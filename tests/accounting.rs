@@ -156,3 +156,33 @@ fn postgres_history_survives_an_outage_and_a_killed_controller() {
     check_outage_and_kill("acct-postgres", 1, &url, || psql(&format!("CREATE DATABASE {db}")));
     psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
 }
+
+/// Finished jobs leave the controller's state `--min-job-age` after they
+/// end, once accounting has them; sacct and drover history still show them.
+#[test]
+fn finished_jobs_leave_the_live_state_but_not_history() {
+    let c = Cluster::start_with("acct-prune", 1, 2, &["--min-job-age", "1"]);
+    let ok = c.submit(&["--wrap", "true"]);
+    let bad = c.submit(&["--wrap", "exit 4"]);
+    c.wait_for("both pruned from the live state", Duration::from_secs(30), || {
+        [&ok, &bad].iter().all(|id| !c.drover(&["show", "job", id]).status.success())
+    });
+    let out = c.drover(&["show", "job", &ok]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid job id"), "{out:?}");
+    let sacct = sacct(&c, &["-j", &format!("{ok},{bad}"), "-X", "-n", "-P", "-o", "JobID,State,ExitCode"]);
+    assert_eq!(sacct, format!("{ok}|COMPLETED|0:0\n{bad}|FAILED|4:0\n"));
+    let history = String::from_utf8_lossy(&c.drover(&["history", "-j", &bad]).stdout).to_string();
+    assert!(history.contains(" FAILED "), "{history}");
+    let queue = String::from_utf8_lossy(&c.drover(&["queue", "--all"]).stdout).to_string();
+    assert_eq!(queue.lines().count(), 1, "only the header: {queue}");
+}
+
+/// Runs the binary under the name `sacct` (a link in the cluster's
+/// directory, as `drover install-links` makes); what it printed.
+fn sacct(c: &Cluster, args: &[&str]) -> String {
+    let link = c.dir.join("sacct");
+    let _ = std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_drover"), &link);
+    let out = Command::new(&link).args(args).current_dir(&c.dir).env("DROVER_CONTROLLER", c.addrs()).output().unwrap();
+    assert!(out.status.success(), "sacct {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}

@@ -210,6 +210,11 @@ pub struct RaftArgs {
     /// every this long (D-HH, HH:MM:SS; default 7 days).
     #[arg(long, default_value = "7-0")]
     fairshare_half_life: String,
+    /// Seconds a finished job stays in the controller's state once
+    /// accounting has it (Slurm's MinJobAge); later sacct and drover
+    /// history read it from accounting. 0 keeps finished jobs forever.
+    #[arg(long, default_value_t = 300)]
+    min_job_age: u64,
 }
 
 impl RaftArgs {
@@ -241,6 +246,9 @@ impl RaftArgs {
         }
         if let Some(a) = &self.accounting {
             args.extend(["--accounting".to_string(), a.clone()]);
+        }
+        if self.min_job_age != 300 {
+            args.extend(["--min-job-age".to_string(), self.min_job_age.to_string()]);
         }
         if self.priority_weight_fairshare > 0 {
             args.extend([
@@ -353,6 +361,7 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: crate::logging:
     opts.accounting = accounting;
     opts.sched.priority.weight_fairshare = a.raft.priority_weight_fairshare;
     opts.fairshare_half_life = half_life;
+    opts.min_job_age = Duration::from_secs(a.raft.min_job_age);
     opts.leader_hook = a.raft.leader_hook;
     opts.timing = timing;
     opts.node_timeout = Duration::from_secs(a.node_timeout.max(1));

@@ -17,7 +17,13 @@ use std::time::Duration;
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Follows this controller's Raft role for its whole life.
-pub async fn follow(ctl: Arc<Controller>, dispatch: Arc<Dispatcher>, liveness: Arc<Liveness>, hook: Option<String>) {
+pub async fn follow(
+    ctl: Arc<Controller>,
+    dispatch: Arc<Dispatcher>,
+    liveness: Arc<Liveness>,
+    hook: Option<String>,
+    min_job_age_ms: u64,
+) {
     let mut metrics = ctl.raft.metrics();
     let mut leading: Option<u64> = None;
     loop {
@@ -40,7 +46,7 @@ pub async fn follow(ctl: Arc<Controller>, dispatch: Arc<Dispatcher>, liveness: A
                 if let Some(h) = &hook {
                     run_hook(h, "acquire", &ctl, term).await;
                 }
-                if let Err(e) = bootstrap(&ctl).await {
+                if let Err(e) = bootstrap(&ctl, min_job_age_ms).await {
                     tracing::error!(term, error = %e, "cannot configure the new cluster");
                 }
                 // Into the log, so every controller's event history shows the
@@ -80,13 +86,13 @@ async fn confirmed(ctl: &Controller) -> bool {
 }
 
 /// A new cluster gets a default partition over all nodes, and liveness is
-/// left to the leader (heartbeats are not logged).
-async fn bootstrap(ctl: &Controller) -> Result<(), String> {
-    let (configured, has_partition) =
-        ctl.shared.read(|s| (s.config().node_timeout_ms.is_none(), !s.partitions().is_empty()));
-    if !configured {
-        let config = Config { node_timeout_ms: None, ..Config::default() };
-        ctl.propose(Command::Configure(config)).await.map_err(|e| e.to_string())?;
+/// left to the leader (heartbeats are not logged). The leader's
+/// `--min-job-age` becomes the cluster's.
+async fn bootstrap(ctl: &Controller, min_job_age_ms: u64) -> Result<(), String> {
+    let (config, has_partition) = ctl.shared.read(|s| (s.config().clone(), !s.partitions().is_empty()));
+    let wanted = Config { node_timeout_ms: None, min_job_age_ms, ..config.clone() };
+    if config != wanted {
+        ctl.propose(Command::Configure(wanted)).await.map_err(|e| e.to_string())?;
     }
     if !has_partition {
         let p = PartitionSpec { is_default: true, ..PartitionSpec::new("debug", "ALL") };

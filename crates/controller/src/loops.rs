@@ -158,7 +158,9 @@ pub async fn watch(ctl: Arc<Controller>, liveness: Arc<Liveness>, timeout: Durat
                 .iter()
                 .any(|id| s.job(*id).and_then(|j| j.alloc.as_ref()).is_some_and(|a| a.time_limit.is_some()))
         });
-        if limited && last_time_tick.elapsed() >= Duration::from_secs(5) {
+        // Finished jobs past min_job_age leave the state on a Tick too.
+        let prune = ctl.shared.read(|s| s.prune_due(now_ms()));
+        if (limited || prune) && last_time_tick.elapsed() >= Duration::from_secs(5) {
             last_time_tick = Instant::now();
             let _ = ctl.propose(Command::Tick { now: now_ms() }).await;
         }

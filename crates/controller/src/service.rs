@@ -59,6 +59,9 @@ pub struct Options {
     pub accounting: Option<String>,
     /// How fast past use stops counting against fair-share priority.
     pub fairshare_half_life: Duration,
+    /// Finished jobs leave the live state this long after they end, once
+    /// accounting has them (0: never).
+    pub min_job_age: Duration,
 }
 
 impl Options {
@@ -79,6 +82,7 @@ impl Options {
             join: None,
             accounting: None,
             fairshare_half_life: Duration::from_secs(7 * 86400),
+            min_job_age: Duration::from_secs(300),
         }
     }
 }
@@ -315,6 +319,7 @@ pub async fn run(
         app.dispatch.clone(),
         app.liveness.clone(),
         opts.leader_hook.clone(),
+        opts.min_job_age.as_millis() as u64,
     ));
     let usage = Arc::new(std::sync::RwLock::new(drover_core::sched::Usage::default()));
     if let Some(sink) = app.accounting.clone() {

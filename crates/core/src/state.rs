@@ -45,6 +45,14 @@ pub struct Config {
     /// How long a job may overrun its limit before `Tick` ends it. Agents
     /// enforce limits themselves; this catches agents that cannot.
     pub over_time_grace_ms: u64,
+    /// Finished jobs stay in the state this long after they end, once the
+    /// accounting writer has them (Slurm's MinJobAge); 0 keeps them forever.
+    #[serde(default = "default_min_job_age_ms")]
+    pub min_job_age_ms: u64,
+}
+
+fn default_min_job_age_ms() -> u64 {
+    300_000
 }
 
 impl Default for Config {
@@ -55,6 +63,7 @@ impl Default for Config {
             max_requeue: 3,
             requeue_backoff_ms: 1_000,
             over_time_grace_ms: 30_000,
+            min_job_age_ms: default_min_job_age_ms(),
         }
     }
 }
@@ -399,6 +408,11 @@ pub enum Event {
         job: String,
         change: String,
     },
+    /// Finished jobs past `min_job_age`, already in accounting, left the
+    /// state (whole arrays at once).
+    JobsPruned {
+        count: usize,
+    },
     /// A running job's new time limit (seconds, `None` unlimited), for the
     /// agents that enforce it.
     JobTimeLimit {
@@ -465,6 +479,7 @@ impl fmt::Display for Event {
                 None => write!(f, "step {job}.{step} {state}"),
             },
             JobUpdated { job, change } => write!(f, "updated {job}: {change}"),
+            JobsPruned { count } => write!(f, "pruned {count} finished jobs"),
             JobTimeLimit { job, limit, .. } => match limit {
                 Some(l) => write!(f, "time limit of {job} now {}", crate::time::format_duration(*l)),
                 None => write!(f, "time limit of {job} now UNLIMITED"),
@@ -2050,7 +2065,72 @@ impl State {
 
     // ---- time ----
 
+    /// Drops finished jobs that accounting holds and that have been
+    /// finished for `min_job_age`: a single job on its own, an array only
+    /// when all its tasks qualify (a dependency on a job no longer known
+    /// counts as met, as in Slurm). Jobs a waiting or running job's
+    /// dependency names stay.
+    fn prune(&mut self, now: Time, ev: &mut Vec<Event>) {
+        let (singles, arrays) = self.prunable(now);
+        let mut count = 0;
+        for id in singles {
+            self.jobs.remove(&id);
+            count += 1;
+        }
+        for id in arrays {
+            let a = self.arrays.remove(&id).expect("listed");
+            for task_id in &a.split_ids {
+                if let Some(j) = self.jobs.remove(task_id) {
+                    if let Some(t) = j.array {
+                        self.idx.task_ids.remove(&(t.array_id, t.task));
+                    }
+                    count += 1;
+                }
+            }
+        }
+        if count > 0 {
+            ev.push(Event::JobsPruned { count });
+        }
+    }
+
+    /// Whether a `Tick` now would prune jobs (the leader ticks for it).
+    pub fn prune_due(&self, now: Time) -> bool {
+        let (singles, arrays) = self.prunable(now);
+        !singles.is_empty() || !arrays.is_empty()
+    }
+
+    /// The single jobs and the arrays [`State::prune`] would drop now.
+    fn prunable(&self, now: Time) -> (Vec<JobId>, Vec<JobId>) {
+        let age = self.config.min_job_age_ms;
+        if age == 0 {
+            return (Vec::new(), Vec::new());
+        }
+        let old = |j: &Job| j.state.is_terminal() && j.accounted && j.end_time.is_some_and(|e| e + age <= now);
+        let mut named = std::collections::HashSet::new();
+        let live = self.idx.pending.iter().chain(&self.idx.active).map(|id| &self.jobs[id].spec);
+        for spec in live.chain(self.idx.arrays_pending.iter().map(|id| &self.arrays[id].spec)) {
+            if let Some(d) = &spec.dependency {
+                named.extend(d.conditions.iter().filter_map(|c| c.job.map(|r| r.id)));
+            }
+        }
+        let singles: Vec<JobId> = self
+            .jobs
+            .values()
+            .filter(|j| j.array.is_none() && !named.contains(&j.id) && old(j))
+            .map(|j| j.id)
+            .collect();
+        let arrays: Vec<JobId> = self
+            .arrays
+            .values()
+            .filter(|a| a.pending.is_empty() && a.active == 0 && !named.contains(&a.id))
+            .filter(|a| a.split_ids.iter().all(|id| self.jobs.get(id).is_none_or(old)))
+            .map(|a| a.id)
+            .collect();
+        (singles, arrays)
+    }
+
     fn tick(&mut self, now: Time, ev: &mut Vec<Event>) {
+        self.prune(now, ev);
         if let Some(timeout) = self.config.node_timeout_ms {
             let silent: Vec<u32> = (0..self.nodes.len() as u32)
                 .filter(|&i| {
