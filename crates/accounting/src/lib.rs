@@ -328,6 +328,24 @@ impl Accounting {
         rows.iter().map(EventRecord::from_row).collect()
     }
 
+    /// Forgets jobs (with their steps) that ended before `before_ms`, and
+    /// events from before then; how many jobs went.
+    pub async fn purge(&self, before_ms: u64) -> Result<u64, Error> {
+        let cutoff = before_ms as i64;
+        let mut tx = self.pool.begin().await?;
+        let steps = self.sql(
+            "DELETE FROM steps WHERE EXISTS (SELECT 1 FROM jobs WHERE jobs.job_id = steps.job_id \
+             AND jobs.attempt = steps.attempt AND jobs.end_ms < $1)",
+        );
+        sqlx::query(&steps).bind(cutoff).execute(&mut *tx).await?;
+        let jobs = self.sql("DELETE FROM jobs WHERE end_ms < $1");
+        let gone = sqlx::query(&jobs).bind(cutoff).execute(&mut *tx).await?.rows_affected();
+        let events = self.sql("DELETE FROM events WHERE time_ms < $1");
+        sqlx::query(&events).bind(cutoff).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(gone)
+    }
+
     /// How many finished jobs are recorded (for tests and the bench).
     pub async fn count_jobs(&self) -> Result<u64, Error> {
         let row = sqlx::query("SELECT COUNT(*) FROM jobs").fetch_one(&self.pool).await?;

@@ -117,6 +117,13 @@ async fn check(db: &Accounting) {
     assert_eq!((runs[0].0.as_str(), runs[0].1, runs[0].2), ("alice", 5_000, 1.0));
     assert_eq!(db.runs_since(8_000).await.unwrap().len(), 2);
 
+    // Purging forgets what ended before the cutoff, steps and all.
+    let before = db.count_jobs().await.unwrap();
+    assert_eq!(db.purge(5_500).await.unwrap(), 1, "job 1 ended at 5 000");
+    assert_eq!(db.count_jobs().await.unwrap(), before - 1);
+    assert!(db.history(&HistoryQuery { jobs: vec![1], ..Default::default() }).await.unwrap().0.is_empty());
+    db.write_jobs(&records).await.unwrap();
+
     // Paging by (end, id): every job once, in order.
     let mut seen = Vec::new();
     let mut after = None;

@@ -215,6 +215,10 @@ pub struct RaftArgs {
     /// history read it from accounting. 0 keeps finished jobs forever.
     #[arg(long, default_value_t = 300)]
     min_job_age: u64,
+    /// Accounting forgets jobs that ended longer ago than this (D-HH,
+    /// Slurm's PurgeJobAfter); default: keep everything.
+    #[arg(long)]
+    purge_after: Option<String>,
 }
 
 impl RaftArgs {
@@ -246,6 +250,9 @@ impl RaftArgs {
         }
         if let Some(a) = &self.accounting {
             args.extend(["--accounting".to_string(), a.clone()]);
+        }
+        if let Some(p) = &self.purge_after {
+            args.extend(["--purge-after".to_string(), p.clone()]);
         }
         if self.min_job_age != 300 {
             args.extend(["--min-job-age".to_string(), self.min_job_age.to_string()]);
@@ -347,6 +354,16 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: crate::logging:
             ))
         }
     };
+    let purge_after = match a.raft.purge_after.as_deref().map(drover_core::time::parse_time_limit) {
+        None => None,
+        Some(Ok(Some(secs))) if secs > 0 => Some(Duration::from_secs(secs)),
+        Some(_) => {
+            return Err(format!(
+                "invalid --purge-after '{}': use D-HH (e.g. 365-0) or HH:MM:SS, more than 0",
+                a.raft.purge_after.as_deref().unwrap_or_default()
+            ))
+        }
+    };
     if a.raft.priority_weight_fairshare > 0 && accounting.is_none() {
         return Err(
             "--priority-weight-fairshare needs accounting (past use comes from it); drop --accounting none".into()
@@ -362,6 +379,7 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: crate::logging:
     opts.sched.priority.weight_fairshare = a.raft.priority_weight_fairshare;
     opts.fairshare_half_life = half_life;
     opts.min_job_age = Duration::from_secs(a.raft.min_job_age);
+    opts.purge_after = purge_after;
     opts.leader_hook = a.raft.leader_hook;
     opts.timing = timing;
     opts.node_timeout = Duration::from_secs(a.node_timeout.max(1));

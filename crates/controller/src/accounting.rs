@@ -27,6 +27,8 @@ const BATCH: usize = 500;
 /// The database, connected on first use and again after a failure.
 pub struct Sink {
     url: String,
+    /// Forget jobs that ended longer ago than this (`None`: keep all).
+    purge_after: Option<Duration>,
     db: Mutex<Option<Accounting>>,
     /// Finished jobs written, for the metrics and the tests.
     pub written: AtomicU64,
@@ -35,8 +37,29 @@ pub struct Sink {
 }
 
 impl Sink {
-    pub fn new(url: String) -> Arc<Sink> {
-        Arc::new(Sink { url, db: Mutex::new(None), written: AtomicU64::new(0), backlog: AtomicU64::new(0) })
+    pub fn new(url: String, purge_after: Option<Duration>) -> Arc<Sink> {
+        Arc::new(Sink {
+            url,
+            purge_after,
+            db: Mutex::new(None),
+            written: AtomicU64::new(0),
+            backlog: AtomicU64::new(0),
+        })
+    }
+
+    /// Forgets old history, at most once an hour, while leading.
+    async fn purge(&self, last: &mut Option<tokio::time::Instant>) -> Result<(), String> {
+        let Some(after) = self.purge_after else { return Ok(()) };
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(3600)) {
+            return Ok(());
+        }
+        *last = Some(tokio::time::Instant::now());
+        let before = crate::loops::now_ms().saturating_sub(after.as_millis() as u64);
+        let gone = self.db().await?.purge(before).await.map_err(|e| e.to_string())?;
+        if gone > 0 {
+            tracing::info!(jobs = gone, "accounting: purged {gone} jobs that ended over {after:?} ago");
+        }
+        Ok(())
     }
 
     /// The database, connecting (and migrating) if need be.
@@ -72,6 +95,7 @@ impl Sink {
         let mut backoff = Duration::from_millis(200);
         let mut last_event = 0u64;
         let mut leading = false;
+        let mut last_purge = None;
         loop {
             if !ctl.is_leader() {
                 leading = false;
@@ -86,6 +110,9 @@ impl Sink {
             }
             match self.pass(&ctl, &events, &mut last_event).await {
                 Ok(0) => {
+                    if let Err(e) = self.purge(&mut last_purge).await {
+                        tracing::warn!(error = %e, "accounting: cannot purge old jobs: {e}");
+                    }
                     backoff = Duration::from_millis(200);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }

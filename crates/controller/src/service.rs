@@ -57,6 +57,8 @@ pub struct Options {
     /// The accounting database (`sqlite://…`, `postgres://…`); `None`
     /// keeps no history.
     pub accounting: Option<String>,
+    /// Accounting forgets jobs that ended longer ago than this.
+    pub purge_after: Option<Duration>,
     /// How fast past use stops counting against fair-share priority.
     pub fairshare_half_life: Duration,
     /// Finished jobs leave the live state this long after they end, once
@@ -81,6 +83,7 @@ impl Options {
             leader_hook: None,
             join: None,
             accounting: None,
+            purge_after: None,
             fairshare_half_life: Duration::from_secs(7 * 86400),
             min_job_age: Duration::from_secs(300),
         }
@@ -301,7 +304,7 @@ pub async fn run(
         operators: Arc::new(opts.operators.clone()),
         events: Arc::new(EventLog::default()),
         metrics: Arc::new(Metrics::new()),
-        accounting: opts.accounting.clone().map(crate::accounting::Sink::new),
+        accounting: opts.accounting.clone().map(|url| crate::accounting::Sink::new(url, opts.purge_after)),
     };
     if let Some(sock) = opts.auth_socket.clone() {
         let key = opts.key.clone();
