@@ -11,39 +11,31 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-/// Job id → (state, exit code) as the live controller reports them.
-fn live_outcomes(c: &Cluster) -> BTreeMap<String, (String, String)> {
-    let out = c.drover(&["queue", "--all", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("queue --json");
-    v["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|j| j["terminal"] == true)
-        .map(|j| {
+/// Job id → (state, exit code) from a `{"jobs": [JobView]}` answer.
+fn outcomes(v: &serde_json::Value) -> Option<BTreeMap<String, (String, String)>> {
+    let jobs = v["jobs"].as_array()?.iter().filter(|j| j["terminal"] == true);
+    Some(
+        jobs.map(|j| {
             let exit = j["exit_code"].as_str().unwrap_or("").to_string();
             (j["id"].as_str().unwrap().to_string(), (j["state"].as_str().unwrap().to_string(), exit))
         })
-        .collect()
+        .collect(),
+    )
 }
 
-/// The same from `drover history --json`; None while accounting cannot answer.
+/// As the live controller reports them.
+fn live_outcomes(c: &Cluster) -> BTreeMap<String, (String, String)> {
+    let out = c.drover(&["queue", "--all", "--json"]);
+    outcomes(&serde_json::from_slice(&out.stdout).expect("queue --json")).expect("a job list")
+}
+
+/// As accounting reports them; None while it cannot answer.
 fn history_outcomes(c: &Cluster) -> Option<BTreeMap<String, (String, String)>> {
     let out = c.drover(&["history", "--json"]);
     if !out.status.success() {
         return None;
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    Some(
-        v["jobs"]
-            .as_array()?
-            .iter()
-            .map(|j| {
-                let exit = j["exit_code"].as_str().unwrap_or("").to_string();
-                (j["id"].as_str().unwrap().to_string(), (j["state"].as_str().unwrap().to_string(), exit))
-            })
-            .collect(),
-    )
+    outcomes(&serde_json::from_slice(&out.stdout).ok()?)
 }
 
 fn all_finished(c: &Cluster, n: usize) -> bool {

@@ -45,11 +45,19 @@ pub struct PatternInput<'a> {
     pub array_task: Option<u32>,
     pub name: &'a str,
     pub user: &'a str,
+    /// `%N`: the batch step's node, or the node of an srun task.
     pub first_node: &'a str,
+    /// srun's step (`%s`, `%J`); `None` for the batch step.
+    pub step: Option<u32>,
+    /// srun's task rank (`%t`) and its node's place in the step (`%n`); 0
+    /// for the batch step.
+    pub task: u32,
+    pub node_index: u32,
 }
 
-/// Expands `%j %x %A %a %N %u %%` (and `%n %t %s`, which are 0 for a batch
-/// step) in an output file pattern. Unknown `%` codes stay as written.
+/// Expands `%j %x %A %a %N %u %s %t %n %%`, and `%J` for a step, in an
+/// output file pattern (the batch step counts as step 0's task 0 on node
+/// 0). Unknown `%` codes stay as written.
 pub fn expand_pattern(pattern: &str, p: &PatternInput<'_>) -> String {
     let mut out = String::with_capacity(pattern.len() + 16);
     let mut chars = pattern.chars().peekable();
@@ -76,7 +84,14 @@ pub fn expand_pattern(pattern: &str, p: &PatternInput<'_>) -> String {
             Some('x') => out.push_str(p.name),
             Some('u') => out.push_str(p.user),
             Some('N') => out.push_str(p.first_node),
-            Some('n' | 't' | 's') => out.push_str(&num(0)),
+            Some('J') => match p.step {
+                Some(s) => out.push_str(&format!("{}.{s}", num(p.job_id))),
+                // Not a step: left as written, as before steps existed.
+                None => out.push_str("%J"),
+            },
+            Some('s') => out.push_str(&num(u64::from(p.step.unwrap_or(0)))),
+            Some('t') => out.push_str(&num(u64::from(p.task))),
+            Some('n') => out.push_str(&num(u64::from(p.node_index))),
             Some('%') => out.push('%'),
             Some(other) => {
                 out.push('%');
@@ -111,6 +126,9 @@ pub fn output_paths(j: &crate::job::Job, first_node: &str) -> (String, String, O
         name: &spec.name,
         user: &spec.user,
         first_node,
+        step: None,
+        task: 0,
+        node_index: 0,
     };
     let default_out = if j.array.is_some() { "slurm-%A_%a.out" } else { "slurm-%j.out" };
     let stdout = absolute(&spec.work_dir, &expand_pattern(spec.stdout.as_deref().unwrap_or(default_out), &pattern));
@@ -373,6 +391,9 @@ mod tests {
             name: "sim",
             user: "alice",
             first_node: "n1",
+            step: None,
+            task: 0,
+            node_index: 0,
         }
     }
 

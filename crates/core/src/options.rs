@@ -614,16 +614,35 @@ fn check_var_name(name: &str, whole: &str) -> Result<(), ParseError> {
 }
 
 fn job_environment(policy: &ExportPolicy, extra: &[(String, String)], ctx: &SubmitContext) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = match policy {
-        ExportPolicy::All => ctx.env.clone(),
+    apply_export(policy, ctx.export_file_vars.iter().chain(extra), &ctx.env)
+}
+
+/// What of `env` a policy passes on, with `set` laid over it.
+fn apply_export<'a>(
+    policy: &ExportPolicy,
+    set: impl Iterator<Item = &'a (String, String)>,
+    env: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = match policy {
+        ExportPolicy::All => env.to_vec(),
         ExportPolicy::None => Vec::new(),
-        ExportPolicy::Names(names) => ctx.env.iter().filter(|(k, _)| names.contains(k)).cloned().collect(),
+        ExportPolicy::Names(names) => env.iter().filter(|(k, _)| names.contains(k)).cloned().collect(),
     };
-    for (k, v) in ctx.export_file_vars.iter().chain(extra) {
-        env.retain(|(key, _)| key != k);
-        env.push((k.clone(), v.clone()));
+    for (k, v) in set {
+        out.retain(|(key, _)| key != k);
+        out.push((k.clone(), v.clone()));
     }
-    env
+    out
+}
+
+/// `--export` as srun applies it to its own environment `env`: `ALL` (also
+/// when not given), `NONE`, names, each with `VAR=value`s.
+pub fn exported_environment(spec: Option<&str>, env: &[(String, String)]) -> Result<Vec<(String, String)>, ParseError> {
+    let (policy, extra) = match spec {
+        Some(text) => export_policy(text)?,
+        None => (ExportPolicy::All, Vec::new()),
+    };
+    Ok(apply_export(&policy, extra.iter(), env))
 }
 
 #[cfg(test)]

@@ -2106,6 +2106,20 @@ impl State {
             return (Vec::new(), Vec::new());
         }
         let old = |j: &Job| j.state.is_terminal() && j.accounted && j.end_time.is_some_and(|e| e + age <= now);
+        let mut singles: Vec<JobId> =
+            self.jobs.values().filter(|j| j.array.is_none() && old(j)).map(|j| j.id).collect();
+        let mut arrays: Vec<JobId> = self
+            .arrays
+            .values()
+            .filter(|a| a.pending.is_empty() && a.active == 0)
+            .filter(|a| a.split_ids.iter().all(|id| self.jobs.get(id).is_none_or(old)))
+            .map(|a| a.id)
+            .collect();
+        // The leader asks every second: most of the time there is nothing
+        // to prune, and the dependencies need not be read.
+        if singles.is_empty() && arrays.is_empty() {
+            return (singles, arrays);
+        }
         let mut named = std::collections::HashSet::new();
         let live = self.idx.pending.iter().chain(&self.idx.active).map(|id| &self.jobs[id].spec);
         for spec in live.chain(self.idx.arrays_pending.iter().map(|id| &self.arrays[id].spec)) {
@@ -2113,19 +2127,8 @@ impl State {
                 named.extend(d.conditions.iter().filter_map(|c| c.job.map(|r| r.id)));
             }
         }
-        let singles: Vec<JobId> = self
-            .jobs
-            .values()
-            .filter(|j| j.array.is_none() && !named.contains(&j.id) && old(j))
-            .map(|j| j.id)
-            .collect();
-        let arrays: Vec<JobId> = self
-            .arrays
-            .values()
-            .filter(|a| a.pending.is_empty() && a.active == 0 && !named.contains(&a.id))
-            .filter(|a| a.split_ids.iter().all(|id| self.jobs.get(id).is_none_or(old)))
-            .map(|a| a.id)
-            .collect();
+        singles.retain(|id| !named.contains(id));
+        arrays.retain(|id| !named.contains(id));
         (singles, arrays)
     }
 

@@ -326,26 +326,6 @@ async fn allocate(client: &Client, cmd: &str, a: &Alloc, s: &Shape, name: &str, 
     Ok(id)
 }
 
-/// What `--export` passes on of srun's environment: `ALL` (the default),
-/// `NONE`, or names, each list optionally with `VAR=value`s.
-fn exported(spec: Option<&str>, mine: Vec<(String, String)>) -> Vec<(String, String)> {
-    let Some(spec) = spec else { return mine };
-    let items: Vec<&str> = spec.split(',').filter(|i| !i.is_empty()).collect();
-    let all = items.iter().any(|i| i.eq_ignore_ascii_case("ALL"));
-    let mut env: Vec<(String, String)> = if all { mine.clone() } else { Vec::new() };
-    for item in items {
-        match item.split_once('=') {
-            Some((k, v)) => {
-                env.retain(|(key, _)| key != k);
-                env.push((k.to_string(), v.to_string()));
-            }
-            None if item.eq_ignore_ascii_case("ALL") || item.eq_ignore_ascii_case("NONE") => {}
-            None => env.extend(mine.iter().filter(|(k, _)| k == item).cloned()),
-        }
-    }
-    env
-}
-
 /// Where one stream of the step's output goes.
 enum Sink {
     Stdout,
@@ -388,7 +368,9 @@ impl Sink {
 
 /// What srun's `-o/-e` patterns may name.
 struct Names<'a> {
-    job: &'a str,
+    job_id: u64,
+    /// The array and the task, when the job is an array task.
+    array: Option<(u64, u32)>,
     step: u32,
     name: &'a str,
     user: String,
@@ -397,39 +379,24 @@ struct Names<'a> {
 }
 
 impl Names<'_> {
+    /// The pattern for `rank`, by the batch step's own rules plus the step's
+    /// `%s %t %n %N %J`.
     fn expand(&self, pattern: &str, rank: u32) -> String {
         let (node_id, node) = self.node_of.get(&rank).cloned().unwrap_or((0, String::new()));
-        let (array_job, array_task) = match self.job.split_once('_') {
-            Some((a, t)) => (a.to_string(), t.to_string()),
-            None => (self.job.to_string(), "4294967294".to_string()),
-        };
-        let mut out = String::new();
-        let mut chars = pattern.chars();
-        while let Some(c) = chars.next() {
-            if c != '%' {
-                out.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some('j') => out.push_str(self.job),
-                Some('J') => out.push_str(&format!("{}.{}", self.job, self.step)),
-                Some('s') => out.push_str(&self.step.to_string()),
-                Some('t') => out.push_str(&rank.to_string()),
-                Some('n') => out.push_str(&node_id.to_string()),
-                Some('N') => out.push_str(&node),
-                Some('A') => out.push_str(&array_job),
-                Some('a') => out.push_str(&array_task),
-                Some('u') => out.push_str(&self.user),
-                Some('x') => out.push_str(self.name),
-                Some('%') => out.push('%'),
-                Some(other) => {
-                    out.push('%');
-                    out.push(other);
-                }
-                None => out.push('%'),
-            }
-        }
-        out
+        drover_core::launch::expand_pattern(
+            pattern,
+            &drover_core::launch::PatternInput {
+                job_id: self.job_id,
+                array_job_id: self.array.map(|(a, _)| a),
+                array_task: self.array.map(|(_, t)| t),
+                name: self.name,
+                user: &self.user,
+                first_node: &node,
+                step: Some(self.step),
+                task: rank,
+                node_index: node_id as u32,
+            },
+        )
     }
 }
 
@@ -441,6 +408,9 @@ enum FromNode {
 
 /// Runs one step; (worst exit code, whether srun was interrupted).
 async fn run_step(client: &Client, job: &str, request: StepRequest, a: &SrunArgs) -> Result<(i32, bool), String> {
+    // Checked before a step exists that a bad --export would leave behind.
+    let mine: Vec<(String, String)> = std::env::vars().collect();
+    let env = drover_core::options::exported_environment(a.export.as_deref(), &mine).map_err(|e| e.to_string())?;
     let created: StepCreated = client
         .post(&format!("/api/v1/jobs/{job}/steps"), &request)
         .await
@@ -453,7 +423,6 @@ async fn run_step(client: &Client, job: &str, request: StepRequest, a: &SrunArgs
             .display()
             .to_string(),
     };
-    let env = exported(a.export.as_deref(), std::env::vars().collect());
     let mut node_of = HashMap::new();
     for (k, n) in created.nodes.iter().enumerate() {
         for r in n.first_rank..n.first_rank + n.tasks {
@@ -461,7 +430,8 @@ async fn run_step(client: &Client, job: &str, request: StepRequest, a: &SrunArgs
         }
     }
     let total: u32 = created.nodes.iter().map(|n| n.tasks).sum();
-    let names = Names { job, step, name: &request.name, user: super::my_user(), node_of };
+    let array = job.split_once('_').and_then(|(a, t)| Some((a.parse().ok()?, t.parse().ok()?)));
+    let names = Names { job_id: created.job_id, array, step, name: &request.name, user: super::my_user(), node_of };
     let mode = a.open_mode.clone().or_else(|| std::env::var("SLURM_OPEN_MODE").ok()).unwrap_or_default();
     let append = mode.to_ascii_lowercase().starts_with('a');
     let mut out = Sink::of(a.output.as_deref(), append, Sink::Stdout);
@@ -663,6 +633,9 @@ mod tests {
     #[test]
     fn export_lists() {
         let mine = vec![("A".to_string(), "1".to_string()), ("B".to_string(), "2".to_string())];
+        let exported = |spec: Option<&str>, env: Vec<(String, String)>| {
+            drover_core::options::exported_environment(spec, &env).unwrap()
+        };
         let pairs = |e: Vec<(String, String)>| e.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
         assert_eq!(pairs(exported(None, mine.clone())), "A=1 B=2");
         assert_eq!(pairs(exported(Some("ALL"), mine.clone())), "A=1 B=2");
@@ -676,10 +649,11 @@ mod tests {
     fn output_patterns() {
         let mut node_of = HashMap::new();
         node_of.insert(3, (1, "node2".to_string()));
-        let names = Names { job: "7", step: 2, name: "sim", user: "alice".into(), node_of };
+        let names = Names { job_id: 7, array: None, step: 2, name: "sim", user: "alice".into(), node_of };
         assert_eq!(names.expand("out-%j-%s-%t-%n-%N.txt", 3), "out-7-2-3-1-node2.txt");
         assert_eq!(names.expand("%J %x %u %A %a %% %q", 3), "7.2 sim alice 7 4294967294 % %q");
-        let array = Names { job: "7_4", step: 0, name: "", user: String::new(), node_of: HashMap::new() };
+        let array =
+            Names { job_id: 9, array: Some((7, 4)), step: 0, name: "", user: String::new(), node_of: HashMap::new() };
         assert_eq!(array.expand("%A-%a", 0), "7-4");
     }
 
@@ -688,7 +662,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("drover-srun-label-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let pattern = dir.join("%t.out").display().to_string();
-        let names = Names { job: "1", step: 0, name: "", user: String::new(), node_of: HashMap::new() };
+        let names = Names { job_id: 1, array: None, step: 0, name: "", user: String::new(), node_of: HashMap::new() };
         let mut sink = Sink::of(Some(&pattern), false, Sink::Stdout);
         let mut partial = HashMap::new();
         emit(&mut sink, &names, true, 1, b"hel", &mut partial, false);
