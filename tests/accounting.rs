@@ -151,14 +151,28 @@ fn postgres_history_survives_an_outage_and_a_killed_controller() {
 
 /// Finished jobs leave the controller's state `--min-job-age` after they
 /// end, once accounting has them; sacct and drover history still show them.
+/// A requeued job's earlier run is a row of its own (`sacct -D`).
 #[test]
 fn finished_jobs_leave_the_live_state_but_not_history() {
     let c = Cluster::start_with("acct-prune", 1, 2, &["--min-job-age", "1"]);
+    let twice = c.submit(&["--wrap", "[ \"$SLURM_RESTART_COUNT\" = 1 ] || sleep 60"]);
+    c.wait_for("the first run", Duration::from_secs(20), || common::state_of(&c, &twice) == "RUNNING");
+    let out = c.drover(&["requeue", &twice]);
+    assert!(out.status.success(), "{out:?}");
+    // Written while the job runs again: sacct -D shows it beside the live run.
+    c.wait_for("the earlier run in history", Duration::from_secs(20), || {
+        sacct(&c, &["-j", &twice, "-D", "-X", "-n", "-P", "-o", "JobID,State"])
+            .starts_with(&format!("{twice}|REQUEUED\n"))
+    });
     let ok = c.submit(&["--wrap", "true"]);
     let bad = c.submit(&["--wrap", "exit 4"]);
-    c.wait_for("both pruned from the live state", Duration::from_secs(30), || {
-        [&ok, &bad].iter().all(|id| !c.drover(&["show", "job", id]).status.success())
+    c.wait_for("all pruned from the live state", Duration::from_secs(30), || {
+        [&ok, &bad, &twice].iter().all(|id| !c.drover(&["show", "job", id]).status.success())
     });
+    let runs = sacct(&c, &["-j", &twice, "-D", "-X", "-n", "-P", "-o", "JobID,State,ExitCode"]);
+    assert_eq!(runs, format!("{twice}|REQUEUED|0:15\n{twice}|COMPLETED|0:0\n"));
+    let last = sacct(&c, &["-j", &twice, "-X", "-n", "-P", "-o", "JobID,State"]);
+    assert_eq!(last, format!("{twice}|COMPLETED\n"), "without -D, the last run only");
     let out = c.drover(&["show", "job", &ok]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid job id"), "{out:?}");
     let sacct = sacct(&c, &["-j", &format!("{ok},{bad}"), "-X", "-n", "-P", "-o", "JobID,State,ExitCode"]);
@@ -177,4 +191,17 @@ fn sacct(c: &Cluster, args: &[&str]) -> String {
     let out = Command::new(&link).args(args).current_dir(&c.dir).env("DROVER_CONTROLLER", c.addrs()).output().unwrap();
     assert!(out.status.success(), "sacct {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Without a database, finished jobs still leave the live state after
+/// `--min-job-age` (as Slurm without slurmdbd forgets them); history says
+/// why it has nothing.
+#[test]
+fn without_accounting_finished_jobs_still_go() {
+    let c = Cluster::start_with("acct-none", 1, 3, &["--accounting", "none", "--min-job-age", "1"]);
+    let id = c.submit(&["--wrap", "true"]);
+    c.wait_for("the job pruned", Duration::from_secs(30), || !c.drover(&["show", "job", &id]).status.success());
+    let out = c.drover(&["history", "-j", &id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keeps no accounting (--accounting none)"), "{out:?}");
 }

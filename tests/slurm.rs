@@ -238,8 +238,13 @@ fn srun_salloc_steps_and_updates() {
              {id}.2|sh|FAILED|3:0|2|node[1-2]\n"
         )
     );
+    // The worst step's exit is the job's DerivedExitCode.
+    let derived = links.ok(&c, "sacct", &["-j", &id, "-X", "-P", "-n", "-o", "ExitCode,DerivedExitCode"]);
+    assert_eq!(derived, "0:0|3:0\n");
 
-    // The batch step's peak memory is the N.batch line's MaxRSS.
+    // The batch step's peak memory is the N.batch line's MaxRSS; a step's
+    // peak memory and CPU time come from its node's agent.
+    let busy = "sum(range(10_000_000))";
     let big = links
         .ok(
             &c,
@@ -249,19 +254,32 @@ fn srun_salloc_steps_and_updates() {
                 "--mem",
                 "500M",
                 "--wrap",
-                "python3 -c 'x = bytearray(60_000_000); import time; time.sleep(1.5)'",
+                &format!(
+                    "python3 -c 'x = bytearray(60_000_000); import time; time.sleep(1.5)'; \
+                     srun python3 -c 'x = bytearray(90_000_000); {busy}'"
+                ),
             ],
         )
         .trim()
         .to_string();
-    c.wait_for("the memory job to end", Duration::from_secs(30), || {
-        links.ok(&c, "sacct", &["-X", "-n", "-P", "-j", &big, "-o", "State"]).trim() == "COMPLETED"
+    let fields = ["-n", "-P", "-j", &big, "-o", "JobID,MaxRSS,ReqMem,TotalCPU,UserCPU"];
+    c.wait_for("the memory job to end, its step measured", Duration::from_secs(30), || {
+        let lines = links.ok(&c, "sacct", &fields);
+        lines.starts_with(&format!("{big}||500M|")) && lines.lines().nth(2).is_some_and(|l| l.contains("K|"))
     });
-    let rss = links.ok(&c, "sacct", &["-n", "-P", "-j", &big, "-o", "JobID,MaxRSS,ReqMem"]);
-    let batch = rss.lines().nth(1).expect(&rss);
-    let kb: u64 = batch.split('|').nth(1).and_then(|v| v.strip_suffix('K')).and_then(|v| v.parse().ok()).expect(&rss);
-    assert!((55_000..500_000).contains(&kb), "{rss}");
-    assert_eq!(rss.lines().next(), Some(format!("{big}||500M").as_str()), "{rss}");
+    let rss = links.ok(&c, "sacct", &fields);
+    let kb = |line: usize| -> u64 {
+        let l = rss.lines().nth(line).expect(&rss);
+        l.split('|').nth(1).and_then(|v| v.strip_suffix('K')).and_then(|v| v.parse().ok()).expect(&rss)
+    };
+    assert!((55_000..500_000).contains(&kb(1)), "{rss}");
+    assert!((85_000..500_000).contains(&kb(2)), "{rss}");
+    // Counting to ten million is CPU time, in the step and so in the job.
+    let step = rss.lines().nth(2).unwrap();
+    assert!(step.starts_with(&format!("{big}.0|")), "{rss}");
+    let user = step.split('|').nth(4).unwrap();
+    assert!(user != "00:00:00" && !user.starts_with("00:00.0"), "{rss}");
+    assert!(!rss.lines().next().unwrap().ends_with("|00:00:00|00:00:00"), "{rss}");
 
     // A running step in squeue -s; the job ending kills its ranks everywhere.
     let marker = format!("drover-step-{}", std::process::id());

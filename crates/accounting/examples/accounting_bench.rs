@@ -39,6 +39,12 @@ fn record(i: u64, users: u64, now: u64) -> JobRecord {
         work_dir: "/scratch".into(),
         max_rss_kb: Some(100_000),
         restart_count: 0,
+        derived_exit_code: None,
+        derived_exit_signal: None,
+        cpu_user_ms: Some(1_700_000),
+        cpu_system_ms: Some(20_000),
+        reason: Some("None".into()),
+        superseded: false,
         steps: Vec::new(),
     }
 }

@@ -20,8 +20,10 @@ pub mod record;
 pub use record::{EventRecord, JobRecord, StepRecord};
 
 /// The schema's versions, embedded in the binary, applied in order.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "jobs steps events", include_str!("../migrations/0001_jobs_steps_events.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "jobs steps events", include_str!("../migrations/0001_jobs_steps_events.sql")),
+    (2, "attempts and use", include_str!("../migrations/0002_attempts_and_use.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -86,6 +88,10 @@ pub struct HistoryQuery {
     /// Paging: only jobs after this (end_ms, job_id), as the last page's
     /// `next` said.
     pub after: Option<(u64, u64)>,
+    /// Earlier runs of requeued jobs too (sacct's `--duplicates`), not
+    /// only each job's last.
+    #[serde(default)]
+    pub all_attempts: bool,
 }
 
 pub const MAX_PAGE: u32 = 10_000;
@@ -178,6 +184,9 @@ impl Accounting {
     /// the cursor of the next page when there may be one.
     pub async fn history(&self, q: &HistoryQuery) -> Result<(Vec<JobRecord>, Option<(u64, u64)>), Error> {
         let mut sql = format!("SELECT {} FROM jobs WHERE 1=1", record::JOB_COLUMNS);
+        if !q.all_attempts {
+            sql.push_str(" AND superseded = 0");
+        }
         let mut args: Vec<Arg> = Vec::new();
         let any_of = |column: &str, values: Vec<Arg>, sql: &mut String, args: &mut Vec<Arg>| {
             if values.is_empty() {
@@ -266,17 +275,20 @@ impl Accounting {
     }
 
     /// Use per user and account of the jobs that ran in `[since, until)`
-    /// (epoch ms): jobs by how they ended, and CPU and GPU time clipped to
-    /// the window. Most CPU time first.
+    /// (epoch ms): jobs by how they ended (each job once), and CPU and GPU time
+    /// clipped to the window (every run, requeued ones too). Most CPU time
+    /// first.
     pub async fn usage(&self, since_ms: u64, until_ms: u64) -> Result<Vec<UsageRow>, Error> {
         // Seconds of the run inside the window, for one allocated unit.
         let inside = "(CASE WHEN start_ms IS NULL THEN 0 ELSE \
              (CASE WHEN end_ms < $2 THEN end_ms ELSE $2 END) - (CASE WHEN start_ms > $1 THEN start_ms ELSE $1 END) END)";
         let sql = format!(
-            "SELECT user_name, COALESCE(account, '') AS account, COUNT(*) AS jobs, \
-             CAST(SUM(CASE WHEN state = 'COMPLETED' THEN 1 ELSE 0 END) AS BIGINT) AS completed, \
-             CAST(SUM(CASE WHEN state IN ('FAILED', 'TIMEOUT', 'OUT_OF_MEMORY', 'NODE_FAIL') THEN 1 ELSE 0 END) AS BIGINT) AS failed, \
-             CAST(SUM(CASE WHEN state = 'CANCELLED' THEN 1 ELSE 0 END) AS BIGINT) AS cancelled, \
+            "SELECT user_name, COALESCE(account, '') AS account, \
+             CAST(SUM(CASE WHEN superseded = 0 THEN 1 ELSE 0 END) AS BIGINT) AS jobs, \
+             CAST(SUM(CASE WHEN superseded = 0 AND state = 'COMPLETED' THEN 1 ELSE 0 END) AS BIGINT) AS completed, \
+             CAST(SUM(CASE WHEN superseded = 0 AND state IN ('FAILED', 'TIMEOUT', 'OUT_OF_MEMORY', 'NODE_FAIL') \
+             THEN 1 ELSE 0 END) AS BIGINT) AS failed, \
+             CAST(SUM(CASE WHEN superseded = 0 AND state = 'CANCELLED' THEN 1 ELSE 0 END) AS BIGINT) AS cancelled, \
              CAST(SUM(alloc_cpus * {inside}) AS BIGINT) AS cpu_ms, \
              CAST(SUM(alloc_gpus * {inside}) AS BIGINT) AS gpu_ms \
              FROM jobs WHERE end_ms >= $1 AND (start_ms IS NULL OR start_ms < $2) AND submit_ms < $2 \

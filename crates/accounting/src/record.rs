@@ -1,14 +1,15 @@
 //! The rows: what a finished job, a step and an event leave behind, made
 //! from the cluster state and read back from either database.
 
-use drover_core::job::Job;
+use drover_core::job::{Allocation, CpuTime, ExitStatus, Job, JobState, PastAttempt};
 use drover_core::{hostlist, State};
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use sqlx::{Any, Row};
 
-/// A finished job (its last attempt) as accounting keeps it.
+/// One run of a job as accounting keeps it: its last, or an earlier one
+/// that ended in a requeue (`superseded`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub job_id: u64,
@@ -39,6 +40,22 @@ pub struct JobRecord {
     pub work_dir: String,
     pub max_rss_kb: Option<u64>,
     pub restart_count: u32,
+    /// The worst exit of the run's steps (`srun`s): Slurm's DerivedExitCode.
+    #[serde(default)]
+    pub derived_exit_code: Option<i32>,
+    #[serde(default)]
+    pub derived_exit_signal: Option<i32>,
+    /// The batch step's CPU time.
+    #[serde(default)]
+    pub cpu_user_ms: Option<u64>,
+    #[serde(default)]
+    pub cpu_system_ms: Option<u64>,
+    /// Why an earlier run ended (a requeue's cause); `None` for the last.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// An earlier run: the job was requeued and ran again.
+    #[serde(default)]
+    pub superseded: bool,
     #[serde(default)]
     pub steps: Vec<StepRecord>,
 }
@@ -56,6 +73,14 @@ pub struct StepRecord {
     pub state: String,
     pub exit_code: Option<i32>,
     pub exit_signal: Option<i32>,
+    /// The largest task's peak memory.
+    #[serde(default)]
+    pub max_rss_kb: Option<u64>,
+    /// All its tasks' CPU time.
+    #[serde(default)]
+    pub cpu_user_ms: Option<u64>,
+    #[serde(default)]
+    pub cpu_system_ms: Option<u64>,
 }
 
 /// Something that happened to the cluster: a node down or back, a drain, a
@@ -69,30 +94,93 @@ pub struct EventRecord {
     pub text: String,
 }
 
+/// One run's own facts, the rest being the job's.
+struct Run<'a> {
+    attempt: u32,
+    eligible_ms: u64,
+    start_ms: Option<u64>,
+    end_ms: Option<u64>,
+    state: JobState,
+    exit: Option<ExitStatus>,
+    alloc: Option<&'a Allocation>,
+    max_rss_kb: Option<u64>,
+    cpu: Option<CpuTime>,
+    reason: String,
+    superseded: bool,
+}
+
 impl JobRecord {
-    /// The record of a finished job.
+    /// What accounting has to write of a job: each earlier run, and the
+    /// last one once the job has ended.
+    pub fn records(state: &State, j: &Job) -> Vec<JobRecord> {
+        let mut out: Vec<JobRecord> = j.attempts.iter().map(|a| Self::of_past(state, j, a)).collect();
+        if j.state.is_terminal() {
+            out.push(Self::of(state, j));
+        }
+        out
+    }
+
+    /// The record of a finished job's last run.
     pub fn of(state: &State, j: &Job) -> JobRecord {
+        let run = Run {
+            attempt: j.restart_count,
+            eligible_ms: j.eligible_time,
+            start_ms: j.start_time,
+            end_ms: j.end_time,
+            state: j.state,
+            exit: j.exit,
+            alloc: j.alloc.as_ref(),
+            max_rss_kb: j.max_rss_kb,
+            cpu: j.cpu_time,
+            // As Slurm's accounting shows a job that ran to its end.
+            reason: "None".to_string(),
+            superseded: false,
+        };
+        Self::of_run(state, j, run)
+    }
+
+    fn of_past(state: &State, j: &Job, a: &PastAttempt) -> JobRecord {
+        let run = Run {
+            attempt: a.attempt,
+            eligible_ms: a.eligible_time,
+            start_ms: Some(a.start_time),
+            end_ms: Some(a.end_time),
+            state: a.state,
+            exit: a.exit,
+            alloc: Some(&a.alloc),
+            max_rss_kb: a.max_rss_kb,
+            cpu: a.cpu_time,
+            reason: a.reason.clone(),
+            superseded: true,
+        };
+        Self::of_run(state, j, run)
+    }
+
+    fn of_run(state: &State, j: &Job, run: Run) -> JobRecord {
         let names = |nodes: &mut dyn Iterator<Item = u32>| -> (String, u32) {
             let names: Vec<&str> = nodes.map(|n| state.nodes()[n as usize].name.as_str()).collect();
             (hostlist::compress(&names), names.len() as u32)
         };
-        let (nodes, num_nodes) = match &j.alloc {
+        let (nodes, num_nodes) = match run.alloc {
             Some(a) => names(&mut a.shares.iter().map(|s| s.node)),
             None => (String::new(), 0),
         };
-        let total = j.alloc.as_ref().map(|a| a.total());
-        let partition = match &j.alloc {
+        let total = run.alloc.map(|a| a.total());
+        let partition = match run.alloc {
             Some(a) => a.partition.clone(),
             None => state
                 .partition_for(&j.spec)
                 .map(|p| p.name().to_string())
                 .unwrap_or_else(|_| j.spec.partition.clone().unwrap_or_default()),
         };
+        let derived = j.derived_exit(run.attempt);
         let steps = j
             .steps
             .iter()
+            .filter(|s| s.attempt == run.attempt)
             .map(|s| {
                 let (nodes, num_nodes) = names(&mut s.nodes.iter().copied());
+                let cpu = s.cpu_time();
                 StepRecord {
                     step_id: s.id,
                     name: s.name.clone(),
@@ -105,12 +193,15 @@ impl JobRecord {
                     state: s.state.name().to_string(),
                     exit_code: s.exit.map(|e| e.code),
                     exit_signal: s.exit.map(|e| e.signal),
+                    max_rss_kb: s.max_rss_kb(),
+                    cpu_user_ms: cpu.map(|c| c.user_ms),
+                    cpu_system_ms: cpu.map(|c| c.system_ms),
                 }
             })
             .collect();
         JobRecord {
             job_id: j.id,
-            attempt: j.restart_count,
+            attempt: run.attempt,
             display_id: j.display_id(),
             array_job_id: j.array.map(|a| a.array_id),
             array_task: j.array.map(|a| a.task),
@@ -121,21 +212,27 @@ impl JobRecord {
             account: j.spec.account.clone(),
             partition,
             submit_ms: j.submit_time,
-            eligible_ms: j.eligible_time,
-            start_ms: j.start_time,
-            end_ms: j.end_time,
-            state: j.state.name().to_string(),
-            exit_code: j.exit.map(|e| e.code),
-            exit_signal: j.exit.map(|e| e.signal),
+            eligible_ms: run.eligible_ms,
+            start_ms: run.start_ms,
+            end_ms: run.end_ms,
+            state: run.state.name().to_string(),
+            exit_code: run.exit.map(|e| e.code),
+            exit_signal: run.exit.map(|e| e.signal),
             nodes,
             num_nodes,
             alloc_cpus: total.map_or(j.spec.total_cpus(), |t| u64::from(t.cpus)),
             alloc_mem_mb: total.map(|t| t.mem_mb),
             alloc_gpus: total.map_or(0, |t| u64::from(t.gpus)),
-            time_limit_s: j.alloc.as_ref().map_or(j.spec.time_limit, |a| a.time_limit),
+            time_limit_s: run.alloc.map_or(j.spec.time_limit, |a| a.time_limit),
             work_dir: j.spec.work_dir.clone(),
-            max_rss_kb: j.max_rss_kb,
-            restart_count: j.restart_count,
+            max_rss_kb: run.max_rss_kb,
+            restart_count: run.attempt,
+            derived_exit_code: derived.map(|e| e.code),
+            derived_exit_signal: derived.map(|e| e.signal),
+            cpu_user_ms: run.cpu.map(|c| c.user_ms),
+            cpu_system_ms: run.cpu.map(|c| c.system_ms),
+            reason: Some(run.reason),
+            superseded: run.superseded,
             steps,
         }
     }
@@ -169,6 +266,12 @@ impl JobRecord {
             .bind(self.work_dir.clone())
             .bind(self.max_rss_kb.map(int))
             .bind(i64::from(self.restart_count))
+            .bind(self.derived_exit_code.map(i64::from))
+            .bind(self.derived_exit_signal.map(i64::from))
+            .bind(self.cpu_user_ms.map(int))
+            .bind(self.cpu_system_ms.map(int))
+            .bind(self.reason.clone())
+            .bind(i64::from(self.superseded))
     }
 
     pub(crate) fn from_row(r: &AnyRow) -> Result<JobRecord, sqlx::Error> {
@@ -203,6 +306,12 @@ impl JobRecord {
             work_dir: r.try_get("work_dir")?,
             max_rss_kb: ou("max_rss_kb")?,
             restart_count: u("restart_count")? as u32,
+            derived_exit_code: oi("derived_exit_code")?,
+            derived_exit_signal: oi("derived_exit_signal")?,
+            cpu_user_ms: ou("cpu_user_ms")?,
+            cpu_system_ms: ou("cpu_system_ms")?,
+            reason: r.try_get("reason")?,
+            superseded: u("superseded")? != 0,
             steps: Vec::new(),
         })
     }
@@ -228,12 +337,16 @@ impl StepRecord {
             .bind(self.state.clone())
             .bind(self.exit_code.map(i64::from))
             .bind(self.exit_signal.map(i64::from))
+            .bind(self.max_rss_kb.map(int))
+            .bind(self.cpu_user_ms.map(int))
+            .bind(self.cpu_system_ms.map(int))
     }
 
     /// (job id, attempt, the step).
     pub(crate) fn from_row(r: &AnyRow) -> Result<(u64, u32, StepRecord), sqlx::Error> {
         let u = |c: &str| r.try_get::<i64, _>(c).map(|v| v as u64);
         let oi = |c: &str| r.try_get::<Option<i64>, _>(c).map(|v| v.map(|v| v as i32));
+        let ou = |c: &str| r.try_get::<Option<i64>, _>(c).map(|v| v.map(|v| v as u64));
         let step = StepRecord {
             step_id: u("step_id")? as u32,
             name: r.try_get("name")?,
@@ -246,6 +359,9 @@ impl StepRecord {
             state: r.try_get("state")?,
             exit_code: oi("exit_code")?,
             exit_signal: oi("exit_signal")?,
+            max_rss_kb: ou("max_rss_kb")?,
+            cpu_user_ms: ou("cpu_user_ms")?,
+            cpu_system_ms: ou("cpu_system_ms")?,
         };
         Ok((u("job_id")?, u("attempt")? as u32, step))
     }
@@ -274,28 +390,36 @@ impl EventRecord {
 pub(crate) const JOB_COLUMNS: &str =
     "job_id, attempt, display_id, array_job_id, array_task, name, user_name, uid, gid, \
      account, partition, submit_ms, eligible_ms, start_ms, end_ms, state, exit_code, exit_signal, nodes, num_nodes, \
-     alloc_cpus, alloc_mem_mb, alloc_gpus, time_limit_s, work_dir, max_rss_kb, restart_count";
+     alloc_cpus, alloc_mem_mb, alloc_gpus, time_limit_s, work_dir, max_rss_kb, restart_count, derived_exit_code, \
+     derived_exit_signal, cpu_user_ms, cpu_system_ms, reason, superseded";
 
 pub(crate) const UPSERT_JOB: &str = "INSERT INTO jobs (job_id, attempt, display_id, array_job_id, array_task, name, \
      user_name, uid, gid, account, partition, submit_ms, eligible_ms, start_ms, end_ms, state, exit_code, exit_signal, \
-     nodes, num_nodes, alloc_cpus, alloc_mem_mb, alloc_gpus, time_limit_s, work_dir, max_rss_kb, restart_count) \
+     nodes, num_nodes, alloc_cpus, alloc_mem_mb, alloc_gpus, time_limit_s, work_dir, max_rss_kb, restart_count, \
+     derived_exit_code, derived_exit_signal, cpu_user_ms, cpu_system_ms, reason, superseded) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, \
-     $24, $25, $26, $27) \
+     $24, $25, $26, $27, $28, $29, $30, $31, $32, $33) \
      ON CONFLICT (job_id, attempt) DO UPDATE SET display_id = excluded.display_id, name = excluded.name, \
      account = excluded.account, partition = excluded.partition, start_ms = excluded.start_ms, \
      end_ms = excluded.end_ms, state = excluded.state, exit_code = excluded.exit_code, \
      exit_signal = excluded.exit_signal, nodes = excluded.nodes, num_nodes = excluded.num_nodes, \
      alloc_cpus = excluded.alloc_cpus, alloc_mem_mb = excluded.alloc_mem_mb, alloc_gpus = excluded.alloc_gpus, \
-     time_limit_s = excluded.time_limit_s, max_rss_kb = excluded.max_rss_kb, restart_count = excluded.restart_count";
+     time_limit_s = excluded.time_limit_s, max_rss_kb = excluded.max_rss_kb, restart_count = excluded.restart_count, \
+     derived_exit_code = excluded.derived_exit_code, derived_exit_signal = excluded.derived_exit_signal, \
+     cpu_user_ms = excluded.cpu_user_ms, cpu_system_ms = excluded.cpu_system_ms, reason = excluded.reason, \
+     superseded = excluded.superseded";
 
 pub(crate) const STEP_COLUMNS: &str =
-    "job_id, attempt, step_id, name, nodes, num_nodes, ntasks, cpus, start_ms, end_ms, state, exit_code, exit_signal";
+    "job_id, attempt, step_id, name, nodes, num_nodes, ntasks, cpus, start_ms, end_ms, state, exit_code, exit_signal, \
+     max_rss_kb, cpu_user_ms, cpu_system_ms";
 
 pub(crate) const UPSERT_STEP: &str =
     "INSERT INTO steps (job_id, attempt, step_id, name, nodes, num_nodes, ntasks, cpus, \
-     start_ms, end_ms, state, exit_code, exit_signal) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+     start_ms, end_ms, state, exit_code, exit_signal, max_rss_kb, cpu_user_ms, cpu_system_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
      ON CONFLICT (job_id, attempt, step_id) DO UPDATE SET end_ms = excluded.end_ms, state = excluded.state, \
-     exit_code = excluded.exit_code, exit_signal = excluded.exit_signal";
+     exit_code = excluded.exit_code, exit_signal = excluded.exit_signal, max_rss_kb = excluded.max_rss_kb, \
+     cpu_user_ms = excluded.cpu_user_ms, cpu_system_ms = excluded.cpu_system_ms";
 
 pub(crate) const INSERT_EVENT: &str =
     "INSERT INTO events (time_ms, kind, job_id, node, text) VALUES ($1, $2, $3, $4, $5) \

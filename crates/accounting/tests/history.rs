@@ -4,7 +4,7 @@
 //! second write of the same jobs changes nothing.
 
 use drover_accounting::{Accounting, HistoryQuery, JobRecord};
-use drover_core::job::ExitStatus;
+use drover_core::job::{CpuTime, ExitStatus, JobState};
 use drover_core::options::{SubmitContext, SubmitRequest};
 use drover_core::partition::PartitionSpec;
 use drover_core::sched::{self, SchedConfig};
@@ -55,7 +55,8 @@ fn finished_jobs() -> (State, Vec<JobRecord>) {
     for (k, id) in active.iter().enumerate() {
         let outcome = if *id == 2 { StepOutcome::Exited(3) } else { StepOutcome::Exited(0) };
         let now = 5_000 + k as u64 * 1_000;
-        s.apply(Command::StepFinished { job: *id, attempt: 0, outcome, max_rss_kb: Some(2048), now }).unwrap();
+        let cpu = None;
+        s.apply(Command::StepFinished { job: *id, attempt: 0, outcome, max_rss_kb: Some(2048), cpu, now }).unwrap();
     }
     let records = s.unaccounted_ids().iter().map(|id| JobRecord::of(&s, s.job(*id).unwrap())).collect();
     (s, records)
@@ -172,7 +173,7 @@ async fn ten_thousand(db: &Accounting) {
             _ => StepOutcome::Signaled(9),
         };
         let now = 2_000_000 + k as u64;
-        s.apply(Command::StepFinished { job: *id, attempt: 0, outcome, max_rss_kb: None, now }).unwrap();
+        s.apply(Command::StepFinished { job: *id, attempt: 0, outcome, max_rss_kb: None, cpu: None, now }).unwrap();
     }
     let records: Vec<JobRecord> = s.unaccounted_ids().iter().map(|id| JobRecord::of(&s, s.job(*id).unwrap())).collect();
     for batch in records.chunks(500) {
@@ -251,6 +252,87 @@ async fn postgres_keeps_history() {
     let Some(url) = fresh_postgres("history").await else { return };
     let db = Accounting::open(&url).await.unwrap();
     check(&db).await;
+}
+
+/// A job requeued once, whose second run had a step that failed: each run
+/// is a row, the earlier one marked superseded; the steps' and the batch
+/// step's measured use, and the derived exit code, come back.
+async fn attempts_and_use(db: &Accounting) {
+    let (mut s, _) = finished_jobs();
+    let by = Requester::user(1001);
+    let mut r = SubmitRequest::default();
+    r.apply_args(&["-J", "twice"]).unwrap();
+    let ctx = SubmitContext { user: "alice".into(), uid: 1001, gid: 1001, cwd: "/w".into(), ..Default::default() };
+    s.apply(Command::Submit { spec: Box::new(r.build(&ctx, "#!/bin/sh\n").unwrap()), now: 10_000 }).unwrap();
+    let id = *s.pending_ids().iter().next().unwrap();
+    let start = |s: &mut State, now| {
+        let plan = sched::schedule(s, now, &SchedConfig::default());
+        s.apply(Command::Allocate { plan, now, term: 0 }).unwrap();
+    };
+    start(&mut s, 10_000);
+    let job = drover_core::job::JobRef::job(id);
+    s.apply(Command::Requeue { job, hold: false, by, now: 12_000 }).unwrap();
+    let (outcome, cpu) = (StepOutcome::Signaled(15), Some(CpuTime { user_ms: 700, system_ms: 100 }));
+    s.apply(Command::StepFinished { job: id, attempt: 0, outcome, max_rss_kb: Some(100), cpu, now: 12_100 }).unwrap();
+    assert_eq!(s.job(id).unwrap().state, JobState::Pending);
+    // The earlier run is written while the job waits again.
+    let early = JobRecord::records(&s, s.job(id).unwrap());
+    assert_eq!(early.len(), 1);
+    db.write_jobs(&early).await.unwrap();
+    start(&mut s, 13_000);
+    let request = StepRequest { name: "train".into(), ..Default::default() };
+    s.apply(Command::CreateStep { job, request, by, now: 13_500 }).unwrap();
+    let exit = ExitStatus { code: 2, signal: 0 };
+    s.apply(Command::EndStep { job: id, step: 0, exit, cancelled: false, by, now: 14_000 }).unwrap();
+    let cpu = CpuTime { user_ms: 4_000, system_ms: 250 };
+    s.apply(Command::StepUsage { job: id, step: 0, node: "n1".into(), max_rss_kb: 9_000, cpu }).unwrap();
+    let (outcome, cpu) = (StepOutcome::Exited(0), Some(CpuTime { user_ms: 30, system_ms: 20 }));
+    s.apply(Command::StepFinished { job: id, attempt: 1, outcome, max_rss_kb: Some(300), cpu, now: 15_000 }).unwrap();
+    let records = JobRecord::records(&s, s.job(id).unwrap());
+    assert_eq!(records.len(), 2);
+    db.write_jobs(&records).await.unwrap();
+
+    let q = HistoryQuery { jobs: vec![id], ..Default::default() };
+    let (last, _) = db.history(&q).await.unwrap();
+    assert_eq!(last.len(), 1, "without all_attempts, each job's last run only");
+    let last = &last[0];
+    assert_eq!((last.attempt, last.state.as_str(), last.superseded), (1, "COMPLETED", false));
+    assert_eq!((last.derived_exit_code, last.derived_exit_signal), (Some(2), Some(0)));
+    assert_eq!((last.cpu_user_ms, last.cpu_system_ms, last.max_rss_kb), (Some(30), Some(20), Some(300)));
+    assert_eq!(last.steps.len(), 1);
+    let step = &last.steps[0];
+    assert_eq!((step.max_rss_kb, step.cpu_user_ms, step.cpu_system_ms), (Some(9_000), Some(4_000), Some(250)));
+    let (all, _) = db.history(&HistoryQuery { all_attempts: true, ..q }).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let first = &all[0];
+    assert_eq!((first.attempt, first.state.as_str(), first.superseded), (0, "REQUEUED", true));
+    assert_eq!((first.start_ms, first.end_ms), (Some(10_000), Some(12_100)));
+    assert_eq!((first.exit_signal, first.cpu_user_ms, first.max_rss_kb), (Some(15), Some(700), Some(100)));
+    assert_eq!(first.reason.as_deref(), Some("requeued by request"));
+    assert!(first.steps.is_empty(), "the step ran in the second run");
+    assert_eq!(all[1], *last);
+    // Usage counts the job once, and both runs' CPU time.
+    let usage = db.usage(10_000, 16_000).await.unwrap();
+    let alice = usage.iter().find(|u| u.user == "alice").unwrap();
+    assert_eq!((alice.jobs, alice.completed, alice.failed), (1, 1, 0));
+    assert_eq!(alice.cpu_seconds, (2_100 + 2_000) / 1000);
+}
+
+#[tokio::test]
+async fn sqlite_keeps_each_attempt() {
+    let dir = std::env::temp_dir().join(format!("drover-acct-attempts-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = Accounting::open(&format!("sqlite://{}/accounting.db", dir.display())).await.unwrap();
+    attempts_and_use(&db).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn postgres_keeps_each_attempt() {
+    let Some(url) = fresh_postgres("attempts").await else { return };
+    let db = Accounting::open(&url).await.unwrap();
+    attempts_and_use(&db).await;
 }
 
 #[tokio::test]

@@ -133,7 +133,8 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
         .build()
         .map_err(|e| e.to_string())?;
     let metrics = HostMetrics::new(&opts.name);
-    let tasks = crate::tasks::Tasks::new(opts.key.clone(), opts.name.clone(), opts.launcher.clone());
+    let tasks =
+        crate::tasks::Tasks::new(opts.key.clone(), opts.name.clone(), opts.launcher.clone(), Some(reports.clone()));
     let mut advertise = hostname();
     if let Some(addr) = opts.listen {
         match tokio::net::TcpListener::bind(addr).await {
@@ -339,15 +340,22 @@ impl Agent {
                             agent.metrics.track(key, step.pid);
                             let report = step.wait().await;
                             tracing::info!(job_id = key, attempt, outcome = ?report.outcome, "job {} ended", order.display_id);
-                            (report.outcome, report.max_rss_bytes)
+                            report
                         }
                         Err(e) => {
                             tracing::error!(job_id = key, attempt, error = %e, "job {} could not start", order.display_id);
-                            (StepOutcome::Exited(1), None)
+                            step::StepReport {
+                                job_id: key,
+                                attempt,
+                                outcome: StepOutcome::Exited(1),
+                                max_rss_bytes: None,
+                                cpu: None,
+                                runtime: Duration::ZERO,
+                            }
                         }
                     };
                     agent.forget(key, attempt);
-                    agent.report(key, attempt, Some(outcome));
+                    agent.report(key, attempt, Some(&outcome));
                 });
             }
             Order::Kill { job, attempt } => {
@@ -432,7 +440,7 @@ impl Agent {
                     tokio::spawn(async move {
                         let report = step.wait().await;
                         agent.forget(job, attempt);
-                        agent.report(job, attempt, Some((report.outcome, report.max_rss_bytes)));
+                        agent.report(job, attempt, Some(&report));
                     });
                 }
                 step::Recovered::Ended(report) => {
@@ -443,7 +451,7 @@ impl Agent {
                         report.job_id,
                         report.outcome
                     );
-                    self.report(report.job_id, report.attempt, Some((report.outcome, report.max_rss_bytes)));
+                    self.report(report.job_id, report.attempt, Some(&report));
                 }
             }
         }
@@ -459,15 +467,20 @@ impl Agent {
         }
     }
 
-    /// Queues a step's start or end for the controller.
-    /// `finished`: how the step ended, and its peak memory in bytes if measured.
-    fn report(&self, job: u64, attempt: u32, finished: Option<(StepOutcome, Option<u64>)>) {
+    /// Queues a batch step's start (`None`) or end for the controller.
+    fn report(&self, job: u64, attempt: u32, finished: Option<&step::StepReport>) {
         if finished.is_some() {
             self.unacked.lock().expect("unacked lock").insert((job, attempt));
         }
-        let max_rss_kb = finished.and_then(|(_, rss)| rss).map(|b| b / 1024);
-        let finished = finished.map(|(outcome, _)| outcome);
-        let _ = self.reports.send(Report { node: self.opts.name.clone(), job, attempt, finished, max_rss_kb });
+        let _ = self.reports.send(Report {
+            node: self.opts.name.clone(),
+            job,
+            attempt,
+            finished: finished.map(|r| r.outcome),
+            max_rss_kb: finished.and_then(|r| r.max_rss_bytes).map(|b| b / 1024),
+            cpu: finished.and_then(|r| r.cpu),
+            step: None,
+        });
     }
 
     /// Sends queued reports: one at a time when idle, everything that piled

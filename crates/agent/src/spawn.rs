@@ -47,6 +47,24 @@ pub struct Child {
     pub pid: i32,
     pidfd: Option<AsyncFd<OwnedFd>>,
     status: Option<ExitStatus>,
+    used: Option<Used>,
+}
+
+/// What a reaped process and the children it waited for used, as the
+/// kernel counted it (`wait4`'s rusage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Used {
+    pub user_ms: u64,
+    pub system_ms: u64,
+    /// The largest resident set of any one of those processes.
+    pub max_rss_kb: u64,
+}
+
+impl Used {
+    fn of(r: &libc::rusage) -> Used {
+        let ms = |t: libc::timeval| t.tv_sec.max(0) as u64 * 1000 + t.tv_usec.max(0) as u64 / 1000;
+        Used { user_ms: ms(r.ru_utime), system_ms: ms(r.ru_stime), max_rss_kb: r.ru_maxrss.max(0) as u64 }
+    }
 }
 
 /// Runs `pre_exec` then execs `program` with exactly `argv` and `env`
@@ -173,7 +191,12 @@ impl Child {
         let pidfd = spawned
             .pidfd
             .and_then(|fd| unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok());
-        Child { pid: spawned.pid, pidfd, status: None }
+        Child { pid: spawned.pid, pidfd, status: None, used: None }
+    }
+
+    /// What the process used, once [`Child::wait`] has reaped it.
+    pub fn used(&self) -> Option<Used> {
+        self.used
     }
 
     /// Waits for the process to end and reaps it. Cancel-safe.
@@ -190,11 +213,14 @@ impl Child {
                 }
             };
             let mut status = 0;
+            // SAFETY: rusage is plain data the kernel fills.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
             // SAFETY: reaps our own child only; WNOHANG never blocks.
-            let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+            let r = unsafe { libc::wait4(self.pid, &mut status, libc::WNOHANG, &mut usage) };
             if r == self.pid {
                 let status = ExitStatus::from_raw(status);
                 self.status = Some(status);
+                self.used = Some(Used::of(&usage));
                 return Ok(status);
             }
             if r < 0 {
@@ -329,6 +355,24 @@ mod tests {
         assert_eq!(child.wait().await.unwrap().code(), Some(7));
         // A second wait answers from memory: the pid is gone.
         assert_eq!(child.wait().await.unwrap().code(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn the_kernel_counts_what_the_process_used() {
+        // Busy for a while in the shell itself, and in a child it waits for.
+        let script = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sh -c 'j=0; while [ $j -lt 100000 ]; do j=$((j+1)); done'";
+        let argv = [c("/bin/sh"), c("-c"), c(script)];
+        let mut child = Child::new(unsafe { spawn(&argv[0], &argv, &[], &|| Ok(())) }.unwrap());
+        assert_eq!(child.used(), None, "nothing before the end");
+        let begun = std::time::Instant::now();
+        assert!(child.wait().await.unwrap().success());
+        let wall = begun.elapsed().as_millis() as u64;
+        let used = child.used().unwrap();
+        let cpu = used.user_ms + used.system_ms;
+        // A busy loop is CPU time (some of the wall time went to others on a
+        // shared host), and never more than the wall time on one core.
+        assert!(cpu >= wall / 4 && cpu <= wall + 20, "{used:?} over {wall} ms");
+        assert!(used.max_rss_kb > 100, "{used:?}");
     }
 
     #[tokio::test]

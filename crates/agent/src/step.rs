@@ -89,6 +89,9 @@ pub struct StepReport {
     pub attempt: u32,
     pub outcome: StepOutcome,
     pub max_rss_bytes: Option<u64>,
+    /// The batch shell's CPU time and that of the children it waited for;
+    /// unknown for a step an earlier agent process started.
+    pub cpu: Option<drover_core::job::CpuTime>,
     pub runtime: Duration,
 }
 
@@ -518,6 +521,16 @@ impl Process {
             Process::Adopted(a) => a.wait().await,
         }
     }
+
+    /// CPU time, once reaped; only our own children's is known.
+    fn cpu(&self) -> Option<drover_core::job::CpuTime> {
+        match self {
+            Process::Child(c) => {
+                c.used().map(|u| drover_core::job::CpuTime { user_ms: u.user_ms, system_ms: u.system_ms })
+            }
+            Process::Adopted(_) => None,
+        }
+    }
 }
 
 /// A step and everything its supervisor enforces.
@@ -616,7 +629,8 @@ impl Supervised {
             Ok(s) => outcome_of(s),
             Err(_) => StepOutcome::Exited(255),
         };
-        StepReport { job_id, attempt, outcome, max_rss_bytes: max_rss, runtime: started.elapsed() }
+        let cpu = process.cpu();
+        StepReport { job_id, attempt, outcome, max_rss_bytes: max_rss, cpu, runtime: started.elapsed() }
     }
 }
 
@@ -698,7 +712,8 @@ pub async fn recover(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)>
                 m.remove().await;
             }
             let _ = std::fs::remove_dir_all(&step_dir);
-            let report = StepReport { job_id, attempt, outcome, max_rss_bytes: None, runtime: Duration::ZERO };
+            let report =
+                StepReport { job_id, attempt, outcome, max_rss_bytes: None, cpu: None, runtime: Duration::ZERO };
             found.push((Recovered::Ended(report), control, journal.cpus));
         }
     }

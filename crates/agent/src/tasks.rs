@@ -7,8 +7,12 @@
 //! grant to its node's agent (`POST /api/v1/steps`), which checks the seal,
 //! starts the ranks in sessions of their own as the job's user — inside the
 //! job's memory cgroup where the node has one — and answers with a stream of
-//! [`TaskFrame`]s until every rank has ended.
+//! [`TaskFrame`]s until every rank has ended. Once the node's ranks of a
+//! step are gone, what they used (CPU time, the largest peak memory) goes
+//! to the controller with the agent's other reports: from the agent, not
+//! from `srun`, which the user could make say anything.
 
+use crate::spawn::{self, Used};
 use crate::step::LauncherConfig;
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
@@ -16,9 +20,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use drover_core::launch::StepGrant;
-use drover_proto::{LaunchTasks, TaskFrame};
+use drover_proto::{LaunchTasks, Report, TaskFrame};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +38,9 @@ pub struct Tasks {
     key: Arc<Vec<u8>>,
     node: String,
     launcher: LauncherConfig,
+    /// Where what a step's ranks used goes (the agent's reports to the
+    /// controller).
+    reports: Option<mpsc::UnboundedSender<Report>>,
     inner: Mutex<Inner>,
 }
 
@@ -48,8 +56,13 @@ struct Inner {
 const KILLED_KEPT: usize = 4096;
 
 impl Tasks {
-    pub fn new(key: Vec<u8>, node: String, launcher: LauncherConfig) -> Arc<Tasks> {
-        Arc::new(Tasks { key: Arc::new(key), node, launcher, inner: Mutex::default() })
+    pub fn new(
+        key: Vec<u8>,
+        node: String,
+        launcher: LauncherConfig,
+        reports: Option<mpsc::UnboundedSender<Report>>,
+    ) -> Arc<Tasks> {
+        Arc::new(Tasks { key: Arc::new(key), node, launcher, reports, inner: Mutex::default() })
     }
 
     pub fn routes(self: Arc<Self>) -> Router {
@@ -123,19 +136,55 @@ impl Tasks {
         let group: Group = Arc::new(Mutex::new(vec![None; g.tasks as usize]));
         self.inner.lock().expect("tasks lock").running.entry((g.job_id, g.attempt)).or_default().push(group.clone());
         let cgroup = self.job_cgroup(g.job_id, g.attempt);
-        for local in 0..g.tasks {
+        // Starting a rank blocks its thread until the rank execs (and a
+        // cgroup-v1 attach can take milliseconds): off the runtime's workers.
+        let ranks = g.tasks;
+        let started = {
+            let (g, req) = (g.clone(), req.clone());
+            tokio::task::spawn_blocking(move || {
+                (0..g.tasks)
+                    .map(|local| {
+                        let mut env: Vec<(String, String)> = req.env.clone();
+                        for (k, v) in g.env.iter().cloned().chain(g.task_env(local)) {
+                            env.retain(|(key, _)| *key != k);
+                            env.push((k, v));
+                        }
+                        spawn_task(&g, &req, env, cgroup.as_deref())
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_else(|e| (0..ranks).map(|_| Err(std::io::Error::other(e.to_string()))).collect())
+        };
+        let tally = Arc::new(Tally {
+            left: Mutex::new((g.tasks, None)),
+            report: self.reports.clone().map(|r| (r, self.node.clone(), g.job_id, g.attempt, g.step)),
+        });
+        for (local, started) in (0..g.tasks).zip(started) {
             let rank = g.first_rank + local;
-            let mut env: Vec<(String, String)> = req.env.clone();
-            for (k, v) in g.env.iter().cloned().chain(g.task_env(local)) {
-                env.retain(|(key, _)| *key != k);
-                env.push((k, v));
-            }
-            match spawn_task(&g, &req, env, cgroup.as_deref()) {
-                Ok(child) => {
-                    group.lock().expect("group lock")[local as usize] = child.id().map(|p| p as i32);
-                    tokio::spawn(follow(child, rank, local as usize, group.clone(), tx.clone()));
+            let followed = started.and_then(|(spawned, out, err)| {
+                let pid = spawned.pid;
+                let child = spawn::Child::new(spawned);
+                match (pipe_reader(out), pipe_reader(err)) {
+                    (Ok(out), Ok(err)) => Ok((child, out, err)),
+                    (Err(e), _) | (_, Err(e)) => {
+                        // SAFETY: kill has no memory-safety preconditions.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                        let mut child = child;
+                        tokio::spawn(async move { child.wait().await });
+                        Err(e)
+                    }
+                }
+            });
+            match followed {
+                Ok((child, out, err)) => {
+                    group.lock().expect("group lock")[local as usize] = Some(child.pid);
+                    let follow = follow(child, (out, err), rank, local as usize, group.clone(), tx.clone());
+                    let tally = tally.clone();
+                    tokio::spawn(async move { tally.done(follow.await) });
                 }
                 Err(e) => {
+                    tally.done(None);
                     let message = format!("{}: cannot run {}: {e}", self.node, req.argv[0]);
                     tracing::warn!(job_id = g.job_id, step = g.step, "{message}");
                     let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
@@ -204,32 +253,107 @@ fn signal_groups(groups: &[Group], sig: i32) {
     }
 }
 
-/// Starts one rank: its own session, the job's user, the job's cgroup.
+/// Counts a launch's ranks down; the last one out reports what they used.
+struct Tally {
+    /// Ranks still running, and what the ended ones used together.
+    left: Mutex<(u32, Option<Used>)>,
+    /// (reports, node, job, attempt, step).
+    report: Option<(mpsc::UnboundedSender<Report>, String, u64, u32, u32)>,
+}
+
+impl Tally {
+    fn done(&self, used: Option<Used>) {
+        let mut left = self.left.lock().expect("tally lock");
+        left.0 -= 1;
+        if let Some(u) = used {
+            let sum = left.1.get_or_insert_with(Used::default);
+            sum.user_ms += u.user_ms;
+            sum.system_ms += u.system_ms;
+            sum.max_rss_kb = sum.max_rss_kb.max(u.max_rss_kb);
+        }
+        if left.0 > 0 {
+            return;
+        }
+        let (Some(sum), Some((reports, node, job, attempt, step))) = (left.1, &self.report) else { return };
+        let _ = reports.send(Report {
+            node: node.clone(),
+            job: *job,
+            attempt: *attempt,
+            finished: None,
+            max_rss_kb: Some(sum.max_rss_kb),
+            cpu: Some(drover_core::job::CpuTime { user_ms: sum.user_ms, system_ms: sum.system_ms }),
+            step: Some(*step),
+        });
+    }
+}
+
+/// A pipe's parent ends: (read, write), both close-on-exec.
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both are new descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn pipe_reader(fd: OwnedFd) -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+    tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+}
+
+/// `program` as `execvp` finds it: a name without a slash is looked up in
+/// the rank's own `PATH`.
+fn find_program(program: &str, env: &[(String, String)]) -> std::io::Result<CString> {
+    use std::os::unix::fs::PermissionsExt;
+    let found = if program.contains('/') {
+        Some(std::path::PathBuf::from(program))
+    } else {
+        let path = env.iter().find(|(k, _)| k == "PATH").map_or("/usr/local/bin:/usr/bin:/bin", |(_, v)| v.as_str());
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| std::path::Path::new(d).join(program))
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    };
+    let found = found.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "command not found"))?;
+    CString::new(found.into_os_string().into_encoded_bytes())
+        .map_err(|_| std::io::Error::other("NUL byte in the command"))
+}
+
+/// Starts one rank: its own session, the job's user, the job's cgroup, its
+/// output into two pipes. Blocks until the rank execs.
 fn spawn_task(
     g: &StepGrant,
     req: &LaunchTasks,
     env: Vec<(String, String)>,
     cgroup: Option<&std::ffi::CStr>,
-) -> std::io::Result<tokio::process::Child> {
+) -> std::io::Result<(spawn::Spawned, OwnedFd, OwnedFd)> {
+    let nul = |_| std::io::Error::other("NUL byte in the command or its environment");
     // SAFETY: geteuid has no preconditions.
     let switch_user = unsafe { libc::geteuid() } == 0 && g.uid != 0;
     let groups = if switch_user { crate::step::groups_of(&g.user, g.gid) } else { Vec::new() };
     let cwd = CString::new(req.cwd.as_str()).map_err(|_| std::io::Error::other("NUL byte in the directory"))?;
-    let cgroup = cgroup.map(|c| c.to_owned());
+    let program = find_program(&req.argv[0], &env)?;
+    let argv = req.argv.iter().map(|a| CString::new(a.as_str())).collect::<Result<Vec<_>, _>>().map_err(nul)?;
+    let env = env.iter().map(|(k, v)| CString::new(format!("{k}={v}"))).collect::<Result<Vec<_>, _>>().map_err(nul)?;
+    let devnull = c"/dev/null";
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (out, err) = (out_w.as_raw_fd(), err_w.as_raw_fd());
     let (uid, gid) = (g.uid, g.gid);
-    let mut cmd = tokio::process::Command::new(&req.argv[0]);
-    cmd.args(&req.argv[1..])
-        .env_clear()
-        .envs(env)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    // SAFETY: the closure only makes system calls on data prepared above.
-    unsafe {
-        cmd.pre_exec(move || {
-            let check = |r: libc::c_int| if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
+    let setup = move || -> std::io::Result<()> {
+        let check = |r: libc::c_int| if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
+        // SAFETY: system calls on descriptors and strings prepared above.
+        unsafe {
             check(libc::setsid())?;
-            if let Some(procs) = &cgroup {
+            let null = libc::open(devnull.as_ptr(), libc::O_RDONLY);
+            if null >= 0 {
+                libc::dup2(null, 0);
+                libc::close(null);
+            }
+            check(libc::dup2(out, 1))?;
+            check(libc::dup2(err, 2))?;
+            if let Some(procs) = cgroup {
                 let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
                 if fd >= 0 {
                     libc::write(fd, b"0".as_ptr().cast(), 1);
@@ -243,15 +367,26 @@ fn spawn_task(
             }
             // As the user: a directory they cannot enter is an error.
             check(libc::chdir(cwd.as_ptr()))
-        });
-    }
-    cmd.spawn()
+        }
+    };
+    // SAFETY: the setup only makes system calls on data prepared above.
+    let spawned = unsafe { spawn::spawn(&program, &argv, &env, &setup) }?;
+    // The rank holds the write ends now; ours must close for EOF to come.
+    drop((out_w, err_w));
+    Ok((spawned, out_r, err_r))
 }
 
-/// Streams one rank's output, then how it ended.
-async fn follow(mut child: tokio::process::Child, rank: u32, local: usize, group: Group, tx: mpsc::Sender<TaskFrame>) {
-    let out = child.stdout.take().map(|s| tokio::spawn(pump(s, rank, false, tx.clone())));
-    let err = child.stderr.take().map(|s| tokio::spawn(pump(s, rank, true, tx.clone())));
+/// Streams one rank's output, then how it ended; what it used, once reaped.
+async fn follow(
+    mut child: spawn::Child,
+    (stdout, stderr): (tokio::net::unix::pipe::Receiver, tokio::net::unix::pipe::Receiver),
+    rank: u32,
+    local: usize,
+    group: Group,
+    tx: mpsc::Sender<TaskFrame>,
+) -> Option<Used> {
+    let out = tokio::spawn(pump(stdout, rank, false, tx.clone()));
+    let err = tokio::spawn(pump(stderr, rank, true, tx.clone()));
     let status = child.wait().await;
     // The rank is gone; anything it left in its session goes with it (and
     // lets go of the pipes).
@@ -259,7 +394,7 @@ async fn follow(mut child: tokio::process::Child, rank: u32, local: usize, group
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };
     }
-    for pump in [out, err].into_iter().flatten() {
+    for pump in [out, err] {
         let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
     }
     let (code, signal) = match status {
@@ -267,6 +402,7 @@ async fn follow(mut child: tokio::process::Child, rank: u32, local: usize, group
         Err(_) => (255, 0),
     };
     let _ = tx.send(TaskFrame::Exit { rank, code, signal }).await;
+    child.used()
 }
 
 async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, rank: u32, stderr: bool, tx: mpsc::Sender<TaskFrame>) {

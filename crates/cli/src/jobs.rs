@@ -393,6 +393,9 @@ pub struct HistoryArgs {
     /// At most this many jobs (the oldest first).
     #[arg(long)]
     limit: Option<u32>,
+    /// Requeued jobs' earlier runs too, each a line of its own.
+    #[arg(short = 'D', long)]
+    duplicates: bool,
     #[arg(long)]
     json: bool,
 }
@@ -420,6 +423,9 @@ pub async fn show_history(client: &Client, a: HistoryArgs) -> Result<i32, String
     }
     if let Some(l) = a.limit {
         q.push(("limit", l.to_string()));
+    }
+    if a.duplicates {
+        q.push(("attempts", "true".into()));
     }
     // One page checks that there is accounting to ask at all.
     let first: HistoryPage = client.get("/api/v1/history", &q).await?;

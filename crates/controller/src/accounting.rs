@@ -129,11 +129,13 @@ impl Sink {
 
     /// One batch: how many jobs it wrote.
     async fn pass(&self, ctl: &Controller, events: &EventLog, last_event: &mut u64) -> Result<usize, String> {
-        let (batch, backlog) = ctl.shared.read(|s| {
+        // Each job's records, and the revision they show.
+        let (batch, marks, backlog) = ctl.shared.read(|s| {
             let ids = s.unaccounted_ids();
-            let batch: Vec<JobRecord> =
-                ids.iter().take(BATCH).filter_map(|id| s.job(*id)).map(|j| JobRecord::of(s, j)).collect();
-            (batch, ids.len())
+            let jobs: Vec<&drover_core::job::Job> = ids.iter().take(BATCH).filter_map(|id| s.job(*id)).collect();
+            let batch: Vec<JobRecord> = jobs.iter().flat_map(|j| JobRecord::records(s, j)).collect();
+            let marks: (Vec<u64>, Vec<u32>) = jobs.iter().map(|j| (j.id, j.revision)).unzip();
+            (batch, marks, ids.len())
         });
         self.backlog.store(backlog as u64, Ordering::Relaxed);
         let notable: Vec<EventRecord> = events
@@ -145,21 +147,43 @@ impl Sink {
             })
             .map(|e| EventRecord { time_ms: e.time_ms, kind: e.kind, job_id: e.job, node: e.node, text: e.text })
             .collect();
-        if batch.is_empty() && notable.is_empty() {
+        if marks.0.is_empty() && notable.is_empty() {
             return Ok(0);
         }
         let db = self.db().await?;
         if !notable.is_empty() {
             db.write_events(&notable).await.map_err(|e| e.to_string())?;
         }
-        if batch.is_empty() {
+        if marks.0.is_empty() {
             return Ok(0);
         }
         db.write_jobs(&batch).await.map_err(|e| e.to_string())?;
-        let jobs: Vec<u64> = batch.iter().map(|r| r.job_id).collect();
-        ctl.propose(Command::Accounted { jobs }).await.map_err(|e| format!("cannot mark jobs written: {e}"))?;
-        self.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        Ok(batch.len())
+        let (jobs, revisions) = marks;
+        let n = jobs.len();
+        ctl.propose(Command::Accounted { jobs, revisions })
+            .await
+            .map_err(|e| format!("cannot mark jobs written: {e}"))?;
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Without a database (`--accounting none`): the leader marks finished
+/// jobs as let go, so that retention (`--min-job-age`) still prunes them.
+pub async fn let_go(ctl: Arc<Controller>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if !ctl.is_leader() {
+            continue;
+        }
+        let (jobs, revisions): (Vec<u64>, Vec<u32>) = ctl.shared.read(|s| {
+            s.unaccounted_ids().iter().take(BATCH).filter_map(|id| s.job(*id)).map(|j| (j.id, j.revision)).unzip()
+        });
+        if !jobs.is_empty() {
+            if let Err(e) = ctl.propose(Command::Accounted { jobs, revisions }).await {
+                tracing::debug!(error = %e, "cannot let finished jobs go: {e}");
+            }
+        }
     }
 }
 
@@ -218,7 +242,7 @@ pub fn view_of(r: &JobRecord) -> JobView {
         partition: r.partition.clone(),
         state: state.name().into(),
         state_code: state.code().into(),
-        reason: "None".into(),
+        reason: r.reason.clone().unwrap_or_else(|| "None".into()),
         nodes: r.nodes.clone(),
         num_nodes: r.num_nodes,
         num_cpus: r.alloc_cpus,
@@ -234,6 +258,8 @@ pub fn view_of(r: &JobRecord) -> JobView {
         terminal: true,
         mem_mb: r.alloc_mem_mb,
         max_rss_kb: r.max_rss_kb,
+        cpu: cpu_time(r.cpu_user_ms, r.cpu_system_ms),
+        derived_exit_code: r.derived_exit_code.map(|c| format!("{c}:{}", r.derived_exit_signal.unwrap_or(0))),
         steps: r.steps.iter().map(|s| step_view(r, s)).collect(),
     }
 }
@@ -251,5 +277,14 @@ fn step_view(j: &JobRecord, s: &StepRecord) -> StepView {
         start_time: s.start_ms,
         end_time: s.end_ms,
         exit_code: s.exit_code.map(|c| format!("{c}:{}", s.exit_signal.unwrap_or(0))),
+        max_rss_kb: s.max_rss_kb,
+        cpu: cpu_time(s.cpu_user_ms, s.cpu_system_ms),
+    }
+}
+
+fn cpu_time(user_ms: Option<u64>, system_ms: Option<u64>) -> Option<drover_core::job::CpuTime> {
+    match (user_ms, system_ms) {
+        (None, None) => None,
+        (u, s) => Some(drover_core::job::CpuTime { user_ms: u.unwrap_or(0), system_ms: s.unwrap_or(0) }),
     }
 }

@@ -78,7 +78,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     (
         "/api/v1/history",
         "get",
-        "Finished jobs from the accounting database, oldest end first: ?user=&account=&state=&partition=&id= (comma lists; an array id matches its tasks), since= (ended at or after, epoch ms), until= (submitted at or before), limit= (at most 10 000), after= (the previous page's next)",
+        "Finished jobs from the accounting database, oldest end first: ?user=&account=&state=&partition=&id= (comma lists; an array id matches its tasks), since= (ended at or after, epoch ms), until= (submitted at or before), limit= (at most 10 000), after= (the previous page's next), attempts=true (requeued jobs' earlier runs too)",
         None,
         "HistoryPage",
     ),
@@ -222,7 +222,10 @@ fn schemas() -> Value {
             ("steps", json!({"type": "array", "items": r("StepView"), "description": "steps srun ran in the job"})),
             ("mem_mb", json!({"type": ["integer", "null"], "description": "memory held, all nodes (before the start: asked for)"})),
             ("max_rss_kb", json!({"type": ["integer", "null"], "description": "the batch step's peak memory"})),
+            ("cpu", r("CpuTime")),
+            ("derived_exit_code", json!({"type": ["string", "null"], "description": "the worst exit of the run's steps, CODE:SIGNAL"})),
         ], &["id", "job_id", "state"]),
+        "CpuTime": obj(&[("user_ms", s("integer")), ("system_ms", s("integer"))], &["user_ms", "system_ms"]),
         "JobList": obj(&[("jobs", json!({"type": "array", "items": r("JobView")}))], &["jobs"]),
         "NodeView": obj(&[
             ("name", s("string")), ("state", s("string")), ("reason", json!({"type": ["string", "null"]})),
@@ -255,7 +258,11 @@ fn schemas() -> Value {
             ("known_steps", json!({"type": "array", "items": {"type": "array", "items": s("integer")}})),
         ], &["name", "total"]),
         "Reports": obj(&[("reports", json!({"type": "array", "items": r("Report")}))], &["reports"]),
-        "Report": obj(&[("node", s("string")), ("job", s("integer")), ("attempt", s("integer")), ("finished", json!({}))], &["node", "job", "attempt"]),
+        "Report": obj(&[
+            ("node", s("string")), ("job", s("integer")), ("attempt", s("integer")), ("finished", json!({})),
+            ("max_rss_kb", s("integer")), ("cpu", r("CpuTime")),
+            ("step", json!({"type": "integer", "description": "an srun step whose tasks here are gone: max_rss_kb and cpu are theirs"})),
+        ], &["node", "job", "attempt"]),
         "Order": {"description": "One of {\"Launch\": LaunchOrder}, {\"Kill\": {job, attempt}}, {\"Signal\": {job, attempt, signal}}, \"Ping\""},
     });
     if let (Some(all), Value::Object(more)) = (v.as_object_mut(), step_schemas()) {
@@ -306,6 +313,8 @@ fn step_schemas() -> Value {
             ("id", s("string")), ("step", s("integer")), ("name", s("string")), ("state", s("string")), ("nodes", s("string")),
             ("num_nodes", s("integer")), ("ntasks", s("integer")), ("num_cpus", s("integer")), ("start_time", s("integer")),
             ("end_time", json!({"type": ["integer", "null"]})), ("exit_code", json!({"type": ["string", "null"]})),
+            ("max_rss_kb", json!({"type": ["integer", "null"], "description": "the largest task's peak memory"})),
+            ("cpu", r("CpuTime")),
         ], &["id", "step", "state"]),
     })
 }

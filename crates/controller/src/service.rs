@@ -325,11 +325,16 @@ pub async fn run(
         opts.min_job_age.as_millis() as u64,
     ));
     let usage = Arc::new(std::sync::RwLock::new(drover_core::sched::Usage::default()));
-    if let Some(sink) = app.accounting.clone() {
-        tokio::spawn(sink.clone().run(ctl.clone(), app.events.clone()));
-        if opts.sched.priority.weight_fairshare > 0 {
-            tokio::spawn(sink.follow_usage(ctl.clone(), usage.clone(), opts.fairshare_half_life));
+    match app.accounting.clone() {
+        Some(sink) => {
+            tokio::spawn(sink.clone().run(ctl.clone(), app.events.clone()));
+            if opts.sched.priority.weight_fairshare > 0 {
+                tokio::spawn(sink.follow_usage(ctl.clone(), usage.clone(), opts.fairshare_half_life));
+            }
         }
+        // Nothing keeps history: finished jobs are let go at once, so that
+        // retention still prunes them (as Slurm without slurmdbd does).
+        None => drop(tokio::spawn(crate::accounting::let_go(ctl.clone()))),
     }
     tokio::spawn(loops::schedule(ctl.clone(), opts.sched.clone(), opts.coalesce, app.metrics.clone(), usage));
     tokio::spawn(loops::watch(ctl.clone(), app.liveness.clone(), opts.node_timeout));
@@ -838,6 +843,9 @@ struct HistoryParams {
     limit: Option<u32>,
     /// `END_MS:JOB_ID`, the `next` of the previous page.
     after: Option<String>,
+    /// `true`: requeued jobs' earlier runs too.
+    #[serde(default)]
+    attempts: bool,
 }
 
 /// Finished jobs from the accounting database, oldest end first, a page at
@@ -878,6 +886,7 @@ async fn history(
         until_ms: p.until,
         limit: p.limit,
         after,
+        all_attempts: p.attempts,
     };
     let (jobs, next) = sink
         .history(&q)
@@ -1160,12 +1169,23 @@ async fn reports(
     let mut finished = Vec::new();
     for r in r.reports {
         app.liveness.saw(&r.node);
+        if let Some(step) = r.step {
+            finished.push(Command::StepUsage {
+                job: r.job,
+                step,
+                node: r.node,
+                max_rss_kb: r.max_rss_kb.unwrap_or(0),
+                cpu: r.cpu.unwrap_or_default(),
+            });
+            continue;
+        }
         match r.finished {
             Some(outcome) => finished.push(Command::StepFinished {
                 job: r.job,
                 attempt: r.attempt,
                 outcome,
                 max_rss_kb: r.max_rss_kb,
+                cpu: r.cpu,
                 now,
             }),
             None => {

@@ -166,6 +166,7 @@ fn apply(c: &mut Criterion) {
             s.apply(Command::Allocate { plan, now, term: 0 }).unwrap();
             s.apply(Command::StepFinished {
                 max_rss_kb: None,
+                cpu: None,
                 job: id,
                 attempt: 0,
                 outcome: drover_core::state::StepOutcome::Exited(0),

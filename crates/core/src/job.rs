@@ -439,13 +439,71 @@ pub struct Job {
     /// it (sacct's MaxRSS of `N.batch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rss_kb: Option<u64>,
+    /// The batch step's CPU time in its last run, as its agent measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_time: Option<CpuTime>,
     /// Steps launched inside the allocation (`srun`), oldest first; ids
     /// count on across requeues.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<crate::step::JobStep>,
+    /// Earlier runs that ended in a requeue, oldest first (accounting keeps
+    /// one row for each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<PastAttempt>,
+    /// Counts changes accounting must (re)write: a mark of written for an
+    /// older revision does not count (`Command::Accounted`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub revision: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// CPU time that processes used, as the kernel counted it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuTime {
+    pub user_ms: u64,
+    pub system_ms: u64,
+}
+
+impl std::ops::Add for CpuTime {
+    type Output = CpuTime;
+    fn add(self, other: CpuTime) -> CpuTime {
+        CpuTime { user_ms: self.user_ms + other.user_ms, system_ms: self.system_ms + other.system_ms }
+    }
+}
+
+/// An earlier run of a job, ended by a node failure or a requeue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastAttempt {
+    pub attempt: u32,
+    pub eligible_time: Time,
+    pub start_time: Time,
+    pub end_time: Time,
+    /// NODE_FAIL, or REQUEUED when asked for.
+    pub state: JobState,
+    pub exit: Option<ExitStatus>,
+    pub alloc: Allocation,
+    pub max_rss_kb: Option<u64>,
+    pub cpu_time: Option<CpuTime>,
+    /// Why it ended.
+    pub reason: String,
 }
 
 impl Job {
+    /// Whether accounting has something of this job's to write: its end,
+    /// or a run that was requeued.
+    pub fn wants_accounting(&self) -> bool {
+        !self.accounted && (self.state.is_terminal() || !self.attempts.is_empty())
+    }
+
+    /// The worst exit of a run's steps (`srun`s), Slurm's DerivedExitCode:
+    /// the highest code, then the highest signal.
+    pub fn derived_exit(&self, attempt: u32) -> Option<ExitStatus> {
+        self.steps.iter().filter(|s| s.attempt == attempt).filter_map(|s| s.exit).max_by_key(|e| (e.code, e.signal))
+    }
+
     /// The name users see: `1234`, or `1000_7` for an array task.
     pub fn display_id(&self) -> String {
         match self.array {

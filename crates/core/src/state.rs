@@ -16,7 +16,8 @@ use crate::array::TaskSet;
 use crate::dependency::{DepKind, Dependency};
 use crate::hostlist;
 use crate::job::{
-    Allocation, ArrayTask, EndIntent, ExitStatus, Job, JobId, JobRef, JobSpec, JobState, NodeShare, PendingReason,
+    Allocation, ArrayTask, CpuTime, EndIntent, ExitStatus, Job, JobId, JobRef, JobSpec, JobState, NodeShare,
+    PastAttempt, PendingReason,
 };
 use crate::node::{Node, NodeAction, NodeState, NodeStatus};
 use crate::partition::{Partition, PartitionSpec};
@@ -201,6 +202,9 @@ pub enum Command {
         /// The batch step's peak memory, if the agent measured it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_rss_kb: Option<u64>,
+        /// The batch step's CPU time, if the agent measured it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cpu: Option<CpuTime>,
         now: Time,
     },
     Tick {
@@ -242,6 +246,19 @@ pub enum Command {
     /// need not write them again (and retention may prune them).
     Accounted {
         jobs: Vec<JobId>,
+        /// Each job's revision as written (empty: whatever it is now). A
+        /// job changed since is written again.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        revisions: Vec<u32>,
+    },
+    /// What one node's tasks of a step used, from its agent once they are
+    /// gone. The same node reporting again replaces its own figures.
+    StepUsage {
+        job: JobId,
+        step: StepId,
+        node: String,
+        max_rss_kb: u64,
+        cpu: CpuTime,
     },
     /// A controller became leader (its first entry once a majority confirmed
     /// it): recorded so that every controller's history shows failovers.
@@ -268,7 +285,7 @@ impl Command {
     pub fn now(&self) -> Option<Time> {
         use Command::*;
         match self {
-            Configure(_) | SetPartition(_) | Accounted { .. } => None,
+            Configure(_) | SetPartition(_) | Accounted { .. } | StepUsage { .. } => None,
             Batch(cmds) => cmds.iter().filter_map(Command::now).max(),
             Once { cmd, .. } => cmd.now(),
             Submit { now, .. }
@@ -736,7 +753,7 @@ impl State {
             if let Some(a) = job.array {
                 idx.task_ids.insert((a.array_id, a.task), job.id);
             }
-            if job.state.is_terminal() && !job.accounted {
+            if job.wants_accounting() {
                 idx.unaccounted.insert(job.id);
             }
         }
@@ -764,10 +781,10 @@ impl State {
                 s if s.is_terminal() && (in_active || in_pending) => {
                     return Err(format!("job {} index mismatch", job.id))
                 }
-                s if s.is_terminal() && job.accounted == self.idx.unaccounted.contains(&job.id) => {
-                    return Err(format!("job {} accounting index mismatch", job.id))
-                }
                 _ => {}
+            }
+            if job.wants_accounting() != self.idx.unaccounted.contains(&job.id) {
+                return Err(format!("job {} accounting index mismatch", job.id));
             }
             if job.state.is_active() {
                 let a = job.alloc.as_ref().ok_or(format!("active job {} has no allocation", job.id))?;
@@ -906,12 +923,14 @@ impl State {
                     ev.push(self.stale(job, attempt));
                 }
             }
-            Command::StepFinished { job, attempt, outcome, max_rss_kb, now } => {
+            Command::StepFinished { job, attempt, outcome, max_rss_kb, cpu, now } => {
                 let j = self.jobs.get(&job).ok_or_else(|| CommandError::UnknownJob(job.to_string()))?;
                 if j.restart_count != attempt || !j.state.is_active() {
                     ev.push(self.stale(job, attempt));
                 } else {
-                    self.jobs.get_mut(&job).expect("checked").max_rss_kb = max_rss_kb;
+                    let j = self.jobs.get_mut(&job).expect("checked");
+                    j.max_rss_kb = max_rss_kb;
+                    j.cpu_time = cpu;
                     self.step_finished(job, outcome, now, &mut ev);
                 }
             }
@@ -932,12 +951,33 @@ impl State {
                 self.begin_kill(id, EndIntent::Complete { exit }, &mut ev);
             }
             Command::Update { job, update, by, .. } => self.update(&job, update, by, &mut ev)?,
-            Command::Accounted { jobs } => {
-                for id in jobs {
-                    if let Some(j) = self.jobs.get_mut(&id).filter(|j| j.state.is_terminal()) {
+            Command::Accounted { jobs, revisions } => {
+                for (k, id) in jobs.into_iter().enumerate() {
+                    let Some(j) = self.jobs.get_mut(&id) else { continue };
+                    let current = revisions.get(k).is_none_or(|&r| r == j.revision);
+                    if current && j.wants_accounting() {
                         j.accounted = true;
                         self.idx.unaccounted.remove(&id);
                     }
+                }
+            }
+            Command::StepUsage { job, step, node, max_rss_kb, cpu } => {
+                let node = self.node_index(&node).ok_or(CommandError::UnknownNode(node))?;
+                let j = self.jobs.get_mut(&job).ok_or_else(|| CommandError::UnknownJob(job.to_string()))?;
+                let s = j
+                    .steps
+                    .iter_mut()
+                    .find(|s| s.id == step)
+                    .ok_or_else(|| CommandError::UnknownJob(format!("{job}.{step}")))?;
+                if !s.nodes.contains(&node) {
+                    return Err(CommandError::Invalid(format!("step {job}.{step} did not run on that node")));
+                }
+                s.record_use(crate::step::NodeUse { node, max_rss_kb, cpu });
+                // What accounting wrote, or is writing, lacks this.
+                j.revision += 1;
+                j.accounted = false;
+                if j.wants_accounting() {
+                    self.idx.unaccounted.insert(job);
                 }
             }
             Command::LeaderElected { controller, term, .. } => ev.push(Event::LeaderElected { controller, term }),
@@ -1110,8 +1150,11 @@ impl State {
                     restart_count: 0,
                     end_intent: None,
                     max_rss_kb: None,
+                    cpu_time: None,
                     accounted: false,
                     steps: Vec::new(),
+                    attempts: Vec::new(),
+                    revision: 0,
                 },
             );
             self.idx.pending.insert(id);
@@ -1146,8 +1189,11 @@ impl State {
             restart_count: 0,
             end_intent: None,
             max_rss_kb: None,
+            cpu_time: None,
             accounted: false,
             steps: Vec::new(),
+            attempts: Vec::new(),
+            revision: 0,
         };
         self.jobs.insert(id, job);
         self.idx.pending.insert(id);
@@ -1561,14 +1607,16 @@ impl State {
         match j.end_intent {
             Some(EndIntent::Cancel) => return self.finish(id, JobState::Cancelled, None, now, ev),
             Some(EndIntent::Timeout) => return self.finish(id, JobState::Timeout, None, now, ev),
-            Some(EndIntent::Requeue { hold }) => return self.requeue(id, hold, 0, why, now, ev),
+            Some(EndIntent::Requeue { hold }) => {
+                return self.requeue(id, hold, 0, (JobState::Requeued, None, why), now, ev)
+            }
             Some(EndIntent::Complete { .. }) | None => {}
         }
         if j.spec.requeue && j.restart_count < self.config.max_requeue {
             // The first retry is immediate (the node, not the job, failed);
             // repeated failures back off: 0, 1, 3, 7 × the base.
             let backoff = self.config.requeue_backoff_ms.saturating_mul((1u64 << j.restart_count.min(16)) - 1);
-            self.requeue(id, false, backoff, why, now, ev);
+            self.requeue(id, false, backoff, (JobState::NodeFail, None, why), now, ev);
         } else {
             self.finish(id, JobState::NodeFail, None, now, ev);
         }
@@ -1771,7 +1819,10 @@ impl State {
             StepOutcome::Lost => ExitStatus { code: 0, signal: 9 },
         });
         let state = match (j.end_intent, outcome) {
-            (Some(EndIntent::Requeue { hold }), _) => return self.requeue(id, hold, 0, "requeued by request", now, ev),
+            (Some(EndIntent::Requeue { hold }), _) => {
+                let ended = (JobState::Requeued, exit, "requeued by request");
+                return self.requeue(id, hold, 0, ended, now, ev);
+            }
             (Some(EndIntent::Cancel), _) => JobState::Cancelled,
             (Some(EndIntent::Complete { exit }), _) => {
                 let state = if exit == ExitStatus::default() { JobState::Completed } else { JobState::Failed };
@@ -1831,6 +1882,7 @@ impl State {
         j.state = state;
         j.end_time = Some(now);
         j.accounted = false;
+        j.revision += 1;
         j.exit = exit;
         j.end_intent = None;
         if let Some(t) = j.array {
@@ -1843,9 +1895,37 @@ impl State {
         ev.push(Event::JobFinished { job: id, display: j.display_id(), state, exit });
     }
 
-    fn requeue(&mut self, id: JobId, hold: bool, backoff_ms: u64, why: &str, now: Time, ev: &mut Vec<Event>) {
+    /// Sends a running job back to PENDING. `ended`: how the run ended
+    /// (NODE_FAIL or REQUEUED), its exit if known, and why.
+    fn requeue(
+        &mut self,
+        id: JobId,
+        hold: bool,
+        backoff_ms: u64,
+        (ended, exit, why): (JobState, Option<ExitStatus>, &str),
+        now: Time,
+        ev: &mut Vec<Event>,
+    ) {
         self.end_steps(id, now, ev);
         self.release_resources(id);
+        let j = self.jobs.get_mut(&id).expect("caller checked");
+        if let (Some(start_time), Some(alloc)) = (j.start_time, j.alloc.take()) {
+            j.attempts.push(PastAttempt {
+                attempt: j.restart_count,
+                eligible_time: j.eligible_time,
+                start_time,
+                end_time: now,
+                state: ended,
+                exit,
+                alloc,
+                max_rss_kb: j.max_rss_kb.take(),
+                cpu_time: j.cpu_time.take(),
+                reason: why.to_string(),
+            });
+            j.accounted = false;
+            j.revision += 1;
+            self.idx.unaccounted.insert(id);
+        }
         let j = self.jobs.get_mut(&id).expect("caller checked");
         j.state = JobState::Pending;
         j.restart_count += 1;
@@ -1909,6 +1989,8 @@ impl State {
             end: None,
             state: JobState::Running,
             exit: None,
+            attempt: j.restart_count,
+            used: Vec::new(),
             nodes,
             tasks,
         };

@@ -2,7 +2,7 @@
 //! are laid out over the allocated nodes. Pure, so the layout — which rank
 //! runs where — is testable as data.
 
-use crate::job::{Allocation, ExitStatus, JobState};
+use crate::job::{Allocation, CpuTime, ExitStatus, JobState};
 use crate::Time;
 use serde::{Deserialize, Serialize};
 
@@ -42,11 +42,45 @@ pub struct JobStep {
     pub state: JobState,
     /// The worst exit of its tasks.
     pub exit: Option<ExitStatus>,
+    /// The job's run (restart count) it belongs to.
+    #[serde(default)]
+    pub attempt: u32,
+    /// What its tasks used, node by node, as the agents measured it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used: Vec<NodeUse>,
+}
+
+/// What one node's tasks of a step used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUse {
+    /// Index into the state's node table.
+    pub node: u32,
+    /// The largest resident set of one task (sacct's MaxRSS).
+    pub max_rss_kb: u64,
+    pub cpu: CpuTime,
 }
 
 impl JobStep {
     pub fn ntasks(&self) -> u32 {
         self.tasks.iter().sum()
+    }
+
+    /// The largest task's peak memory on any node, once a node reported.
+    pub fn max_rss_kb(&self) -> Option<u64> {
+        self.used.iter().map(|u| u.max_rss_kb).max()
+    }
+
+    /// All its tasks' CPU time, once a node reported.
+    pub fn cpu_time(&self) -> Option<CpuTime> {
+        self.used.iter().map(|u| u.cpu).reduce(|a, b| a + b)
+    }
+
+    /// Records one node's measurement; the same node again replaces its own.
+    pub fn record_use(&mut self, u: NodeUse) {
+        match self.used.iter_mut().find(|x| x.node == u.node) {
+            Some(x) => *x = u,
+            None => self.used.push(u),
+        }
     }
 
     /// The ranks that run on the `k`-th node of the step.
@@ -220,6 +254,8 @@ mod tests {
             end: None,
             state: JobState::Running,
             exit: None,
+            attempt: 0,
+            used: Vec::new(),
         };
         assert_eq!(s.ranks_on(0), 0..2);
         assert_eq!(s.ranks_on(1), 2..5);

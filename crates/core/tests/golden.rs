@@ -312,7 +312,8 @@ impl Runner {
                         StepOutcome::Exited(0)
                     };
                     let max_rss_kb = kv(&words, "rss").map(|k| k.parse().map_err(|_| "bad rss")).transpose()?;
-                    self.apply(Command::StepFinished { job: id, attempt, outcome, max_rss_kb, now }, out);
+                    let cpu = kv(&words, "cpu").map(cpu_time).transpose()?;
+                    self.apply(Command::StepFinished { job: id, attempt, outcome, max_rss_kb, cpu, now }, out);
                 }
             }
             "srun" => {
@@ -378,7 +379,46 @@ impl Runner {
                     .split(',')
                     .map(|j| j.parse().map_err(|_| format!("bad job id {j}")))
                     .collect::<Result<Vec<u64>, String>>()?;
-                self.apply(Command::Accounted { jobs }, out);
+                // `rev=R,…`: the revisions the writer saw.
+                let revisions = match kv(&words, "rev") {
+                    Some(r) => r.split(',').map(|r| r.parse().map_err(|_| "bad revision")).collect::<Result<_, _>>()?,
+                    None => Vec::new(),
+                };
+                self.apply(Command::Accounted { jobs, revisions }, out);
+            }
+            "step-usage" => {
+                // `step-usage JOB.STEP NODE rss=KB cpu=USER_MS/SYSTEM_MS`
+                let target = words.first().ok_or("needs JOB.STEP")?;
+                let (job, step) = target.split_once('.').ok_or("step-usage needs JOB.STEP")?;
+                let node = words.get(1).ok_or("needs a node")?.to_string();
+                let max_rss_kb = kv(&words, "rss").unwrap_or("0").parse().map_err(|_| "bad rss")?;
+                let cpu = cpu_time(kv(&words, "cpu").unwrap_or("0/0"))?;
+                let job = job.parse().map_err(|_| "bad job id")?;
+                let step = step.parse().map_err(|_| "bad step id")?;
+                self.apply(Command::StepUsage { job, step, node, max_rss_kb, cpu }, out);
+            }
+            "attempts" => {
+                // Each job's earlier runs, as accounting will record them.
+                for j in self.state.jobs().values() {
+                    for a in &j.attempts {
+                        let nodes: Vec<&str> =
+                            a.alloc.shares.iter().map(|s| self.state.nodes()[s.node as usize].name.as_str()).collect();
+                        writeln!(
+                            out,
+                            "{} attempt={} {} on {} ran {}s ({})",
+                            j.display_id(),
+                            a.attempt,
+                            a.state,
+                            nodes.join(","),
+                            (a.end_time - a.start_time) / 1000,
+                            a.reason
+                        )
+                        .unwrap();
+                    }
+                    if j.wants_accounting() || !j.attempts.is_empty() {
+                        writeln!(out, "{} revision={} {}", j.display_id(), j.revision, j.state).unwrap();
+                    }
+                }
             }
             "unaccounted" => {
                 let ids: Vec<String> = self.state.unaccounted_ids().iter().map(u64::to_string).collect();
@@ -403,6 +443,9 @@ impl Runner {
                         .unwrap();
                         if let Some(e) = s.exit {
                             write!(out, " exit={e}").unwrap();
+                        }
+                        if let (Some(rss), Some(cpu)) = (s.max_rss_kb(), s.cpu_time()) {
+                            write!(out, " rss={rss} cpu={}/{}", cpu.user_ms, cpu.system_ms).unwrap();
                         }
                         writeln!(out).unwrap();
                     }
@@ -579,4 +622,11 @@ fn diff(old: &str, new: &str) -> String {
         }
     }
     out
+}
+
+/// `USER_MS/SYSTEM_MS`.
+fn cpu_time(text: &str) -> Result<drover_core::job::CpuTime, String> {
+    let (user, system) = text.split_once('/').ok_or("cpu takes USER_MS/SYSTEM_MS")?;
+    let ms = |t: &str| t.parse::<u64>().map_err(|_| format!("bad CPU time {t}"));
+    Ok(drover_core::job::CpuTime { user_ms: ms(user)?, system_ms: ms(system)? })
 }

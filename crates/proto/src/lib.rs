@@ -3,7 +3,7 @@
 //! `/api/v1/agent` (orders streamed as newline-delimited JSON).
 
 use drover_core::hostlist;
-use drover_core::job::{ExitStatus, Job, JobId, JobState};
+use drover_core::job::{CpuTime, ExitStatus, Job, JobId, JobState};
 use drover_core::launch::{self, LaunchOrder};
 use drover_core::state::{ArrayJob, CancelFilter, StepOutcome};
 use drover_core::step::{JobStep, StepId};
@@ -271,7 +271,14 @@ pub struct JobView {
     /// The batch step's peak memory (sacct's MaxRSS of `N.batch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rss_kb: Option<u64>,
-    /// Steps launched inside the job (`srun`), oldest first.
+    /// The batch step's CPU time, once measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuTime>,
+    /// The worst exit of the run's steps, `CODE:SIGNAL` (sacct's
+    /// DerivedExitCode); `None` without steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived_exit_code: Option<String>,
+    /// Steps launched inside the job's run (`srun`), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepView>,
 }
@@ -292,6 +299,12 @@ pub struct StepView {
     pub start_time: u64,
     pub end_time: Option<u64>,
     pub exit_code: Option<String>,
+    /// The largest task's peak memory, once its agents reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rss_kb: Option<u64>,
+    /// All its tasks' CPU time, once its agents reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuTime>,
 }
 
 impl StepView {
@@ -309,6 +322,8 @@ impl StepView {
             start_time: s.start,
             end_time: s.end,
             exit_code: s.exit.map(|e| e.to_string()),
+            max_rss_kb: s.max_rss_kb(),
+            cpu: s.cpu_time(),
         }
     }
 }
@@ -497,7 +512,9 @@ impl JobView {
                 None => requested_mem_mb(&j.spec),
             },
             max_rss_kb: j.max_rss_kb,
-            steps: j.steps.iter().map(|s| StepView::of(state, j, s)).collect(),
+            cpu: j.cpu_time,
+            derived_exit_code: j.derived_exit(j.restart_count).map(|e| e.to_string()),
+            steps: j.steps.iter().filter(|s| s.attempt == j.restart_count).map(|s| StepView::of(state, j, s)).collect(),
         }
     }
 
@@ -549,6 +566,8 @@ impl JobView {
             terminal,
             mem_mb: requested_mem_mb(&a.spec),
             max_rss_kb: None,
+            cpu: None,
+            derived_exit_code: None,
             steps: Vec::new(),
         }
     }
@@ -708,6 +727,13 @@ pub struct Report {
     /// The finished step's peak memory, when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rss_kb: Option<u64>,
+    /// The finished step's CPU time, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<drover_core::job::CpuTime>,
+    /// `Some`: not the batch step but this `srun` step, whose tasks on the
+    /// node are gone; the report carries what they used (`finished` unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepId>,
 }
 
 /// One applied event, as `GET /api/v1/events` lists it.

@@ -1,9 +1,10 @@
-//! `sacct`: job accounting as Slurm prints it — until SQL accounting lands
-//! (issue #8), from the controller's live and recently finished jobs.
-//! Each job that ran has its batch step line (`N.batch`), as in Slurm.
+//! `sacct`: job accounting as Slurm prints it, from the controller's live
+//! jobs and the accounting database's finished ones. Each job that ran has
+//! its batch step line (`N.batch`) and a line per `srun` step, as in Slurm.
 
 use crate::client::Client;
 use clap::Parser;
+use drover_core::job::CpuTime;
 use drover_core::time::parse_begin;
 use drover_proto::{JobList, JobView};
 
@@ -44,6 +45,9 @@ pub struct Args {
     format: Option<String>,
     #[arg(short = 'l', long = "long")]
     long: bool,
+    /// Earlier runs of requeued jobs too, each on its own lines.
+    #[arg(short = 'D', long = "duplicates")]
+    duplicates: bool,
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -79,6 +83,9 @@ fn field(name: &str) -> Option<(&'static str, usize, bool)> {
         "reqcpus" => ("ReqCPUS", 8, false),
         "ntasks" => ("NTasks", 8, false),
         "restarts" => ("Restarts", 8, false),
+        "totalcpu" => ("TotalCPU", 10, false),
+        "usercpu" => ("UserCPU", 10, false),
+        "systemcpu" => ("SystemCPU", 10, false),
         _ => return None,
     })
 }
@@ -135,6 +142,8 @@ fn value(l: &Line, key: &str, now_ms: u64) -> String {
             "submit" | "start" => super::stamp(Some(s.start_time), "Unknown"),
             "end" => super::stamp(s.end_time, "Unknown"),
             "workdir" => j.work_dir.clone(),
+            "maxrss" => s.max_rss_kb.map(|k| format!("{k}K")).unwrap_or_default(),
+            "totalcpu" | "usercpu" | "systemcpu" => cpu_field(key, s.cpu),
             _ => String::new(),
         };
     }
@@ -156,7 +165,14 @@ fn value(l: &Line, key: &str, now_ms: u64) -> String {
         "reqmem" => j.mem_mb.map(mem_units).unwrap_or_default(),
         "state" => j.state.clone(),
         "exitcode" => j.exit_code.clone().unwrap_or_else(|| "0:0".into()),
-        "derivedexitcode" => j.exit_code.clone().unwrap_or_else(|| "0:0".into()),
+        "derivedexitcode" if l.batch => String::new(),
+        "derivedexitcode" => j.derived_exit_code.clone().unwrap_or_else(|| "0:0".into()),
+        "totalcpu" | "usercpu" | "systemcpu" if l.batch => cpu_field(key, j.cpu),
+        // The job's line counts every step of the run, the batch step's too.
+        "totalcpu" | "usercpu" | "systemcpu" => {
+            let all = j.steps.iter().filter_map(|s| s.cpu).chain(j.cpu).reduce(|a, b| a + b);
+            cpu_field(key, all)
+        }
         "user" if l.batch => String::new(),
         "user" => j.user.clone(),
         "uid" => j.uid.to_string(),
@@ -179,6 +195,32 @@ fn value(l: &Line, key: &str, now_ms: u64) -> String {
         "ntasks" if l.batch => "1".into(),
         "restarts" => j.restart_count.to_string(),
         _ => String::new(),
+    }
+}
+
+/// TotalCPU, UserCPU or SystemCPU of what was measured (nothing: zero).
+fn cpu_field(key: &str, cpu: Option<CpuTime>) -> String {
+    let c = cpu.unwrap_or_default();
+    cpu_clock(match key {
+        "usercpu" => c.user_ms,
+        "systemcpu" => c.system_ms,
+        _ => c.user_ms + c.system_ms,
+    })
+}
+
+/// CPU time as sacct prints it: `D-HH:MM:SS`, `HH:MM:SS`, and below an
+/// hour `MM:SS.mmm`, or `00:MM:SS` on a whole second.
+fn cpu_clock(ms: u64) -> String {
+    let (secs, milli) = (ms / 1000, ms % 1000);
+    let (days, hours, minutes, seconds) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if days > 0 {
+        format!("{days}-{hours:02}:{minutes:02}:{seconds:02}")
+    } else if hours > 0 {
+        format!("{hours:02}:{minutes:02}:{seconds:02}")
+    } else if milli > 0 {
+        format!("{minutes:02}:{seconds:02}.{milli:03}")
+    } else {
+        format!("00:{minutes:02}:{seconds:02}")
     }
 }
 
@@ -331,10 +373,14 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
     if windowed {
         h.push(("since", from.to_string()));
     }
+    if a.duplicates {
+        h.push(("attempts", "true".into()));
+    }
     if to != u64::MAX {
         h.push(("until", to.to_string()));
     }
-    let live: std::collections::HashSet<u64> = jobs.iter().map(|j| j.job_id).collect();
+    // Each live job's current run; accounting adds the rest.
+    let live: std::collections::HashMap<u64, u32> = jobs.iter().map(|j| (j.job_id, j.restart_count)).collect();
     let asked = |j: &JobView| {
         wanted.is_empty()
             || wanted
@@ -342,11 +388,12 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
                 .map(|w| w.split('.').next().unwrap_or(w))
                 .any(|w| w == j.id || w.parse::<u64>().is_ok_and(|n| n == j.job_id || Some(n) == j.array_job_id))
     };
-    jobs.extend(crate::jobs::history(client, &h).await.into_iter().filter(|j| !live.contains(&j.job_id) && asked(j)));
+    let earlier = |j: &JobView| live.get(&j.job_id).is_none_or(|&run| j.restart_count < run);
+    jobs.extend(crate::jobs::history(client, &h).await.into_iter().filter(|j| earlier(j) && asked(j)));
     if windowed {
         jobs.retain(|j| j.end_time.is_none_or(|e| e >= from) && j.submit_time <= to);
     }
-    jobs.sort_by_key(|j| (j.array_job_id.unwrap_or(j.job_id), j.job_id));
+    jobs.sort_by_key(|j| (j.array_job_id.unwrap_or(j.job_id), j.job_id, j.restart_count));
     if a.json {
         let list: Vec<serde_json::Value> = jobs.iter().map(super::json::job).collect();
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"jobs": list})).unwrap_or_default());
@@ -436,6 +483,73 @@ mod tests {
         assert_eq!(ours, theirs);
         let trailing = render(&columns("JobID").unwrap(), &jobs[..1], false, Layout::Parsable(true), true, 0);
         assert_eq!(trailing, "1|\n");
+    }
+
+    #[test]
+    fn cpu_times_print_as_slurms() {
+        assert_eq!(cpu_clock(0), "00:00:00");
+        assert_eq!(cpu_clock(4), "00:00.004");
+        assert_eq!(cpu_clock(83_456), "01:23.456");
+        assert_eq!(cpu_clock(61_000), "00:01:01");
+        assert_eq!(cpu_clock(3_723_999), "01:02:03");
+        assert_eq!(cpu_clock(93_784_000), "1-02:03:04");
+    }
+
+    /// The probe's job 14523 (35-sacct_cpu.script): a batch script with two
+    /// steps, the first exiting 3. Nothing measured CPU time there
+    /// (jobacct_gather/none): zeros, as Drover prints unmeasured time.
+    #[test]
+    fn cpu_and_derived_exit_code_match_slurms() {
+        let mut job = bench_job(14523, "node1", 0);
+        job.name = "cpujob".into();
+        job.derived_exit_code = Some("3:0".into());
+        let step = |n: u32, name: &str, state: &str, exit: &str| drover_proto::StepView {
+            id: format!("14523.{n}"),
+            step: n,
+            name: name.into(),
+            state: state.into(),
+            nodes: "node1".into(),
+            num_nodes: 1,
+            ntasks: 1,
+            num_cpus: 1,
+            start_time: 0,
+            end_time: Some(0),
+            exit_code: Some(exit.into()),
+            max_rss_kb: None,
+            cpu: None,
+        };
+        job.steps = vec![step(0, "bash", "FAILED", "3:0"), step(1, "true", "COMPLETED", "0:0")];
+        let spec = "JobID,JobName,TotalCPU,UserCPU,SystemCPU,MaxRSS,ExitCode,DerivedExitCode,State";
+        let ours = render(&columns(spec).unwrap(), std::slice::from_ref(&job), true, Layout::Table, false, 0);
+        assert_eq!(ours, fixture("35-sacct_cpu"));
+        // Measured, the job's line adds every step's time to the batch step's.
+        job.cpu = Some(CpuTime { user_ms: 1_500, system_ms: 20 });
+        job.steps[0].cpu = Some(CpuTime { user_ms: 60_000, system_ms: 480 });
+        job.steps[0].max_rss_kb = Some(61_440);
+        let line = |l: &Line| ["totalcpu", "usercpu", "systemcpu", "maxrss"].map(|k| value(l, k, 0)).join(" ");
+        assert_eq!(line(&Line { job: &job, batch: false, step: None }), "00:01:02 01:01.500 00:00.500 ");
+        assert_eq!(line(&Line { job: &job, batch: true, step: None }), "00:01.520 00:01.500 00:00.020 ");
+        let s0 = Line { job: &job, batch: false, step: Some(&job.steps[0]) };
+        assert_eq!(line(&s0), "01:00.480 00:01:00 00:00.480 61440K");
+    }
+
+    /// `-D`: a requeued job's earlier run has its own line (probe job 14524,
+    /// requeued, then cancelled: Slurm says who cancelled, which Drover
+    /// does not keep, so only the requeued run's line is compared).
+    #[test]
+    fn an_earlier_run_is_a_line_of_its_own() {
+        let mut first = bench_job(14524, "node1", 0);
+        first.name = "rq".into();
+        first.state = "REQUEUED".into();
+        let mut last = first.clone();
+        last.state = "CANCELLED".into();
+        last.restart_count = 1;
+        let spec = "JobID,JobName,State,ExitCode";
+        let ours = render(&columns(spec).unwrap(), &[first, last], false, Layout::Table, false, 0);
+        let theirs = fixture("36-sacct_D");
+        assert_eq!(ours.lines().take(3).collect::<Vec<_>>(), theirs.lines().take(3).collect::<Vec<_>>());
+        assert_eq!(theirs.lines().nth(3), Some("14524                rq CANCELLED+      0:0 "));
+        assert_eq!(ours.lines().nth(3), Some("14524                rq  CANCELLED      0:0 "));
     }
 
     #[test]
