@@ -78,59 +78,6 @@ pub async fn submit(client: &Client, a: SubmitArgs) -> Result<i32, String> {
     Ok(0)
 }
 
-/// Formats listing rows the way squeue does by default.
-fn table<'a>(rows: impl Iterator<Item = JobRow<'a>>, size_hint: usize) -> String {
-    use std::borrow::Cow;
-    use std::fmt::Write;
-    let mut out = String::with_capacity(size_hint);
-    let _ = writeln!(
-        out,
-        "{:>18} {:>9} {:>8} {:>8} {:>2} {:>10} {:>6} NODELIST(REASON)",
-        "JOBID", "PARTITION", "NAME", "USER", "ST", "TIME", "NODES"
-    );
-    let now = now_ms();
-    let cut = |s: &'a str, n: usize| s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i]);
-    // Padding by hand: the formatter's pads cost more than the rest of a
-    // 10 000-line listing together.
-    let right = |out: &mut String, s: &str, width: usize| {
-        let n = if s.is_ascii() { s.len() } else { s.chars().count() };
-        out.extend(std::iter::repeat_n(' ', width.saturating_sub(n)));
-        out.push_str(s);
-        out.push(' ');
-    };
-    let mut num = String::new();
-    for j in rows {
-        let elapsed = match (j.start_time, j.end_time) {
-            (Some(s), Some(e)) => (e.saturating_sub(s)) / 1000,
-            (Some(s), None) => now.saturating_sub(s) / 1000,
-            _ => 0,
-        };
-        right(&mut out, j.id, 18);
-        right(&mut out, cut(j.partition, 9), 9);
-        right(&mut out, cut(j.name, 8), 8);
-        right(&mut out, cut(j.user, 8), 8);
-        right(&mut out, j.state_code, 2);
-        // Most of a long queue is pending: spare them the formatting.
-        right(
-            &mut out,
-            &if elapsed == 0 { Cow::Borrowed("0:00") } else { Cow::Owned(time::format_duration(elapsed)) },
-            10,
-        );
-        num.clear();
-        let _ = write!(num, "{}", j.num_nodes);
-        right(&mut out, &num, 6);
-        if j.state_code == "PD" {
-            out.push('(');
-            out.push_str(j.where_);
-            out.push_str(")\n");
-        } else {
-            out.push_str(j.where_);
-            out.push('\n');
-        }
-    }
-    out
-}
-
 pub async fn queue(client: &Client, a: QueueArgs) -> Result<i32, String> {
     let mut q: Vec<(&str, String)> = Vec::new();
     if let Some(u) = a.user {
@@ -159,12 +106,22 @@ pub async fn queue(client: &Client, a: QueueArgs) -> Result<i32, String> {
         println!("{}", serde_json::to_string_pretty(&list).map_err(|e| e.to_string())?);
         return Ok(0);
     }
-    // The compact listing: a tenth of the JSON's bytes, no parsing to speak of.
-    q.push(("format", "tsv".into()));
-    let text = client.get_text("/api/v1/jobs", &q).await?;
-    let rows = text.lines().skip(1).filter_map(JobRow::parse_tsv);
-    // The table is about twice the rows' text (padding).
-    let out = table(rows, 2 * text.len() + 128);
+    // The controller writes the table itself: the client only copies it.
+    q.push(("format", "table".into()));
+    let out = match client.get_text("/api/v1/jobs", &q).await {
+        Err(e) if e.contains("unknown format 'table'") => {
+            // A controller from before the table: its compact rows, padded here.
+            q.pop();
+            q.push(("format", "tsv".into()));
+            let text = client.get_text("/api/v1/jobs", &q).await?;
+            let mut out = drover_proto::queue_table_header();
+            for row in text.lines().skip(1).filter_map(JobRow::parse_tsv) {
+                row.push_table_line(&mut out, now_ms());
+            }
+            out
+        }
+        other => other?,
+    };
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     // A closed pipe (`drover queue | head`) is not an error.

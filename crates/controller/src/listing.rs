@@ -6,7 +6,7 @@
 use drover_core::job::{Job, JobRef};
 use drover_core::state::ArrayJob;
 use drover_core::{hostlist, JobState, State};
-use drover_proto::{write_job_row, JobView, JOB_ROW_HEADER};
+use drover_proto::{JobRow, JobView, JOB_ROW_HEADER};
 use serde::Deserialize;
 
 #[derive(Deserialize, Default)]
@@ -18,7 +18,8 @@ pub struct JobQuery {
     pub name: Option<String>,
     /// Include finished jobs.
     pub all: Option<bool>,
-    /// `tsv`: the compact listing ([`JobRow`] lines) instead of JSON.
+    /// `tsv`: the compact listing ([`JobRow`] lines) instead of JSON;
+    /// `table`: `drover queue`'s table itself, ready to print.
     pub format: Option<String>,
 }
 
@@ -114,32 +115,42 @@ impl<'s> Listed<'s> {
         }
     }
 
-    fn push_row(&self, s: &State, default_partition: &str, out: &mut String) {
+    /// Its listing row, handed to `use_row`; `id` is scratch space for the
+    /// row's id, so that a listing allocates no string per job.
+    fn with_row(&self, s: &State, default_partition: &str, id: &mut String, use_row: impl FnOnce(&JobRow)) {
+        use std::fmt::Write;
         let spec = self.spec();
-        let part = self.partition(default_partition);
-        let code = self.state().code();
+        let partition = self.partition(default_partition);
+        let state_code = self.state().code();
+        let row = |id, num_nodes, start_time, end_time, where_| JobRow {
+            id,
+            partition,
+            name: &spec.name,
+            user: &spec.user,
+            state_code,
+            start_time,
+            end_time,
+            num_nodes,
+            where_,
+        };
+        id.clear();
         match self {
             Listed::Job(j) => {
                 let nodes = j.alloc.as_ref().map_or(j.spec.nodes_min, |a| a.shares.len() as u32);
-                let id = Id(j);
+                let _ = write!(id, "{}", Id(j));
                 match &j.alloc {
                     Some(a) if j.state != JobState::Pending => {
                         let names: Vec<&str> =
                             a.shares.iter().map(|sh| s.nodes()[sh.node as usize].name.as_str()).collect();
-                        let (start, end) = (j.start_time, j.end_time);
                         let where_ = hostlist::compress(&names);
-                        write_job_row(out, id, part, &spec.name, &spec.user, code, start, end, nodes, &where_);
+                        use_row(&row(id, nodes, j.start_time, j.end_time, &where_));
                     }
-                    _ => {
-                        let reason = j.reason.name();
-                        write_job_row(out, id, part, &spec.name, &spec.user, code, None, None, nodes, reason);
-                    }
+                    _ => use_row(&row(id, nodes, None, None, j.reason.name())),
                 }
             }
             Listed::Array(a) => {
-                let (id, _) = drover_proto::pending_tasks_id(a);
-                let reason = a.reason.name();
-                write_job_row(out, id, part, &spec.name, &spec.user, code, None, None, spec.nodes_min, reason);
+                let (text, _) = drover_proto::pending_tasks_id(a);
+                use_row(&row(&text, spec.nodes_min, None, None, a.reason.name()));
             }
         }
     }
@@ -187,8 +198,23 @@ pub fn tsv(s: &State, f: &Filter) -> String {
     let mut out = String::with_capacity(64 * (selected.len() + 1));
     out.push_str(JOB_ROW_HEADER);
     out.push('\n');
+    let mut id = String::new();
     for l in &selected {
-        l.push_row(s, default, &mut out);
+        l.with_row(s, default, &mut id, |row| row.push_tsv(&mut out));
+    }
+    out
+}
+
+/// The selected jobs as `drover queue` prints them, header first: the
+/// client only copies it out, so a long listing costs it nothing.
+pub fn table(s: &State, f: &Filter, now_ms: u64) -> String {
+    let selected = select(s, f);
+    let default = default_partition(s);
+    let mut out = String::with_capacity(96 * (selected.len() + 1));
+    out.push_str(&drover_proto::queue_table_header());
+    let mut id = String::new();
+    for l in &selected {
+        l.with_row(s, default, &mut id, |row| row.push_table_line(&mut out, now_ms));
     }
     out
 }

@@ -11,7 +11,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     (
         "/api/v1/jobs",
         "get",
-        "List jobs (filters: user, state, id, partition, name, all; format=tsv for the compact text listing)",
+        "List jobs (filters: user, state, id, partition, name, all; format=tsv for the compact text listing, format=table for drover queue's table as text)",
         None,
         "JobList",
     ),

@@ -468,8 +468,14 @@ async fn list_jobs(
             let text = app.ctl.shared.read(|s| listing::tsv(s, &filter));
             ([("content-type", "text/tab-separated-values; charset=utf-8")], text).into_response()
         }
+        Some("table") => {
+            let now = crate::loops::now_ms();
+            let text = app.ctl.shared.read(|s| listing::table(s, &filter, now));
+            ([("content-type", "text/plain; charset=utf-8")], text).into_response()
+        }
         Some(other) => {
-            ApiError::new(StatusCode::BAD_REQUEST, format!("unknown format '{other}'; use json or tsv")).into_response()
+            ApiError::new(StatusCode::BAD_REQUEST, format!("unknown format '{other}'; use json, tsv or table"))
+                .into_response()
         }
     }
 }

@@ -794,64 +794,101 @@ pub struct JobRow<'a> {
 /// The first line of a TSV listing.
 pub const JOB_ROW_HEADER: &str = "id\tpartition\tname\tuser\tst\tstart_ms\tend_ms\tnodes\twhere";
 
-/// Writes one TSV row (the fields of [`JobRow`]); `id` may be anything
-/// printable, so the controller need not build it as a string.
-#[allow(clippy::too_many_arguments)]
-pub fn write_job_row(
-    out: &mut String,
-    id: impl std::fmt::Display,
-    partition: &str,
-    name: &str,
-    user: &str,
-    state_code: &str,
-    start_time: Option<u64>,
-    end_time: Option<u64>,
-    num_nodes: u32,
-    where_: &str,
-) {
-    use std::fmt::Write;
-    fn text(out: &mut String, s: &str) {
-        if s.contains(['\t', '\n', '\r']) {
-            out.extend(s.chars().map(|c| if matches!(c, '\t' | '\n' | '\r') { ' ' } else { c }));
-        } else {
-            out.push_str(s);
+/// The header line of `drover queue`'s table: squeue's default columns.
+pub fn queue_table_header() -> String {
+    format!(
+        "{:>18} {:>9} {:>8} {:>8} {:>2} {:>10} {:>6} NODELIST(REASON)\n",
+        "JOBID", "PARTITION", "NAME", "USER", "ST", "TIME", "NODES"
+    )
+}
+
+/// `n` in decimal, in `digits`, without the formatter (listings write
+/// thousands of numbers).
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &str {
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
-    fn time(out: &mut String, t: Option<u64>) {
-        match t {
-            Some(t) => {
-                let _ = write!(out, "{t}");
-            }
-            None => out.push('-'),
-        }
-    }
-    let _ = write!(out, "{id}\t");
-    for field in [partition, name, user, state_code] {
-        text(out, field);
-        out.push('\t');
-    }
-    time(out, start_time);
-    out.push('\t');
-    time(out, end_time);
-    let _ = write!(out, "\t{num_nodes}\t");
-    text(out, where_);
-    out.push('\n');
+    std::str::from_utf8(&digits[i..]).unwrap_or("0")
+}
+
+fn push_number(out: &mut String, n: u64) {
+    out.push_str(decimal(n, &mut [0; 20]));
 }
 
 impl<'a> JobRow<'a> {
+    /// One TSV line; tabs and line ends inside fields become spaces.
     pub fn push_tsv(&self, out: &mut String) {
-        write_job_row(
-            out,
-            self.id,
-            self.partition,
-            self.name,
-            self.user,
-            self.state_code,
-            self.start_time,
-            self.end_time,
-            self.num_nodes,
-            self.where_,
-        );
+        fn text(out: &mut String, s: &str) {
+            if s.bytes().any(|b| matches!(b, b'\t' | b'\n' | b'\r')) {
+                out.extend(s.chars().map(|c| if matches!(c, '\t' | '\n' | '\r') { ' ' } else { c }));
+            } else {
+                out.push_str(s);
+            }
+        }
+        fn time(out: &mut String, t: Option<u64>) {
+            match t {
+                Some(t) => push_number(out, t),
+                None => out.push('-'),
+            }
+        }
+        for field in [self.id, self.partition, self.name, self.user, self.state_code] {
+            text(out, field);
+            out.push('\t');
+        }
+        time(out, self.start_time);
+        out.push('\t');
+        time(out, self.end_time);
+        out.push('\t');
+        push_number(out, u64::from(self.num_nodes));
+        out.push('\t');
+        text(out, self.where_);
+        out.push('\n');
+    }
+
+    /// One line of `drover queue`'s table, as squeue pads it by default:
+    /// fields cut to their column and right-aligned, the elapsed time as of
+    /// `now_ms`, a pending job's reason in parentheses.
+    pub fn push_table_line(&self, out: &mut String, now_ms: u64) {
+        let cut = |s: &'a str, n: usize| s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i]);
+        // By hand: the formatter's padding cost more than the rest of a
+        // 10 000-line listing together.
+        let right = |out: &mut String, s: &str, width: usize| {
+            let n = if s.is_ascii() { s.len() } else { s.chars().count() };
+            out.extend(std::iter::repeat_n(' ', width.saturating_sub(n)));
+            out.push_str(s);
+            out.push(' ');
+        };
+        let elapsed = match (self.start_time, self.end_time) {
+            (Some(s), Some(e)) => e.saturating_sub(s) / 1000,
+            (Some(s), None) => now_ms.saturating_sub(s) / 1000,
+            _ => 0,
+        };
+        right(out, self.id, 18);
+        right(out, cut(self.partition, 9), 9);
+        right(out, cut(self.name, 8), 8);
+        right(out, cut(self.user, 8), 8);
+        right(out, self.state_code, 2);
+        // Most of a long queue is pending: spare them the formatting.
+        if elapsed == 0 {
+            right(out, "0:00", 10);
+        } else {
+            right(out, &drover_core::time::format_duration(elapsed), 10);
+        }
+        right(out, decimal(u64::from(self.num_nodes), &mut [0; 20]), 6);
+        if self.state_code == "PD" {
+            out.push('(');
+            out.push_str(self.where_);
+            out.push_str(")\n");
+        } else {
+            out.push_str(self.where_);
+            out.push('\n');
+        }
     }
 
     pub fn parse_tsv(line: &'a str) -> Option<JobRow<'a>> {
@@ -875,6 +912,38 @@ impl<'a> JobRow<'a> {
 #[cfg(test)]
 mod tsv_tests {
     use super::*;
+
+    #[test]
+    fn numbers_and_table_lines_as_squeue_pads_them() {
+        assert_eq!(decimal(0, &mut [0; 20]), "0");
+        assert_eq!(decimal(u64::MAX, &mut [0; 20]), u64::MAX.to_string());
+        let header = queue_table_header();
+        assert_eq!(header, "             JOBID PARTITION     NAME     USER ST       TIME  NODES NODELIST(REASON)\n");
+        let pending = JobRow {
+            id: "1000_[3-9]",
+            partition: "a-very-long-partition",
+            name: "train",
+            user: "ann",
+            state_code: "PD",
+            start_time: None,
+            end_time: None,
+            num_nodes: 2,
+            where_: "Resources",
+        };
+        let running = JobRow { id: "77", state_code: "R", start_time: Some(0), where_: "n[1-2]", ..pending };
+        let mut out = String::new();
+        pending.push_table_line(&mut out, 3_725_000);
+        running.push_table_line(&mut out, 3_725_000);
+        assert_eq!(
+            out,
+            concat!(
+                "        1000_[3-9] a-very-lo    train      ann PD       0:00      2 (Resources)\n",
+                "                77 a-very-lo    train      ann  R    1:02:05      2 n[1-2]\n",
+            )
+        );
+        // Every line lines up under the header.
+        assert!(out.lines().all(|l| l.find(" (").or(l.find(" n[")) == header.find(" NODELIST")));
+    }
 
     #[test]
     fn rows_go_through_tsv_unchanged_and_tabs_in_names_become_spaces() {
