@@ -866,14 +866,8 @@ impl State {
             }
             Command::Cancel { filter, by, now } => self.cancel(&filter, by, now, &mut ev)?,
             Command::Signal { job, signal, by, .. } => {
-                let id = self.resolve_started(&job)?;
+                let id = self.own_running(&job, by, |s| s == JobState::Running)?;
                 let j = &self.jobs[&id];
-                if !by.may_touch(j.spec.uid) {
-                    return Err(CommandError::PermissionDenied(format!("job {job} belongs to {}", j.spec.user)));
-                }
-                if j.state != JobState::Running {
-                    return Err(CommandError::InvalidState(format!("job {job} is {}, not RUNNING", j.state)));
-                }
                 let alloc = j.alloc.as_ref().expect("running jobs have allocations");
                 ev.push(Event::JobSignal {
                     job: id,
@@ -940,14 +934,7 @@ impl State {
                 self.end_step(job, step, (exit, cancelled), by, now, &mut ev)?
             }
             Command::Complete { job, exit, by, .. } => {
-                let id = self.resolve_started(&job)?;
-                let j = &self.jobs[&id];
-                if !by.may_touch(j.spec.uid) {
-                    return Err(CommandError::PermissionDenied(format!("job {job} belongs to {}", j.spec.user)));
-                }
-                if !j.state.is_active() {
-                    return Err(CommandError::InvalidState(format!("job {job} is {}, not RUNNING", j.state)));
-                }
+                let id = self.own_running(&job, by, JobState::is_active)?;
                 self.begin_kill(id, EndIntent::Complete { exit }, &mut ev);
             }
             Command::Update { job, update, by, .. } => self.update(&job, update, by, &mut ev)?,
@@ -1223,6 +1210,19 @@ impl State {
     }
 
     /// A reference to a job that has already got its own record.
+    /// A started job that `by` may act on, in a state `running` accepts.
+    fn own_running(&self, r: &JobRef, by: Requester, running: fn(JobState) -> bool) -> Result<JobId, CommandError> {
+        let id = self.resolve_started(r)?;
+        let j = &self.jobs[&id];
+        if !by.may_touch(j.spec.uid) {
+            return Err(CommandError::PermissionDenied(format!("job {r} belongs to {}", j.spec.user)));
+        }
+        if !running(j.state) {
+            return Err(CommandError::InvalidState(format!("job {r} is {}, not RUNNING", j.state)));
+        }
+        Ok(id)
+    }
+
     fn resolve_started(&self, r: &JobRef) -> Result<JobId, CommandError> {
         match r.task {
             None if self.jobs.contains_key(&r.id) => Ok(r.id),
@@ -1968,14 +1968,8 @@ impl State {
         now: Time,
         ev: &mut Vec<Event>,
     ) -> Result<(), CommandError> {
-        let id = self.resolve_started(r)?;
+        let id = self.own_running(r, by, |s| s == JobState::Running)?;
         let j = &self.jobs[&id];
-        if !by.may_touch(j.spec.uid) {
-            return Err(CommandError::PermissionDenied(format!("job {r} belongs to {}", j.spec.user)));
-        }
-        if j.state != JobState::Running {
-            return Err(CommandError::InvalidState(format!("job {r} is {}, not RUNNING", j.state)));
-        }
         let alloc = j.alloc.as_ref().expect("running jobs have allocations");
         let (positions, tasks) =
             crate::step::layout(alloc, j.spec.cpus_per_task, &request).map_err(CommandError::NoSuchNodeConfig)?;
