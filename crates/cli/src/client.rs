@@ -259,6 +259,28 @@ impl Client {
         self.decode::<serde_json::Value>(resp, why).await.map(|v| v.to_string())
     }
 
+    /// A text answer copied to `out` as it arrives, never held whole (a
+    /// 10 000-job table is ~1 MB); errors as for [`Client::get`]. A closed
+    /// `out` (`drover queue | head`) ends the copy quietly.
+    pub async fn copy_text(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        out: &mut impl std::io::Write,
+    ) -> Result<(), String> {
+        let (mut resp, why) = self.send(Client::read(path, query)).await?;
+        if !resp.status().is_success() {
+            return self.decode::<serde_json::Value>(resp, why).await.map(|_| ());
+        }
+        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+            if out.write_all(&chunk).is_err() {
+                return Ok(());
+            }
+        }
+        let _ = out.flush();
+        Ok(())
+    }
+
     /// Like [`Client::get`], but from the first controller that answers,
     /// leader or not, and a non-success answer is returned as data (health
     /// reports problems with 503 and a body).

@@ -108,7 +108,9 @@ pub async fn queue(client: &Client, a: QueueArgs) -> Result<i32, String> {
     }
     // The controller writes the table itself: the client only copies it.
     q.push(("format", "table".into()));
-    let out = match client.get_text("/api/v1/jobs", &q).await {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match client.copy_text("/api/v1/jobs", &q, &mut stdout).await {
         Err(e) if e.contains("unknown format 'table'") => {
             // A controller from before the table: its compact rows, padded here.
             q.pop();
@@ -118,15 +120,12 @@ pub async fn queue(client: &Client, a: QueueArgs) -> Result<i32, String> {
             for row in text.lines().skip(1).filter_map(JobRow::parse_tsv) {
                 row.push_table_line(&mut out, now_ms());
             }
-            out
+            // A closed pipe (`drover queue | head`) is not an error.
+            let _ = stdout.write_all(out.as_bytes());
+            Ok(0)
         }
-        other => other?,
-    };
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    // A closed pipe (`drover queue | head`) is not an error.
-    let _ = stdout.write_all(out.as_bytes());
-    Ok(0)
+        other => other.map(|()| 0),
+    }
 }
 
 pub async fn nodes(client: &Client, json: bool) -> Result<i32, String> {

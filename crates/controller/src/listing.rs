@@ -49,6 +49,12 @@ impl<'q> Filter<'q> {
         Ok(Filter { users: list(&q.user), partitions: list(&q.partition), names: list(&q.name), states, ids, all })
     }
 
+    /// No condition beyond live-or-all, which [`select`] applies itself.
+    fn keeps_all(&self) -> bool {
+        let Filter { users, partitions, names, states, ids, all: _ } = self;
+        users.is_none() && partitions.is_none() && names.is_none() && states.is_empty() && ids.is_empty()
+    }
+
     fn keep(&self, l: &Listed, default_partition: &str) -> bool {
         let spec = l.spec();
         let one_of = |set: &Option<Vec<&str>>, v: &str| set.as_ref().is_none_or(|set| set.contains(&v));
@@ -173,15 +179,23 @@ fn default_partition(s: &State) -> &str {
 }
 
 fn select<'s>(s: &'s State, f: &Filter) -> Vec<Listed<'s>> {
-    let mut out: Vec<Listed> = Vec::new();
+    let live = s.active_ids().len() + s.pending_ids().len();
+    let mut out: Vec<Listed> = Vec::with_capacity(live + s.arrays_pending().len());
     if f.all {
         out.extend(s.jobs().values().map(Listed::Job));
+    } else if live * 4 >= s.jobs().len() {
+        // Mostly live jobs: one walk in order costs less than a tree
+        // lookup per id.
+        let is_live = |j: &&Job| j.state == JobState::Pending || j.state.is_active();
+        out.extend(s.jobs().values().filter(is_live).map(Listed::Job));
     } else {
         out.extend(s.active_ids().iter().chain(s.pending_ids()).map(|id| Listed::Job(&s.jobs()[id])));
     }
     out.extend(s.arrays_pending().iter().map(|id| Listed::Array(&s.arrays()[id])));
-    let default = default_partition(s);
-    out.retain(|l| f.keep(l, default));
+    if !f.keeps_all() {
+        let default = default_partition(s);
+        out.retain(|l| f.keep(l, default));
+    }
     out.sort_by_key(Listed::order);
     out
 }

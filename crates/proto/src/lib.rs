@@ -855,12 +855,13 @@ impl<'a> JobRow<'a> {
     /// fields cut to their column and right-aligned, the elapsed time as of
     /// `now_ms`, a pending job's reason in parentheses.
     pub fn push_table_line(&self, out: &mut String, now_ms: u64) {
+        const SPACES: &str = "                  ";
         let cut = |s: &'a str, n: usize| s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i]);
         // By hand: the formatter's padding cost more than the rest of a
         // 10 000-line listing together.
         let right = |out: &mut String, s: &str, width: usize| {
             let n = if s.is_ascii() { s.len() } else { s.chars().count() };
-            out.extend(std::iter::repeat_n(' ', width.saturating_sub(n)));
+            out.push_str(&SPACES[..width.saturating_sub(n).min(SPACES.len())]);
             out.push_str(s);
             out.push(' ');
         };
