@@ -75,6 +75,12 @@ fn a_local_cluster_runs_every_kind_of_job_and_survives_its_controller() {
     // Down leaves no process behind.
     let pids = c.pids();
     assert_eq!(pids.len(), 3);
+    // Each agent keeps two children waiting in fresh memory cgroups where
+    // the hierarchy is cgroup v1 (docs/cluster.md); they go with it.
+    let cells = ready_cells(&pids);
+    if Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() && unsafe { libc::geteuid() } == 0 {
+        assert_eq!(cells.len(), 4, "{cells:?}");
+    }
     let out = c.drover(&["down"]);
     assert!(out.status.success());
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -82,6 +88,10 @@ fn a_local_cluster_runs_every_kind_of_job_and_survives_its_controller() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!pids.iter().any(|p| live(*p)), "a daemon survived drover down");
+    for (dir, pid) in &cells {
+        assert!(!dir.exists(), "drover down left the ready cell {}", dir.display());
+        assert!(!live(*pid), "the waiting child {pid} outlived its agent");
+    }
     if let Some(target) = in_memory {
         assert!(!target.exists(), "drover down left the empty spool {}", target.display());
     }
@@ -333,4 +343,24 @@ fn the_queue_lists_like_squeue_and_filters() {
     // The JSON listing carries the same jobs.
     let v: serde_json::Value = serde_json::from_slice(&c.drover(&["queue", "--json"]).stdout).unwrap();
     assert_eq!(v["jobs"].as_array().map(Vec::len), Some(3));
+}
+
+/// The agents' ready cells: cgroups under `drover/` whose waiting child is
+/// named `drover-ready` and shares an agent's memory (its command line is
+/// the agent's), with that child's pid.
+fn ready_cells(agents: &[i32]) -> Vec<(std::path::PathBuf, i32)> {
+    let cmdline = |pid: i32| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let agent_lines: Vec<Vec<u8>> = agents.iter().map(|p| cmdline(*p)).collect();
+    let Ok(dirs) = std::fs::read_dir("/sys/fs/cgroup/memory/drover") else { return Vec::new() };
+    let mut found = Vec::new();
+    for dir in dirs.flatten().map(|e| e.path()) {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "drover-ready" && agent_lines.contains(&cmdline(pid)) {
+                found.push((dir.clone(), pid));
+            }
+        }
+    }
+    found
 }

@@ -35,18 +35,28 @@ pub fn detect(root: &Path) -> Option<(PathBuf, Version)> {
     None
 }
 
+/// `<hierarchy>/drover`, where every agent's cgroups go; made on first use.
+pub fn drover_parent(hierarchy: &Path, version: Version) -> io::Result<PathBuf> {
+    let parent = hierarchy.join("drover");
+    if !parent.exists() {
+        match fs::create_dir(&parent) {
+            // Another agent on this host was first.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(parent),
+            other => other?,
+        }
+        if version == Version::V2 {
+            // Children of `drover` may only limit memory if the parent
+            // delegates the controller.
+            fs::write(parent.join("cgroup.subtree_control"), "+memory")?;
+        }
+    }
+    Ok(parent)
+}
+
 impl MemoryCgroup {
     /// Creates `<hierarchy>/drover/<name>` with `limit_bytes`.
     pub fn create(hierarchy: &Path, version: Version, name: &str, limit_bytes: u64) -> io::Result<MemoryCgroup> {
-        let parent = hierarchy.join("drover");
-        if !parent.exists() {
-            fs::create_dir(&parent)?;
-            if version == Version::V2 {
-                // Children of `drover` may only limit memory if the parent
-                // delegates the controller.
-                fs::write(parent.join("cgroup.subtree_control"), "+memory")?;
-            }
-        }
+        let parent = drover_parent(hierarchy, version)?;
         let dir = parent.join(name);
         if dir.exists() {
             // Left over from a crash of an earlier attempt: reuse it.
@@ -56,18 +66,24 @@ impl MemoryCgroup {
             fs::create_dir(&dir)?;
         }
         let cg = MemoryCgroup { dir, version };
-        match version {
+        cg.set_limit(limit_bytes)?;
+        Ok(cg)
+    }
+
+    /// The memory limit, swap included.
+    pub fn set_limit(&self, limit_bytes: u64) -> io::Result<()> {
+        match self.version {
             Version::V2 => {
-                fs::write(cg.dir.join("memory.max"), limit_bytes.to_string())?;
+                fs::write(self.dir.join("memory.max"), limit_bytes.to_string())?;
                 // No swap: over the limit means OOM, as Slurm sites expect.
-                let _ = fs::write(cg.dir.join("memory.swap.max"), "0");
+                let _ = fs::write(self.dir.join("memory.swap.max"), "0");
             }
             Version::V1 => {
-                fs::write(cg.dir.join("memory.limit_in_bytes"), limit_bytes.to_string())?;
-                let _ = fs::write(cg.dir.join("memory.memsw.limit_in_bytes"), limit_bytes.to_string());
+                fs::write(self.dir.join("memory.limit_in_bytes"), limit_bytes.to_string())?;
+                let _ = fs::write(self.dir.join("memory.memsw.limit_in_bytes"), limit_bytes.to_string());
             }
         }
-        Ok(cg)
+        Ok(())
     }
 
     /// The file a process writes `0` to in order to join.

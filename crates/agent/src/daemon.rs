@@ -122,8 +122,9 @@ struct Agent {
 
 /// Runs the agent until `shutdown` resolves. Steps keep running when the
 /// agent stops.
-pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
+pub async fn run(mut opts: AgentOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
     crate::spool::prepare(&opts.launcher.spool_dir)?;
+    opts.launcher = opts.launcher.with_ready_cells();
     let cores = Cores { holder: vec![None; opts.cpus as usize], host: step::allowed_cpus() };
     let (reports, pending) = tokio::sync::mpsc::unbounded_channel();
     let endpoints = Endpoints::parse(&opts.controller)?;
@@ -170,12 +171,16 @@ pub async fn run(opts: AgentOptions, shutdown: impl std::future::Future<Output =
     });
     agent.recover().await;
     tokio::select! {
-        _ = agent.clone().show_life() => Ok(()),
-        _ = agent.clone().check_health() => Ok(()),
-        _ = agent.clone().serve() => Ok(()),
-        _ = agent.clone().send_reports(pending) => Ok(()),
-        _ = shutdown => Ok(()),
+        _ = agent.clone().show_life() => {}
+        _ = agent.clone().check_health() => {}
+        _ = agent.clone().serve() => {}
+        _ = agent.clone().send_reports(pending) => {}
+        _ = shutdown => {}
     }
+    if let Some(cells) = &agent.opts.launcher.ready {
+        cells.close().await;
+    }
+    Ok(())
 }
 
 impl Agent {

@@ -2,12 +2,14 @@
 //!
 //! [`daemon`] talks to the controller (registration, heartbeats, the order
 //! stream, reports); [`step`] launches and supervises one batch step, with
-//! [`spawn`] starting its process and [`cgroup`] containing its memory;
+//! [`spawn`] starting its process, [`cgroup`] containing its memory and
+//! [`ready`] keeping a child waiting in a fresh cgroup for the next step;
 //! [`watchdog`] fences the node's steps when the agent itself goes silent.
 
 pub mod cgroup;
 pub mod daemon;
 pub mod metrics;
+pub mod ready;
 pub mod spawn;
 pub mod spool;
 pub mod step;

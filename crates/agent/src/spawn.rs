@@ -19,7 +19,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
@@ -81,11 +81,43 @@ pub unsafe fn spawn(
     env: &[CString],
     pre_exec: &(dyn Fn() -> io::Result<()> + Sync),
 ) -> io::Result<Spawned> {
-    let argv_ptrs: Vec<*const libc::c_char> =
-        argv.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
-    let env_ptrs: Vec<*const libc::c_char> =
-        env.iter().map(|e| e.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let argv_ptrs = pointers(argv);
+    let env_ptrs = pointers(env);
     let ctx = ChildContext { program, argv: &argv_ptrs, envp: &env_ptrs, pre_exec, error: AtomicI32::new(0) };
+    // SAFETY: ctx outlives the call, which returns once the child has
+    // exec'd or exited.
+    let (pid, pidfd) = unsafe { clone_vfork(child_main, (&ctx as *const ChildContext).cast_mut().cast())? };
+    let failed = ctx.error.load(Ordering::SeqCst);
+    if failed != 0 {
+        reap(pid);
+        return Err(io::Error::from_raw_os_error(failed));
+    }
+    Ok(Spawned { pid, pidfd })
+}
+
+/// `execve`'s null-terminated pointer array over `strings`.
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+}
+
+/// Reaps our own child, which has exited.
+fn reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waits for our own child only.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+/// Runs `entry(arg)` in a child made by `clone(CLONE_VM | CLONE_VFORK)` on
+/// a stack of its own; returns once the child has exec'd or exited, with
+/// its pid and (Linux 5.3+) a pidfd.
+///
+/// # Safety
+/// `entry` runs in the caller's memory and may only make system calls on
+/// data that `arg` points to, which must outlive the call.
+unsafe fn clone_vfork(
+    entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    arg: *mut libc::c_void,
+) -> io::Result<(i32, Option<OwnedFd>)> {
     let mut stack = vec![0u8; STACK_BYTES];
     // The stack grows down; the ABI wants 16-byte alignment at its top.
     let top = (stack.as_mut_ptr() as usize + STACK_BYTES) & !15;
@@ -102,28 +134,13 @@ pub unsafe fn spawn(
     let mut pidfd: libc::c_int = -1;
     let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
     // SAFETY: the stack is ours and outlives the child's use of it (VFORK
-    // suspends us until exec or exit); ctx outlives the call likewise.
-    let mut pid = unsafe {
-        libc::clone(
-            child_main,
-            top as *mut libc::c_void,
-            flags,
-            (&ctx as *const ChildContext).cast_mut().cast(),
-            &mut pidfd,
-        )
-    };
+    // suspends us until exec or exit); arg outlives the call likewise.
+    let mut pid = unsafe { libc::clone(entry, top as *mut libc::c_void, flags, arg, &mut pidfd) };
     if pid < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
         // Kernels before 5.2 know no CLONE_PIDFD.
         pidfd = -1;
         // SAFETY: as above.
-        pid = unsafe {
-            libc::clone(
-                child_main,
-                top as *mut libc::c_void,
-                flags & !libc::CLONE_PIDFD,
-                (&ctx as *const ChildContext).cast_mut().cast(),
-            )
-        };
+        pid = unsafe { libc::clone(entry, top as *mut libc::c_void, flags & !libc::CLONE_PIDFD, arg) };
     }
     let clone_error = io::Error::last_os_error();
     // SAFETY: restores the mask saved above.
@@ -133,15 +150,155 @@ pub unsafe fn spawn(
         return Err(clone_error);
     }
     // SAFETY: clone returned this descriptor to us, and nobody else owns it.
-    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) });
-    let failed = ctx.error.load(Ordering::SeqCst);
-    if failed != 0 {
-        let mut status = 0;
-        // SAFETY: reaps our own child, which has exited.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        return Err(io::Error::from_raw_os_error(failed));
+    Ok((pid, (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd) })))
+}
+
+/// A child made before its step: it has run its `prepare` (joined a
+/// cgroup, say) and waits for the step it is to become, so that the slow
+/// part of starting a step is over before the step arrives. A thread of
+/// the agent's stays blocked in `clone` for as long as the child waits
+/// (that is what `CLONE_VFORK` does); dropping a `Waiting` ends the child.
+pub struct Waiting {
+    /// The step goes down this pipe: a pointer to its [`ChildContext`].
+    go: OwnedFd,
+    ended: std::sync::mpsc::Receiver<WaitingEnd>,
+}
+
+/// What became of a waiting child, from the thread that made it.
+struct WaitingEnd {
+    result: io::Result<Spawned>,
+    /// It read its step: an error is the step's, not the waiting's.
+    handed_over: bool,
+}
+
+/// What a waiting child reads; lives on the stack of the thread that made
+/// it, which is blocked until the child execs or exits.
+struct WaitingContext<'a> {
+    prepare: &'a (dyn Fn() -> io::Result<()> + Sync),
+    go_read: libc::c_int,
+    handed_over: AtomicBool,
+    error: AtomicI32,
+}
+
+impl Waiting {
+    /// Starts a child that runs `prepare`, then waits for its step.
+    ///
+    /// # Safety
+    /// `prepare` runs in a child that shares the caller's memory, as
+    /// `pre_exec` does for [`spawn`]: async-signal-safe, no allocation.
+    pub unsafe fn start(prepare: Box<dyn Fn() -> io::Result<()> + Send + Sync>) -> io::Result<Waiting> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two descriptors, which we own from here on.
+        check_os(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+        // SAFETY: as above.
+        let (go_read, go) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (tell, ended) = std::sync::mpsc::channel();
+        std::thread::Builder::new().name("drover-waiting".into()).stack_size(256 * 1024).spawn(move || {
+            let ctx = WaitingContext {
+                prepare: &*prepare,
+                go_read: go_read.as_raw_fd(),
+                handed_over: AtomicBool::new(false),
+                error: AtomicI32::new(0),
+            };
+            // SAFETY: ctx and prepare live on until clone returns.
+            let cloned = unsafe { clone_vfork(waiting_main, (&ctx as *const WaitingContext).cast_mut().cast()) };
+            let result = cloned.and_then(|(pid, pidfd)| match ctx.error.load(Ordering::SeqCst) {
+                0 => Ok(Spawned { pid, pidfd }),
+                failed => {
+                    reap(pid);
+                    Err(io::Error::from_raw_os_error(failed))
+                }
+            });
+            let _ = tell.send(WaitingEnd { result, handed_over: ctx.handed_over.load(Ordering::SeqCst) });
+        })?;
+        Ok(Waiting { go, ended })
     }
-    Ok(Spawned { pid, pidfd })
+
+    /// Makes the child the step [`spawn`] would start, and returns once it
+    /// has exec'd. `Err(None)`: the child was gone before it took the step
+    /// (killed, or its `prepare` failed): start the step another way.
+    /// Blocks the calling thread: call it off the async runtime's workers.
+    ///
+    /// # Safety
+    /// As for [`spawn`].
+    pub unsafe fn hand_over(
+        self,
+        program: &CString,
+        argv: &[CString],
+        env: &[CString],
+        pre_exec: &(dyn Fn() -> io::Result<()> + Sync),
+    ) -> Result<Spawned, Option<io::Error>> {
+        let argv_ptrs = pointers(argv);
+        let env_ptrs = pointers(env);
+        let ctx = ChildContext { program, argv: &argv_ptrs, envp: &env_ptrs, pre_exec, error: AtomicI32::new(0) };
+        let address = (&ctx as *const ChildContext) as usize;
+        // SAFETY: writes our own variable's bytes to our own pipe. A pipe
+        // takes 8 bytes at once; a gone child is EPIPE (Rust ignores SIGPIPE).
+        let written =
+            unsafe { libc::write(self.go.as_raw_fd(), (&address as *const usize).cast(), size_of::<usize>()) };
+        if written != size_of::<usize>() as isize {
+            return Err(None);
+        }
+        // ctx stays alive until the child has exec'd or exited: the thread
+        // reports only then.
+        match self.ended.recv() {
+            Ok(WaitingEnd { result: Ok(spawned), .. }) => Ok(spawned),
+            Ok(WaitingEnd { result: Err(e), handed_over: true }) => Err(Some(e)),
+            Ok(WaitingEnd { handed_over: false, .. }) => Err(None),
+            Err(_) => Err(Some(io::Error::other("the thread that made the waiting child is gone"))),
+        }
+    }
+}
+
+fn check_os(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+extern "C" fn waiting_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: arg is the making thread's WaitingContext, alive while we run.
+    let ctx = unsafe { &*(arg as *const WaitingContext) };
+    // SAFETY: only system calls on prepared data from here on; the step's
+    // context is in the agent's memory, which we share, until we exec.
+    unsafe {
+        reset_signals();
+        // Shares the agent's command line (its memory); `ps -o comm` tells
+        // it apart.
+        libc::prctl(libc::PR_SET_NAME, c"drover-ready".as_ptr());
+        let err = match (ctx.prepare)() {
+            Err(e) => e.raw_os_error().unwrap_or(libc::EINVAL),
+            Ok(()) => {
+                // Copies of the agent's descriptors would keep its
+                // connections and files open for as long as we wait: all go
+                // but the pipe (close_range is Linux 5.9+; before, they are
+                // closed on exec as usual).
+                let go = ctx.go_read as libc::c_uint;
+                if go > 3 {
+                    libc::syscall(libc::SYS_close_range, 3u32, go - 1, 0u32);
+                }
+                libc::syscall(libc::SYS_close_range, go + 1, u32::MAX, 0u32);
+                let mut address: usize = 0;
+                let n = loop {
+                    let n = libc::read(ctx.go_read, (&mut address as *mut usize).cast(), size_of::<usize>());
+                    if n >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                        break n;
+                    }
+                };
+                if n == size_of::<usize>() as isize {
+                    ctx.handed_over.store(true, Ordering::SeqCst);
+                    exec_step(&*(address as *const ChildContext))
+                } else {
+                    // The agent let us go, or is gone.
+                    libc::ECANCELED
+                }
+            }
+        };
+        ctx.error.store(err.max(1), Ordering::SeqCst);
+        libc::_exit(127)
+    }
 }
 
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -149,9 +306,22 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     let ctx = unsafe { &*(arg as *const ChildContext) };
     // SAFETY: only system calls on prepared data from here on.
     unsafe {
-        // Handlers are the agent's; ignored signals would be inherited by
-        // the job through exec (Rust ignores SIGPIPE): everything to default
-        // (the C library keeps its own two real-time signals to itself).
+        reset_signals();
+        let err = exec_step(ctx);
+        ctx.error.store(err.max(1), Ordering::SeqCst);
+        libc::_exit(127)
+    }
+}
+
+/// In a new child: the agent's handlers and ignored signals are not the
+/// job's. Ignored signals would be inherited through exec (Rust ignores
+/// SIGPIPE): everything to default (the C library keeps its own two
+/// real-time signals to itself), then nothing blocked.
+///
+/// # Safety
+/// Only in a child made by `clone`, before exec.
+unsafe fn reset_signals() {
+    unsafe {
         for sig in 1..=libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
@@ -160,7 +330,17 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        let err = match (ctx.pre_exec)() {
+    }
+}
+
+/// Runs the step's `pre_exec` and execs it; returns only on failure, with
+/// the errno of the step that failed.
+///
+/// # Safety
+/// Only in a child made by `clone`; `ctx` is prepared data in shared memory.
+unsafe fn exec_step(ctx: &ChildContext) -> libc::c_int {
+    unsafe {
+        match (ctx.pre_exec)() {
             Ok(()) => {
                 let mut tries = 0;
                 loop {
@@ -177,9 +357,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 }
             }
             Err(e) => e.raw_os_error().unwrap_or(libc::EINVAL),
-        };
-        ctx.error.store(err.max(1), Ordering::SeqCst);
-        libc::_exit(127)
+        }
     }
 }
 
@@ -396,6 +574,103 @@ mod tests {
         let argv = [c("/bin/sh"), c("-c"), c("grep -Eq '^SigIgn:[[:space:]]*[0-9a-f]*[08]0000000$' /proc/self/status")];
         let mut child = Child::new(unsafe { spawn(&argv[0], &argv, &[], &|| Ok(())) }.unwrap());
         assert_eq!(child.wait().await.unwrap().code(), Some(0));
+    }
+
+    /// A `prepare` that creates `path`: proof that it ran, and in which process.
+    fn touch(path: &str) -> Box<dyn Fn() -> io::Result<()> + Send + Sync> {
+        let path = c(path);
+        Box::new(move || {
+            // SAFETY: open/close on a prepared path.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC, 0o644) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            unsafe { libc::close(fd) };
+            Ok(())
+        })
+    }
+
+    fn scratch(name: &str) -> String {
+        let path = std::env::temp_dir().join(format!("drover-spawn-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        path.display().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_waiting_child_prepares_first_then_becomes_the_step() {
+        let marker = scratch("prepared");
+        let waiting = unsafe { Waiting::start(touch(&marker)) }.unwrap();
+        // The preparation happens before any step is handed over.
+        let begun = std::time::Instant::now();
+        while !std::path::Path::new(&marker).exists() && begun.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(std::path::Path::new(&marker).exists(), "prepare ran while waiting");
+        let argv = [c("/bin/sh"), c("-c"), c("test \"$GREETING\" = hello && exit 9")];
+        let env = [c("GREETING=hello")];
+        let spawned = tokio::task::spawn_blocking(move || unsafe {
+            waiting.hand_over(&argv[0], &argv, &env, &|| Ok(())).map_err(|e| format!("{e:?}"))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(Child::new(spawned).wait().await.unwrap().code(), Some(9));
+        let _ = std::fs::remove_file(&marker);
+    }
+
+    #[tokio::test]
+    async fn a_step_that_cannot_start_in_a_waiting_child_is_the_steps_error() {
+        let waiting = unsafe { Waiting::start(Box::new(|| Ok(()))) }.unwrap();
+        let argv = [c("/nonexistent/drover-test")];
+        let r = tokio::task::spawn_blocking(move || unsafe { waiting.hand_over(&argv[0], &argv, &[], &|| Ok(())) })
+            .await
+            .unwrap();
+        assert_eq!(r.err().flatten().and_then(|e| e.raw_os_error()), Some(libc::ENOENT));
+    }
+
+    #[tokio::test]
+    async fn a_child_that_could_not_prepare_hands_the_step_back() {
+        let waiting = unsafe { Waiting::start(touch("/nonexistent/dir/marker")) }.unwrap();
+        let argv = [c("/bin/true")];
+        let r = tokio::task::spawn_blocking(move || unsafe { waiting.hand_over(&argv[0], &argv, &[], &|| Ok(())) })
+            .await
+            .unwrap();
+        assert!(matches!(r, Err(None)), "{:?}", r.map(|s| s.pid));
+    }
+
+    #[test]
+    fn a_dropped_waiting_child_ends() {
+        // The child records its pid as it prepares.
+        let pid_file = scratch("pid");
+        let path = c(&pid_file);
+        let write_pid = Box::new(move || {
+            // SAFETY: open/write/close on prepared data.
+            unsafe {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC, 0o644);
+                let pid = libc::getpid().to_le_bytes();
+                libc::write(fd, pid.as_ptr().cast(), pid.len());
+                libc::close(fd);
+            }
+            Ok(())
+        });
+        let waiting = unsafe { Waiting::start(write_pid) }.unwrap();
+        let read_pid = || {
+            std::fs::read(&pid_file).ok().filter(|b| b.len() == 4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let begun = std::time::Instant::now();
+        while read_pid().is_none() && begun.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let pid = read_pid().expect("the child prepared");
+        assert_eq!(unsafe { libc::kill(pid, 0) }, 0, "waits");
+        drop(waiting);
+        // It exits and the thread that made it reaps it.
+        let gone = || unsafe { libc::kill(pid, 0) } != 0;
+        while !gone() && begun.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(gone(), "child {pid} still there");
+        let _ = std::fs::remove_file(&pid_file);
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@
 //! re-attach to them.
 
 use crate::cgroup::{self, MemoryCgroup};
+use crate::ready::ReadyCells;
 use crate::spawn;
 use drover_core::job::OpenMode;
 use drover_core::launch::LaunchOrder;
@@ -20,6 +21,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -36,6 +38,9 @@ pub struct LauncherConfig {
     pub cgroup_root: Option<PathBuf>,
     /// How often RSS is sampled where no cgroup could be made.
     pub rss_poll: Duration,
+    /// Children waiting in fresh memory cgroups ([`ReadyCells::start`]);
+    /// `None`: each step joins its cgroup itself.
+    pub ready: Option<Arc<ReadyCells>>,
 }
 
 impl LauncherConfig {
@@ -43,8 +48,20 @@ impl LauncherConfig {
     /// so the name carries this agent's spool (several agents, even of
     /// several clusters, may run a job 1 on one host): `<spool hash>-job<ID>.<ATTEMPT>`.
     pub fn cgroup_name(&self, job_id: u64, attempt: u32) -> String {
-        let hash = crate::spool::path_hash(&self.spool_dir);
-        format!("{:08x}-job{job_id}.{attempt}", hash as u32)
+        format!("{}-job{job_id}.{attempt}", self.agent_tag())
+    }
+
+    /// What this agent's cgroups are named after: its spool's hash.
+    pub fn agent_tag(&self) -> String {
+        format!("{:08x}", crate::spool::path_hash(&self.spool_dir) as u32)
+    }
+
+    /// Keeps children waiting in fresh memory cgroups for the next steps,
+    /// where the host's memory hierarchy is cgroup v1 ([`crate::ready`]).
+    pub fn with_ready_cells(mut self) -> LauncherConfig {
+        let hierarchy = self.cgroup_root.as_deref().and_then(cgroup::detect);
+        self.ready = hierarchy.and_then(|(h, v)| ReadyCells::start(&h, v, &self.agent_tag()));
+        self
     }
 
     pub fn new(spool_dir: impl Into<PathBuf>) -> LauncherConfig {
@@ -53,6 +70,7 @@ impl LauncherConfig {
             kill_grace: Duration::from_secs(30),
             cgroup_root: Some(PathBuf::from("/sys/fs/cgroup")),
             rss_poll: Duration::from_secs(1),
+            ready: None,
         }
     }
 }
@@ -330,13 +348,23 @@ pub async fn launch_controlled(
         std::os::unix::fs::chown(&script, Some(order.uid), Some(order.gid)).map_err(spool_err)?;
     }
 
-    let memory = match (order.mem_limit_mb, &cfg.cgroup_root) {
-        (Some(mb), Some(root)) => cgroup::detect(root).and_then(|(hierarchy, version)| {
+    // A ready cell if one waits: its child is in the cgroup already.
+    let (memory, cell) = match (order.mem_limit_mb, &cfg.cgroup_root) {
+        (Some(mb), Some(root)) => {
             let name = cfg.cgroup_name(order.job_id, order.attempt);
-            MemoryCgroup::create(&hierarchy, version, &name, mb * 1024 * 1024).ok()
-        }),
-        _ => None,
+            match cfg.ready.as_ref().and_then(|r| r.take(&name, mb * 1024 * 1024)) {
+                Some((memory, waiting)) => (Some(memory), Some(waiting)),
+                None => (
+                    cgroup::detect(root).and_then(|(hierarchy, version)| {
+                        MemoryCgroup::create(&hierarchy, version, &name, mb * 1024 * 1024).ok()
+                    }),
+                    None,
+                ),
+            }
+        }
+        _ => (None, None),
     };
+    let cgroup_procs = memory.as_ref().map(|m| cstring(&m.procs_file().display().to_string())).transpose()?;
 
     let cpus = (!cpus.is_empty()).then(|| {
         // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
@@ -354,9 +382,9 @@ pub async fn launch_controlled(
             OpenMode::Append => libc::O_APPEND,
             OpenMode::Truncate => libc::O_TRUNC,
         };
-    let setup = ChildSetup {
+    let mut setup = ChildSetup {
         pid_file: cstring(&step_dir.join("pid").display().to_string())?,
-        cgroup_procs: memory.as_ref().map(|m| cstring(&m.procs_file().display().to_string())).transpose()?,
+        cgroup_procs: if cell.is_some() { None } else { cgroup_procs.clone() },
         cpus,
         user: switch_user.then(|| (order.uid, order.gid, groups_of(&order.user, order.gid))),
         work_dir: cstring(&order.work_dir)?,
@@ -380,7 +408,20 @@ pub async fn launch_controlled(
     let started = Instant::now();
     // The calling thread waits until the child execs, which can take a
     // while when the CPU it is bound to is busy: not on a runtime worker.
+    let ready = cfg.ready.clone();
     let spawned = tokio::task::spawn_blocking(move || {
+        if let Some(waiting) = cell {
+            // SAFETY: as below.
+            match unsafe { waiting.hand_over(&program, &argv, &env, &|| setup.apply()) } {
+                Ok(spawned) => return Ok(spawned),
+                Err(Some(e)) => return Err(e),
+                // The cell ended before it took the step: join as usual.
+                Err(None) => {
+                    ready.inspect(|r| r.lost());
+                    setup.cgroup_procs = cgroup_procs;
+                }
+            }
+        }
         // SAFETY: apply() only makes system calls on data prepared above.
         // Nothing kills the step when the agent goes: a restarted agent
         // re-attaches.

@@ -130,6 +130,60 @@ async fn memory_limit_with_a_cgroup() {
 }
 
 #[tokio::test]
+async fn a_ready_cell_becomes_the_step_in_its_own_named_cgroup() {
+    let dir = TempDir::new("cells");
+    let root = Path::new("/sys/fs/cgroup");
+    match drover_agent::cgroup::detect(root) {
+        Some((_, drover_agent::cgroup::Version::V1)) if is_root() => {}
+        _ => {
+            eprintln!("skipped: needs root and a cgroup-v1 memory hierarchy");
+            return;
+        }
+    }
+    let cfg = config(&dir).with_ready_cells();
+    let cells = cfg.ready.clone().expect("cells on a v1 host");
+    assert_eq!(cells.waiting(), 2);
+    let parent = root.join("memory/drover");
+    let tag = cfg.agent_tag();
+    let ready_dirs = || -> Vec<String> {
+        let names = std::fs::read_dir(&parent).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned());
+        names.filter(|n| n.starts_with(&format!("{tag}-ready"))).collect()
+    };
+    let first_cells = ready_dirs();
+    assert_eq!(first_cells.len(), 2);
+
+    // The step runs in the cell's cgroup, renamed after it, with its limit.
+    let mut o = order(&dir, 41, "grep memory /proc/self/cgroup; cat /sys/fs/cgroup/memory$(grep memory /proc/self/cgroup | cut -d: -f3)/memory.limit_in_bytes");
+    o.mem_limit_mb = Some(64);
+    let report = launch(&o, &cfg, &[]).await.unwrap().wait().await;
+    assert_eq!(report.outcome, StepOutcome::Exited(0));
+    assert_eq!(output(&dir, 41), format!("4:memory:/drover/{}\n{}\n", cfg.cgroup_name(41, 0), 64 * 1024 * 1024));
+    assert!(!parent.join(cfg.cgroup_name(41, 0)).exists(), "the step's cgroup goes with it");
+    let begun = std::time::Instant::now();
+    while cells.waiting() < 2 && begun.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let now = ready_dirs();
+    assert_eq!(first_cells.iter().filter(|c| !now.contains(c)).count(), 1, "one cell became the step: {now:?}");
+
+    // The limit holds in a cell as in a cgroup of the step's own.
+    let mut o = order(&dir, 42, HOG);
+    o.mem_limit_mb = Some(64);
+    let report = launch(&o, &cfg, &[]).await.unwrap().wait().await;
+    assert_eq!(report.outcome, StepOutcome::OutOfMemory);
+
+    // Taken cells are replaced; closing ends the waiting children, whose
+    // cgroups could not be removed while they were in them.
+    let begun = std::time::Instant::now();
+    while cells.waiting() < 2 && begun.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(cells.waiting(), 2);
+    cells.close().await;
+    assert_eq!(ready_dirs(), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn memory_limit_by_sampling_without_cgroups() {
     let dir = TempDir::new("oom-rss");
     let mut o = order(&dir, 16, HOG);
