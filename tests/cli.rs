@@ -100,3 +100,24 @@ fn hostlists_both_ways() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("never closed"));
 }
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    // `drover … | head -1`: the reader goes after one line, as head does.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["hostlist", "expand", "n[1-500000]"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs drover");
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 3];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    assert_eq!(&first, b"n1\n");
+    drop(out);
+    let o = child.wait_with_output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    // The status a shell shows for a command SIGPIPE ended, and no panic.
+    assert_eq!(o.status.code(), Some(141), "{:?}", o.status.signal());
+    assert_eq!(stderr(&o), "");
+}

@@ -1,5 +1,38 @@
 //! The `drover` command line: argument parsing and dispatch.
 
+// `println!` and `print!` for this crate: std's panic when stdout is a
+// closed pipe (`drover queue | head -1`); these end the command quietly
+// instead, with the status a shell gives a command SIGPIPE killed. The
+// process keeps ignoring SIGPIPE itself, so that a dropped connection is
+// an error its requests can retry, not death.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::stdout_failed(e)
+        }
+    }};
+}
+
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout().lock(), $($arg)*) {
+            $crate::stdout_failed(e)
+        }
+    }};
+}
+
+/// Standard output is gone (a closed pipe) or failing: nothing more can be
+/// said, so the command ends.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(128 + libc::SIGPIPE);
+    }
+    eprintln!("drover: error: cannot write to standard output: {e}");
+    std::process::exit(1);
+}
+
 mod check;
 mod client;
 mod cluster;
