@@ -92,8 +92,17 @@ impl ReadyCells {
     }
 
     fn make(&self) -> io::Result<Cell> {
-        let dir = self.parent.join(format!("{}{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed)));
-        std::fs::create_dir(&dir)?;
+        let mut tries = 0;
+        let dir = loop {
+            let dir = self.parent.join(format!("{}{}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed)));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => break dir,
+                // A killed agent's cell whose child had not yet gone when
+                // this agent started: its number is taken.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 100 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        };
         // Opened here, not by path in the child: the cell may be renamed
         // for its step before the child gets to join.
         let procs = std::fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs"))?;

@@ -184,6 +184,37 @@ async fn a_ready_cell_becomes_the_step_in_its_own_named_cgroup() {
 }
 
 #[tokio::test]
+async fn cells_a_killed_agent_left_do_not_stop_new_ones() {
+    let dir = TempDir::new("cells-left");
+    let root = Path::new("/sys/fs/cgroup");
+    match drover_agent::cgroup::detect(root) {
+        Some((_, drover_agent::cgroup::Version::V1)) if is_root() => {}
+        _ => {
+            eprintln!("skipped: needs root and a cgroup-v1 memory hierarchy");
+            return;
+        }
+    }
+    let cfg = config(&dir);
+    // An earlier agent's cell whose child has not gone yet: it cannot be
+    // removed, and its number is taken.
+    let left = root.join(format!("memory/drover/{}-ready0", cfg.agent_tag()));
+    std::fs::create_dir_all(&left).unwrap();
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    std::fs::write(left.join("cgroup.procs"), child.id().to_string()).unwrap();
+    let cfg = cfg.with_ready_cells();
+    let cells = cfg.ready.clone().expect("cells on a v1 host");
+    assert_eq!(cells.waiting(), 2, "new cells are made beside the old one");
+    cells.close().await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let begun = std::time::Instant::now();
+    while std::fs::remove_dir(&left).is_err() && begun.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!left.exists());
+}
+
+#[tokio::test]
 async fn memory_limit_by_sampling_without_cgroups() {
     let dir = TempDir::new("oom-rss");
     let mut o = order(&dir, 16, HOG);
