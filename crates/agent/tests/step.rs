@@ -129,17 +129,23 @@ async fn memory_limit_with_a_cgroup() {
     assert!(report.runtime < Duration::from_secs(5));
 }
 
+/// The cgroup mount point where ready cells can be made (root, a v1
+/// memory hierarchy); `None` skips the test.
+fn cgroup_v1_root() -> Option<&'static Path> {
+    let root = Path::new("/sys/fs/cgroup");
+    match drover_agent::cgroup::detect(root) {
+        Some((_, drover_agent::cgroup::Version::V1)) if is_root() => Some(root),
+        _ => {
+            eprintln!("skipped: needs root and a cgroup-v1 memory hierarchy");
+            None
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_ready_cell_becomes_the_step_in_its_own_named_cgroup() {
     let dir = TempDir::new("cells");
-    let root = Path::new("/sys/fs/cgroup");
-    match drover_agent::cgroup::detect(root) {
-        Some((_, drover_agent::cgroup::Version::V1)) if is_root() => {}
-        _ => {
-            eprintln!("skipped: needs root and a cgroup-v1 memory hierarchy");
-            return;
-        }
-    }
+    let Some(root) = cgroup_v1_root() else { return };
     let cfg = config(&dir).with_ready_cells();
     let cells = cfg.ready.clone().expect("cells on a v1 host");
     assert_eq!(cells.waiting(), 2);
@@ -186,14 +192,7 @@ async fn a_ready_cell_becomes_the_step_in_its_own_named_cgroup() {
 #[tokio::test]
 async fn cells_a_killed_agent_left_do_not_stop_new_ones() {
     let dir = TempDir::new("cells-left");
-    let root = Path::new("/sys/fs/cgroup");
-    match drover_agent::cgroup::detect(root) {
-        Some((_, drover_agent::cgroup::Version::V1)) if is_root() => {}
-        _ => {
-            eprintln!("skipped: needs root and a cgroup-v1 memory hierarchy");
-            return;
-        }
-    }
+    let Some(root) = cgroup_v1_root() else { return };
     let cfg = config(&dir);
     // An earlier agent's cell whose child has not gone yet: it cannot be
     // removed, and its number is taken.
