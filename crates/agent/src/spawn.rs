@@ -159,6 +159,9 @@ unsafe fn clone_vfork(
 /// the agent's stays blocked in `clone` for as long as the child waits
 /// (that is what `CLONE_VFORK` does); dropping a `Waiting` ends the child.
 pub struct Waiting {
+    /// When it was made (ms since the epoch): the step's process is older
+    /// than the step.
+    pub made_ms: u64,
     /// The step goes down this pipe: a pointer to its [`ChildContext`].
     go: OwnedFd,
     ended: std::sync::mpsc::Receiver<WaitingEnd>,
@@ -192,6 +195,8 @@ impl Waiting {
         check_os(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
         // SAFETY: as above.
         let (go_read, go) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let made_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let (tell, ended) = std::sync::mpsc::channel();
         std::thread::Builder::new().name("drover-waiting".into()).stack_size(256 * 1024).spawn(move || {
             let ctx = WaitingContext {
@@ -211,7 +216,7 @@ impl Waiting {
             });
             let _ = tell.send(WaitingEnd { result, handed_over: ctx.handed_over.load(Ordering::SeqCst) });
         })?;
-        Ok(Waiting { go, ended })
+        Ok(Waiting { made_ms, go, ended })
     }
 
     /// Makes the child the step [`spawn`] would start, and returns once it

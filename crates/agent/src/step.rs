@@ -402,7 +402,10 @@ pub async fn launch_controlled(
     let program = cstring(&script.display().to_string())?;
     let argv = [program.clone()];
     // What a restarted agent needs besides the pid, which the child writes.
-    let journal = Journal { started_ms: epoch_ms(), time_limit_s: order.time_limit, cpus: order.cpus };
+    let started_ms = epoch_ms();
+    // A ready cell's process began before the step, when the cell was made.
+    let born_after_ms = cell.as_ref().map_or(started_ms, |w| w.made_ms.min(started_ms));
+    let journal = Journal { started_ms, born_after_ms, time_limit_s: order.time_limit, cpus: order.cpus };
     std::fs::write(step_dir.join("journal"), journal.to_line()).map_err(spool_err)?;
     let env: Vec<CString> = order.env.iter().map(|(k, v)| cstring(&format!("{k}={v}"))).collect::<Result<_, _>>()?;
     let started = Instant::now();
@@ -481,10 +484,11 @@ pub(crate) enum StepProcess {
 }
 
 /// Whether `pid` is still the step launched at `started_ms`: a process
-/// that began within moments of the launch. A pid reused by another
+/// that began between `born_after_ms` (the launch, or the ready cell the step
+/// started in) and moments after the launch. A pid reused by another
 /// process began later; the step's command line is no proof, since a
 /// script may `exec` another program.
-pub(crate) fn step_process(pid: i32, started_ms: u64) -> StepProcess {
+pub(crate) fn step_process(pid: i32, born_after_ms: u64, started_ms: u64) -> StepProcess {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return StepProcess::Gone };
     let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return StepProcess::Gone };
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -495,7 +499,7 @@ pub(crate) fn step_process(pid: i32, started_ms: u64) -> StepProcess {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let began_ms = boot_ms + ticks * 1000 / hz;
     // btime has one-second resolution; a launch takes well under 30 s.
-    if began_ms + 2_000 < started_ms || began_ms > started_ms + 30_000 {
+    if began_ms + 2_000 < born_after_ms || began_ms > started_ms + 30_000 {
         StepProcess::Gone
     } else if fields.first() == Some(&"Z") {
         StepProcess::Zombie
@@ -513,9 +517,10 @@ fn boot_time_ms() -> Option<u64> {
     })
 }
 
-/// When the step in `step_dir` was launched (from its journal).
-pub(crate) fn step_started_ms(step_dir: &Path) -> Option<u64> {
-    Journal::parse(&std::fs::read_to_string(step_dir.join("journal")).ok()?).map(|j| j.started_ms)
+/// Whether the process `pid` is the step in `step_dir` (from its journal).
+pub(crate) fn step_process_of(step_dir: &Path, pid: i32) -> Option<StepProcess> {
+    let j = Journal::parse(&std::fs::read_to_string(step_dir.join("journal")).ok()?)?;
+    Some(step_process(pid, j.born_after_ms, j.started_ms))
 }
 
 /// What the agent writes about a step before starting it, one line in its
@@ -523,6 +528,9 @@ pub(crate) fn step_started_ms(step_dir: &Path) -> Option<u64> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Journal {
     started_ms: u64,
+    /// The step's process began no earlier (its launch, or the ready cell
+    /// it started in); journals before cells lack it: the launch.
+    born_after_ms: u64,
     time_limit_s: Option<u64>,
     cpus: u32,
 }
@@ -530,16 +538,18 @@ struct Journal {
 impl Journal {
     fn to_line(&self) -> String {
         let limit = self.time_limit_s.map_or("-".to_string(), |s| s.to_string());
-        format!("v1 {} {} {}\n", self.started_ms, limit, self.cpus)
+        format!("v1 {} {} {} {}\n", self.started_ms, limit, self.cpus, self.born_after_ms)
     }
 
     fn parse(line: &str) -> Option<Journal> {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() != 4 || f[0] != "v1" {
+        if !(4..=5).contains(&f.len()) || f[0] != "v1" {
             return None;
         }
+        let started_ms = f[1].parse().ok()?;
         Some(Journal {
-            started_ms: f[1].parse().ok()?,
+            started_ms,
+            born_after_ms: f.get(4).map_or(Some(started_ms), |b| b.parse().ok())?,
             time_limit_s: if f[2] == "-" { None } else { Some(f[2].parse().ok()?) },
             cpus: f[3].parse().ok()?,
         })
@@ -721,7 +731,7 @@ pub async fn recover(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)>
             dir.is_dir().then_some(MemoryCgroup { dir, version: v })
         });
         let (control, controls) = controls();
-        let process = step_process(pid, journal.started_ms);
+        let process = step_process(pid, journal.born_after_ms, journal.started_ms);
         let exit_file = step_dir.join("exit");
         if process == StepProcess::Running {
             let elapsed = Duration::from_millis(epoch_ms().saturating_sub(journal.started_ms));

@@ -99,7 +99,7 @@ fn live_steps(spool_dir: &Path, skip: impl Fn(&str) -> bool) -> Vec<(String, i32
                 return None;
             }
             let pid: i32 = std::fs::read_to_string(e.path().join("pid")).ok()?.trim().parse().ok()?;
-            let running = step::step_process(pid, step::step_started_ms(&e.path())?) == step::StepProcess::Running;
+            let running = step::step_process_of(&e.path(), pid)? == step::StepProcess::Running;
             running.then_some((name, pid))
         })
         .collect()

@@ -343,6 +343,27 @@ fn launch_and_lose_the_agent(dir: &TempDir, job_id: u64, script: &str) -> i32 {
     pid
 }
 
+#[test]
+fn a_step_started_in_a_ready_cell_is_re_attached_after_an_agent_restart() {
+    let dir = TempDir::new("cell-recover");
+    if cgroup_v1_root().is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let cfg = config(&dir).with_ready_cells();
+    // The cell's process is older than the step by more than the two
+    // seconds a launch is allowed: it must still count as the step's.
+    std::thread::sleep(Duration::from_millis(3_000));
+    let mut o = order(&dir, 43, "sleep 1; exit 6");
+    o.mem_limit_mb = Some(64);
+    let step = rt.block_on(launch(&o, &cfg, &[])).unwrap();
+    drop(step);
+    rt.block_on(cfg.ready.as_ref().unwrap().close());
+    drop(rt);
+    let found = recover_now(&dir);
+    assert_eq!(ended(&found), vec![(43, StepOutcome::Exited(6))]);
+}
+
 fn recover_now(dir: &TempDir) -> Vec<Recovered> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
