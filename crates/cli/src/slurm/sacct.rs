@@ -320,6 +320,11 @@ fn render_lines(
 /// `-S`/`-E`: `now`, `now-2hours`, `now+1day`, `YYYY-MM-DD[THH:MM[:SS]]`,
 /// `HH:MM[:SS]`; epoch milliseconds.
 pub(crate) fn when(text: &str, now_ms: u64) -> Result<u64, String> {
+    // "now" to the millisecond: cut to the second, an end of "now" would
+    // leave out what started in the current second.
+    if text.eq_ignore_ascii_case("now") {
+        return Ok(now_ms);
+    }
     let now = now_ms / 1000;
     let secs = match text.to_ascii_lowercase().strip_prefix("now-") {
         Some(rest) => now.saturating_sub(parse_begin(&format!("now+{rest}"), now)?.saturating_sub(now)),
@@ -555,6 +560,7 @@ mod tests {
     #[test]
     fn bad_fields_and_times_are_named() {
         assert!(columns("JobID,Bogus").err().unwrap().contains("\"Bogus\""));
+        assert_eq!(when("now", 10_000_123).unwrap(), 10_000_123, "to the millisecond");
         assert_eq!(when("now-1hour", 10_000_000).unwrap(), 6_400_000);
         assert!(when("yesterday-ish", 0).is_err());
     }
