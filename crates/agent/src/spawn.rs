@@ -255,7 +255,8 @@ impl Waiting {
     }
 }
 
-fn check_os(ret: libc::c_int) -> io::Result<libc::c_int> {
+/// A system call's result: negative is the thread's errno.
+pub(crate) fn check_os(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {

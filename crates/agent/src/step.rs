@@ -12,7 +12,7 @@
 
 use crate::cgroup::{self, MemoryCgroup};
 use crate::ready::ReadyCells;
-use crate::spawn;
+use crate::spawn::{self, check_os as check};
 use drover_core::job::OpenMode;
 use drover_core::launch::LaunchOrder;
 use drover_core::state::StepOutcome;
@@ -177,14 +177,6 @@ struct ChildSetup {
     stdout: CString,
     stderr: Option<CString>,
     out_flags: libc::c_int,
-}
-
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
 }
 
 impl ChildSetup {
