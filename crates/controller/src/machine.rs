@@ -1,6 +1,7 @@
 //! The Raft state machine: the core cluster state, applying committed
 //! commands, and its snapshots (kept in the same redb database).
 
+use crate::listing::TableIndex;
 use crate::raft::{Applied, TypeConfig};
 use drover_core::state::Snapshot as CoreSnapshot;
 use drover_core::{Command, CommandError, Event, State};
@@ -26,6 +27,18 @@ pub struct AppliedState {
     pub state: State,
     pub last_applied: Option<LogId<u64>>,
     pub membership: StoredMembership<u64, BasicNode>,
+    /// The queue table, kept beside the state; listings lock it to bring
+    /// it up to date under the state's read lock.
+    pub table: Mutex<TableIndex>,
+}
+
+impl AppliedState {
+    /// Puts `state` in place, with a table index that will render it whole.
+    fn set_state(&mut self, mut state: State) {
+        state.track_changes();
+        self.state = state;
+        self.table = Mutex::new(TableIndex::new());
+    }
 }
 
 /// What the rest of the controller reads: the state, and the events of
@@ -54,6 +67,12 @@ impl Shared {
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.inner.read().expect("state lock poisoned").state)
     }
+
+    /// Runs `f` on the current state and its queue table index.
+    pub fn read_with_table<T>(&self, f: impl FnOnce(&State, &Mutex<TableIndex>) -> T) -> T {
+        let inner = self.inner.read().expect("state lock poisoned");
+        f(&inner.state, &inner.table)
+    }
 }
 
 /// A stored snapshot: the core snapshot and where in the log it was taken.
@@ -80,11 +99,16 @@ impl Machine {
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(SNAPSHOT).map_err(err)?;
         txn.commit().map_err(err)?;
-        let mut applied =
-            AppliedState { state: State::default(), last_applied: None, membership: StoredMembership::default() };
+        let mut applied = AppliedState {
+            state: State::default(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+            table: Mutex::new(TableIndex::new()),
+        };
+        applied.set_state(State::default());
         if let Some(stored) = load_snapshot(&db)? {
             let core: CoreSnapshot = serde_json::from_slice(&stored.data).map_err(err)?;
-            applied.state = State::restore(core);
+            applied.set_state(State::restore(core));
             applied.last_applied = stored.meta.last_log_id;
             applied.membership = stored.meta.last_membership;
         }
@@ -175,6 +199,8 @@ impl RaftStateMachine<TypeConfig> for Machine {
             };
             replies.push(reply);
         }
+        let AppliedState { state, table, .. } = &mut *inner;
+        table.get_mut().expect("table index lock poisoned").note(state.take_changes());
         Ok(replies)
     }
 
@@ -197,7 +223,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
         let stored = StoredSnapshot { meta: meta.clone(), data };
         save_snapshot(&self.db, &stored).map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), e))?;
         let mut inner = self.shared.inner.write().expect("state lock poisoned");
-        inner.state = State::restore(core);
+        inner.set_state(State::restore(core));
         inner.last_applied = meta.last_log_id;
         inner.membership = meta.last_membership.clone();
         Ok(())

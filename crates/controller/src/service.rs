@@ -470,7 +470,7 @@ async fn list_jobs(
         }
         Some("table") => {
             let now = crate::loops::now_ms();
-            let text = app.ctl.shared.read(|s| listing::table(s, &filter, now));
+            let text = app.ctl.shared.read_with_table(|s, index| listing::table_indexed(s, index, &filter, now));
             ([("content-type", "text/plain; charset=utf-8")], text).into_response()
         }
         Some(other) => {

@@ -8,6 +8,7 @@
 //! the simulator drive the very same scheduler in virtual time.
 
 pub mod array;
+pub mod changes;
 pub mod dependency;
 pub mod error;
 pub mod hostlist;

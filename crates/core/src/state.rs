@@ -13,6 +13,7 @@
 //! events instead, so one bad item does not block the rest.
 
 use crate::array::TaskSet;
+use crate::changes::{Changes, Tracked};
 use crate::dependency::{DepKind, Dependency};
 use crate::hostlist;
 use crate::job::{
@@ -590,10 +591,12 @@ pub struct State {
     next_job_id: JobId,
     /// The latest time any command carried.
     now: Time,
-    jobs: BTreeMap<JobId, Job>,
-    arrays: BTreeMap<JobId, ArrayJob>,
+    jobs: Tracked<Job>,
+    arrays: Tracked<ArrayJob>,
     nodes: Vec<Node>,
     partitions: Vec<Partition>,
+    /// The partitions changed since [`State::take_changes`] last asked.
+    partitions_changed: bool,
     /// Answers to `Once` requests, by request, oldest first in `answer_order`.
     answered: HashMap<String, Answered>,
     answer_order: std::collections::VecDeque<(Time, String)>,
@@ -623,10 +626,11 @@ impl State {
             config,
             next_job_id: 1,
             now: 0,
-            jobs: BTreeMap::new(),
-            arrays: BTreeMap::new(),
+            jobs: Tracked::default(),
+            arrays: Tracked::default(),
             nodes: Vec::new(),
             partitions: Vec::new(),
+            partitions_changed: false,
             answered: HashMap::new(),
             answer_order: std::collections::VecDeque::new(),
             idx: Indexes::default(),
@@ -706,6 +710,24 @@ impl State {
         }
     }
 
+    // ---- changes ----
+
+    /// Starts recording which jobs and arrays commands change, for
+    /// [`State::take_changes`]. Off by default, and not part of snapshots.
+    pub fn track_changes(&mut self) {
+        self.jobs.track();
+        self.arrays.track();
+    }
+
+    /// What changed since the last call (or since [`State::track_changes`]).
+    pub fn take_changes(&mut self) -> Changes {
+        Changes {
+            jobs: self.jobs.take_touched(),
+            arrays: self.arrays.take_touched(),
+            all: std::mem::take(&mut self.partitions_changed),
+        }
+    }
+
     // ---- snapshots ----
 
     /// Everything needed to rebuild this state exactly.
@@ -731,6 +753,7 @@ impl State {
             arrays: s.arrays.into_iter().map(|a| (a.id, a)).collect(),
             nodes: s.nodes,
             partitions: s.partitions,
+            partitions_changed: false,
             answer_order: s.answered.iter().map(|a| (a.at, a.request.clone())).collect(),
             answered: s.answered.into_iter().map(|a| (a.request.clone(), a)).collect(),
             idx: Indexes::default(),
@@ -1021,6 +1044,7 @@ impl State {
 
     fn set_partition(&mut self, spec: PartitionSpec) -> Result<(), CommandError> {
         let mut p = Partition::new(spec).map_err(CommandError::Invalid)?;
+        self.partitions_changed = true;
         p.members = (0..self.nodes.len() as u32).filter(|&i| p.includes(&self.nodes[i as usize].name)).collect();
         if p.spec.is_default {
             for other in &mut self.partitions {

@@ -253,6 +253,8 @@ proptest! {
     #[test]
     fn state_machine_invariants(ops in proptest::collection::vec(op(), 1..120)) {
         let (mut state, mut log) = initial();
+        state.track_changes();
+        state.take_changes();
         let mut now = 0;
         let mut mid_snapshot: Option<(Snapshot, usize)> = None;
         for (i, op) in ops.iter().enumerate() {
@@ -275,6 +277,25 @@ proptest! {
                 }
                 if let Err(e) = state.check_invariants() {
                     prop_assert!(false, "invariant broken after {:?}: {}", op, e);
+                }
+                // Every job and array that changed is in the change list.
+                let changes = state.take_changes();
+                if !changes.all {
+                    prop_assert!(copy.partitions() == state.partitions(), "partitions changed unreported");
+                    let ids = |a: &State, b: &State| {
+                        a.jobs().keys().chain(b.jobs().keys()).copied().collect::<std::collections::BTreeSet<u64>>()
+                    };
+                    for id in ids(&copy, &state) {
+                        if copy.job(id) != state.job(id) {
+                            prop_assert!(changes.jobs.binary_search(&id).is_ok(), "job {} changed unreported by {:?}", id, op);
+                        }
+                    }
+                    let array_ids = copy.arrays().keys().chain(state.arrays().keys()).copied().collect::<std::collections::BTreeSet<u64>>();
+                    for id in array_ids {
+                        if copy.array(id) != state.array(id) {
+                            prop_assert!(changes.arrays.binary_search(&id).is_ok(), "array {} changed unreported by {:?}", id, op);
+                        }
+                    }
                 }
             }
             // Terminal jobs never change.

@@ -802,6 +802,27 @@ pub fn queue_table_header() -> String {
     )
 }
 
+/// `s` right-aligned in `width` columns and a space, padded by hand: the
+/// formatter's padding cost more than the rest of a 10 000-line listing
+/// together.
+fn right(out: &mut String, s: &str, width: usize) {
+    const SPACES: &str = "                  ";
+    let n = if s.is_ascii() { s.len() } else { s.chars().count() };
+    out.push_str(&SPACES[..width.saturating_sub(n).min(SPACES.len())]);
+    out.push_str(s);
+    out.push(' ');
+}
+
+/// The queue table's TIME column for `elapsed` seconds.
+pub fn push_table_elapsed(out: &mut String, elapsed: u64) {
+    // Most of a long queue is pending: spare them the formatting.
+    if elapsed == 0 {
+        right(out, "0:00", 10);
+    } else {
+        right(out, &drover_core::time::format_duration(elapsed), 10);
+    }
+}
+
 /// `n` in decimal, in `digits`, without the formatter (listings write
 /// thousands of numbers).
 fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &str {
@@ -855,32 +876,38 @@ impl<'a> JobRow<'a> {
     /// fields cut to their column and right-aligned, the elapsed time as of
     /// `now_ms`, a pending job's reason in parentheses.
     pub fn push_table_line(&self, out: &mut String, now_ms: u64) {
-        const SPACES: &str = "                  ";
+        self.push_table_head(out);
+        self.push_table_time(out, now_ms);
+        self.push_table_tail(out);
+    }
+
+    /// Whether the line's TIME column moves with the clock (a job running).
+    pub fn time_is_live(&self) -> bool {
+        self.start_time.is_some() && self.end_time.is_none()
+    }
+
+    /// The columns before TIME.
+    pub fn push_table_head(&self, out: &mut String) {
         let cut = |s: &'a str, n: usize| s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i]);
-        // By hand: the formatter's padding cost more than the rest of a
-        // 10 000-line listing together.
-        let right = |out: &mut String, s: &str, width: usize| {
-            let n = if s.is_ascii() { s.len() } else { s.chars().count() };
-            out.push_str(&SPACES[..width.saturating_sub(n).min(SPACES.len())]);
-            out.push_str(s);
-            out.push(' ');
-        };
-        let elapsed = match (self.start_time, self.end_time) {
-            (Some(s), Some(e)) => e.saturating_sub(s) / 1000,
-            (Some(s), None) => now_ms.saturating_sub(s) / 1000,
-            _ => 0,
-        };
         right(out, self.id, 18);
         right(out, cut(self.partition, 9), 9);
         right(out, cut(self.name, 8), 8);
         right(out, cut(self.user, 8), 8);
         right(out, self.state_code, 2);
-        // Most of a long queue is pending: spare them the formatting.
-        if elapsed == 0 {
-            right(out, "0:00", 10);
-        } else {
-            right(out, &drover_core::time::format_duration(elapsed), 10);
-        }
+    }
+
+    /// The TIME column as of `now_ms`.
+    pub fn push_table_time(&self, out: &mut String, now_ms: u64) {
+        let elapsed = match (self.start_time, self.end_time) {
+            (Some(s), Some(e)) => e.saturating_sub(s) / 1000,
+            (Some(s), None) => now_ms.saturating_sub(s) / 1000,
+            _ => 0,
+        };
+        push_table_elapsed(out, elapsed);
+    }
+
+    /// The columns after TIME, and the line's end.
+    pub fn push_table_tail(&self, out: &mut String) {
         right(out, decimal(u64::from(self.num_nodes), &mut [0; 20]), 6);
         if self.state_code == "PD" {
             out.push('(');
