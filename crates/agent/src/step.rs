@@ -699,6 +699,39 @@ pub enum Recovered {
 /// counted from its real start; one that ended meanwhile is reported with
 /// the status the fence watchdog recorded (with none: SIGKILL).
 pub async fn recover(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)> {
+    let found = recover_steps(cfg).await;
+    let running: Vec<String> = found
+        .iter()
+        .filter_map(|(r, _, _)| match r {
+            Recovered::Running(step) => Some(cfg.cgroup_name(step.job_id, step.attempt)),
+            Recovered::Ended(_) => None,
+        })
+        .collect();
+    sweep_cgroups(cfg, &running);
+    found
+}
+
+/// Removes the step cgroups an earlier agent of this spool left behind
+/// (killed between making a step's cgroup and removing it), except those of
+/// `running` steps. A cgroup that still holds a process stays: the kernel
+/// refuses to remove it.
+fn sweep_cgroups(cfg: &LauncherConfig, running: &[String]) {
+    let Some((hierarchy, _)) = cfg.cgroup_root.as_deref().and_then(cgroup::detect) else { return };
+    let Ok(dir) = std::fs::read_dir(hierarchy.join("drover")) else { return };
+    let prefix = format!("{}-job", cfg.agent_tag());
+    let mut removed = 0;
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with(&prefix) && !running.contains(&name) && std::fs::remove_dir(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed step cgroups an earlier agent left behind");
+    }
+}
+
+async fn recover_steps(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)> {
     let Ok(dir) = std::fs::read_dir(&cfg.spool_dir) else { return Vec::new() };
     let mut found = Vec::new();
     for entry in dir.flatten() {

@@ -214,6 +214,38 @@ async fn cells_a_killed_agent_left_do_not_stop_new_ones() {
 }
 
 #[tokio::test]
+async fn a_restarted_agent_removes_the_step_cgroups_a_killed_one_left() {
+    let dir = TempDir::new("cgroups-left");
+    let Some(root) = cgroup_v1_root() else { return };
+    let cfg = config(&dir);
+    let parent = root.join("memory/drover");
+    let made = |name: String| {
+        let path = parent.join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    };
+    // Left by a killed agent of this spool: one empty (its step's spool
+    // record gone), one still holding a process; and another agent's.
+    let empty = made(cfg.cgroup_name(81, 0));
+    let busy = made(cfg.cgroup_name(82, 1));
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    std::fs::write(busy.join("cgroup.procs"), child.id().to_string()).unwrap();
+    let other = made("0badc0de-job81.0".to_string());
+    assert!(drover_agent::step::recover(&cfg).await.is_empty());
+    assert!(!empty.exists(), "the empty cgroup is removed");
+    assert!(busy.exists(), "a cgroup holding a process stays");
+    assert!(other.exists(), "another agent's cgroup stays");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for path in [busy, other] {
+        let begun = std::time::Instant::now();
+        while std::fs::remove_dir(&path).is_err() && begun.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
 async fn memory_limit_by_sampling_without_cgroups() {
     let dir = TempDir::new("oom-rss");
     let mut o = order(&dir, 16, HOG);
