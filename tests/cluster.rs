@@ -171,6 +171,11 @@ fn only_proven_identities_act_and_only_on_their_own_jobs() {
     };
     let (status, body) = http(&format!("127.0.0.1:{}", c.port), "POST", "/api/v1/jobs", Some(&cred(1002)), &spec(1001));
     assert_eq!(status, 403, "{body}");
+    // A malformed body is refused naming the value it got wrong.
+    let bad = r#"{"jobs":[{"uid":"many"}]}"#;
+    let (status, body) = http(&format!("127.0.0.1:{}", c.port), "POST", "/api/v1/jobs", Some(&cred(1001)), bad);
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("jobs[0].uid"), "{body}");
     let (status, body) = http(&format!("127.0.0.1:{}", c.port), "POST", "/api/v1/jobs", Some(&cred(1001)), &spec(1001));
     assert_eq!(status, 200, "{body}");
     let id: serde_json::Value = serde_json::from_str(&body).unwrap();

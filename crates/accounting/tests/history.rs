@@ -11,6 +11,7 @@ use drover_core::sched::{self, SchedConfig};
 use drover_core::state::{Requester, StepOutcome};
 use drover_core::step::StepRequest;
 use drover_core::{Command, Resources, State};
+use std::sync::Arc;
 
 /// A state with finished jobs of two users: completed, failed, an array
 /// of three, one with a step.
@@ -39,7 +40,7 @@ fn finished_jobs() -> (State, Vec<JobRecord>) {
             ..Default::default()
         };
         let spec = r.build(&ctx, "#!/bin/sh\n").unwrap();
-        s.apply(Command::Submit { spec: Box::new(spec), now }).unwrap();
+        s.apply(Command::Submit { spec: Arc::new(spec), now }).unwrap();
     };
     submit(&mut s, "alice", 1001, &["-J", "ok"], 1_000);
     submit(&mut s, "bob", 1002, &["-J", "bad", "-A", "physics"], 2_000);
@@ -161,7 +162,7 @@ async fn ten_thousand(db: &Accounting) {
     r.apply_args(&["-a", "0-9999", "-J", "many"]).unwrap();
     let ctx = SubmitContext { user: "carol".into(), uid: 1003, gid: 1003, cwd: "/w".into(), ..Default::default() };
     let spec = r.build(&ctx, "#!/bin/sh\n").unwrap();
-    s.apply(Command::Submit { spec: Box::new(spec), now: 1_000_000 }).unwrap();
+    s.apply(Command::Submit { spec: Arc::new(spec), now: 1_000_000 }).unwrap();
     let plan = sched::schedule(&s, 1_000_000, &SchedConfig::default());
     s.apply(Command::Allocate { plan, now: 1_000_000, term: 0 }).unwrap();
     let running: Vec<u64> = s.active_ids().iter().copied().collect();
@@ -263,7 +264,7 @@ async fn attempts_and_use(db: &Accounting) {
     let mut r = SubmitRequest::default();
     r.apply_args(&["-J", "twice"]).unwrap();
     let ctx = SubmitContext { user: "alice".into(), uid: 1001, gid: 1001, cwd: "/w".into(), ..Default::default() };
-    s.apply(Command::Submit { spec: Box::new(r.build(&ctx, "#!/bin/sh\n").unwrap()), now: 10_000 }).unwrap();
+    s.apply(Command::Submit { spec: Arc::new(r.build(&ctx, "#!/bin/sh\n").unwrap()), now: 10_000 }).unwrap();
     let id = *s.pending_ids().iter().next().unwrap();
     let start = |s: &mut State, now| {
         let plan = sched::schedule(s, now, &SchedConfig::default());

@@ -455,6 +455,7 @@ mod tests {
     use drover_core::sched::{self, SchedConfig};
     use drover_core::state::{CancelFilter, Requester, StepOutcome};
     use drover_core::{Command, JobSpec, Resources};
+    use std::sync::Arc;
 
     /// The listing as it was before any index: every job visited.
     fn by_walk(s: &State, f: &Filter, now: u64) -> String {
@@ -553,7 +554,7 @@ mod tests {
                         spec.array = Some(ArraySpec::parse("0-5").unwrap());
                     }
                     spec.hold = dice.roll(6) == 0;
-                    apply(&mut s, Command::Submit { spec: Box::new(spec), now });
+                    apply(&mut s, Command::Submit { spec: Arc::new(spec), now });
                 }
                 3 | 4 => {
                     let plan = sched::schedule(&s, now, &SchedConfig::default());

@@ -5,9 +5,10 @@ use crate::raft::TypeConfig;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
@@ -18,6 +19,79 @@ type StorageResult<T> = Result<T, StorageError<u64>>;
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// The newest entries as they were appended. Applying (and replicating) a
+/// just-written entry clones it from here instead of reading it back and
+/// parsing it: a submitted job's spec is a shared `Arc`, so a 10 000-job
+/// batch clones in microseconds where parsing took a sixth of the request.
+#[derive(Default)]
+struct Recent {
+    /// Consecutive indexes, ending at the last entry of the log.
+    entries: VecDeque<(Entry<TypeConfig>, usize)>,
+    bytes: usize,
+}
+
+impl Recent {
+    /// Entries kept, at most; and their encoded size, at most.
+    const MAX_ENTRIES: usize = 4096;
+    const MAX_BYTES: usize = 64 << 20;
+
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    fn push(&mut self, entry: Entry<TypeConfig>, size: usize) {
+        let follows = self.entries.back().is_none_or(|(last, _)| last.log_id.index + 1 == entry.log_id.index);
+        if !follows {
+            self.clear();
+        }
+        self.bytes += size;
+        self.entries.push_back((entry, size));
+        while self.entries.len() > Self::MAX_ENTRIES || (self.bytes > Self::MAX_BYTES && self.entries.len() > 1) {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Forgets entries from `index` on (the log was truncated there).
+    fn truncate(&mut self, index: u64) {
+        while self.entries.back().is_some_and(|(e, _)| e.log_id.index >= index) {
+            let (_, size) = self.entries.pop_back().expect("checked");
+            self.bytes -= size;
+        }
+    }
+
+    /// Forgets entries up to `index` (the log was purged there).
+    fn purge(&mut self, index: u64) {
+        while self.first_index().is_some_and(|first| first <= index) {
+            self.pop_front();
+        }
+    }
+
+    /// The entries in `start..end` (`end`: past the last when `None`), if
+    /// all of them are here.
+    fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry<TypeConfig>>> {
+        let first = self.first_index()?;
+        let after_last = first + self.entries.len() as u64;
+        let end = end.unwrap_or(after_last);
+        if start < first || end > after_last {
+            return None;
+        }
+        let (from, to) = ((start - first) as usize, end.saturating_sub(first) as usize);
+        Some(self.entries.range(from..to.max(from)).map(|(e, _)| e.clone()).collect())
+    }
 }
 
 fn io_err<E: std::error::Error + 'static>(e: E) -> AnyError {
@@ -33,7 +107,7 @@ impl LogStore {
             txn.commit().map_err(io_err)
         };
         create().map_err(|e| format!("cannot prepare the raft log: {e}"))?;
-        Ok(LogStore { db })
+        Ok(LogStore { db, recent: Arc::default() })
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, AnyError> {
@@ -62,14 +136,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> StorageResult<Vec<Entry<TypeConfig>>> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => Some(e + 1),
+            Bound::Excluded(&e) => Some(e),
+            Bound::Unbounded => None,
+        };
+        if let Some(entries) = self.recent.lock().expect("recent entries lock").get(start, end) {
+            return Ok(entries);
+        }
         let read = || -> Result<Vec<Entry<TypeConfig>>, AnyError> {
             let txn = self.db.begin_read().map_err(io_err)?;
             let table = txn.open_table(LOG).map_err(io_err)?;
-            let start = match range.start_bound() {
-                Bound::Included(&s) => s,
-                Bound::Excluded(&s) => s + 1,
-                Bound::Unbounded => 0,
-            };
             let mut out = Vec::new();
             for item in table.range(start..).map_err(io_err)? {
                 let (k, v) = item.map_err(io_err)?;
@@ -132,6 +214,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let mut written = Vec::new();
         let write = || -> Result<(), AnyError> {
             let txn = self.db.begin_write().map_err(io_err)?;
             {
@@ -139,6 +222,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 for entry in entries {
                     let bytes = serde_json::to_vec(&entry).map_err(io_err)?;
                     table.insert(entry.log_id.index, bytes.as_slice()).map_err(io_err)?;
+                    written.push((entry, bytes.len()));
                 }
             }
             // redb's default durability fsyncs here: the entries are on disk
@@ -146,15 +230,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             txn.commit().map_err(io_err)
         };
         let result = write();
+        {
+            let mut recent = self.recent.lock().expect("recent entries lock");
+            match &result {
+                Ok(()) => written.into_iter().for_each(|(entry, size)| recent.push(entry, size)),
+                // What is on disk is not known: read it from there.
+                Err(_) => recent.clear(),
+            }
+        }
         callback.log_io_completed(result.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
         result.map_err(|e| StorageIOError::write_logs(e).into())
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
+        self.recent.lock().expect("recent entries lock").truncate(log_id.index);
         self.remove(log_id.index..).map_err(|e| StorageIOError::write_logs(e).into())
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> StorageResult<()> {
+        self.recent.lock().expect("recent entries lock").purge(log_id.index);
         self.write_meta("last_purged", &Some(log_id), Durability::Immediate).map_err(StorageIOError::write_logs)?;
         self.remove(..=log_id.index).map_err(|e| StorageIOError::write_logs(e).into())
     }
@@ -176,5 +270,47 @@ impl LogStore {
             }
         }
         txn.commit().map_err(io_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64) -> Entry<TypeConfig> {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 0), index), payload: EntryPayload::Blank }
+    }
+
+    fn indexes(entries: Option<Vec<Entry<TypeConfig>>>) -> Option<Vec<u64>> {
+        entries.map(|es| es.iter().map(|e| e.log_id.index).collect())
+    }
+
+    #[test]
+    fn recent_entries_answer_only_what_they_hold_whole() {
+        let mut r = Recent::default();
+        assert_eq!(indexes(r.get(0, None)), None, "nothing held: read the disk");
+        (1..=5).for_each(|i| r.push(entry(i), 10));
+        assert_eq!(indexes(r.get(1, None)), Some(vec![1, 2, 3, 4, 5]));
+        assert_eq!(indexes(r.get(2, Some(4))), Some(vec![2, 3]));
+        assert_eq!(indexes(r.get(6, None)), Some(vec![]), "past the end: nothing, as the disk says");
+        assert_eq!(indexes(r.get(0, None)), None, "an older entry is not held");
+        assert_eq!(indexes(r.get(3, Some(7))), None, "nor one past the last");
+        r.truncate(3);
+        assert_eq!(indexes(r.get(1, None)), Some(vec![1, 2]));
+        r.purge(1);
+        assert_eq!(indexes(r.get(1, None)), None);
+        assert_eq!(indexes(r.get(2, None)), Some(vec![2]));
+        assert_eq!(r.bytes, 10);
+        // A gap (after a snapshot was installed, say): start again.
+        r.push(entry(9), 10);
+        assert_eq!(indexes(r.get(9, None)), Some(vec![9]));
+        assert_eq!(indexes(r.get(2, None)), None);
+        // The budget: the oldest go first, the newest always stays.
+        r.push(entry(10), Recent::MAX_BYTES);
+        assert_eq!(indexes(r.get(10, None)), Some(vec![10]));
+        assert_eq!(indexes(r.get(9, None)), None);
+        (11..11 + Recent::MAX_ENTRIES as u64 + 5).for_each(|i| r.push(entry(i), 1));
+        assert_eq!(r.entries.len(), Recent::MAX_ENTRIES);
     }
 }

@@ -4,6 +4,7 @@ use drover_controller::{Controller, Membership, ProposeError, Timing};
 use drover_core::partition::PartitionSpec;
 use drover_core::{Command, Event, JobSpec, Resources};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 struct TempDir(PathBuf);
@@ -48,7 +49,7 @@ async fn setup(c: &Controller) {
 }
 
 fn submit(now: u64) -> Command {
-    Command::Submit { spec: Box::new(JobSpec::simple("alice", "#!/bin/sh\ntrue\n")), now }
+    Command::Submit { spec: Arc::new(JobSpec::simple("alice", "#!/bin/sh\ntrue\n")), now }
 }
 
 /// Waits until the restarted controller has re-applied its log.
@@ -75,7 +76,7 @@ async fn acknowledged_jobs_survive_a_restart() {
     // A refused command is committed, applied, refused — and changes nothing.
     let mut bad = JobSpec::simple("alice", "");
     bad.partition = Some("nosuch".into());
-    match c.propose(Command::Submit { spec: Box::new(bad), now: 20 }).await {
+    match c.propose(Command::Submit { spec: Arc::new(bad), now: 20 }).await {
         Err(ProposeError::Refused(e)) => assert!(e.to_string().contains("invalid partition name"), "{e}"),
         other => panic!("expected a refusal, got {other:?}"),
     }

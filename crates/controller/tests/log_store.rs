@@ -1,7 +1,5 @@
 //! The log store and state machine against openraft's own storage test
-//! suite (append, read back, truncate, purge, vote, membership, snapshots),
-//! plus the writer thread's group commit: entries readable before they are
-//! flushed, and on disk once openraft hears they are.
+//! suite (append, read back, truncate, purge, vote, membership, snapshots).
 
 use drover_controller::log_store::LogStore;
 use drover_controller::machine::Machine;

@@ -73,7 +73,7 @@ fn with_pending(nodes: usize, pending: usize) -> State {
     let mut s = cluster(nodes);
     let script: Arc<str> = Arc::from("#!/bin/bash\n#SBATCH -t 10\nsrun ./simulate --step 1\n");
     let specs: Vec<JobSpec> = (0..pending).map(|i| job(i, &script)).collect();
-    s.apply(Command::SubmitBatch { specs, now: 1_000 }).unwrap();
+    s.apply(Command::SubmitBatch { specs: specs.into_iter().map(Arc::new).collect(), now: 1_000 }).unwrap();
     s
 }
 
@@ -84,12 +84,12 @@ fn full(nodes: usize, pending: usize) -> State {
     let script: Arc<str> = Arc::from("x");
     let mut fill = job(0, &script);
     fill.cpus_per_task = 32;
-    s.apply(Command::SubmitBatch { specs: vec![fill; nodes], now: 500 }).unwrap();
+    s.apply(Command::SubmitBatch { specs: (0..nodes).map(|_| Arc::new(fill.clone())).collect(), now: 500 }).unwrap();
     let plan = sched::schedule(&s, 600, &SchedConfig::default());
     assert_eq!(plan.allocations.len(), nodes);
     s.apply(Command::Allocate { plan, now: 600, term: 0 }).unwrap();
     let specs: Vec<JobSpec> = (0..pending).map(|i| job(i, &script)).collect();
-    s.apply(Command::SubmitBatch { specs, now: 1_000 }).unwrap();
+    s.apply(Command::SubmitBatch { specs: specs.into_iter().map(Arc::new).collect(), now: 1_000 }).unwrap();
     s
 }
 
@@ -113,9 +113,9 @@ fn scheduling(c: &mut Criterion) {
     let mut g = c.benchmark_group("schedule_10k_held_2_nodes");
     let mut held = cluster(2);
     let script: Arc<str> = Arc::from("#!/bin/sh\ntrue\n");
-    let specs = (0..10_000).map(|i| JobSpec { hold: true, ..job(i, &script) }).collect();
-    held.apply(Command::SubmitBatch { specs, now: 1_000 }).unwrap();
-    held.apply(Command::Submit { spec: Box::new(job(10_000, &script)), now: 1_001 }).unwrap();
+    let specs: Vec<JobSpec> = (0..10_000).map(|i| JobSpec { hold: true, ..job(i, &script) }).collect();
+    held.apply(Command::SubmitBatch { specs: specs.into_iter().map(Arc::new).collect(), now: 1_000 }).unwrap();
+    held.apply(Command::Submit { spec: Arc::new(job(10_000, &script)), now: 1_001 }).unwrap();
     g.bench_function("one_new_job", |b| b.iter(|| black_box(sched::schedule(&held, 2_000, &SchedConfig::default()))));
     g.finish();
 }
@@ -135,7 +135,7 @@ fn apply(c: &mut Criterion) {
     g.bench_function("submit", |b| {
         b.iter_batched_ref(
             || (base.clone(), job(1, &script)),
-            |(s, spec)| s.apply(Command::Submit { spec: Box::new(spec.clone()), now: 5 }).unwrap(),
+            |(s, spec)| s.apply(Command::Submit { spec: Arc::new(spec.clone()), now: 5 }).unwrap(),
             BatchSize::SmallInput,
         )
     });
@@ -145,7 +145,7 @@ fn apply(c: &mut Criterion) {
         let spec = job(1, &script);
         b.iter(|| {
             now += 1;
-            let ev = s.apply(Command::Submit { spec: Box::new(spec.clone()), now }).unwrap();
+            let ev = s.apply(Command::Submit { spec: Arc::new(spec.clone()), now }).unwrap();
             let id = match ev[0] {
                 drover_core::Event::JobSubmitted { job, .. } => job,
                 _ => unreachable!(),
@@ -184,14 +184,14 @@ fn memory(_: &mut Criterion) {
     let specs: Vec<JobSpec> = (0..PENDING).map(|i| job(i, &script)).collect();
     let mut s = s;
     let before = LIVE.load(Ordering::Relaxed);
-    s.apply(Command::SubmitBatch { specs, now: 1_000 }).unwrap();
+    s.apply(Command::SubmitBatch { specs: specs.into_iter().map(Arc::new).collect(), now: 1_000 }).unwrap();
     let after = LIVE.load(Ordering::Relaxed);
     let per_job = (after - before) as f64 / PENDING as f64;
     eprintln!("memory: {per_job:.0} bytes per pending job ({PENDING} jobs, shared script)");
     let before = LIVE.load(Ordering::Relaxed);
     let mut one = JobSpec::simple("alice", "#!/bin/sh\n");
     one.array = Some(drover_core::array::ArraySpec::parse("0-99999").unwrap());
-    s.apply(Command::Submit { spec: Box::new(one), now: 2_000 }).unwrap();
+    s.apply(Command::Submit { spec: Arc::new(one), now: 2_000 }).unwrap();
     eprintln!("memory: a 100000-task array costs {} bytes pending", LIVE.load(Ordering::Relaxed) - before);
     black_box(&s);
 }

@@ -432,7 +432,7 @@ mod tests {
             ..Default::default()
         };
         let spec = r.build(&ctx, "#!/bin/sh\n").unwrap();
-        s.apply(Command::Submit { spec: Box::new(spec), now: 0 }).unwrap();
+        s.apply(Command::Submit { spec: Arc::new(spec), now: 0 }).unwrap();
         let plan = sched::schedule(&s, 0, &SchedConfig::default());
         let ev = s.apply(Command::Allocate { plan, now: 0, term: 0 }).unwrap();
         let id = ev

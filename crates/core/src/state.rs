@@ -119,13 +119,15 @@ pub enum StepOutcome {
 pub enum Command {
     Configure(Config),
     SetPartition(PartitionSpec),
+    /// A spec is shared, not owned: the job keeps this very `Arc`, and the
+    /// log's copy of a just-appended entry costs no deep clone to apply.
     Submit {
-        spec: Box<JobSpec>,
+        spec: Arc<JobSpec>,
         now: Time,
     },
     /// Many jobs at once: all are accepted or none.
     SubmitBatch {
-        specs: Vec<JobSpec>,
+        specs: Vec<Arc<JobSpec>>,
         now: Time,
     },
     Cancel {
@@ -877,7 +879,7 @@ impl State {
             Command::SetPartition(spec) => self.set_partition(spec)?,
             Command::Submit { spec, now } => {
                 self.validate_submit(&spec)?;
-                self.submit(*spec, now, &mut ev);
+                self.submit(spec, now, &mut ev);
             }
             Command::SubmitBatch { specs, now } => {
                 for (index, spec) in specs.iter().enumerate() {
@@ -1113,7 +1115,7 @@ impl State {
         Ok(())
     }
 
-    fn submit(&mut self, spec: JobSpec, now: Time, ev: &mut Vec<Event>) {
+    fn submit(&mut self, spec: Arc<JobSpec>, now: Time, ev: &mut Vec<Event>) {
         let id = self.next_job_id;
         self.next_job_id += 1;
         let eligible_time = spec.begin.map_or(now, crate::secs);
@@ -1126,7 +1128,7 @@ impl State {
                 id,
                 ArrayJob {
                     id,
-                    spec: Arc::new(spec),
+                    spec,
                     pending: tasks,
                     reason,
                     held_by_admin: held,
@@ -1148,7 +1150,7 @@ impl State {
                 Job {
                     id,
                     array: None,
-                    spec: Arc::new(spec),
+                    spec,
                     state: JobState::Pending,
                     reason,
                     held_by_admin: held,
@@ -2400,13 +2402,13 @@ mod tests {
     fn a_batch_applies_each_command_on_its_own() {
         let mut s = State::default();
         s.apply(Command::SetPartition(PartitionSpec { is_default: true, ..PartitionSpec::new("p", "ALL") })).unwrap();
-        let submit = |now| Command::Submit { spec: Box::new(JobSpec::simple("a", "")), now };
+        let submit = |now| Command::Submit { spec: Arc::new(JobSpec::simple("a", "")), now };
         let mut bad = JobSpec::simple("a", "");
         bad.partition = Some("nosuch".into());
         let ev = s
             .apply(Command::Batch(vec![
                 submit(1),
-                Command::Submit { spec: Box::new(bad), now: 2 },
+                Command::Submit { spec: Arc::new(bad), now: 2 },
                 Command::Batch(vec![]),
                 submit(3),
             ]))

@@ -18,6 +18,7 @@ use drover_core::step::{JobUpdate, StepRequest};
 use drover_core::{hostlist, memory, partition::PartitionSpec, time, Command, JobState, Resources, State, Time};
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 
 struct Runner {
     state: State,
@@ -196,8 +197,11 @@ impl Runner {
                     ..Default::default()
                 };
                 match req.build(&ctx, script) {
-                    Ok(spec) if count == 1 => self.apply(Command::Submit { spec: Box::new(spec), now }, out),
-                    Ok(spec) => self.apply(Command::SubmitBatch { specs: vec![spec; count], now }, out),
+                    Ok(spec) if count == 1 => self.apply(Command::Submit { spec: Arc::new(spec), now }, out),
+                    Ok(spec) => self.apply(
+                        Command::SubmitBatch { specs: (0..count).map(|_| Arc::new(spec.clone())).collect(), now },
+                        out,
+                    ),
                     Err(e) => writeln!(out, "error: {e}").unwrap(),
                 }
             }

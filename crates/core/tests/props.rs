@@ -12,6 +12,7 @@ use drover_core::state::{CancelFilter, Config, Requester, Snapshot, StepOutcome}
 use drover_core::{hostlist, memory, script, time, Command, Event, JobSpec, JobState, NodeState, Resources, State};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 const NODES: usize = 3;
 
@@ -138,7 +139,7 @@ fn to_commands(state: &State, op: &Op, now: u64) -> Vec<Command> {
                     spec.dependency = Some(Dependency::parse(&text).unwrap());
                 }
             }
-            vec![Command::Submit { spec: Box::new(spec), now }]
+            vec![Command::Submit { spec: Arc::new(spec), now }]
         }
         Op::Schedule { best_fit, backfill } => {
             let cfg = SchedConfig {
