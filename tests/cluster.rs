@@ -369,3 +369,36 @@ fn ready_cells(agents: &[i32]) -> Vec<(std::path::PathBuf, i32)> {
     }
     found
 }
+
+/// How many scheduling passes the controller has run, from its metrics.
+fn passes(c: &Cluster) -> u64 {
+    let text = http(&format!("127.0.0.1:{}", c.port), "GET", "/metrics", None, "").1;
+    text.lines()
+        .find_map(|l| l.strip_prefix("drover_scheduler_pass_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pass count in the metrics:\n{text}"))
+}
+
+#[test]
+fn the_scheduler_passes_only_when_something_changed_or_a_job_waits_on_the_clock() {
+    let c = Cluster::start("passes", 1, 7);
+    for _ in 0..3 {
+        c.submit(&["-H", "-o", "/dev/null", "--wrap", "true"]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // Held jobs wait on a release, not on the clock: an idle cluster does
+    // not plan again and again.
+    let before = passes(&c);
+    std::thread::sleep(Duration::from_millis(2_500));
+    assert_eq!(passes(&c), before, "passes ran while nothing changed");
+    // A begin time is the clock's business: the job starts when it is due.
+    let begin = std::time::SystemTime::now() + Duration::from_secs(2);
+    let at = format!("@{}", begin.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 1);
+    let job = c.submit(&["--begin", &at, "-o", "/dev/null", "--wrap", "true"]);
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while state_of(&c, &job) != "COMPLETED" {
+        assert!(Instant::now() < deadline, "the job with a begin time did not run within 4 s of it");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(std::time::SystemTime::now() >= begin, "the job ran before its begin time");
+}

@@ -21,14 +21,18 @@ fn may_unblock(e: &Event) -> bool {
             | Event::JobFinished { .. }
             | Event::JobRequeued { .. }
             | Event::JobReleased { .. }
+            | Event::JobUpdated { .. }
             | Event::NodeRegistered { .. }
             | Event::NodeStateChanged { .. }
             | Event::ArrayTasksCancelled { .. }
+            | Event::LeaderElected { .. }
     )
 }
 
 /// Runs a scheduling pass whenever something changed that could let a job
-/// start, and once a second while jobs wait on time. Passes are at least
+/// start, and once a second while some job waits on time (the last pass
+/// says whether one does): a queue of held or blocked jobs costs nothing
+/// while nothing happens. Passes are at least
 /// `coalesce` apart: a lone submission is planned at once, a burst shares
 /// passes.
 pub async fn schedule(
@@ -40,6 +44,9 @@ pub async fn schedule(
 ) {
     let mut events = ctl.shared.subscribe();
     let mut dirty = true;
+    // Until a pass of this leader says otherwise, assume some job waits on
+    // the clock.
+    let mut waits_on_time = true;
     let mut last_pass = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -48,7 +55,8 @@ pub async fn schedule(
                 Some((_, e)) => dirty |= may_unblock(&e),
                 None => return,
             },
-            _ = tick.tick() => {
+            // A pass that could not be committed is retried on the tick.
+            _ = tick.tick(), if waits_on_time || dirty => {
                 // Begin times and requeue back-offs expire with time alone.
                 dirty |= ctl.shared.read(|s| !s.pending_ids().is_empty() || !s.arrays_pending().is_empty());
             }
@@ -61,6 +69,7 @@ pub async fn schedule(
         while events.try_recv().is_ok() {}
         dirty = false;
         if !ctl.is_leader() {
+            waits_on_time = true;
             continue;
         }
         // The term is read before the state: a plan made from this state is
@@ -69,14 +78,17 @@ pub async fn schedule(
         let now = now_ms();
         let planning = Instant::now();
         let usage = usage.read().expect("usage lock").clone();
-        let (plan, considered) = ctl.shared.read(|s| {
+        let (plan, considered, outlook) = ctl.shared.read(|s| {
             let waiting = s.pending_ids().len() + s.arrays_pending().len();
-            let plan = match cfg.priority.weight_fairshare {
-                0 => sched::schedule(s, now, &cfg),
-                _ => sched::schedule_with(s, now, &cfg, &sched::FairShare { base: &cfg.priority, usage: &usage }),
+            let fair_share = sched::FairShare { base: &cfg.priority, usage: &usage };
+            let policy: &dyn sched::PriorityPolicy = match cfg.priority.weight_fairshare {
+                0 => &cfg.priority,
+                _ => &fair_share,
             };
-            (plan, waiting)
+            let (plan, outlook) = sched::schedule_with_outlook(s, now, &cfg, policy);
+            (plan, waiting, outlook)
         });
+        waits_on_time = outlook.waits_on_time;
         metrics.pass(planning.elapsed(), considered, plan.allocations.len());
         last_pass = tokio::time::Instant::now();
         if plan.is_empty() {

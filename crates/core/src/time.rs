@@ -95,7 +95,11 @@ pub fn parse_begin(text: &str, now_secs: u64) -> Result<u64, String> {
         return Ok(now_secs.saturating_add(n.saturating_mul(mult)));
     }
     if let Some(epoch) = t.strip_prefix('@') {
-        return number(epoch, "epoch seconds");
+        // Not `number`: today's epoch seconds have ten digits.
+        return match epoch.parse::<u64>() {
+            Ok(secs) if epoch.bytes().all(|b| b.is_ascii_digit()) && secs < 253_402_300_800 => Ok(secs),
+            _ => Err(format!("'@{epoch}' is not seconds since 1970 before the year 10000")),
+        };
     }
     if t.contains('-') {
         let (date, clock) = match t.split_once('T') {
@@ -225,6 +229,8 @@ mod tests {
         let now = 1_700_000_000; // 2023-11-14T22:13:20Z
         assert_eq!(parse_begin("now", now), Ok(now));
         assert_eq!(parse_begin("now+1hour", now), Ok(now + 3600));
+        assert_eq!(parse_begin("@1795381653", now), Ok(1_795_381_653), "a current epoch has ten digits");
+        assert!(parse_begin("@-5", now).is_err() && parse_begin("@99999999999999", now).is_err());
         assert_eq!(parse_begin("now+90", now), Ok(now + 90));
         assert_eq!(parse_begin("now+2days", now), Ok(now + 2 * 86400));
         assert_eq!(parse_begin("2023-11-15", now), Ok(1_700_006_400));

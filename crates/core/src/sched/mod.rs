@@ -98,6 +98,25 @@ pub fn schedule(state: &State, now: Time, cfg: &SchedConfig) -> Plan {
 
 /// One scheduling pass with any priority policy (fair-share, tests).
 pub fn schedule_with(state: &State, now: Time, cfg: &SchedConfig, policy: &dyn PriorityPolicy) -> Plan {
+    Pass::new(state, now, cfg).run(policy).0
+}
+
+/// What a pass saw beyond its plan.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outlook {
+    /// Some job waits on the clock (a begin time, a requeue back-off, an
+    /// `after` dependency on another job's start): only then must passes
+    /// go on while no event says anything changed.
+    pub waits_on_time: bool,
+}
+
+/// [`schedule_with`], and what the pass saw.
+pub fn schedule_with_outlook(
+    state: &State,
+    now: Time,
+    cfg: &SchedConfig,
+    policy: &dyn PriorityPolicy,
+) -> (Plan, Outlook) {
     Pass::new(state, now, cfg).run(policy)
 }
 
@@ -141,6 +160,7 @@ struct Pass<'a> {
     /// so first fit starts here (free resources only shrink in a pass).
     first_open: Vec<usize>,
     plan: Plan,
+    outlook: Outlook,
 }
 
 /// The parts of a request that decide whether it fits, for jobs without
@@ -221,6 +241,7 @@ impl<'a> Pass<'a> {
             blocked: vec![false; state.partitions().len()],
             first_open: vec![0; state.partitions().len()],
             plan: Plan::default(),
+            outlook: Outlook::default(),
         }
     }
 
@@ -229,7 +250,7 @@ impl<'a> Pass<'a> {
         self.state.partitions().iter().position(|x| x.name() == p.name())
     }
 
-    fn run(mut self, policy: &dyn PriorityPolicy) -> Plan {
+    fn run(mut self, policy: &dyn PriorityPolicy) -> (Plan, Outlook) {
         let candidates = self.candidates(policy);
         let mut reservations: Vec<Reservation<'a>> = Vec::new();
         for c in &candidates {
@@ -257,7 +278,7 @@ impl<'a> Pass<'a> {
                 }
             }
         }
-        self.plan
+        (self.plan, self.outlook)
     }
 
     /// Tries to start one job (or array task); returns whether it started.
@@ -420,6 +441,7 @@ impl<'a> Pass<'a> {
         let mut out = Vec::with_capacity(state.pending_ids().len() + state.arrays_pending().len());
         let mut blocked: Vec<(JobKey, PendingReason, PendingReason)> = Vec::new();
         let mut cancel = Vec::new();
+        let mut waits_on_time = false;
         let now = self.now;
         let mut consider = |key: JobKey,
                             order_id: JobId,
@@ -437,11 +459,20 @@ impl<'a> Pass<'a> {
             let why = if !p.spec.up {
                 Some(PendingReason::PartitionDown)
             } else if eligible > now {
+                waits_on_time = true;
                 Some(PendingReason::BeginTime)
             } else {
                 match dep() {
                     DepStatus::Satisfied => None,
-                    DepStatus::Waiting => Some(PendingReason::Dependency),
+                    DepStatus::Waiting => {
+                        // `after` waits for a start (no event wakes the
+                        // scheduler for one) or for minutes after it.
+                        let after = |d: &crate::dependency::Dependency| {
+                            d.conditions.iter().any(|c| c.kind == crate::dependency::DepKind::After)
+                        };
+                        waits_on_time |= spec.dependency.as_ref().is_some_and(after);
+                        Some(PendingReason::Dependency)
+                    }
                     DepStatus::Never => {
                         if let (true, JobKey::Job(id)) = (spec.kill_on_invalid_dep, key) {
                             cancel.push(id);
@@ -510,6 +541,7 @@ impl<'a> Pass<'a> {
             }
         }
         self.plan.cancel = cancel;
+        self.outlook.waits_on_time = waits_on_time;
         out.sort_by(|a, b| {
             b.priority.cmp(&a.priority).then(a.order_id.cmp(&b.order_id)).then(a.key.order().cmp(&b.key.order()))
         });
@@ -567,4 +599,48 @@ pub fn describe_misfit(state: &State, spec: &JobSpec, part: &Partition) -> Strin
         crate::memory::format_mb(best.mem_mb),
         best.gpus,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dependency::Dependency;
+    use crate::partition::PartitionSpec;
+    use crate::state::Command;
+    use std::sync::Arc;
+
+    /// One 4-CPU node, one running job filling it, and `waiting` submitted.
+    fn outlook_with(waiting: JobSpec) -> Outlook {
+        let mut s = State::default();
+        s.apply(Command::SetPartition(PartitionSpec { is_default: true, ..PartitionSpec::new("p", "n1") })).unwrap();
+        let total = Resources::new(4, 4096, 0);
+        let register = Command::RegisterNode {
+            name: "n1".into(),
+            addr: String::new(),
+            total,
+            features: vec![],
+            known_steps: vec![],
+            now: 0,
+        };
+        s.apply(register).unwrap();
+        let mut filler = JobSpec::simple("u", "true");
+        filler.cpus_per_task = 4;
+        s.apply(Command::Submit { spec: Arc::new(filler), now: 1 }).unwrap();
+        let plan = schedule(&s, 2, &SchedConfig::default());
+        s.apply(Command::Allocate { plan, now: 2, term: 0 }).unwrap();
+        s.apply(Command::Submit { spec: Arc::new(waiting), now: 3 }).unwrap();
+        schedule_with_outlook(&s, 4, &SchedConfig::default(), &SchedConfig::default().priority).1
+    }
+
+    #[test]
+    fn a_pass_tells_whether_some_job_waits_on_the_clock() {
+        let job = || JobSpec::simple("u", "true");
+        let waits = |spec: JobSpec| outlook_with(spec).waits_on_time;
+        assert!(!waits(job()), "waiting for resources: the end of a job wakes the scheduler");
+        assert!(!waits(JobSpec { hold: true, ..job() }), "held: a release wakes it");
+        assert!(waits(JobSpec { begin: Some(3_600), ..job() }), "a begin time is the clock's");
+        let after = |text: &str| JobSpec { dependency: Some(Dependency::parse(text).unwrap()), ..job() };
+        assert!(!waits(after("afterok:1")), "an end wakes the scheduler");
+        assert!(waits(after("after:1+5")), "minutes after a start are the clock's");
+    }
 }
