@@ -1,7 +1,9 @@
 //! Job listings (`GET /api/v1/jobs`): which jobs a query selects, and how
-//! they go out — full JSON views, or the compact TSV rows a queue listing
-//! needs. The filter and the TSV rows read the state directly: building a
-//! full view per job cost more than everything else in a 10 000-job listing.
+//! they go out — full JSON views, the compact TSV rows other front ends
+//! read, or `drover queue`'s table. The filter and the TSV rows read the
+//! state directly: building a full view per job cost more than everything
+//! else in a 10 000-job listing. The table comes from a [`TableIndex`] of
+//! rows kept rendered beside the state.
 
 use drover_core::changes::Changes;
 use drover_core::job::{Job, JobRef};

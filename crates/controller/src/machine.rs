@@ -33,6 +33,17 @@ pub struct AppliedState {
 }
 
 impl AppliedState {
+    fn new(state: State) -> AppliedState {
+        let mut applied = AppliedState {
+            state: State::default(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+            table: Mutex::new(TableIndex::new()),
+        };
+        applied.set_state(state);
+        applied
+    }
+
     /// Puts `state` in place, with a table index that will render it whole.
     fn set_state(&mut self, mut state: State) {
         state.track_changes();
@@ -99,13 +110,7 @@ impl Machine {
         let txn = db.begin_write().map_err(err)?;
         txn.open_table(SNAPSHOT).map_err(err)?;
         txn.commit().map_err(err)?;
-        let mut applied = AppliedState {
-            state: State::default(),
-            last_applied: None,
-            membership: StoredMembership::default(),
-            table: Mutex::new(TableIndex::new()),
-        };
-        applied.set_state(State::default());
+        let mut applied = AppliedState::new(State::default());
         if let Some(stored) = load_snapshot(&db)? {
             let core: CoreSnapshot = serde_json::from_slice(&stored.data).map_err(err)?;
             applied.set_state(State::restore(core));
