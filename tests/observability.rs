@@ -84,7 +84,13 @@ fn metrics_pass_promtool_and_follow_jobs() {
     });
     let (agent, agent_busy) = seen.unwrap();
     assert!(
-        sample(&agent_busy, "drover_job_rss_bytes{", &[&format!("job_id=\"{busy}\""), "user=\"root\""]).unwrap() > 0.0
+        sample(
+            &agent_busy,
+            "drover_job_rss_bytes{",
+            &[&format!("job_id=\"{busy}\""), "user=\"root\"", "partition=\"debug\""]
+        )
+        .unwrap()
+            > 0.0
     );
     assert!(sample(&agent_busy, "node_memory_MemTotal_bytes{", &[]).unwrap() > 0.0, "{agent_busy}");
     promtool_check("an agent's /metrics", &agent_busy);

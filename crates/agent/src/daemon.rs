@@ -341,8 +341,9 @@ impl Agent {
                         Ok(step) => {
                             tracing::info!(job_id = key, attempt, pid = step.pid, "started job {}", order.display_id);
                             agent.report(key, attempt, None);
-                            // After the report: reading the step's labels must not delay it.
-                            agent.metrics.track(key, step.pid);
+                            let partition = order.env.iter().find(|(k, _)| k == "SLURM_JOB_PARTITION");
+                            let partition = partition.map_or("", |(_, v)| v.as_str());
+                            agent.metrics.track_launched(key, step.pid, &order.user, partition);
                             let report = step.wait().await;
                             tracing::info!(job_id = key, attempt, outcome = ?report.outcome, "job {} ended", order.display_id);
                             report
