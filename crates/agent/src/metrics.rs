@@ -44,16 +44,14 @@ impl HostMetrics {
         Arc::new(HostMetrics { node: node.to_string(), ..HostMetrics::default() })
     }
 
-    /// Starts following a job's step, whose labels are read from the
-    /// process itself (so re-attached steps get them too).
-    /// Tracks a step this agent launched, labelled from its order.
+    /// Starts following a step this agent launched, labelled from its order.
     pub fn track_launched(&self, job: u64, pid: i32, user: &str, partition: &str) {
         let tracked = Tracked { pid, user: user.to_string(), partition: partition.to_string() };
         self.jobs.lock().expect("tracked jobs lock").insert(job, tracked);
     }
 
-    /// Tracks a step an earlier agent launched: its labels come from the
-    /// process (its environment and uid).
+    /// Starts following a step an earlier agent launched: its labels come
+    /// from the process (its environment and uid).
     pub fn track(&self, job: u64, pid: i32) {
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
         let partition = environ

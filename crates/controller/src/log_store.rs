@@ -60,6 +60,12 @@ impl Recent {
         }
     }
 
+    fn pop_back(&mut self) {
+        if let Some((_, size)) = self.entries.pop_back() {
+            self.bytes -= size;
+        }
+    }
+
     fn clear(&mut self) {
         self.entries.clear();
         self.bytes = 0;
@@ -68,8 +74,7 @@ impl Recent {
     /// Forgets entries from `index` on (the log was truncated there).
     fn truncate(&mut self, index: u64) {
         while self.entries.back().is_some_and(|(e, _)| e.log_id.index >= index) {
-            let (_, size) = self.entries.pop_back().expect("checked");
-            self.bytes -= size;
+            self.pop_back();
         }
     }
 

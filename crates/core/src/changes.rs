@@ -86,9 +86,3 @@ pub struct Changes {
     /// a job without one shows the default's name): redo everything.
     pub all: bool,
 }
-
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        !self.all && self.jobs.is_empty() && self.arrays.is_empty()
-    }
-}
