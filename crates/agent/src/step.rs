@@ -244,23 +244,14 @@ impl ChildSetup {
     }
 }
 
-/// The user's supplementary groups, as login would set them.
-pub(crate) fn groups_of(user: &str, gid: u32) -> Vec<libc::gid_t> {
-    let Ok(name) = CString::new(user) else { return vec![gid] };
-    let mut n: libc::c_int = 64;
-    loop {
-        let mut buf = vec![0 as libc::gid_t; n as usize];
-        let mut count = n;
-        // SAFETY: buf holds `count` entries; getgrouplist writes at most that.
-        let r = unsafe { libc::getgrouplist(name.as_ptr(), gid, buf.as_mut_ptr(), &mut count) };
-        if r >= 0 {
-            buf.truncate(count as usize);
-            return buf;
-        }
-        if count <= n || n > 65536 {
-            return vec![gid];
-        }
-        n = count;
+/// The groups a job of `uid` runs with, as login would set them: from this
+/// host's user database for the uid, never from the order's user name (a
+/// forged name would bring another account's groups). An unknown uid gets
+/// its primary group alone.
+pub(crate) fn groups_of(uid: u32, gid: u32) -> Vec<libc::gid_t> {
+    match drover_auth::Account::of_uid(uid) {
+        Some(account) => drover_auth::account::group_list(&account.name, gid),
+        None => vec![gid],
     }
 }
 
@@ -344,11 +335,11 @@ pub async fn launch_controlled(
     let (memory, cell) = match (order.mem_limit_mb, &cfg.cgroup_root) {
         (Some(mb), Some(root)) => {
             let name = cfg.cgroup_name(order.job_id, order.attempt);
-            match cfg.ready.as_ref().and_then(|r| r.take(&name, mb * 1024 * 1024)) {
+            match cfg.ready.as_ref().and_then(|r| r.take(&name, mb.saturating_mul(1024 * 1024))) {
                 Some((memory, waiting)) => (Some(memory), Some(waiting)),
                 None => (
                     cgroup::detect(root).and_then(|(hierarchy, version)| {
-                        MemoryCgroup::create(&hierarchy, version, &name, mb * 1024 * 1024).ok()
+                        MemoryCgroup::create(&hierarchy, version, &name, mb.saturating_mul(1024 * 1024)).ok()
                     }),
                     None,
                 ),
@@ -378,7 +369,7 @@ pub async fn launch_controlled(
         pid_file: cstring(&step_dir.join("pid").display().to_string())?,
         cgroup_procs: if cell.is_some() { None } else { cgroup_procs.clone() },
         cpus,
-        user: switch_user.then(|| (order.uid, order.gid, groups_of(&order.user, order.gid))),
+        user: switch_user.then(|| (order.uid, order.gid, groups_of(order.uid, order.gid))),
         work_dir: cstring(&order.work_dir)?,
         stdin: cstring(order.stdin.as_deref().unwrap_or("/dev/null"))?,
         stdout: cstring(&order.stdout)?,
@@ -438,12 +429,12 @@ pub async fn launch_controlled(
 
     let warn_at = match (&order.signal, order.time_limit) {
         (Some(sig), Some(limit)) => {
-            Some((started + Duration::from_secs(limit.saturating_sub(u64::from(sig.secs_before))), sig.clone()))
+            Some((after(started, limit.saturating_sub(u64::from(sig.secs_before))), sig.clone()))
         }
         _ => None,
     };
     let rss_limit = match (&memory, order.mem_limit_mb) {
-        (None, Some(mb)) => Some(mb * 1024 * 1024),
+        (None, Some(mb)) => Some(mb.saturating_mul(1024 * 1024)),
         _ => None,
     };
     let supervised = Supervised {
@@ -452,13 +443,21 @@ pub async fn launch_controlled(
         pid,
         process: Process::Child(child),
         started,
-        limit: order.time_limit.map(|s| started + Duration::from_secs(s)),
+        limit: order.time_limit.map(|s| after(started, s)),
         warn_at,
         rss_limit,
         memory,
         step_dir,
     };
     Ok(supervised.start(cfg, control, controls))
+}
+
+/// `secs` after `start`. A limit comes from the controller (or a journal a
+/// restarted agent reads back): whatever its size, this never overflows —
+/// anything past the longest limit a job may have is that limit.
+fn after(start: Instant, secs: u64) -> Instant {
+    let secs = secs.min(drover_core::limits::MAX_TIME_SECS);
+    start.checked_add(Duration::from_secs(secs)).unwrap_or(start)
 }
 
 fn epoch_ms() -> u64 {
@@ -642,7 +641,7 @@ impl Supervised {
                     }
                     Control::Cancel => {}
                     Control::Signal(sig) => signal_group(pid, sig),
-                    Control::Limit(secs) => limit = secs.map(|s| started + Duration::from_secs(s)),
+                    Control::Limit(secs) => limit = secs.map(|s| after(started, s)),
                 },
             }
         };
@@ -767,7 +766,7 @@ async fn recover_steps(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32
                 pid,
                 process: Process::Adopted(spawn::Adopted::new(pid, exit_file)),
                 started,
-                limit: journal.time_limit_s.map(|s| started + Duration::from_secs(s)),
+                limit: journal.time_limit_s.map(|s| after(started, s)),
                 warn_at: None,
                 rss_limit: None,
                 memory,

@@ -7,6 +7,9 @@
 //! controller accepts a request only with a credential whose signature is
 //! right, that has not expired, and that it has not seen before.
 
+pub mod account;
+
+pub use account::Account;
 use hmac::{KeyInit, Mac};
 use std::collections::HashMap;
 use std::io::{Read, Write};

@@ -8,6 +8,7 @@
 //! group — the same code path as HA, which only adds members.
 
 pub mod accounting;
+pub mod admission;
 mod dispatch;
 mod events;
 mod leadership;

@@ -161,6 +161,29 @@ impl RaftSnapshotBuilder<TypeConfig> for Machine {
     }
 }
 
+/// Applies one committed command; a command that panics is refused instead.
+///
+/// Every request is checked before it is proposed and `apply` checks again
+/// before it changes anything, so this should never catch. It is here
+/// because an entry is replicated before it is applied: a panic would take
+/// every controller down, and again at every restart as it replays the
+/// entry. Catching it is deterministic — each replica runs the same code on
+/// the same state — so the group stays in agreement and keeps serving.
+fn apply_guarded(state: &mut State, cmd: Command, index: u64) -> Result<Vec<Event>, CommandError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.apply(cmd))) {
+        Ok(result) => result,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(index, panic = %what, "a committed entry panicked while applied; refused");
+            Err(CommandError::Invalid(format!("entry {index} could not be applied: {what}")))
+        }
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for Machine {
     type SnapshotBuilder = Machine;
 
@@ -194,7 +217,7 @@ impl RaftStateMachine<TypeConfig> for Machine {
                                 entry.log_id.leader_id.term
                             )))
                         }
-                        cmd => inner.state.apply(cmd),
+                        cmd => apply_guarded(&mut inner.state, cmd, entry.log_id.index),
                     };
                     if let Ok(events) = &result {
                         self.shared.publish(entry.log_id.index, events);

@@ -402,8 +402,10 @@ impl Metrics {
             let l = labels(&[("node", &n.name)]);
             self.node_cpus.get_or_create(&l).set(i64::from(n.total.cpus));
             self.node_cpus_alloc.get_or_create(&l).set(i64::from(n.alloc.cpus));
-            self.node_memory.get_or_create(&l).set((n.total.mem_mb * 1024 * 1024) as i64);
-            self.node_memory_alloc.get_or_create(&l).set((n.alloc.mem_mb * 1024 * 1024) as i64);
+            self.node_memory.get_or_create(&l).set(n.total.mem_mb.saturating_mul(1 << 20).min(i64::MAX as u64) as i64);
+            self.node_memory_alloc
+                .get_or_create(&l)
+                .set(n.alloc.mem_mb.saturating_mul(1 << 20).min(i64::MAX as u64) as i64);
         }
     }
 

@@ -1,6 +1,7 @@
 //! `drover controller`: the REST API, the agent protocol, and the leader's
 //! loops around one [`Controller`].
 
+use crate::admission::{self, Proven, Refusal, SubmitPolicy};
 use crate::dispatch::Dispatcher;
 use crate::events::EventLog;
 use crate::listing::{self, JobQuery};
@@ -13,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use drover_auth::{AuthError, Credential, ReplayGuard};
+use drover_auth::{Account, AuthError, Credential, ReplayGuard};
 use drover_core::job::ExitStatus;
 use drover_core::job::JobRef;
 use drover_core::node::NodeAction;
@@ -64,6 +65,8 @@ pub struct Options {
     /// Finished jobs leave the live state this long after they end, once
     /// accounting has them (0: never).
     pub min_job_age: Duration,
+    /// Bounds on submissions: sizes, jobs per request, per-user limits.
+    pub policy: SubmitPolicy,
 }
 
 impl Options {
@@ -86,6 +89,7 @@ impl Options {
             purge_after: None,
             fairshare_half_life: Duration::from_secs(7 * 86400),
             min_job_age: Duration::from_secs(300),
+            policy: SubmitPolicy::default(),
         }
     }
 }
@@ -101,6 +105,7 @@ struct App {
     events: Arc<EventLog>,
     metrics: Arc<Metrics>,
     accounting: Option<Arc<crate::accounting::Sink>>,
+    policy: Arc<SubmitPolicy>,
 }
 
 impl App {
@@ -109,11 +114,18 @@ impl App {
     /// session token (`Authorization: Bearer <token>`, good until it
     /// expires: the dashboard's and scripts').
     fn authenticate(&self, headers: &HeaderMap) -> Result<Requester, ApiError> {
+        self.authenticate_proven(headers).map(|p| p.who)
+    }
+
+    /// Who is asking and the gid the kernel saw them run with (a token
+    /// keeps the gid of the credential it was issued for).
+    fn authenticate_proven(&self, headers: &HeaderMap) -> Result<Proven, ApiError> {
         let value = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
-        match value.strip_prefix("Bearer ") {
-            Some(token) => self.authenticate_token(token),
-            None => self.authenticate_credential(headers).map(|(who, _)| who),
-        }
+        let (who, gid) = match value.strip_prefix("Bearer ") {
+            Some(token) => self.authenticate_token(token)?,
+            None => self.authenticate_credential(headers)?,
+        };
+        Ok(Proven { who, gid })
     }
 
     /// A one-time credential only, and the gid it proves.
@@ -129,9 +141,9 @@ impl App {
         Ok((self.requester(cred.uid), cred.gid))
     }
 
-    fn authenticate_token(&self, token: &str) -> Result<Requester, ApiError> {
+    fn authenticate_token(&self, token: &str) -> Result<(Requester, u32), ApiError> {
         let t = drover_auth::Token::verify(&self.key, token, now_ms()).map_err(unauthorized)?;
-        Ok(self.requester(t.uid))
+        Ok((self.requester(t.uid), t.gid))
     }
 
     fn requester(&self, uid: u32) -> Requester {
@@ -305,6 +317,7 @@ pub async fn run(
         events: Arc::new(EventLog::default()),
         metrics: Arc::new(Metrics::new()),
         accounting: opts.accounting.clone().map(|url| crate::accounting::Sink::new(url, opts.purge_after)),
+        policy: Arc::new(opts.policy),
     };
     if let Some(sock) = opts.auth_socket.clone() {
         let key = opts.key.clone();
@@ -444,16 +457,10 @@ async fn submit(
     headers: HeaderMap,
     FastJson(req): FastJson<SubmitJobs>,
 ) -> ApiResult<Submitted> {
-    let who = app.authenticate(&headers)?;
-    if req.jobs.is_empty() {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "no jobs in the request"));
-    }
-    if let Some(j) = req.jobs.iter().find(|j| !who.operator && j.uid != who.uid) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("uid {} may not submit jobs as uid {}", who.uid, j.uid),
-        ));
-    }
+    let by = app.authenticate_proven(&headers)?;
+    let mut req = req;
+    admission::admit(&app.policy, by, &mut req.jobs, Account::of_uid).map_err(refused)?;
+    app.ctl.shared.read(|s| admission::check_user_limit(&app.policy, s, &req.jobs)).map_err(refused)?;
     let now = now_ms();
     let cmd = if req.jobs.len() == 1 {
         Command::Submit { spec: Arc::new(req.jobs.into_iter().next().expect("one")), now }
@@ -567,6 +574,15 @@ async fn job_output(
         .header("x-drover-job-terminal", job.terminal.to_string())
         .body(Body::from(bytes))
         .unwrap_or_default())
+}
+
+/// A submission turned away before it reached the log.
+fn refused(r: Refusal) -> ApiError {
+    match r {
+        Refusal::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+        Refusal::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
+        Refusal::Limit(m) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, m),
+    }
 }
 
 /// A job id from a path (`1234`, `1234_7`); a malformed one is a 400.
@@ -811,7 +827,7 @@ async fn list_events(
     Query(fresh): Query<Freshness>,
 ) -> Result<Response, ApiError> {
     match &q.token {
-        Some(token) => app.authenticate_token(token)?,
+        Some(token) => app.authenticate_token(token)?.0,
         None => app.authenticate(&headers)?,
     };
     app.read_barrier(&fresh).await?;

@@ -76,6 +76,32 @@ impl TaskSet {
         TaskSet { runs }
     }
 
+    /// Runs as they came, unchecked: what a JSON body can hold. Tests use
+    /// it to build the sets no parser makes; [`TaskSet::check`] refuses them.
+    #[doc(hidden)]
+    pub fn from_raw_runs(runs: Vec<TaskRun>) -> TaskSet {
+        TaskSet { runs }
+    }
+
+    /// Whether the runs are what the parsers make: each with a positive
+    /// step, running forwards, ending on its stride, within [`MAX_TASK_ID`],
+    /// sorted and apart. Every method here relies on it; a set read from a
+    /// request is checked before anything else touches it.
+    pub fn check(&self) -> Result<(), String> {
+        for r in &self.runs {
+            if r.step == 0 || r.start > r.end || (r.end - r.start) % r.step != 0 {
+                return Err(format!("array run {}-{}:{} is malformed", r.start, r.end, r.step));
+            }
+            if r.end > MAX_TASK_ID {
+                return Err(format!("array task id {} is above the maximum {MAX_TASK_ID}", r.end));
+            }
+        }
+        if self.runs.windows(2).any(|w| w[1].start <= w[0].end) {
+            return Err("array runs overlap or are out of order".into());
+        }
+        Ok(())
+    }
+
     pub fn len(&self) -> u64 {
         self.runs.iter().map(TaskRun::len).sum()
     }

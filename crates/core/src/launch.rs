@@ -349,7 +349,7 @@ impl StepGrant {
                     gid: spec.gid,
                     cpus: share.map_or(0, |sh| sh.res.cpus),
                     env: env.clone(),
-                    expires_ms: now_ms + GRANT_TTL_MS,
+                    expires_ms: now_ms.saturating_add(GRANT_TTL_MS),
                 }
             })
             .collect();

@@ -14,6 +14,7 @@ pub mod error;
 pub mod hostlist;
 pub mod job;
 pub mod launch;
+pub mod limits;
 pub mod memory;
 pub mod node;
 pub mod options;

@@ -1022,7 +1022,7 @@ impl State {
         }
         let at = cmd.now().unwrap_or(self.now).max(self.now);
         let answer = self.apply(cmd);
-        while self.answer_order.front().is_some_and(|(t, _)| t + ANSWER_KEEP_MS < at) {
+        while self.answer_order.front().is_some_and(|(t, _)| t.saturating_add(ANSWER_KEEP_MS) < at) {
             if let Some((_, old)) = self.answer_order.pop_front() {
                 self.answered.remove(&old);
             }
@@ -1066,6 +1066,8 @@ impl State {
     // ---- submission ----
 
     fn validate_submit(&self, spec: &JobSpec) -> Result<(), CommandError> {
+        // First: nothing below may meet a value outside these bounds.
+        crate::limits::SpecLimits::CEILING.check(spec).map_err(CommandError::Invalid)?;
         let part = self.partition_for(spec)?;
         if let (Some(limit), Some(max)) = (spec.time_limit, part.spec.max_time) {
             if limit > max {
@@ -1957,7 +1959,7 @@ impl State {
         j.restart_count += 1;
         j.end_intent = None;
         j.start_time = None;
-        j.eligible_time = now + backoff_ms;
+        j.eligible_time = now.saturating_add(backoff_ms);
         j.alloc = None;
         if hold {
             j.held_by_admin = Some(false);
@@ -2139,6 +2141,7 @@ impl State {
             new.comment = (!c.is_empty()).then(|| c.clone());
             changes.push(format!("Comment={c}"));
         }
+        crate::limits::SpecLimits::CEILING.check(&new).map_err(CommandError::Invalid)?;
         if state == JobState::Pending && (u.partition.is_some() || u.time_limit.is_some()) {
             self.validate_submit(&new)?;
         }
@@ -2207,7 +2210,8 @@ impl State {
         if age == 0 {
             return (Vec::new(), Vec::new());
         }
-        let old = |j: &Job| j.state.is_terminal() && j.accounted && j.end_time.is_some_and(|e| e + age <= now);
+        let old =
+            |j: &Job| j.state.is_terminal() && j.accounted && j.end_time.is_some_and(|e| e.saturating_add(age) <= now);
         let mut singles: Vec<JobId> =
             self.jobs.values().filter(|j| j.array.is_none() && old(j)).map(|j| j.id).collect();
         let mut arrays: Vec<JobId> = self
@@ -2257,7 +2261,7 @@ impl State {
                 let j = &self.jobs[id];
                 let limit = j.alloc.as_ref().and_then(|a| a.time_limit);
                 j.state == JobState::Running
-                    && matches!((j.start_time, limit), (Some(s), Some(l)) if now > s + crate::secs(l) + grace)
+                    && matches!((j.start_time, limit), (Some(s), Some(l)) if now > s.saturating_add(crate::secs(l)).saturating_add(grace))
             })
             .collect();
         for id in overdue {
@@ -2320,7 +2324,9 @@ impl State {
         let done = |ok: bool| if ok { DepStatus::Satisfied } else { DepStatus::Never };
         match c.kind {
             DepKind::After => match o.started_at {
-                Some(t) if now >= t + crate::secs(u64::from(c.delay_minutes) * 60) => DepStatus::Satisfied,
+                Some(t) if now >= t.saturating_add(crate::secs(u64::from(c.delay_minutes) * 60)) => {
+                    DepStatus::Satisfied
+                }
                 _ if o.ended => DepStatus::Satisfied,
                 _ => DepStatus::Waiting,
             },

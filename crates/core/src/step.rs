@@ -99,6 +99,13 @@ pub fn layout(alloc: &Allocation, job_cpus_per_task: u32, req: &StepRequest) -> 
     if [req.ntasks, req.nodes, req.ntasks_per_node, req.cpus_per_task].contains(&Some(0)) {
         return Err("tasks, nodes and CPUs per task must be at least 1".into());
     }
+    let max = crate::limits::MAX_TASKS;
+    if [req.ntasks, req.ntasks_per_node].iter().flatten().any(|&n| n > max) {
+        return Err(format!("a step may have at most {max} tasks"));
+    }
+    if req.cpus_per_task.is_some_and(|c| c > crate::limits::MAX_CPUS_PER_TASK) {
+        return Err(format!("CPUs per task must be at most {}", crate::limits::MAX_CPUS_PER_TASK));
+    }
     if let Some(n) = req.nodes.filter(|&n| n > have) {
         return Err(format!("the step asks for {n} nodes, the job has {have}"));
     }

@@ -225,7 +225,7 @@ impl<'a> Pass<'a> {
             let (Some(start), Some(limit)) = (job.start_time, alloc.time_limit) else { continue };
             for s in &alloc.shares {
                 if usable[s.node as usize] {
-                    releases.push((start + secs(limit), s.node, s.res));
+                    releases.push((start.saturating_add(secs(limit)), s.node, s.res));
                 }
             }
         }
@@ -307,7 +307,7 @@ impl<'a> Pass<'a> {
             return false;
         };
         let limit = part.effective_limit(c.spec.time_limit);
-        let end = limit.map_or(Time::MAX, |l| self.now + secs(l));
+        let end = limit.map_or(Time::MAX, |l| self.now.saturating_add(secs(l)));
         // Backfill check: starting now must not delay any reservation.
         for r in reservations.iter_mut() {
             match r {
