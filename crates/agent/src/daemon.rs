@@ -131,6 +131,8 @@ pub async fn run(mut opts: AgentOptions, shutdown: impl std::future::Future<Outp
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
+        // Closed before the controller's 75 s idle limit closes it under us.
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
         .build()
         .map_err(|e| e.to_string())?;
     let metrics = HostMetrics::new(&opts.name);

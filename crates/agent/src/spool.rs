@@ -44,6 +44,34 @@ pub fn prepare(spool: &Path) -> Result<PathBuf, String> {
     }
 }
 
+/// Makes a step's directory in the spool: the agent's, mode 0711, so the
+/// job's user can reach the script in it but not list, add or replace
+/// anything. One left by a killed agent is taken over only if it is the
+/// agent's own; anything else there is removed first.
+pub fn make_step_dir(dir: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(dir).is_ok() && !is_agents_own(dir) {
+        match fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(dir)?,
+            _ => fs::remove_file(dir)?,
+        }
+    }
+    match fs::DirBuilder::new().mode(0o711).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o711))
+}
+
+/// Whether `path` is a directory (not a link) that this process's user
+/// owns and nobody else may write: only then are the files in it the
+/// agent's word.
+pub fn is_agents_own(path: &Path) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o022 == 0)
+}
+
 /// Removes an empty in-memory spool and the link to it (after `drover down`);
 /// a spool that still holds steps stays.
 pub fn remove_if_empty(spool: &Path) {

@@ -177,6 +177,8 @@ struct ChildSetup {
     stdout: CString,
     stderr: Option<CString>,
     out_flags: libc::c_int,
+    /// The submitter's: the job's output and every file it makes get it.
+    umask: libc::mode_t,
 }
 
 impl ChildSetup {
@@ -222,6 +224,7 @@ impl ChildSetup {
                 check(libc::setgid(*gid))?;
                 check(libc::setuid(*uid))?;
             }
+            libc::umask(self.umask);
             check(libc::chdir(self.work_dir.as_ptr()))?;
             let redirect = |path: &CString, flags: libc::c_int, target: libc::c_int| -> io::Result<()> {
                 let fd = check(libc::open(path.as_ptr(), flags, 0o644 as libc::c_uint))?;
@@ -254,6 +257,9 @@ pub(crate) fn groups_of(uid: u32, gid: u32) -> Vec<libc::gid_t> {
         None => vec![gid],
     }
 }
+
+/// A job's umask when its submitter's is not known (an older client).
+pub(crate) const DEFAULT_UMASK: libc::mode_t = 0o022;
 
 /// How long a launch waits for its output file's directory to appear.
 /// Clients such as submitit submit first and make the job's log directory
@@ -322,12 +328,16 @@ pub async fn launch_controlled(
 
     let step_dir = cfg.spool_dir.join(format!("job{}.{}", order.job_id, order.attempt));
     let spool_err = |source| LaunchError::Spool { path: step_dir.display().to_string(), source };
-    std::fs::create_dir_all(&step_dir).map_err(spool_err)?;
+    // The step's directory stays the agent's (0711: the job's user may
+    // reach its script, not list or change anything): the agent and its
+    // watchdog write `journal`, `exit` and `fenced` there and read `pid`
+    // back, and none of that may go through a name the user could replace
+    // with a link. Only the script is the user's.
+    crate::spool::make_step_dir(&step_dir).map_err(spool_err)?;
     let script = step_dir.join("script");
     std::fs::write(&script, order.script.as_bytes()).map_err(spool_err)?;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).map_err(spool_err)?;
     if switch_user {
-        std::os::unix::fs::chown(&step_dir, Some(order.uid), Some(order.gid)).map_err(spool_err)?;
         std::os::unix::fs::chown(&script, Some(order.uid), Some(order.gid)).map_err(spool_err)?;
     }
 
@@ -375,6 +385,7 @@ pub async fn launch_controlled(
         stdout: cstring(&order.stdout)?,
         stderr: (order.stderr != order.stdout).then(|| cstring(&order.stderr)).transpose()?,
         out_flags,
+        umask: order.umask.unwrap_or(DEFAULT_UMASK) & 0o777,
     };
     for (k, v) in &order.env {
         if k.contains('\0') || v.contains('\0') || k.contains('=') {
@@ -743,6 +754,14 @@ async fn recover_steps(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32
             continue;
         };
         let step_dir = entry.path();
+        if !crate::spool::is_agents_own(&step_dir) {
+            // An older agent chowned step directories to their users: what
+            // is in one may be a user's forgery. Nothing in it is trusted
+            // (no pid is killed or adopted); the job is lost with its node's
+            // fence, as any step this agent cannot vouch for.
+            tracing::warn!(dir = %step_dir.display(), "step directory is not the agent's own; not re-attached");
+            continue;
+        }
         let journal = std::fs::read_to_string(step_dir.join("journal")).ok().and_then(|l| Journal::parse(&l));
         let pid: Option<i32> = std::fs::read_to_string(step_dir.join("pid")).ok().and_then(|p| p.trim().parse().ok());
         let (Some(journal), Some(pid)) = (journal, pid) else {

@@ -341,11 +341,13 @@ fn spawn_task(
     let (err_r, err_w) = pipe()?;
     let (out, err) = (out_w.as_raw_fd(), err_w.as_raw_fd());
     let (uid, gid) = (g.uid, g.gid);
+    let umask = g.umask.unwrap_or(crate::step::DEFAULT_UMASK) & 0o777;
     let setup = move || -> std::io::Result<()> {
         let check = |r: libc::c_int| if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
         // SAFETY: system calls on descriptors and strings prepared above.
         unsafe {
             check(libc::setsid())?;
+            libc::umask(umask);
             let null = libc::open(devnull.as_ptr(), libc::O_RDONLY);
             if null >= 0 {
                 libc::dup2(null, 0);

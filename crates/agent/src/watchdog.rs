@@ -95,7 +95,8 @@ fn live_steps(spool_dir: &Path, skip: impl Fn(&str) -> bool) -> Vec<(String, i32
     dir.flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
-            if skip(&name) {
+            // A directory a user could write is no proof of a pid.
+            if skip(&name) || !crate::spool::is_agents_own(&e.path()) {
                 return None;
             }
             let pid: i32 = std::fs::read_to_string(e.path().join("pid")).ok()?.trim().parse().ok()?;

@@ -54,6 +54,7 @@ fn order(dir: &TempDir, job_id: u64, script: &str) -> LaunchOrder {
         mem_limit_mb: None,
         cpus: 1,
         signal: None,
+        umask: None,
     }
 }
 

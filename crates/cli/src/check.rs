@@ -34,6 +34,17 @@ fn context(default_name: &str) -> SubmitContext {
         env: std::env::vars().collect(),
         export_file_vars: Vec::new(),
         default_name: default_name.to_string(),
+        umask: Some(current_umask()),
+    }
+}
+
+/// This process's umask: reading it means setting it, so it is set back.
+fn current_umask() -> u32 {
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe {
+        let mask = libc::umask(0o022);
+        libc::umask(mask);
+        mask as u32
     }
 }
 

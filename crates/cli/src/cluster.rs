@@ -219,6 +219,21 @@ pub struct RaftArgs {
     /// Slurm's PurgeJobAfter); default: keep everything.
     #[arg(long)]
     purge_after: Option<String>,
+    /// Jobs a user may have queued or running at once, array tasks each
+    /// counting (Slurm's MaxSubmitJobs); past it a submission is refused.
+    /// Default: no limit.
+    #[arg(long)]
+    max_submit_jobs: Option<u64>,
+    /// Jobs in one request from a user who is not an operator.
+    #[arg(long, default_value_t = 10_000)]
+    max_jobs_per_request: usize,
+    /// The largest batch script accepted, bytes (Slurm's max_script_size).
+    #[arg(long, default_value_t = 4 << 20)]
+    max_script_size: usize,
+    /// Open client connections at most; past it the one idle the longest
+    /// is closed. Default: the file-descriptor limit less a reserve.
+    #[arg(long)]
+    max_connections: Option<usize>,
 }
 
 impl RaftArgs {
@@ -256,6 +271,18 @@ impl RaftArgs {
         }
         if self.min_job_age != 300 {
             args.extend(["--min-job-age".to_string(), self.min_job_age.to_string()]);
+        }
+        if let Some(n) = self.max_submit_jobs {
+            args.extend(["--max-submit-jobs".to_string(), n.to_string()]);
+        }
+        if self.max_jobs_per_request != 10_000 {
+            args.extend(["--max-jobs-per-request".to_string(), self.max_jobs_per_request.to_string()]);
+        }
+        if self.max_script_size != 4 << 20 {
+            args.extend(["--max-script-size".to_string(), self.max_script_size.to_string()]);
+        }
+        if let Some(n) = self.max_connections {
+            args.extend(["--max-connections".to_string(), n.to_string()]);
         }
         if self.priority_weight_fairshare > 0 {
             args.extend([
@@ -370,6 +397,9 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: crate::logging:
         );
     }
     crate::logging::init("controller", format!("controller{}", a.id), log);
+    // The log, the snapshots and the accounting database hold every job's
+    // environment and script: the controller's alone.
+    private_files(&a.state_dir, 0o700)?;
     let key = drover_auth::load_key(&a.key_file)?;
     let mut opts = Options::new(a.state_dir, listen, key);
     opts.id = a.id;
@@ -385,6 +415,14 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: crate::logging:
     opts.node_timeout = Duration::from_secs(a.node_timeout.max(1));
     opts.auth_socket = a.auth_socket;
     opts.operators = a.operators;
+    opts.policy.max_submit_jobs = a.raft.max_submit_jobs;
+    opts.policy.max_jobs_per_request = a.raft.max_jobs_per_request.max(1);
+    let ceiling = drover_core::limits::SpecLimits::CEILING.script_bytes;
+    if a.raft.max_script_size > ceiling {
+        return Err(format!("--max-script-size {} is above the most Drover stores, {ceiling}", a.raft.max_script_size));
+    }
+    opts.policy.limits.script_bytes = a.raft.max_script_size;
+    opts.max_connections = a.raft.max_connections;
     service::run(opts, shutdown_signal()).await
 }
 
@@ -434,7 +472,24 @@ pub async fn agent(a: AgentArgs, log: crate::logging::Log) -> Result<(), String>
         },
     };
     crate::logging::init("agent", opts.name.clone(), log);
+    // Jobs' users pass through (to their scripts in the spool), nothing more.
+    private_files(&a.state_dir, 0o711)?;
     daemon::run(opts, shutdown_signal()).await
+}
+
+/// A daemon's files are its own: everything it creates from now on is
+/// mode 0600 (0700 for directories; what others must reach is opened up
+/// explicitly), and its state directory gets `mode`, whatever an earlier
+/// version or the umask it was started with left there.
+fn private_files(state_dir: &Path, mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    // Parents as the umask it was started with makes them (an agent's
+    // users pass through them).
+    std::fs::create_dir_all(state_dir).map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe { libc::umask(0o077) };
+    std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot set the mode of {}: {e}", state_dir.display()))
 }
 
 /// One line of `<state>/pids`: what `drover up` started.
@@ -462,9 +517,24 @@ fn alive(pid: i32) -> bool {
 fn spawn_daemon(state: &Path, role: &str, args: &[String]) -> Result<i32, String> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the drover binary: {e}"))?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
     let logs = state.join("logs");
-    std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
-    let log = std::fs::File::create(logs.join(format!("{role}.log"))).map_err(|e| e.to_string())?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&logs)
+        .map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+    // Logs name users, jobs and their paths: the operator's alone.
+    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+    let path = logs.join(format!("{role}.log"));
+    let log = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
     let child = std::process::Command::new(exe)
         .args(args)
         .stdin(Stdio::null())
@@ -501,6 +571,13 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
     }
     let state = std::path::absolute(&a.state_dir).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&state).map_err(|e| format!("cannot create {}: {e}", state.display()))?;
+    {
+        // Users reach the credential socket and the controllers' address
+        // here by name; they may not list or read the rest.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| format!("cannot set the mode of {}: {e}", state.display()))?;
+    }
     let (host_cpus, host_mem) = daemon::detect_resources();
     let cpus = a.cpus_per_node.unwrap_or(host_cpus);
     let mem = match &a.mem_per_node {

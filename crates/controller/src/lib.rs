@@ -9,6 +9,7 @@
 
 pub mod accounting;
 pub mod admission;
+mod connections;
 mod dispatch;
 mod events;
 mod leadership;
@@ -18,6 +19,7 @@ mod loops;
 pub mod machine;
 mod metrics;
 pub mod openapi;
+mod output;
 mod peers;
 pub mod raft;
 pub mod service;

@@ -28,6 +28,8 @@ impl Network {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_millis(300))
             .tcp_nodelay(true)
+            // Closed before the controller's 75 s idle limit closes it under us.
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
             .build()
             .unwrap_or_default();
         Network { http, key }

@@ -67,6 +67,8 @@ pub struct Options {
     pub min_job_age: Duration,
     /// Bounds on submissions: sizes, jobs per request, per-user limits.
     pub policy: SubmitPolicy,
+    /// Open connections at most (default: what the descriptor limit allows).
+    pub max_connections: Option<usize>,
 }
 
 impl Options {
@@ -90,6 +92,7 @@ impl Options {
             fairshare_half_life: Duration::from_secs(7 * 86400),
             min_job_age: Duration::from_secs(300),
             policy: SubmitPolicy::default(),
+            max_connections: None,
         }
     }
 }
@@ -356,12 +359,9 @@ pub async fn run(
     }
 
     let router = router(app);
-    // Raft's appends and their answers are small writes on kept-alive
-    // connections: Nagle's algorithm would hold each for a delayed ACK.
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let limits = crate::connections::Limits::for_fd_limit(crate::connections::raise_fd_limit(), opts.max_connections);
+    tracing::info!(max = limits.max, "connection limit");
+    let listener = crate::connections::GuardedListener::new(listener, limits);
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
     ctl.shutdown().await;
     Ok(())
@@ -460,7 +460,7 @@ async fn submit(
     let by = app.authenticate_proven(&headers)?;
     let mut req = req;
     admission::admit(&app.policy, by, &mut req.jobs, Account::of_uid).map_err(refused)?;
-    app.ctl.shared.read(|s| admission::check_user_limit(&app.policy, s, &req.jobs)).map_err(refused)?;
+    app.ctl.shared.read(|s| admission::check_user_limit(&app.policy, by, s, &req.jobs)).map_err(refused)?;
     let now = now_ms();
     let cmd = if req.jobs.len() == 1 {
         Command::Submit { spec: Arc::new(req.jobs.into_iter().next().expect("one")), now }
@@ -536,16 +536,18 @@ struct OutputQuery {
 /// A job's standard output from `offset`, for the dashboard's log tail:
 /// read on the controller's host, so it needs the job's directory there
 /// (a shared file system, or `drover up`). Only the job's owner or an
-/// operator may read it, and only a file the job's user owns is served:
-/// `-o /etc/shadow` shows nothing.
+/// operator may read it. The path is the user's to choose and to change
+/// (`-o /etc/shadow`, a link, a FIFO), so the file is opened off the async
+/// runtime, with the user's file-system rights, never following a final
+/// link and never blocking on a FIFO, and only a regular file the job's
+/// user owns is served.
 async fn job_output(
     AxState(app): AxState<App>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<OutputQuery>,
 ) -> Result<Response, ApiError> {
-    use std::io::{Read, Seek};
-    use std::os::unix::fs::MetadataExt;
+    use crate::output::OutputError;
     let who = app.authenticate(&headers)?;
     app.read_barrier(&Freshness::default()).await?;
     let Json(job) = job_view(&app, &id)?;
@@ -555,19 +557,26 @@ async fn job_output(
     if job.stdout.is_empty() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("job {id} has not started: no output yet")));
     }
-    let unreadable = |e: std::io::Error| {
-        ApiError::new(StatusCode::NOT_FOUND, format!("cannot read {} on the controller's host: {e}", job.stdout))
-    };
-    let mut file = std::fs::File::open(&job.stdout).map_err(unreadable)?;
-    let meta = file.metadata().map_err(unreadable)?;
-    if meta.uid() != job.uid {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("{} is not owned by {}", job.stdout, job.user)));
-    }
     let limit = q.limit.unwrap_or(1 << 20).min(1 << 20);
-    let mut bytes = Vec::new();
-    file.seek(std::io::SeekFrom::Start(q.offset.min(meta.len()))).map_err(unreadable)?;
-    file.take(limit).read_to_end(&mut bytes).map_err(unreadable)?;
-    let next = q.offset.min(meta.len()) + bytes.len() as u64;
+    let (path, uid, gid, offset) = (job.stdout.clone(), job.uid, job.gid, q.offset);
+    let read = tokio::task::spawn_blocking(move || crate::output::read_as(&path, uid, gid, offset, limit));
+    let read = match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(OutputError::Unreadable(e.to_string())),
+        Err(_) => Err(OutputError::Unreadable("timed out".into())),
+    };
+    let (bytes, next) = read.map_err(|e| match e {
+        OutputError::NotOwned => {
+            ApiError::new(StatusCode::FORBIDDEN, format!("{} is not owned by {}", job.stdout, job.user))
+        }
+        OutputError::NotRegular => ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{} is not a regular file; only regular files are served", job.stdout),
+        ),
+        OutputError::Unreadable(e) => {
+            ApiError::new(StatusCode::NOT_FOUND, format!("cannot read {} on the controller's host: {e}", job.stdout))
+        }
+    })?;
     Ok(Response::builder()
         .header("content-type", "text/plain; charset=utf-8")
         .header("x-drover-next-offset", next.to_string())

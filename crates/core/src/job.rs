@@ -291,6 +291,10 @@ pub struct JobSpec {
     /// The batch script (`--wrap` becomes a two-line script). Shared, since
     /// thousands of jobs often carry the very same script.
     pub script: Arc<str>,
+    /// The submitter's umask (Slurm's `SLURM_UMASK`): the job's files are
+    /// created with it. `None`: the agent's default, 022.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
 }
 
 impl JobSpec {
@@ -341,6 +345,7 @@ impl JobSpec {
             mail_user: None,
             submit_host: "localhost".into(),
             script: Arc::from(script),
+            umask: None,
         }
     }
 

@@ -36,6 +36,9 @@ pub struct LaunchOrder {
     /// CPUs allocated on this node.
     pub cpus: u32,
     pub signal: Option<SignalSpec>,
+    /// The submitter's umask; `None`: 022.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
 }
 
 /// What output file patterns may refer to.
@@ -214,6 +217,9 @@ impl LaunchOrder {
         set("ENVIRONMENT", "BATCH".into());
         // srun reads it: its own output files open the way the job's did.
         set("SLURM_OPEN_MODE", if spec.open_mode == OpenMode::Append { "a" } else { "t" }.into());
+        if let Some(m) = spec.umask {
+            set("SLURM_UMASK", format!("{m:04o}"));
+        }
 
         Some(LaunchOrder {
             job_id: j.id,
@@ -234,6 +240,7 @@ impl LaunchOrder {
             mem_limit_mb: (share.res.mem_mb > 0).then_some(share.res.mem_mb),
             cpus: share.res.cpus,
             signal: spec.signal.clone(),
+            umask: spec.umask,
         })
     }
 
@@ -269,6 +276,9 @@ pub struct StepGrant {
     pub env: Vec<(String, String)>,
     /// Epoch milliseconds after which the agent refuses it.
     pub expires_ms: u64,
+    /// The submitter's umask; `None`: 022.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub umask: Option<u32>,
 }
 
 /// How long `srun` has to take a grant to its nodes.
@@ -350,6 +360,7 @@ impl StepGrant {
                     cpus: share.map_or(0, |sh| sh.res.cpus),
                     env: env.clone(),
                     expires_ms: now_ms.saturating_add(GRANT_TTL_MS),
+                    umask: spec.umask,
                 }
             })
             .collect();

@@ -219,6 +219,9 @@ impl SpecLimits {
                 return Err(format!("array task ids must be at most {MAX_TASK_ID}"));
             }
         }
+        if let Some(m) = spec.umask {
+            at_most("umask", m.into(), 0o777)?;
+        }
         if let Some(d) = &spec.dependency {
             if d.conditions.len() > MAX_DEPENDENCIES {
                 return Err(format!(

@@ -184,6 +184,8 @@ pub struct SubmitContext {
     pub export_file_vars: Vec<(String, String)>,
     /// Name to use without `-J`: the script's file name, or "wrap".
     pub default_name: String,
+    /// The submitting process's umask, which the job runs with.
+    pub umask: Option<u32>,
 }
 
 fn positive(option: &str, value: &str) -> Result<u32, ParseError> {
@@ -571,6 +573,7 @@ impl SubmitRequest {
         spec.mail_type = self.mail_type.clone();
         spec.mail_user = self.mail_user.clone();
         spec.submit_host = ctx.host.clone();
+        spec.umask = ctx.umask;
         Ok(spec)
     }
 }
@@ -660,6 +663,7 @@ mod tests {
             env: vec![("PATH".into(), "/bin".into()), ("HOME".into(), "/home/alice".into())],
             export_file_vars: vec![],
             default_name: "job.sh".into(),
+            umask: None,
         }
     }
 
