@@ -363,3 +363,72 @@ fn state_logs_and_job_files_are_private() {
     wait_done(&c, &id);
     assert_eq!((m("public.txt"), m("made2")), (0o644, 0o644));
 }
+
+/// A credential from the cluster's socket, as the CLI gets one.
+fn credential(c: &Cluster) -> String {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(c.dir.join(".drover/auth.sock")).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.trim().to_string()
+}
+
+fn job_count(c: &Cluster) -> usize {
+    let out = c.drover(&["queue", "-a", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["jobs"].as_array().map_or(0, |j| j.len())
+}
+
+/// The address of the controller that says it leads (unauthenticated).
+fn leader_addr(c: &Cluster) -> String {
+    for _ in 0..100 {
+        for addr in c.addrs().split(',') {
+            if std::net::TcpStream::connect(addr).is_err() {
+                continue;
+            }
+            let (_, body) = request(addr, "GET", "/api/v1/controllers", None, "");
+            let v: Value = serde_json::from_str(&body).unwrap_or_default();
+            if v["role"] == "Leader" {
+                return addr.to_string();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no leader\n{}", c.logs());
+}
+
+/// POSTs the request with `cred` to the leader only: no other controller
+/// sees the credential.
+fn submit_with(c: &Cluster, cred: &str, body: &str) -> (u16, String) {
+    http(&leader_addr(c), "POST", "/api/v1/jobs", Some(cred), body)
+}
+
+#[test]
+fn a_credential_acts_once_across_restarts_and_failovers() {
+    let c = Cluster::start_with("sec-replay", 1, 6, &["--controllers", "3"]);
+    let mut spec = JobSpec::simple("root", "#!/bin/sh\ntrue\n");
+    (spec.uid, spec.gid, spec.hold) = (0, 0, true);
+    spec.work_dir = c.dir.display().to_string();
+    let body = json!({ "jobs": [spec] }).to_string();
+    let cred = credential(&c);
+    let (status, first) = submit_with(&c, &cred, &body);
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(job_count(&c), 1);
+
+    // The leader goes; the new one never saw the credential itself.
+    let leader = c.drover(&["chaos", "kill-controller"]);
+    assert!(leader.status.success(), "{}", String::from_utf8_lossy(&leader.stderr));
+    let (status, body_back) = submit_with(&c, &cred, &body);
+    assert_eq!(status, 403, "replayed after a failover: {body_back}");
+    assert!(body_back.contains("replayed"), "{body_back}");
+
+    // Every controller restarted: the log still knows it.
+    for pid in c.pids() {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(c.up(1).status.success(), "{}", c.logs());
+    let (status, body_back) = submit_with(&c, &cred, &body);
+    assert_eq!(status, 403, "replayed after a restart: {body_back}");
+    assert_eq!(job_count(&c), 1, "exactly one job");
+}

@@ -21,7 +21,7 @@ use drover_core::node::NodeAction;
 use drover_core::sched::SchedConfig;
 use drover_core::state::{CancelFilter, Requester};
 use drover_core::step::{JobUpdate, StepRequest};
-use drover_core::{Command, Event};
+use drover_core::{Command, CommandError, Event};
 use drover_proto::*;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -171,6 +171,17 @@ impl App {
     /// Proposes a client's command; a request the client named (a retry may
     /// follow) is applied at most once, and a retry gets the first answer.
     async fn propose_request(&self, headers: &HeaderMap, cmd: Command) -> Result<Vec<Event>, ApiError> {
+        // A one-time credential's nonce goes into the log with the change:
+        // a replay to any controller, at any time, is refused there.
+        let credential = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Drover "))
+            .and_then(|text| Credential::verify(&self.key, text, now_ms()).ok());
+        let cmd = match credential {
+            Some(c) => Command::Credentialed { uid: c.uid, nonce: c.nonce, expires: c.expires_ms, cmd: Box::new(cmd) },
+            None => cmd,
+        };
         let request = headers.get(REQUEST_HEADER).and_then(|v| v.to_str().ok()).filter(|r| !r.is_empty());
         let cmd = match request {
             Some(r) if r.len() > 128 => {
@@ -262,6 +273,9 @@ impl IntoResponse for ApiError {
 impl From<ProposeError> for ApiError {
     fn from(e: ProposeError) -> ApiError {
         match e {
+            ProposeError::Refused(e @ CommandError::PermissionDenied(_)) => {
+                ApiError::new(StatusCode::FORBIDDEN, e.to_string())
+            }
             ProposeError::Refused(e) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
             ProposeError::NotLeader { leader } => ApiError::not_leader(leader),
             ProposeError::Raft(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e),

@@ -9,6 +9,7 @@
 
 pub mod array;
 pub mod changes;
+pub mod credentials;
 pub mod dependency;
 pub mod error;
 pub mod hostlist;

@@ -282,6 +282,15 @@ pub enum Command {
         request: String,
         cmd: Box<Command>,
     },
+    /// A change asked for with a one-time credential: refused if that
+    /// credential was used before, on any controller, before or after any
+    /// restart ([`crate::credentials`]).
+    Credentialed {
+        uid: u32,
+        nonce: u64,
+        expires: Time,
+        cmd: Box<Command>,
+    },
 }
 
 impl Command {
@@ -290,7 +299,7 @@ impl Command {
         match self {
             Configure(_) | SetPartition(_) | Accounted { .. } | StepUsage { .. } => None,
             Batch(cmds) => cmds.iter().filter_map(Command::now).max(),
-            Once { cmd, .. } => cmd.now(),
+            Once { cmd, .. } | Credentialed { cmd, .. } => cmd.now(),
             Submit { now, .. }
             | SubmitBatch { now, .. }
             | Cancel { now, .. }
@@ -559,6 +568,9 @@ pub struct Snapshot {
     /// Recent answers to [`Command::Once`] requests.
     #[serde(default)]
     pub answered: Vec<Answered>,
+    /// Credentials used in commands and not yet expired.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub used_credentials: Vec<crate::credentials::UsedCredential>,
 }
 
 /// The first answer to a [`Command::Once`] request, kept for
@@ -602,6 +614,7 @@ pub struct State {
     /// Answers to `Once` requests, by request, oldest first in `answer_order`.
     answered: HashMap<String, Answered>,
     answer_order: std::collections::VecDeque<(Time, String)>,
+    used_credentials: crate::credentials::UsedCredentials,
     idx: Indexes,
 }
 
@@ -635,6 +648,7 @@ impl State {
             partitions_changed: false,
             answered: HashMap::new(),
             answer_order: std::collections::VecDeque::new(),
+            used_credentials: Default::default(),
             idx: Indexes::default(),
         }
     }
@@ -743,6 +757,7 @@ impl State {
             nodes: self.nodes.clone(),
             partitions: self.partitions.clone(),
             answered: self.answer_order.iter().filter_map(|(_, r)| self.answered.get(r).cloned()).collect(),
+            used_credentials: self.used_credentials.to_list(),
         }
     }
 
@@ -758,6 +773,7 @@ impl State {
             partitions_changed: false,
             answer_order: s.answered.iter().map(|a| (a.at, a.request.clone())).collect(),
             answered: s.answered.into_iter().map(|a| (a.request.clone(), a)).collect(),
+            used_credentials: crate::credentials::UsedCredentials::from_list(s.used_credentials),
             idx: Indexes::default(),
         };
         st.rebuild_indexes();
@@ -994,6 +1010,16 @@ impl State {
             }
             Command::LeaderElected { controller, term, .. } => ev.push(Event::LeaderElected { controller, term }),
             Command::Once { request, cmd } => ev = self.apply_once(request, *cmd)?,
+            Command::Credentialed { uid, nonce, expires, cmd } => {
+                if matches!(*cmd, Command::Once { .. } | Command::Credentialed { .. } | Command::Batch(_)) {
+                    return Err(CommandError::Invalid("a credential wraps one command".into()));
+                }
+                let at = cmd.now().unwrap_or(self.now).max(self.now);
+                if !self.used_credentials.use_once(uid, nonce, expires, at) {
+                    return Err(CommandError::PermissionDenied("credential was already used (replayed)".into()));
+                }
+                ev = self.apply(*cmd)?;
+            }
             Command::Batch(cmds) => {
                 for (i, cmd) in cmds.into_iter().enumerate() {
                     if matches!(cmd, Command::Batch(_)) {
