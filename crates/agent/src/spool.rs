@@ -55,6 +55,9 @@ pub fn make_step_dir(dir: &Path) -> io::Result<()> {
             _ => fs::remove_file(dir)?,
         }
     }
+    if let Some(spool) = dir.parent() {
+        fs::create_dir_all(spool)?;
+    }
     match fs::DirBuilder::new().mode(0o711).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

@@ -258,6 +258,23 @@ pub(crate) fn groups_of(uid: u32, gid: u32) -> Vec<libc::gid_t> {
     }
 }
 
+/// Removes a directory when dropped, unless told to keep it.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl RemoveOnDrop {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// A job's umask when its submitter's is not known (an older client).
 pub(crate) const DEFAULT_UMASK: libc::mode_t = 0o022;
 
@@ -316,6 +333,12 @@ pub async fn launch_controlled(
     control: StepControl,
     controls: Controls,
 ) -> Result<Step, LaunchError> {
+    // What cannot be launched is refused before anything is made for it.
+    for (k, v) in &order.env {
+        if k.contains('\0') || v.contains('\0') || k.contains('=') {
+            return Err(LaunchError::NulByte(k.clone()));
+        }
+    }
     if !Path::new(&order.work_dir).is_dir() {
         return Err(LaunchError::WorkDir(order.work_dir.clone()));
     }
@@ -334,6 +357,8 @@ pub async fn launch_controlled(
     // back, and none of that may go through a name the user could replace
     // with a link. Only the script is the user's.
     crate::spool::make_step_dir(&step_dir).map_err(spool_err)?;
+    // A launch that fails from here on leaves no directory behind.
+    let made = RemoveOnDrop(Some(step_dir.clone()));
     let script = step_dir.join("script");
     std::fs::write(&script, order.script.as_bytes()).map_err(spool_err)?;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).map_err(spool_err)?;
@@ -387,11 +412,6 @@ pub async fn launch_controlled(
         out_flags,
         umask: order.umask.unwrap_or(DEFAULT_UMASK) & 0o777,
     };
-    for (k, v) in &order.env {
-        if k.contains('\0') || v.contains('\0') || k.contains('=') {
-            return Err(LaunchError::NulByte(k.clone()));
-        }
-    }
 
     let program = cstring(&script.display().to_string())?;
     let argv = [program.clone()];
@@ -437,6 +457,7 @@ pub async fn launch_controlled(
         }
     };
     let pid = child.pid;
+    made.keep();
 
     let warn_at = match (&order.signal, order.time_limit) {
         (Some(sig), Some(limit)) => {

@@ -350,6 +350,33 @@ async fn bad_orders_are_refused_with_the_reason() {
     let mut o = order(&dir, 25, "true");
     o.env.push(("BAD".into(), "nul\0byte".into()));
     assert!(matches!(launch(&o, &config(&dir), &[]).await, Err(LaunchError::NulByte(_))));
+    // One that fails after its spool directory was made leaves none behind
+    // (`drover down` could not remove a spool that held them).
+    let mut o = order(&dir, 26, "true");
+    o.stdin = Some("/dev/null\0x".into());
+    assert!(launch(&o, &config(&dir), &[]).await.is_err());
+    let left: Vec<_> = std::fs::read_dir(dir.0.join("spool"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The step's directory is the agent's: the job may run its script there,
+/// not list, add or replace anything in it.
+#[tokio::test]
+async fn the_step_directory_is_the_agents_not_the_jobs() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run a job as another user");
+        return;
+    }
+    let dir = TempDir::new("stepdir");
+    std::os::unix::fs::chown(&dir.0, Some(65534), Some(65534)).unwrap();
+    let mut o =
+        order(&dir, 27, "d=$(dirname $0); touch $d/x 2>/dev/null && echo wrote || echo refused; stat -c %U:%a $d");
+    (o.uid, o.gid, o.user) = (65534, 65534, "nobody".into());
+    let report = launch(&o, &config(&dir), &[]).await.unwrap().wait().await;
+    assert_eq!(report.outcome, StepOutcome::Exited(0));
+    assert_eq!(output(&dir, 27), "refused\nroot:711\n");
 }
 
 #[tokio::test]

@@ -509,9 +509,15 @@ pub(crate) fn read_pids(state: &Path) -> Vec<Started> {
         .collect()
 }
 
-fn alive(pid: i32) -> bool {
-    // Zombies count as gone.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+pub(crate) fn alive(pid: i32) -> bool {
+    // Zombies count as gone, and so does a process with a SIGKILL pending
+    // (`drover up` right after a kill must start its replacement).
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let killed =
+        |mask: Option<&str>| mask.and_then(|m| u64::from_str_radix(m, 16).ok()).is_some_and(|m| m & (1 << 8) != 0);
+    let zombie = field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X'));
+    !zombie && !killed(field("SigPnd:")) && !killed(field("ShdPnd:"))
 }
 
 fn spawn_daemon(state: &Path, role: &str, args: &[String]) -> Result<i32, String> {
@@ -703,10 +709,9 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         "From another shell: export DROVER_CONTROLLER={addrs}   (or run drover from {})",
         state.parent().unwrap_or(&state).display()
     );
-    match crate::ops::dashboard_link(&client, "8h").await {
-        Ok(link) => println!("Dashboard (signs you in for 8 h): {link}"),
-        Err(e) => println!("No dashboard link: {e}"),
-    }
+    // The sign-in link carries a token with this user's rights (root's,
+    // often): it goes to no terminal or log, only to `drover dashboard`.
+    println!("Dashboard: http://{addr}/  (sign in with the link 'drover dashboard' prints: it grants your rights)");
     println!("Try: drover submit --wrap 'hostname' && drover queue");
     if a.detach {
         return Ok(());

@@ -204,12 +204,14 @@ pub async fn chaos(client: &Client, state: &Path, what: Chaos) -> Result<i32, St
         Chaos::KillAgent { node } => {
             let pid = pid_of(state, &node)?;
             signal(pid, libc::SIGKILL)?;
+            wait_gone(pid).await;
             println!("killed the agent of {node} (pid {pid}, SIGKILL); its jobs keep running until it is back or they are requeued");
         }
         Chaos::HangAgent { node, secs } => hang(&format!("the agent of {node}"), pid_of(state, &node)?, secs).await?,
         Chaos::KillController { id } => {
             let (who, pid) = controller_pid(client, state, id).await?;
             signal(pid, libc::SIGKILL)?;
+            wait_gone(pid).await;
             println!("killed {who} (pid {pid}, SIGKILL); 'drover up' restarts it with every job");
         }
         Chaos::HangController { id, secs } => {
@@ -225,6 +227,15 @@ pub async fn chaos(client: &Client, state: &Path, what: Chaos) -> Result<i32, St
         }
     }
     Ok(0)
+}
+
+/// Waits (up to 5 s) until a killed process has exited, so that a `drover
+/// up` right after does not take the dying process for a running one.
+async fn wait_gone(pid: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while crate::cluster::alive(pid) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// SIGSTOPs `pid`, and SIGCONTs it after `secs` if given.

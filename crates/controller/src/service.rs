@@ -436,11 +436,27 @@ fn router(app: App) -> Router {
         .route("/api/v1/raft/append", post(raft_append))
         .route("/api/v1/raft/vote", post(raft_vote))
         .route("/api/v1/raft/snapshot", post(raft_snapshot))
-        // A batch of 10 000 jobs is ~10 MB of JSON; axum's default cap is 2 MB.
-        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024 * 1024))
+        // A batch of 10 000 jobs is ~10-30 MB of JSON; axum's default cap is
+        // 2 MB. A body is read before its sender is known: no more than this.
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024 * 1024))
+        .layer(axum::middleware::map_response(json_errors))
         .merge(crate::web::routes())
         .layer(axum::middleware::from_fn_with_state(app.clone(), time_request))
         .with_state(app)
+}
+
+/// Errors are JSON (`{"error": …}`) as the API document says, including the
+/// ones axum's extractors write as plain text (a path segment that is not a
+/// number, a query that does not parse, a malformed body).
+async fn json_errors(response: Response) -> Response {
+    let plain = response.headers().get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(response.status().is_client_error() || response.status().is_server_error()) || !plain {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let error = String::from_utf8_lossy(&text).into_owned();
+    (parts.status, Json(ErrorBody { error, leader: None })).into_response()
 }
 
 /// A JSON body parsed by serde_json alone. axum's `Json` tracks the path
