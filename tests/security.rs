@@ -432,3 +432,31 @@ fn a_credential_acts_once_across_restarts_and_failovers() {
     assert_eq!(status, 403, "replayed after a restart: {body_back}");
     assert_eq!(job_count(&c), 1, "exactly one job");
 }
+
+/// schemathesis (PyPI) fuzzes every operation of the API document as a
+/// hostile user, for a bounded time: no 5xx, and no response that
+/// contradicts the document (status, content type, schema).
+#[test]
+fn the_api_survives_schemathesis_as_its_document_says() {
+    let Some(mallory) = test_user("drover-mallory") else { return };
+    if !Command::new("schemathesis").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: schemathesis is not installed (pip install schemathesis; .ci/run does)");
+        return;
+    }
+    let c = Cluster::start("sec-st", 1, 7);
+    let dir = home(&c, mallory, "mallory");
+    let token = token_of(&c, mallory, &dir);
+    let run = Command::new("schemathesis")
+        .args(["run", &format!("http://{}/api/v1/openapi.json", c.addrs()), "-H", &format!("Authorization: {token}")])
+        .args(["--max-time", "60", "-w", "1", "--seed", "1"])
+        .args(["-c", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
+        .current_dir(&dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("runs schemathesis");
+    let said = String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    let summary = said.rsplit_once("SUMMARY").map_or(said.as_str(), |(_, s)| s);
+    eprintln!("schemathesis:{summary}");
+    assert!(run.status.success(), "schemathesis found failures:\n{said}\n{}", c.logs());
+    assert!(healthy_within(&c, Duration::from_secs(5)));
+}
