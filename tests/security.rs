@@ -191,13 +191,13 @@ fn a_user_cannot_choose_her_groups_name_priority_or_break_the_controllers() {
     unsafe { libc::kill(c.controller_pid(), libc::SIGKILL) };
     assert!(c.up(1).status.success(), "{}", c.logs());
     assert!(healthy_within(&c, Duration::from_secs(10)), "{}", c.logs());
-    assert_eq!(c.submit(&["--wrap", "true"]).is_empty(), false);
+    assert!(!c.submit(&["--wrap", "true"]).is_empty());
 }
 
 #[test]
-fn per_user_submit_limit_refuses_past_it() {
+fn per_user_limits_refuse_past_max_submit_and_hold_past_max_jobs() {
     let Some(mallory) = test_user("drover-mallory") else { return };
-    let c = Cluster::start_with("sec-limit", 1, 1, &["--max-submit-jobs", "5"]);
+    let c = Cluster::start_with("sec-limit", 1, 1, &["--max-submit-jobs", "5", "--max-jobs", "1"]);
     let dir = home(&c, mallory, "mallory");
     let ok = drover_as(&c, mallory, &dir, &["submit", "--hold", "-a", "0-3", "--wrap", "true"]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
@@ -208,8 +208,28 @@ fn per_user_submit_limit_refuses_past_it() {
         "{}",
         String::from_utf8_lossy(&past.stderr)
     );
-    // Root is another user: its jobs do not count against her.
+    // Root is an operator: the submit limit is not its.
     c.submit(&["--hold", "-a", "0-9", "--wrap", "true"]);
+    // MaxJobs: her one running job holds the next back, with Slurm's reason.
+    let cancel = drover_as(&c, mallory, &dir, &["cancel", "--user", "drover-mallory"]);
+    assert!(cancel.status.success(), "{}", String::from_utf8_lossy(&cancel.stderr));
+    let first =
+        String::from_utf8_lossy(&drover_as(&c, mallory, &dir, &["submit", "--parsable", "--wrap", "sleep 30"]).stdout)
+            .trim()
+            .to_string();
+    let second =
+        String::from_utf8_lossy(&drover_as(&c, mallory, &dir, &["submit", "--parsable", "--wrap", "true"]).stdout)
+            .trim()
+            .to_string();
+    c.wait_for("the first to run", Duration::from_secs(10), || state_of(&c, &first) == "RUNNING");
+    c.wait_for("the second to wait for her limit", Duration::from_secs(10), || {
+        let out = c.drover(&["show", "job", &second, "--json"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["reason"] == "AssocMaxJobsLimit"
+    });
+    drover_as(&c, mallory, &dir, &["cancel", &first]);
+    wait_done(&c, &second);
+    assert_eq!(state_of(&c, &second), "COMPLETED");
 }
 
 #[test]

@@ -224,6 +224,10 @@ pub struct RaftArgs {
     /// Default: no limit.
     #[arg(long)]
     max_submit_jobs: Option<u64>,
+    /// Jobs a user may have running at once (Slurm's MaxJobs); the rest
+    /// wait with reason AssocMaxJobsLimit. Default: no limit.
+    #[arg(long)]
+    max_jobs: Option<u32>,
     /// Jobs in one request from a user who is not an operator.
     #[arg(long, default_value_t = 10_000)]
     max_jobs_per_request: usize,
@@ -274,6 +278,9 @@ impl RaftArgs {
         }
         if let Some(n) = self.max_submit_jobs {
             args.extend(["--max-submit-jobs".to_string(), n.to_string()]);
+        }
+        if let Some(n) = self.max_jobs {
+            args.extend(["--max-jobs".to_string(), n.to_string()]);
         }
         if self.max_jobs_per_request != 10_000 {
             args.extend(["--max-jobs-per-request".to_string(), self.max_jobs_per_request.to_string()]);
@@ -416,6 +423,7 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: crate::logging:
     opts.auth_socket = a.auth_socket;
     opts.operators = a.operators;
     opts.policy.max_submit_jobs = a.raft.max_submit_jobs;
+    opts.sched.max_running_per_user = a.raft.max_jobs.filter(|&n| n > 0);
     opts.policy.max_jobs_per_request = a.raft.max_jobs_per_request.max(1);
     let ceiling = drover_core::limits::SpecLimits::CEILING.script_bytes;
     if a.raft.max_script_size > ceiling {

@@ -168,6 +168,8 @@ pub enum PendingReason {
     ReqNodeNotAvail,
     JobArrayTaskLimit,
     NodeDown,
+    /// The user runs as many jobs as MaxJobs allows.
+    AssocMaxJobsLimit,
 }
 
 impl PendingReason {
@@ -186,6 +188,7 @@ impl PendingReason {
             PendingReason::ReqNodeNotAvail => "ReqNodeNotAvail",
             PendingReason::JobArrayTaskLimit => "JobArrayTaskLimit",
             PendingReason::NodeDown => "NodeDown",
+            PendingReason::AssocMaxJobsLimit => "AssocMaxJobsLimit",
         }
     }
 }

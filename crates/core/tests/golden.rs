@@ -209,6 +209,9 @@ impl Runner {
                 let cfg = SchedConfig {
                     select: if words.contains(&"bestfit") { Select::BestFit } else { Select::FirstFit },
                     backfill: !words.contains(&"nobackfill"),
+                    max_running_per_user: kv(&words, "maxjobs")
+                        .map(|w| w.parse::<u32>().map_err(|_| "bad maxjobs"))
+                        .transpose()?,
                     ..Default::default()
                 };
                 let fairshare = kv(&words, "fairshare").map(|w| w.parse::<u64>().map_err(|_| "bad fairshare weight"));

@@ -83,11 +83,20 @@ pub struct SchedConfig {
     pub priority: Multifactor,
     pub select: Select,
     pub backfill: bool,
+    /// Jobs one user may have running at once (Slurm's MaxJobs): the rest
+    /// wait with reason `AssocMaxJobsLimit`. Operators' jobs count too.
+    #[serde(default)]
+    pub max_running_per_user: Option<u32>,
 }
 
 impl Default for SchedConfig {
     fn default() -> SchedConfig {
-        SchedConfig { priority: Multifactor::default(), select: Select::FirstFit, backfill: true }
+        SchedConfig {
+            priority: Multifactor::default(),
+            select: Select::FirstFit,
+            backfill: true,
+            max_running_per_user: None,
+        }
     }
 }
 
@@ -161,6 +170,8 @@ struct Pass<'a> {
     first_open: Vec<usize>,
     plan: Plan,
     outlook: Outlook,
+    /// Running jobs per uid, counted only under a MaxJobs limit.
+    running_by_uid: std::collections::HashMap<u32, u32>,
 }
 
 /// The parts of a request that decide whether it fits, for jobs without
@@ -229,7 +240,14 @@ impl<'a> Pass<'a> {
                 }
             }
         }
+        let mut running_by_uid = std::collections::HashMap::new();
+        if cfg.max_running_per_user.is_some() {
+            for id in state.active_ids() {
+                *running_by_uid.entry(state.jobs()[id].spec.uid).or_insert(0u32) += 1;
+            }
+        }
         Pass {
+            running_by_uid,
             state,
             now,
             cfg,
@@ -254,9 +272,15 @@ impl<'a> Pass<'a> {
         let candidates = self.candidates(policy);
         let mut reservations: Vec<Reservation<'a>> = Vec::new();
         for c in &candidates {
+            if self.at_user_limit(c.spec.uid) {
+                self.set_reason(c, PendingReason::AssocMaxJobsLimit);
+                continue;
+            }
             match c.key {
                 JobKey::Job(_) => {
-                    self.consider(c, c.key, &mut reservations);
+                    if self.consider(c, c.key, &mut reservations) {
+                        self.count_start(c.spec.uid);
+                    }
                 }
                 JobKey::Task { array, .. } => {
                     let a = &self.state.arrays()[&array];
@@ -269,10 +293,16 @@ impl<'a> Pass<'a> {
                             }
                             break;
                         }
+                        if self.at_user_limit(c.spec.uid) {
+                            // The tasks left wait for the user's others.
+                            self.set_reason(c, PendingReason::AssocMaxJobsLimit);
+                            break;
+                        }
                         let key = JobKey::Task { array, task };
                         if !self.consider(c, key, &mut reservations) {
                             break;
                         }
+                        self.count_start(c.spec.uid);
                         started_any = true;
                     }
                 }
@@ -419,6 +449,17 @@ impl<'a> Pass<'a> {
         let start = self.releases[lo - 1].0;
         let k = self.releases.partition_point(|r| r.0 <= start);
         Some(Reservation::At { part: c.part, spec: c.spec, start, free_at_start: free_after(k) })
+    }
+
+    /// Whether `uid` runs as many jobs as MaxJobs allows.
+    fn at_user_limit(&self, uid: u32) -> bool {
+        self.cfg.max_running_per_user.is_some_and(|max| self.running_by_uid.get(&uid).copied().unwrap_or(0) >= max)
+    }
+
+    fn count_start(&mut self, uid: u32) {
+        if self.cfg.max_running_per_user.is_some() {
+            *self.running_by_uid.entry(uid).or_insert(0) += 1;
+        }
     }
 
     fn set_reason(&mut self, c: &Candidate<'a>, reason: PendingReason) {
