@@ -38,6 +38,11 @@ pub struct AgentOptions {
     /// is registered with the controller, which lists it for Prometheus'
     /// service discovery. `None`: no listener.
     pub listen: Option<std::net::SocketAddr>,
+    /// Serve TLS on `listen` with this certificate and key (PEM).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// The cluster's CA: the controllers are reached over TLS, trusting it
+    /// alone.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// This host's CPUs and memory.
@@ -127,14 +132,17 @@ pub async fn run(mut opts: AgentOptions, shutdown: impl std::future::Future<Outp
     opts.launcher = opts.launcher.with_ready_cells();
     let cores = Cores { holder: vec![None; opts.cpus as usize], host: step::allowed_cpus() };
     let (reports, pending) = tokio::sync::mpsc::unbounded_channel();
-    let endpoints = Endpoints::parse(&opts.controller)?;
-    let http = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         // Closed before the controller's 75 s idle limit closes it under us.
-        .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .build()
-        .map_err(|e| e.to_string())?;
+        .pool_idle_timeout(std::time::Duration::from_secs(30));
+    let (http, scheme) = drover_tls::http_client(builder, opts.tls_ca.as_deref())?;
+    let endpoints = Endpoints::parse_with(&opts.controller, scheme == "https")?;
+    let acceptor = match &opts.tls {
+        Some((cert, key)) => Some(drover_tls::TlsAcceptor::from(drover_tls::server_config(cert, key)?)),
+        None => None,
+    };
     let metrics = HostMetrics::new(&opts.name);
     let tasks =
         crate::tasks::Tasks::new(opts.key.clone(), opts.name.clone(), opts.launcher.clone(), Some(reports.clone()));
@@ -148,6 +156,7 @@ pub async fn run(mut opts: AgentOptions, shutdown: impl std::future::Future<Outp
                     false => bound.to_string(),
                 };
                 let routes = crate::metrics::routes(metrics.clone()).merge(tasks.clone().routes());
+                let listener = drover_tls::Listener { inner: listener, tls: acceptor };
                 tokio::spawn(async move {
                     if let Err(e) = axum::serve(listener, routes).await {
                         tracing::error!(error = %e, "the agent's listener failed");
@@ -319,7 +328,14 @@ impl Agent {
     async fn handle(self: &Arc<Self>, order: Order) {
         match order {
             Order::Ping => {}
-            Order::Launch(order) => {
+            Order::Launch(mut order) => {
+                // srun inside the job reaches the controllers the way this
+                // agent does: over TLS, trusting the cluster's CA.
+                if let Some(ca) = &self.opts.tls_ca {
+                    if !order.env.iter().any(|(k, _)| k == "DROVER_TLS_CA") {
+                        order.env.push(("DROVER_TLS_CA".into(), ca.display().to_string()));
+                    }
+                }
                 let key = order.job_id;
                 let (control, controls) = step::controls();
                 {

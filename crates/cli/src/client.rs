@@ -77,13 +77,13 @@ struct Call<'a> {
 
 impl Client {
     pub fn new(flag: Option<&str>) -> Client {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
+        let builder = reqwest::Client::builder().connect_timeout(Duration::from_millis(500)).tcp_nodelay(true);
+        let ca = drover_tls::ca_path();
         let (list, local) = controller_list(flag);
-        let endpoints = Endpoints::parse(&list);
+        let (http, endpoints) = match drover_tls::http_client(builder, ca.as_deref()) {
+            Ok((http, scheme)) => (http, Endpoints::parse_with(&list, scheme == "https")),
+            Err(e) => (reqwest::Client::new(), Err(e)),
+        };
         let hint = local.then(|| std::path::PathBuf::from(LEADER_HINT));
         if let (Ok(e), Some(h)) = (&endpoints, &hint) {
             if let Ok(leader) = std::fs::read_to_string(h) {

@@ -36,6 +36,8 @@ pub struct ControllerArgs {
     join: Option<String>,
     #[command(flatten)]
     raft: RaftArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Seconds without a heartbeat before a node is DOWN.
     #[arg(long, default_value_t = 10)]
     node_timeout: u64,
@@ -52,6 +54,8 @@ pub struct ControllerArgs {
 
 #[derive(Args)]
 pub struct AgentArgs {
+    #[command(flatten)]
+    tls: TlsArgs,
     /// The controllers' addresses, ADDR[,ADDR…]: the agent follows the leader.
     #[arg(long, env = "DROVER_CONTROLLER", default_value = "127.0.0.1:6817")]
     controller: String,
@@ -102,6 +106,38 @@ pub struct AgentArgs {
     listen: String,
 }
 
+/// TLS for a daemon: what it serves with and the CA it trusts.
+#[derive(Args, Clone, Default)]
+pub struct TlsArgs {
+    /// Serve TLS with this certificate (PEM; 'drover certs' makes one per
+    /// host).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM, mode 0600).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The cluster's CA (PEM): other daemons are reached over TLS,
+    /// trusting it alone.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn serve(&self) -> Option<(PathBuf, PathBuf)> {
+        self.tls_cert.clone().zip(self.tls_key.clone())
+    }
+
+    fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for (flag, v) in [("--tls-cert", &self.tls_cert), ("--tls-key", &self.tls_key), ("--tls-ca", &self.tls_ca)] {
+            if let Some(p) = v {
+                args.extend([flag.to_string(), p.display().to_string()]);
+            }
+        }
+        args
+    }
+}
+
 #[derive(Args)]
 pub struct WatchdogArgs {
     #[arg(long)]
@@ -137,6 +173,11 @@ pub struct UpArgs {
     /// loss of 1 or 2).
     #[arg(long, default_value_t = 1)]
     controllers: u16,
+    /// Speak TLS everywhere: a cluster CA and a certificate for this host
+    /// are made in STATE_DIR/tls (kept: a cluster once up with TLS stays
+    /// so; clients in this directory find tls/ca.pem by themselves).
+    #[arg(long)]
+    tls: bool,
     #[command(flatten)]
     raft: RaftArgs,
     /// Return once the cluster is ready instead of staying in the foreground.
@@ -431,6 +472,8 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: crate::logging:
     }
     opts.policy.limits.script_bytes = a.raft.max_script_size;
     opts.max_connections = a.raft.max_connections;
+    opts.tls = a.tls.serve();
+    opts.tls_ca = a.tls.tls_ca.clone();
     service::run(opts, shutdown_signal()).await
 }
 
@@ -478,6 +521,8 @@ pub async fn agent(a: AgentArgs, log: crate::logging::Log) -> Result<(), String>
                 Duration::from_secs_f64(f),
             )),
         },
+        tls: a.tls.serve(),
+        tls_ca: a.tls.tls_ca.clone(),
     };
     crate::logging::init("agent", opts.name.clone(), log);
     // Jobs' users pass through (to their scripts in the spool), nothing more.
@@ -604,6 +649,22 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         drover_auth::generate_key(&key)?;
     }
     let key_arg = key.display().to_string();
+    let tls = if a.tls || state.join("tls/ca.pem").exists() {
+        let dir = state.join("tls");
+        drover_tls::make_ca(&dir)?;
+        if !dir.join("localhost.pem").exists() {
+            drover_tls::make_host(&dir, "localhost", &["localhost".into(), "127.0.0.1".into()])?;
+        }
+        // This process's own requests (waiting for the cluster) trust it too.
+        std::env::set_var("DROVER_TLS_CA", dir.join("ca.pem"));
+        TlsArgs {
+            tls_cert: Some(dir.join("localhost.pem")),
+            tls_key: Some(dir.join("localhost.key")),
+            tls_ca: Some(dir.join("ca.pem")),
+        }
+    } else {
+        TlsArgs::default()
+    };
     let running = read_pids(&state);
     // Forget what is no longer running, keep what is: `up` is idempotent.
     let keep: Vec<&Started> = running.iter().filter(|s| alive(s.pid)).collect();
@@ -642,6 +703,7 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
             a.node_timeout.to_string(),
         ];
         args.extend(a.raft.to_args());
+        args.extend(tls.to_args());
         if a.controllers > 1 {
             args.extend(["--id".to_string(), id.to_string(), "--peers".into(), peers.clone()]);
         }
@@ -688,6 +750,7 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
             "127.0.0.1:0".into(),
         ];
         let mut args = args;
+        args.extend(tls.to_args());
         if let Some(cmd) = &a.health_check {
             args.extend(["--health-check".to_string(), cmd.clone()]);
         }
@@ -702,8 +765,9 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
     .await
     .map_err(|_| format!("not every node came up; see the logs in {}", state.join("logs").display()))?;
 
+    let scheme = if tls.tls_ca.is_some() { "https" } else { "http" };
     let controllers = match a.controllers {
-        1 => format!("controller http://{addr}"),
+        1 => format!("controller {}", drover_proto::base_url(scheme, &addr)),
         n => format!("{n} controllers {addrs}"),
     };
     println!(
@@ -719,7 +783,10 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
     );
     // The sign-in link carries a token with this user's rights (root's,
     // often): it goes to no terminal or log, only to `drover dashboard`.
-    println!("Dashboard: http://{addr}/  (sign in with the link 'drover dashboard' prints: it grants your rights)");
+    println!(
+        "Dashboard: {}/  (sign in with the link 'drover dashboard' prints: it grants your rights)",
+        drover_proto::base_url(scheme, &addr)
+    );
     println!("Try: drover submit --wrap 'hostname' && drover queue");
     if a.detach {
         return Ok(());

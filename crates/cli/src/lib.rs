@@ -198,6 +198,17 @@ enum Command {
         #[arg(default_value = "/etc/drover/cluster.key")]
         path: std::path::PathBuf,
     },
+    /// Make a cluster CA (DIR/ca.pem, DIR/ca.key) unless DIR has one, and a
+    /// certificate for each --host signed by it (DIR/NAME.pem, NAME.key),
+    /// for the daemons' --tls-cert/--tls-key/--tls-ca.
+    Certs {
+        #[arg(default_value = "/etc/drover/tls")]
+        dir: std::path::PathBuf,
+        /// NAME[:ALT,ALT…]: a host and the names and addresses clients
+        /// reach it by (default: the name alone). Repeatable.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
     /// Create links named sbatch, squeue, sinfo and scancel to this binary
     /// in DIR, which then answer as those Slurm commands.
     InstallLinks { dir: std::path::PathBuf },
@@ -218,6 +229,30 @@ enum HostlistAction {
 
 /// Runs the command line and returns the process exit code. Invoked as
 /// `sbatch`, `squeue`, `sinfo` or `scancel`, answers as that command.
+/// `drover certs`: the cluster CA and host certificates.
+fn certs(dir: &std::path::Path, hosts: &[String]) -> Result<(), String> {
+    if drover_tls::make_ca(dir)? {
+        println!(
+            "created the cluster CA {} (key {}, mode 0600)",
+            dir.join("ca.pem").display(),
+            dir.join("ca.key").display()
+        );
+    } else {
+        println!("using the cluster CA in {}", dir.display());
+    }
+    for h in hosts {
+        let (name, alts) = match h.split_once(':') {
+            Some((n, alts)) => {
+                (n, alts.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect())
+            }
+            None => (h.as_str(), Vec::new()),
+        };
+        let (cert, key) = drover_tls::make_host(dir, name, &alts)?;
+        println!("created {} and {} for {h}", cert.display(), key.display());
+    }
+    Ok(())
+}
+
 pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let mut args = args.into_iter();
     let program = args.next().unwrap_or_default();
@@ -251,6 +286,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Command::Check(_)
             | Command::Hostlist { .. }
             | Command::Keygen { .. }
+            | Command::Certs { .. }
             | Command::AgentWatchdog(_)
             | Command::InstallLinks { .. }
     );
@@ -303,6 +339,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
                 Command::Check(_)
                 | Command::Hostlist { .. }
                 | Command::Keygen { .. }
+                | Command::Certs { .. }
                 | Command::AgentWatchdog(_)
                 | Command::InstallLinks { .. } => {
                     unreachable!("handled without a runtime")
@@ -324,6 +361,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         Command::AgentWatchdog(args) => cluster::watchdog(args),
         Command::InstallLinks { dir } => slurm::install_links(&dir),
         Command::Keygen { path } => drover_auth::generate_key(&path).map(|_| println!("created {}", path.display())),
+        Command::Certs { dir, hosts } => certs(&dir, &hosts),
         Command::Hostlist { action: HostlistAction::Expand { expr } } => drover_core::hostlist::expand(&expr)
             .map(|hosts| {
                 for h in hosts {

@@ -303,7 +303,7 @@ pub async fn controllers(client: &Client, json: bool) -> Result<i32, String> {
     );
     let mut healthy = 0;
     for (base, v) in &views {
-        let url = base.trim_start_matches("http://");
+        let url = base.trim_start_matches("http://").trim_start_matches("https://");
         match v {
             Ok(c) => {
                 healthy += 1;

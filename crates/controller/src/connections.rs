@@ -118,12 +118,15 @@ pub struct GuardedListener {
     inner: TcpListener,
     limits: Limits,
     registry: Arc<Registry>,
+    /// TLS, when the controller serves it (the handshake runs on the
+    /// connection's own task, not here).
+    tls: Option<drover_tls::TlsAcceptor>,
 }
 
 impl GuardedListener {
-    pub fn new(inner: TcpListener, limits: Limits) -> GuardedListener {
+    pub fn new(inner: TcpListener, limits: Limits, tls: Option<drover_tls::TlsAcceptor>) -> GuardedListener {
         let registry = Arc::new(Registry { epoch: Instant::now(), open: Mutex::default(), next_id: AtomicU64::new(0) });
-        GuardedListener { inner, limits, registry }
+        GuardedListener { inner, limits, registry, tls }
     }
 
     /// How many connections are open now.
@@ -133,10 +136,10 @@ impl GuardedListener {
 }
 
 impl axum::serve::Listener for GuardedListener {
-    type Io = GuardedStream;
+    type Io = drover_tls::Served<GuardedStream>;
     type Addr = SocketAddr;
 
-    async fn accept(&mut self) -> (GuardedStream, SocketAddr) {
+    async fn accept(&mut self) -> (drover_tls::Served<GuardedStream>, SocketAddr) {
         loop {
             let (stream, addr) = match self.inner.accept().await {
                 Ok(accepted) => accepted,
@@ -173,7 +176,7 @@ impl axum::serve::Listener for GuardedListener {
                 spoke: false,
                 timer: Box::pin(tokio::time::sleep_until(deadline)),
             };
-            return (io, addr);
+            return (drover_tls::Served::new(self.tls.as_ref(), io), addr);
         }
     }
 
@@ -296,7 +299,7 @@ mod tests {
             first_byte: Duration::from_millis(first_byte_ms),
             idle: Duration::from_millis(first_byte_ms),
         };
-        (GuardedListener::new(l, limits), addr)
+        (GuardedListener::new(l, limits, None), addr)
     }
 
     #[tokio::test]

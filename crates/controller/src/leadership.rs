@@ -9,6 +9,7 @@ use crate::raft::Controller;
 use drover_core::partition::PartitionSpec;
 use drover_core::state::Config;
 use drover_core::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,12 +139,18 @@ async fn run_hook(hook: &str, event: &str, ctl: &Controller, term: u64) {
 /// `existing`, following the leader) to add it, until one agrees. The
 /// leader replicates the log or a snapshot to it as a learner, then makes
 /// it a voter.
-pub async fn ask_to_join(ctl: Arc<Controller>, existing: String, key: Arc<Vec<u8>>) {
-    let Ok(endpoints) = drover_proto::Endpoints::parse(&existing) else {
+pub async fn ask_to_join(ctl: Arc<Controller>, existing: String, key: Arc<Vec<u8>>, tls_ca: Option<PathBuf>) {
+    let (http, scheme) = match drover_tls::http_client(reqwest::Client::builder(), tls_ca.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot make the client to join with");
+            return;
+        }
+    };
+    let Ok(endpoints) = drover_proto::Endpoints::parse_with(&existing, scheme == "https") else {
         tracing::error!("no controllers to join in '{existing}'");
         return;
     };
-    let http = reqwest::Client::new();
     let body = drover_proto::JoinController { id: ctl.id, addr: ctl.addr.clone() };
     loop {
         if ctl.voters().contains(&ctl.id) {

@@ -19,20 +19,21 @@ use std::sync::Arc;
 pub struct Network {
     http: reqwest::Client,
     key: Arc<Vec<u8>>,
+    /// `https` when the group speaks TLS (`tls_ca` given).
+    scheme: &'static str,
 }
 
 impl Network {
-    pub fn new(key: Arc<Vec<u8>>) -> Network {
+    pub fn new(key: Arc<Vec<u8>>, tls_ca: Option<&std::path::Path>) -> Result<Network, String> {
         // Loopback and LAN peers answer in milliseconds; a peer that does
         // not even accept a connection for long is as good as down.
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_millis(300))
             .tcp_nodelay(true)
             // Closed before the controller's 75 s idle limit closes it under us.
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
-        Network { http, key }
+            .pool_idle_timeout(std::time::Duration::from_secs(30));
+        let (http, scheme) = drover_tls::http_client(builder, tls_ca)?;
+        Ok(Network { http, key, scheme })
     }
 }
 
@@ -48,7 +49,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Peer {
         Peer {
             target,
-            base: format!("http://{}/api/v1/raft", node.addr),
+            base: format!("{}/api/v1/raft", drover_proto::base_url(self.scheme, &node.addr)),
             http: self.http.clone(),
             key: self.key.clone(),
         }

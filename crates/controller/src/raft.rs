@@ -109,6 +109,7 @@ impl Controller {
         membership: Membership,
         timing: &Timing,
         key: Arc<Vec<u8>>,
+        tls_ca: Option<&Path>,
     ) -> Result<Controller, String> {
         std::fs::create_dir_all(state_dir).map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
         let path = state_dir.join("raft.redb");
@@ -134,7 +135,8 @@ impl Controller {
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(|e| e.to_string())?);
-        let raft = Raft::new(id, config, Network::new(key), log.clone(), machine).await.map_err(|e| e.to_string())?;
+        let raft =
+            Raft::new(id, config, Network::new(key, tls_ca)?, log.clone(), machine).await.map_err(|e| e.to_string())?;
         if let Membership::Static(members) = membership {
             if !raft.is_initialized().await.map_err(|e| e.to_string())? {
                 if members.get(&id).is_none_or(|a| a != addr) {

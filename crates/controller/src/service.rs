@@ -69,6 +69,11 @@ pub struct Options {
     pub policy: SubmitPolicy,
     /// Open connections at most (default: what the descriptor limit allows).
     pub max_connections: Option<usize>,
+    /// Serve TLS with this certificate and key (PEM).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The cluster's CA: the other controllers are reached over TLS,
+    /// trusting it alone.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Options {
@@ -93,6 +98,8 @@ impl Options {
             min_job_age: Duration::from_secs(300),
             policy: SubmitPolicy::default(),
             max_connections: None,
+            tls: None,
+            tls_ca: None,
         }
     }
 }
@@ -322,7 +329,18 @@ pub async fn run(
     };
     let membership = opts.membership.clone().unwrap_or_else(|| Membership::Static([(opts.id, addr.clone())].into()));
     let key = Arc::new(opts.key.clone());
-    let ctl = Arc::new(Controller::open(&opts.state_dir, opts.id, &addr, membership, &opts.timing, key.clone()).await?);
+    let ctl = Arc::new(
+        Controller::open(
+            &opts.state_dir,
+            opts.id,
+            &addr,
+            membership,
+            &opts.timing,
+            key.clone(),
+            opts.tls_ca.as_deref(),
+        )
+        .await?,
+    );
 
     let app = App {
         ctl: ctl.clone(),
@@ -369,13 +387,17 @@ pub async fn run(
     tokio::spawn(loops::schedule(ctl.clone(), opts.sched.clone(), opts.coalesce, app.metrics.clone(), usage));
     tokio::spawn(loops::watch(ctl.clone(), app.liveness.clone(), opts.node_timeout));
     if let Some(existing) = opts.join.clone() {
-        tokio::spawn(crate::leadership::ask_to_join(ctl.clone(), existing, app.key.clone()));
+        tokio::spawn(crate::leadership::ask_to_join(ctl.clone(), existing, app.key.clone(), opts.tls_ca.clone()));
     }
 
     let router = router(app);
     let limits = crate::connections::Limits::for_fd_limit(crate::connections::raise_fd_limit(), opts.max_connections);
     tracing::info!(max = limits.max, "connection limit");
-    let listener = crate::connections::GuardedListener::new(listener, limits);
+    let acceptor = match &opts.tls {
+        Some((cert, key)) => Some(drover_tls::TlsAcceptor::from(drover_tls::server_config(cert, key)?)),
+        None => None,
+    };
+    let listener = crate::connections::GuardedListener::new(listener, limits, acceptor);
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
     ctl.shutdown().await;
     Ok(())

@@ -26,8 +26,9 @@ impl Drop for TempDir {
 async fn open(dir: &TempDir) -> Controller {
     let members = Membership::Static([(1, "127.0.0.1:0".to_string())].into());
     let key = std::sync::Arc::new(b"0123456789abcdef0123456789abcdef".to_vec());
-    let c =
-        Controller::open(&dir.0, 1, "127.0.0.1:0", members, &Timing::default(), key).await.expect("controller opens");
+    let c = Controller::open(&dir.0, 1, "127.0.0.1:0", members, &Timing::default(), key, None)
+        .await
+        .expect("controller opens");
     c.wait_for_leader(Duration::from_secs(10)).await.expect("leader");
     c
 }

@@ -151,26 +151,41 @@ pub struct JoinController {
 #[derive(Debug)]
 pub struct Endpoints {
     inner: std::sync::Mutex<(Vec<String>, usize)>,
+    /// `https` when the cluster speaks TLS: bare addresses (and the leader
+    /// a controller names) get it.
+    scheme: &'static str,
+}
+
+/// `addr` as a base URL: a full `http(s)://` URL as it is, a bare
+/// `host:port` with `scheme`.
+pub fn base_url(scheme: &str, addr: &str) -> String {
+    let addr = addr.trim_end_matches('/');
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("{scheme}://{addr}")
+    }
 }
 
 impl Endpoints {
     /// `ADDR[,ADDR…]`, each `host:port` or a full `http://` URL.
     pub fn parse(list: &str) -> Result<Endpoints, String> {
+        Endpoints::parse_with(list, false)
+    }
+
+    /// As [`Endpoints::parse`]; `tls`: bare addresses are `https://`.
+    pub fn parse_with(list: &str, tls: bool) -> Result<Endpoints, String> {
+        let scheme = if tls { "https" } else { "http" };
         let addrs: Vec<String> =
-            list.split(',').map(str::trim).filter(|a| !a.is_empty()).map(Endpoints::base_url).collect();
+            list.split(',').map(str::trim).filter(|a| !a.is_empty()).map(|a| base_url(scheme, a)).collect();
         if addrs.is_empty() {
             return Err(format!("no controller address in '{list}'"));
         }
-        Ok(Endpoints { inner: std::sync::Mutex::new((addrs, 0)) })
+        Ok(Endpoints { inner: std::sync::Mutex::new((addrs, 0)), scheme })
     }
 
-    fn base_url(addr: &str) -> String {
-        let addr = addr.trim_end_matches('/');
-        if addr.starts_with("http://") || addr.starts_with("https://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        }
+    fn base_url(&self, addr: &str) -> String {
+        base_url(self.scheme, addr)
     }
 
     /// The base URL to use now.
@@ -205,7 +220,7 @@ impl Endpoints {
     /// A controller named the leader: talk to it from now on (it is added
     /// if it was not in the list: membership may have changed).
     pub fn redirect(&self, leader: &str) {
-        let url = Endpoints::base_url(leader);
+        let url = self.base_url(leader);
         let mut g = self.inner.lock().expect("endpoints lock");
         match g.0.iter().position(|a| *a == url) {
             Some(i) => g.1 = i,

@@ -284,8 +284,10 @@ pub async fn run(client: &Client, args: Vec<String>) -> Result<i32, String> {
         ("show", Some(what)) if what.starts_with("config") => {
             let config: drover_core::state::Config = client.get("/api/v1/config", &[]).await?;
             let controllers = client.get_each::<drover_proto::Controllers>("/api/v1/controllers").await?;
-            let addrs: Vec<String> =
-                controllers.iter().map(|(addr, _)| addr.trim_start_matches("http://").to_string()).collect();
+            let addrs: Vec<String> = controllers
+                .iter()
+                .map(|(addr, _)| addr.trim_start_matches("http://").trim_start_matches("https://").to_string())
+                .collect();
             out.push_str(&config_text(&config, &addrs, now));
             out.push('\n');
             out.push_str(&ping_lines(&controllers).0);
@@ -353,7 +355,7 @@ fn ping_lines(views: &[(String, Result<drover_proto::Controllers, String>)]) -> 
         };
         let state = if view.is_ok() { "UP" } else { "DOWN" };
         down |= view.is_err();
-        let host = addr.trim_start_matches("http://");
+        let host = addr.trim_start_matches("http://").trim_start_matches("https://");
         out.push_str(&format!("Slurmctld({role}) at {host} is {state}\n"));
     }
     (out, down)

@@ -439,11 +439,8 @@ async fn run_step(client: &Client, job: &str, request: StepRequest, a: &SrunArgs
     let mut err = Sink::of(a.error.as_deref().or(a.output.as_deref()), append, Sink::Stderr);
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<FromNode>(256);
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).tcp_nodelay(true);
+    let (http, scheme) = drover_tls::http_client(builder, drover_tls::ca_path().as_deref())?;
     let mut links = Vec::new();
     for n in &created.nodes {
         let body = LaunchTasks {
@@ -453,7 +450,7 @@ async fn run_step(client: &Client, job: &str, request: StepRequest, a: &SrunArgs
             env: env.clone(),
             cwd: cwd.clone(),
         };
-        links.push(tokio::spawn(follow_node(http.clone(), n.clone(), body, tx.clone())));
+        links.push(tokio::spawn(follow_node((http.clone(), scheme), n.clone(), body, tx.clone())));
     }
     drop(tx);
 
@@ -562,19 +559,25 @@ fn emit(
 }
 
 /// Sends one node its ranks and relays what comes back.
-async fn follow_node(http: reqwest::Client, n: StepNode, body: LaunchTasks, tx: tokio::sync::mpsc::Sender<FromNode>) {
+async fn follow_node(
+    (http, scheme): (reqwest::Client, &'static str),
+    n: StepNode,
+    body: LaunchTasks,
+    tx: tokio::sync::mpsc::Sender<FromNode>,
+) {
     let ended = |error: Option<String>| FromNode::Ended { node: n.name.clone(), error };
     if n.addr.is_empty() {
         let _ = tx.send(ended(Some("the node's agent has no listener (started with --listen none?)".into()))).await;
         return;
     }
-    let resp = match http.post(format!("http://{}/api/v1/steps", n.addr)).json(&body).send().await {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = tx.send(ended(Some(format!("cannot reach the agent at {}: {e}", n.addr)))).await;
-            return;
-        }
-    };
+    let resp =
+        match http.post(format!("{}/api/v1/steps", drover_proto::base_url(scheme, &n.addr))).json(&body).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(ended(Some(format!("cannot reach the agent at {}: {e}", n.addr)))).await;
+                return;
+            }
+        };
     if !resp.status().is_success() {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
