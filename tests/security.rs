@@ -189,7 +189,10 @@ fn a_user_cannot_choose_her_groups_name_priority_or_break_the_controllers() {
 
     // The controller restarts and replays its log without trouble.
     unsafe { libc::kill(c.controller_pid(), libc::SIGKILL) };
-    assert!(c.up(1).status.success(), "{}", c.logs());
+    let up = c.up(1);
+    assert!(up.status.success(), "up right after a kill: {}", c.logs());
+    // 12. `drover up` prints no sign-in token (it would grant root).
+    assert!(!String::from_utf8_lossy(&up.stdout).contains("#token="), "{}", String::from_utf8_lossy(&up.stdout));
     assert!(healthy_within(&c, Duration::from_secs(10)), "{}", c.logs());
     assert!(!c.submit(&["--wrap", "true"]).is_empty());
 }
