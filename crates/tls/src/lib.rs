@@ -78,7 +78,15 @@ pub fn http_client(
             let client = builder.tls_backend_preconfigured(config).build().map_err(|e| e.to_string())?;
             Ok((client, "https"))
         }
-        None => Ok((builder.build().map_err(|e| e.to_string())?, "http")),
+        // Plain http still gets a TLS configuration from reqwest, which by
+        // default loads the system's root certificates: milliseconds per
+        // CLI call (half the submit rate). An empty one costs nothing.
+        None => {
+            let config = rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            Ok((builder.tls_backend_preconfigured(config).build().map_err(|e| e.to_string())?, "http"))
+        }
     }
 }
 
