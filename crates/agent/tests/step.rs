@@ -361,6 +361,21 @@ async fn bad_orders_are_refused_with_the_reason() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// Issue #19: a limit of 2^64-1 seconds reached the agent's clock and
+/// panicked its supervisor. Whatever an order says, the agent clamps it.
+#[tokio::test]
+async fn a_huge_time_limit_does_not_panic_the_supervisor() {
+    let dir = TempDir::new("hugelimit");
+    let mut o = order(&dir, 28, "sleep 30");
+    o.time_limit = Some(u64::MAX);
+    o.signal = Some(drover_core::job::SignalSpec { signal: 10, secs_before: u32::MAX, batch_only: false });
+    let step = launch(&o, &config(&dir), &[]).await.unwrap();
+    step.control().set_limit(Some(u64::MAX));
+    step.control().cancel();
+    let report = step.wait().await;
+    assert!(matches!(report.outcome, StepOutcome::Signaled(_) | StepOutcome::Exited(_)), "{:?}", report.outcome);
+}
+
 /// The step's directory is the agent's: the job may run its script there,
 /// not list, add or replace anything in it.
 #[tokio::test]

@@ -69,8 +69,10 @@ pub fn admit(
     }
     let limits = policy.limits.capped();
     let mut accounts: Vec<(u32, Option<Account>)> = Vec::new();
+    let several = specs.len() > 1;
     for (index, spec) in specs.iter_mut().enumerate() {
-        let at = |e: String| if index == 0 && by.who.operator { e } else { format!("job {index} of the request: {e}") };
+        // In a batch, say which job; a single one is the request.
+        let at = |e: String| if several { format!("job {index} of the request: {e}") } else { e };
         if !by.who.operator && spec.uid != by.who.uid {
             return Err(Refusal::Forbidden(format!("uid {} may not submit jobs as uid {}", by.who.uid, spec.uid)));
         }
