@@ -18,6 +18,16 @@ fn example(name: &str) -> String {
     format!("{}/examples/jobs/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Issue #20 item 12: the help named four links where eight are made.
+#[test]
+fn install_links_help_names_every_link_it_makes() {
+    let o = drover(&["install-links", "--help"]);
+    let help = stdout(&o);
+    for name in ["sbatch", "squeue", "sinfo", "scancel", "scontrol", "sacct", "srun", "salloc"] {
+        assert!(help.contains(name), "{name} missing from: {help}");
+    }
+}
+
 #[test]
 fn help_lists_the_commands() {
     let o = drover(&["--help"]);

@@ -400,3 +400,36 @@ fn srun_salloc_steps_and_updates() {
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).starts_with("srun: error: "), "{bad:?}");
 }
+
+/// What workflow libraries (dask-jobqueue, submitit, snakemake) do: submit
+/// with `sbatch --parsable` and `-o logs/%x-%J.out`, poll `squeue -h -o %i
+/// -j ID` until it prints nothing, then read the end from sacct — for a
+/// job that completes, one that fails and one that is cancelled.
+#[test]
+fn workflow_libraries_poll_squeue_until_the_job_leaves_then_ask_sacct() {
+    let c = Cluster::start("slurm-workflow", 1, 2);
+    let links = Links { dir: c.dir.join("bin") };
+    assert!(c.drover(&["install-links", links.dir.to_str().unwrap()]).status.success());
+    std::fs::create_dir_all(c.dir.join("logs")).unwrap();
+    let submit = |name: &str, cmd: &str| {
+        links.ok(&c, "sbatch", &["--parsable", "-J", name, "-o", "logs/%x-%J.out", "--wrap", cmd]).trim().to_string()
+    };
+    let ok = submit("ok", "echo fine");
+    let bad = submit("bad", "exit 3");
+    let cancelled = submit("gone", "sleep 60");
+    c.wait_for("the sleeper to start", Duration::from_secs(15), || {
+        links.ok(&c, "squeue", &["-h", "-o", "%T", "-j", &cancelled]).trim() == "RUNNING"
+    });
+    links.ok(&c, "scancel", &[&cancelled]);
+    for (id, state) in [(&ok, "COMPLETED"), (&bad, "FAILED"), (&cancelled, "CANCELLED")] {
+        c.wait_for(&format!("job {id} to leave squeue"), Duration::from_secs(30), || {
+            links.ok(&c, "squeue", &["-h", "-o", "%i", "-j", id]).trim().is_empty()
+        });
+        let got = links.ok(&c, "sacct", &["-j", id, "-o", "State", "-P", "-n", "-X"]);
+        assert!(got.trim().starts_with(state), "job {id}: {got}");
+        // Still listed when its state is asked for.
+        assert_eq!(links.ok(&c, "squeue", &["-h", "-o", "%i", "-t", "all", "-j", id]).trim(), id.as_str());
+    }
+    // %J is the job id in a batch job's file name.
+    assert_eq!(std::fs::read_to_string(c.dir.join(format!("logs/ok-{ok}.out"))).unwrap(), "fine\n");
+}

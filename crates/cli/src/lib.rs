@@ -209,8 +209,9 @@ enum Command {
         #[arg(long = "host")]
         hosts: Vec<String>,
     },
-    /// Create links named sbatch, squeue, sinfo and scancel to this binary
-    /// in DIR, which then answer as those Slurm commands.
+    /// Create links named sbatch, squeue, sinfo, scancel, scontrol, sacct,
+    /// srun and salloc to this binary in DIR, which then answer as those
+    /// Slurm commands.
     InstallLinks { dir: std::path::PathBuf },
     /// Expand or compress hostlist expressions (node[01-04,7] <-> names).
     Hostlist {

@@ -49,7 +49,10 @@ impl<'q> Filter<'q> {
     pub fn new(q: &'q JobQuery) -> Result<Filter<'q>, String> {
         let states = parsed(&q.state, JobState::parse)?;
         let ids = parsed(&q.id, JobRef::parse)?;
-        let all = q.all.unwrap_or(false) || !ids.is_empty() || states.iter().any(|s| s.is_terminal());
+        // As squeue: naming a job does not show it once it has finished
+        // (scripts wait for it to leave the listing); asking for a finished
+        // state, or for all, does.
+        let all = q.all.unwrap_or(false) || states.iter().any(|s| s.is_terminal());
         Ok(Filter { users: list(&q.user), partitions: list(&q.partition), names: list(&q.name), states, ids, all })
     }
 
@@ -222,7 +225,8 @@ fn by_ids<'s>(s: &'s State, f: &Filter) -> Vec<Listed<'s>> {
         }
     }
     let default = default_partition(s);
-    out.retain(|l| f.keep(l, default));
+    let live = |l: &Listed| l.state() == JobState::Pending || l.state().is_active();
+    out.retain(|l| (f.all || live(l)) && f.keep(l, default));
     let key = |l: &Listed| (l.order(), matches!(l, Listed::Array(_)));
     out.sort_by_key(key);
     out.dedup_by_key(|l| key(l));

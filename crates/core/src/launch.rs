@@ -58,7 +58,8 @@ pub struct PatternInput<'a> {
     pub node_index: u32,
 }
 
-/// Expands `%j %x %A %a %N %u %s %t %n %%`, and `%J` for a step, in an
+/// Expands `%j %x %A %a %N %u %s %t %n %J %%` (`%J`: `JOB.STEP` for a
+/// step, the job id for the batch script), with zero-padded widths, in an
 /// output file pattern (the batch step counts as step 0's task 0 on node
 /// 0). Unknown `%` codes stay as written.
 pub fn expand_pattern(pattern: &str, p: &PatternInput<'_>) -> String {
@@ -89,8 +90,9 @@ pub fn expand_pattern(pattern: &str, p: &PatternInput<'_>) -> String {
             Some('N') => out.push_str(p.first_node),
             Some('J') => match p.step {
                 Some(s) => out.push_str(&format!("{}.{s}", num(p.job_id))),
-                // Not a step: left as written, as before steps existed.
-                None => out.push_str("%J"),
+                // The batch step: the job id alone, as Slurm writes it
+                // (dask-jobqueue's `-o dask-worker-%J.out`).
+                None => out.push_str(&num(p.job_id)),
             },
             Some('s') => out.push_str(&num(u64::from(p.step.unwrap_or(0)))),
             Some('t') => out.push_str(&num(u64::from(p.task))),
@@ -411,6 +413,9 @@ mod tests {
     #[test]
     fn patterns() {
         assert_eq!(expand_pattern("slurm-%j.out", &pattern()), "slurm-42.out");
+        // Issue #20 item 4: %J in a batch job's -o is the job id.
+        assert_eq!(expand_pattern("dask-worker-%J.out", &pattern()), "dask-worker-42.out");
+        assert_eq!(expand_pattern("%x-%J.out", &PatternInput { step: Some(3), ..pattern() }), "sim-42.3.out");
         assert_eq!(expand_pattern("%x-%A_%a-%u-%N.log", &pattern()), "sim-40_2-alice-n1.log");
         assert_eq!(expand_pattern("100%%-%4j-%q-%", &pattern()), "100%-0042-%q-%");
     }
