@@ -402,14 +402,23 @@ fn job_count(c: &Cluster) -> usize {
     v["jobs"].as_array().map_or(0, |j| j.len())
 }
 
+/// `GET path` from `addr`, or `None` on any error.
+fn get_quietly(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+}
+
 /// The address of the controller that says it leads (unauthenticated).
 fn leader_addr(c: &Cluster) -> String {
     for _ in 0..100 {
         for addr in c.addrs().split(',') {
-            if std::net::TcpStream::connect(addr).is_err() {
-                continue;
-            }
-            let (_, body) = request(addr, "GET", "/api/v1/controllers", None, "");
+            // A controller may be dying or starting: any error, try the next.
+            let Some(body) = get_quietly(addr, "/api/v1/controllers") else { continue };
             let v: Value = serde_json::from_str(&body).unwrap_or_default();
             if v["role"] == "Leader" {
                 return addr.to_string();

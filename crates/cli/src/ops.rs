@@ -232,8 +232,13 @@ pub async fn chaos(client: &Client, state: &Path, what: Chaos) -> Result<i32, St
 /// Waits (up to 5 s) until a killed process has exited, so that a `drover
 /// up` right after does not take the dying process for a running one.
 async fn wait_gone(pid: i32) {
+    // Exited for good: a zombie or nothing (`alive` already counts a
+    // process with SIGKILL pending as gone, but it still holds its port).
+    let exited = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z ") || s.contains(") X "))
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while crate::cluster::alive(pid) && std::time::Instant::now() < deadline {
+    while !exited(pid) && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
