@@ -433,3 +433,59 @@ fn workflow_libraries_poll_squeue_until_the_job_leaves_then_ask_sacct() {
     // %J is the job id in a batch job's file name.
     assert_eq!(std::fs::read_to_string(c.dir.join(format!("logs/ok-{ok}.out"))).unwrap(), "fine\n");
 }
+
+/// `sbatch --test-only` (issue #20 item 1): the controller checks the job
+/// and says where and when it would start; no job is created, no id is
+/// used and the replicated log does not grow.
+#[test]
+fn sbatch_test_only_says_when_a_job_would_start_and_submits_nothing() {
+    let c = Cluster::start("slurm-testonly", 2, 3);
+    let links = Links { dir: c.dir.join("bin") };
+    assert!(c.drover(&["install-links", links.dir.to_str().unwrap()]).status.success());
+    let log_index = || {
+        let out = c.drover(&["controllers", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("controllers --json");
+        v[0]["status"]["last_log_index"].as_u64().expect("last_log_index")
+    };
+    let queue = || links.ok(&c, "squeue", &["-h", "-t", "all", "-o", "%i %T"]);
+
+    // An idle cluster: now, on one node; nothing written anywhere.
+    let (index, listed) = (log_index(), queue());
+    let out = links.run(&c, "sbatch", &["--test-only", "-n", "2", "--wrap", "touch made-by-test-only"]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{said}");
+    assert!(out.stdout.is_empty(), "no 'Submitted batch job' line: {:?}", out.stdout);
+    let words: Vec<&str> = said.split_whitespace().collect();
+    assert_eq!(words[..2], ["sbatch:", "Job"], "{said}");
+    assert_eq!(words[3..6], ["to", "start", "at"], "{said}");
+    assert_eq!(words[7..12], ["using", "2", "processors", "on", "nodes"], "{said}");
+    assert!(["node1", "node2"].contains(&words[12]), "one node: {said}");
+    assert_eq!(words[13..], ["in", "partition", "debug"], "{said}");
+    let would_be: u64 = words[2].parse().expect(&said);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(log_index(), index, "the log grew");
+    assert_eq!(queue(), listed, "the queue changed");
+    assert!(!c.dir.join("made-by-test-only").exists(), "the job ran");
+
+    // The next real job gets the id the estimate named.
+    let id = links.ok(&c, "sbatch", &["--parsable", "-t", "10", "-N", "2", "--exclusive", "--wrap", "sleep 600"]);
+    assert_eq!(id.trim().parse::<u64>().unwrap(), would_be);
+    c.wait_for("the long job to start", Duration::from_secs(15), || {
+        links.ok(&c, "squeue", &["-h", "-o", "%T", "-j", id.trim()]).trim() == "RUNNING"
+    });
+    // Every node is busy for ten minutes: that is when a new job could start.
+    let out = c.drover(&["submit", "--test-only", "-n", "1", "--wrap", "true"]);
+    let said = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success() && said.starts_with(&format!("Job {} to start at ", would_be + 1)), "{said}");
+    let at = said.split_whitespace().nth(5).expect(&said);
+    let secs = drover_core::time::parse_begin(at, 0).expect(at);
+    let wait =
+        secs as i64 - std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((500..=601).contains(&wait), "starts in {wait} s: {said}");
+
+    // Bad requests are refused as a submission would be.
+    let bad = links.run(&c, "sbatch", &["--test-only", "-n", "999", "--wrap", "true"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{err}");
+    assert!(err.starts_with("sbatch: error: ") && err.contains("not available"), "{err}");
+}

@@ -13,11 +13,15 @@ pub struct SubmitArgs {
     /// sbatch options, then the script (or --wrap CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "OPTIONS... SCRIPT")]
     args: Vec<String>,
+    /// Run as `sbatch`: messages carry its name, as Slurm's do.
+    #[arg(skip)]
+    as_sbatch: bool,
 }
 
 impl SubmitArgs {
-    pub fn new(args: Vec<String>) -> SubmitArgs {
-        SubmitArgs { args }
+    /// `sbatch ARGS…`.
+    pub fn sbatch(args: Vec<String>) -> SubmitArgs {
+        SubmitArgs { args, as_sbatch: true }
     }
 }
 
@@ -65,6 +69,9 @@ pub(crate) fn now_ms() -> u64 {
 
 pub async fn submit(client: &Client, a: SubmitArgs) -> Result<i32, String> {
     let (spec, opts) = crate::check::resolve(&a.args)?;
+    if opts.test_only {
+        return test_only(client, spec, a.as_sbatch).await;
+    }
     let submitted: Submitted = client.post("/api/v1/jobs", &SubmitJobs { jobs: vec![spec] }).await?;
     let id = submitted.job_ids.first().copied().ok_or("the controller accepted no job")?;
     if opts.parsable {
@@ -74,6 +81,30 @@ pub async fn submit(client: &Client, a: SubmitArgs) -> Result<i32, String> {
     }
     if opts.wait {
         return wait_for(client, &[id.to_string()]).await;
+    }
+    Ok(0)
+}
+
+/// `--test-only`: the controller checks the job and says where and when it
+/// would start; nothing is submitted. Slurm's sentence, on stderr as
+/// Slurm's.
+async fn test_only(client: &Client, spec: drover_core::job::JobSpec, as_sbatch: bool) -> Result<i32, String> {
+    let answer: WouldStart = client.post("/api/v1/jobs/test", &SubmitJobs { jobs: vec![spec] }).await?;
+    let e = answer.estimates.first().ok_or("the controller estimated nothing")?;
+    let prefix = if as_sbatch { "sbatch: " } else { "" };
+    match e.start_ms {
+        Some(ms) => eprintln!(
+            "{prefix}Job {} to start at {} using {} processors on nodes {} in partition {}",
+            e.job_id,
+            time::format_timestamp(ms / 1000),
+            e.cpus,
+            e.nodes,
+            e.partition
+        ),
+        None => eprintln!(
+            "{prefix}Job {} is valid, but its start cannot be foreseen in partition {}: the resources it needs are held by jobs without a time limit, or the partition is down",
+            e.job_id, e.partition
+        ),
     }
     Ok(0)
 }

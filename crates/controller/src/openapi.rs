@@ -15,6 +15,13 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
         None,
         "JobList",
     ),
+    (
+        "/api/v1/jobs/test",
+        "post",
+        "Validate jobs and estimate where and when each would start, submitting nothing (sbatch --test-only): no id is used, nothing is logged",
+        Some("SubmitJobs"),
+        "WouldStart",
+    ),
     ("/api/v1/jobs/cancel", "post", "Cancel jobs matching a filter", Some("CancelJobs"), "Cancelled"),
     ("/api/v1/jobs/{id}", "get", "One job (1234 or 1234_7)", None, "JobView"),
     ("/api/v1/jobs/{id}", "delete", "Cancel one job", None, "Cancelled"),
@@ -200,6 +207,13 @@ fn schemas() -> Value {
         },
         "SubmitJobs": obj(&[("jobs", json!({"type": "array", "items": r("JobSpec")}))], &["jobs"]),
         "Submitted": obj(&[("job_ids", json!({"type": "array", "items": s("integer")}))], &["job_ids"]),
+        "WouldStart": obj(&[("estimates", json!({"type": "array", "items": obj(&[
+            ("job_id", s("integer")),
+            ("start_ms", json!({"type": ["integer", "null"]})),
+            ("nodes", s("string")),
+            ("cpus", s("integer")),
+            ("partition", s("string")),
+        ], &["job_id", "start_ms", "nodes", "cpus", "partition"])}))], &["estimates"]),
         "CancelJobs": obj(&[("filter", obj(&[
             ("jobs", json!({"type": "array", "items": obj(&[("id", s("integer")), ("task", json!({"type": ["integer", "null"]}))], &["id"])})),
             ("user", json!({"type": ["string", "null"]})),

@@ -116,6 +116,8 @@ struct App {
     metrics: Arc<Metrics>,
     accounting: Option<Arc<crate::accounting::Sink>>,
     policy: Arc<SubmitPolicy>,
+    /// The scheduler's settings, for `--test-only` estimates.
+    sched: Arc<SchedConfig>,
 }
 
 impl App {
@@ -353,6 +355,7 @@ pub async fn run(
         metrics: Arc::new(Metrics::new()),
         accounting: opts.accounting.clone().map(|url| crate::accounting::Sink::new(url, opts.purge_after)),
         policy: Arc::new(opts.policy),
+        sched: Arc::new(opts.sched.clone()),
     };
     if let Some(sock) = opts.auth_socket.clone() {
         let key = opts.key.clone();
@@ -422,6 +425,7 @@ async fn time_request(
 fn router(app: App) -> Router {
     Router::new()
         .route("/api/v1/jobs", post(submit).get(list_jobs))
+        .route("/api/v1/jobs/test", post(test_only))
         .route("/api/v1/jobs/cancel", post(cancel))
         .route("/api/v1/jobs/{id}", get(show_job).delete(cancel_one).patch(update_job))
         .route("/api/v1/jobs/{id}/steps", post(create_step))
@@ -528,6 +532,39 @@ async fn submit(
         })
         .collect();
     Ok(Json(Submitted { job_ids }))
+}
+
+/// `sbatch --test-only`: the same checks as a submission, then an
+/// estimate of each job's start from this controller's state. Nothing is
+/// proposed, so no id is used and the log does not grow.
+async fn test_only(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    FastJson(req): FastJson<SubmitJobs>,
+) -> ApiResult<WouldStart> {
+    let by = app.authenticate_proven(&headers)?;
+    let mut req = req;
+    admission::admit(&app.policy, by, &mut req.jobs, Account::of_uid).map_err(refused)?;
+    let now = now_ms();
+    let estimates = app.ctl.shared.read(|s| {
+        admission::check_user_limit(&app.policy, by, s, &req.jobs).map_err(refused)?;
+        let cfg = &app.sched;
+        let mut out = Vec::with_capacity(req.jobs.len());
+        for (i, spec) in req.jobs.iter().enumerate() {
+            let e = drover_core::sched::estimate_start(s, now, cfg, &cfg.priority, spec)
+                .map_err(|e| ApiError::from(ProposeError::Refused(e)))?;
+            let names: Vec<&str> = e.shares.iter().map(|sh| s.nodes()[sh.node as usize].name.as_str()).collect();
+            out.push(StartEstimate {
+                job_id: s.next_job_id() + i as u64,
+                start_ms: e.start,
+                nodes: drover_core::hostlist::compress(&names),
+                cpus: e.shares.iter().map(|sh| sh.res.cpus).sum(),
+                partition: e.partition,
+            });
+        }
+        Ok::<_, ApiError>(out)
+    })?;
+    Ok(Json(WouldStart { estimates }))
 }
 
 async fn list_jobs(

@@ -41,76 +41,7 @@ pub struct LaunchOrder {
     pub umask: Option<u32>,
 }
 
-/// What output file patterns may refer to.
-pub struct PatternInput<'a> {
-    pub job_id: JobId,
-    pub array_job_id: Option<JobId>,
-    pub array_task: Option<u32>,
-    pub name: &'a str,
-    pub user: &'a str,
-    /// `%N`: the batch step's node, or the node of an srun task.
-    pub first_node: &'a str,
-    /// srun's step (`%s`, `%J`); `None` for the batch step.
-    pub step: Option<u32>,
-    /// srun's task rank (`%t`) and its node's place in the step (`%n`); 0
-    /// for the batch step.
-    pub task: u32,
-    pub node_index: u32,
-}
-
-/// Expands `%j %x %A %a %N %u %s %t %n %J %%` (`%J`: `JOB.STEP` for a
-/// step, the job id for the batch script), with zero-padded widths, in an
-/// output file pattern (the batch step counts as step 0's task 0 on node
-/// 0). Unknown `%` codes stay as written.
-pub fn expand_pattern(pattern: &str, p: &PatternInput<'_>) -> String {
-    let mut out = String::with_capacity(pattern.len() + 16);
-    let mut chars = pattern.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        // Slurm allows a zero-padding width: %4j.
-        let mut width = String::new();
-        while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-            width.push(*d);
-            chars.next();
-        }
-        let w: usize = width.parse().unwrap_or(0).min(10);
-        let num = |n: u64| format!("{n:0w$}");
-        match chars.next() {
-            Some('j') => out.push_str(&num(p.job_id)),
-            Some('A') => out.push_str(&num(p.array_job_id.unwrap_or(p.job_id))),
-            Some('a') => match p.array_task {
-                Some(t) => out.push_str(&num(u64::from(t))),
-                None => out.push_str(&num(4294967294)),
-            },
-            Some('x') => out.push_str(p.name),
-            Some('u') => out.push_str(p.user),
-            Some('N') => out.push_str(p.first_node),
-            Some('J') => match p.step {
-                Some(s) => out.push_str(&format!("{}.{s}", num(p.job_id))),
-                // The batch step: the job id alone, as Slurm writes it
-                // (dask-jobqueue's `-o dask-worker-%J.out`).
-                None => out.push_str(&num(p.job_id)),
-            },
-            Some('s') => out.push_str(&num(u64::from(p.step.unwrap_or(0)))),
-            Some('t') => out.push_str(&num(u64::from(p.task))),
-            Some('n') => out.push_str(&num(u64::from(p.node_index))),
-            Some('%') => out.push('%'),
-            Some(other) => {
-                out.push('%');
-                out.push_str(&width);
-                out.push(other);
-            }
-            None => {
-                out.push('%');
-                out.push_str(&width);
-            }
-        }
-    }
-    out
-}
+pub use crate::pattern::{expand_pattern, PatternInput};
 
 fn absolute(dir: &str, path: &str) -> String {
     if path.starts_with('/') {
@@ -395,30 +326,6 @@ mod tests {
     use crate::partition::PartitionSpec;
     use crate::sched::{self, SchedConfig};
     use crate::{Command, Resources};
-
-    fn pattern() -> PatternInput<'static> {
-        PatternInput {
-            job_id: 42,
-            array_job_id: Some(40),
-            array_task: Some(2),
-            name: "sim",
-            user: "alice",
-            first_node: "n1",
-            step: None,
-            task: 0,
-            node_index: 0,
-        }
-    }
-
-    #[test]
-    fn patterns() {
-        assert_eq!(expand_pattern("slurm-%j.out", &pattern()), "slurm-42.out");
-        // Issue #20 item 4: %J in a batch job's -o is the job id.
-        assert_eq!(expand_pattern("dask-worker-%J.out", &pattern()), "dask-worker-42.out");
-        assert_eq!(expand_pattern("%x-%J.out", &PatternInput { step: Some(3), ..pattern() }), "sim-42.3.out");
-        assert_eq!(expand_pattern("%x-%A_%a-%u-%N.log", &pattern()), "sim-40_2-alice-n1.log");
-        assert_eq!(expand_pattern("100%%-%4j-%q-%", &pattern()), "100%-0042-%q-%");
-    }
 
     fn running(args: &[&str]) -> (State, JobId) {
         let mut s = State::default();

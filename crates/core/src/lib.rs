@@ -20,6 +20,7 @@ pub mod memory;
 pub mod node;
 pub mod options;
 pub mod partition;
+pub mod pattern;
 pub mod resources;
 pub mod sched;
 pub mod script;

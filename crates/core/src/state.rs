@@ -1091,6 +1091,12 @@ impl State {
 
     // ---- submission ----
 
+    /// Whether `spec` would be accepted by a `Submit` now, without
+    /// submitting it (`sbatch --test-only`).
+    pub fn check_submit(&self, spec: &JobSpec) -> Result<(), CommandError> {
+        self.validate_submit(spec)
+    }
+
     fn validate_submit(&self, spec: &JobSpec) -> Result<(), CommandError> {
         // First: nothing below may meet a value outside these bounds.
         crate::limits::SpecLimits::CEILING.check(spec).map_err(CommandError::Invalid)?;

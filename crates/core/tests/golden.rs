@@ -205,6 +205,62 @@ impl Runner {
                     Err(e) => writeln!(out, "error: {e}").unwrap(),
                 }
             }
+            "will-run" => {
+                // `sbatch --test-only`: an estimate, and nothing changes.
+                let (user, _) = requester(&mut words)?;
+                let mut req = SubmitRequest::default();
+                let rest = match req.apply_args(&words) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        writeln!(out, "error: {e}").unwrap();
+                        return Ok(());
+                    }
+                };
+                if !rest.is_empty() {
+                    return Err(format!("unexpected words {rest:?}"));
+                }
+                let ctx = SubmitContext {
+                    user: user.clone(),
+                    uid: uid_of(&user)?,
+                    gid: uid_of(&user)?,
+                    cwd: "/home/test".into(),
+                    host: "login".into(),
+                    now_secs: now / 1000,
+                    default_name: "job".into(),
+                    ..Default::default()
+                };
+                let spec = match req.build(&ctx, "#!/bin/sh\ntrue\n") {
+                    Ok(spec) => spec,
+                    Err(e) => {
+                        writeln!(out, "error: {e}").unwrap();
+                        return Ok(());
+                    }
+                };
+                let before = self.state.snapshot();
+                let cfg = SchedConfig::default();
+                match sched::estimate_start(&self.state, now, &cfg, &cfg.priority, &spec) {
+                    Ok(e) => {
+                        let nodes: Vec<&str> =
+                            e.shares.iter().map(|s| self.state.nodes()[s.node as usize].name.as_str()).collect();
+                        let cpus: u32 = e.shares.iter().map(|s| s.res.cpus).sum();
+                        match e.start {
+                            Some(t) => writeln!(
+                                out,
+                                "would start at +{}s on {} using {cpus} cpus in {}",
+                                t.saturating_sub(now) / 1000,
+                                nodes.join(","),
+                                e.partition
+                            ),
+                            None => writeln!(out, "start not foreseeable in {}", e.partition),
+                        }
+                        .unwrap();
+                    }
+                    Err(e) => writeln!(out, "error: {e}").unwrap(),
+                }
+                if self.state.snapshot() != before {
+                    return Err("will-run changed the state".into());
+                }
+            }
             "schedule" => {
                 let cfg = SchedConfig {
                     select: if words.contains(&"bestfit") { Select::BestFit } else { Select::FirstFit },

@@ -24,6 +24,28 @@ pub struct Submitted {
     pub job_ids: Vec<JobId>,
 }
 
+/// The answer to `POST /api/v1/jobs/test` (`sbatch --test-only`): where
+/// and when each job would start; nothing was submitted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WouldStart {
+    pub estimates: Vec<StartEstimate>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartEstimate {
+    /// The id the job would get if it were submitted now (none is used).
+    pub job_id: JobId,
+    /// Epoch milliseconds; `None` when no start can be foreseen (the
+    /// resources are held by jobs without a time limit, or the partition
+    /// is down).
+    pub start_ms: Option<u64>,
+    /// A Slurm host list (`node[1-2]`); empty without a start.
+    pub nodes: String,
+    /// CPUs it would hold in all.
+    pub cpus: u32,
+    pub partition: String,
+}
+
 /// Every error response: a sentence for a person.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {

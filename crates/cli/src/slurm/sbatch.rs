@@ -15,5 +15,5 @@ pub async fn run(client: &Client, args: Vec<String>) -> Result<i32, String> {
         }
         _ => {}
     }
-    crate::jobs::submit(client, crate::jobs::SubmitArgs::new(args)).await
+    crate::jobs::submit(client, crate::jobs::SubmitArgs::sbatch(args)).await
 }

@@ -11,9 +11,11 @@
 //! re-checks every allocation, so a plan computed on a slightly stale state
 //! can never over-commit a node.
 
+mod estimate;
 mod place;
 mod priority;
 
+pub use estimate::{estimate_start, Estimate};
 pub use place::Select;
 pub use priority::{FairShare, Multifactor, PriorityInput, PriorityPolicy, Usage};
 
@@ -269,6 +271,13 @@ impl<'a> Pass<'a> {
     }
 
     fn run(mut self, policy: &dyn PriorityPolicy) -> (Plan, Outlook) {
+        self.run_in_place(policy);
+        (self.plan, self.outlook)
+    }
+
+    /// The pass itself: afterwards `free` and `releases` include what it
+    /// started.
+    fn run_in_place(&mut self, policy: &dyn PriorityPolicy) {
         let candidates = self.candidates(policy);
         let mut reservations: Vec<Reservation<'a>> = Vec::new();
         for c in &candidates {
@@ -308,7 +317,6 @@ impl<'a> Pass<'a> {
                 }
             }
         }
-        (self.plan, self.outlook)
     }
 
     /// Tries to start one job (or array task); returns whether it started.
@@ -625,6 +633,15 @@ pub fn describe_misfit(state: &State, spec: &JobSpec, part: &Partition) -> Strin
                 part.name()
             );
         }
+    }
+    let wanted = u64::from(spec.ntasks) * u64::from(spec.cpus_per_task);
+    let total: u64 = members.iter().map(|n| u64::from(n.total.cpus)).sum();
+    if wanted > total {
+        return format!(
+            "asked for {wanted} CPUs in all; partition {} has {total} CPUs on {} node(s)",
+            part.name(),
+            members.len()
+        );
     }
     let best = members.iter().map(|n| n.total).fold(Resources::ZERO, |acc, t| Resources {
         cpus: acc.cpus.max(t.cpus),
