@@ -489,3 +489,77 @@ fn sbatch_test_only_says_when_a_job_would_start_and_submits_nothing() {
     assert_eq!(bad.status.code(), Some(1), "{err}");
     assert!(err.starts_with("sbatch: error: ") && err.contains("not available"), "{err}");
 }
+
+/// Issue #20 item 2: a closed pipe ends srun as it ends any tool (SIGPIPE,
+/// 141), and any end of srun or salloc — a closed pipe, `kill -9` — ends
+/// its step's tasks and gives back an allocation it made, within seconds.
+#[test]
+fn srun_and_salloc_leave_nothing_behind_however_they_end() {
+    let c = Cluster::start("slurm-ends", 2, 4);
+    let links = Links { dir: c.dir.join("bin") };
+    assert!(c.drover(&["install-links", links.dir.to_str().unwrap()]).status.success());
+    let path = format!("{}:{}", links.dir.display(), std::env::var("PATH").unwrap_or_default());
+    let shell = |script: &str| {
+        Command::new("bash")
+            .args(["-c", script])
+            .current_dir(&c.dir)
+            .env("DROVER_CONTROLLER", c.addrs())
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let live = || links.ok(&c, "squeue", &["-h", "-o", "%i %j %T"]);
+    let steps = || links.ok(&c, "squeue", &["-h", "-s", "-o", "%i"]);
+    let gone = |what: &str, name: &str| {
+        c.wait_for(what, Duration::from_secs(15), || !live().contains(name));
+    };
+
+    // Both streams into a pipe that closes after one line.
+    let out = shell("srun -n 2 -J pipe2 yes 2>&1 | head -1; echo \"srun=${PIPESTATUS[0]}\"");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(text, "y\nsrun=141\n", "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    gone("the closed-pipe allocation to be given back", "pipe2");
+    // Only stdout piped: srun stops, and says little.
+    let out = shell("srun -n 1 -J pipe1 yes | head -1; echo \"srun=${PIPESTATUS[0]}\"");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "y\nsrun=141\n");
+    assert!(out.stderr.len() < 4096, "a flood on stderr: {} bytes", out.stderr.len());
+    gone("the second closed-pipe allocation to be given back", "pipe1");
+
+    let spawn = |cmd: &str, args: &[&str]| {
+        Command::new(links.dir.join(cmd))
+            .args(args)
+            .current_dir(&c.dir)
+            .env("DROVER_CONTROLLER", c.addrs())
+            .env("PATH", &path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let kill9 = |child: &mut std::process::Child| {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    };
+    // kill -9 of an srun that made its allocation: the leader cancels it.
+    let mut srun = spawn("srun", &["-J", "killed-srun", "sleep", "300"]);
+    c.wait_for("srun's allocation to run", Duration::from_secs(15), || live().contains("killed-srun RUNNING"));
+    kill9(&mut srun);
+    gone("the allocation of a killed srun to be cancelled", "killed-srun");
+    // kill -9 of salloc, likewise.
+    let mut salloc = spawn("salloc", &["-J", "killed-salloc", "sleep", "300"]);
+    c.wait_for("salloc's allocation to run", Duration::from_secs(15), || live().contains("killed-salloc RUNNING"));
+    kill9(&mut salloc);
+    gone("the allocation of a killed salloc to be cancelled", "killed-salloc");
+
+    // kill -9 of an srun step in a batch job: the step ends, the job runs on.
+    let job = links.ok(&c, "sbatch", &["--parsable", "-J", "keeper", "--wrap", "sleep 300"]).trim().to_string();
+    c.wait_for("the batch job to run", Duration::from_secs(15), || live().contains("keeper RUNNING"));
+    let mut step = spawn("srun", &["--jobid", &job, "-n", "1", "sleep", "300"]);
+    c.wait_for("the step to run", Duration::from_secs(15), || steps().contains(&format!("{job}.0")));
+    kill9(&mut step);
+    c.wait_for("the step of a killed srun to end", Duration::from_secs(15), || !steps().contains(&format!("{job}.0")));
+    let state = links.ok(&c, "sacct", &["-j", &format!("{job}.0"), "-n", "-P", "-o", "State"]);
+    assert_eq!(state.trim(), "CANCELLED", "the step: {state}");
+    assert!(live().contains("keeper RUNNING"), "the job runs on: {}", live());
+    links.ok(&c, "scancel", &[&job]);
+}

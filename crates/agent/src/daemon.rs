@@ -504,6 +504,7 @@ impl Agent {
             max_rss_kb: finished.and_then(|r| r.max_rss_bytes).map(|b| b / 1024),
             cpu: finished.and_then(|r| r.cpu),
             step: None,
+            abandoned: false,
         });
     }
 

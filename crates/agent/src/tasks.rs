@@ -200,9 +200,20 @@ impl Tasks {
         drop(tx);
         tracing::info!(job_id = g.job_id, step = g.step, tasks = g.tasks, "started step {}.{}", g.display_id, g.step);
         // Dropped with the response body: when srun hangs up, its tasks go.
-        let guard = HangUp { group, tasks: self.clone(), key: (g.job_id, g.attempt) };
-        let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
-            let frame = rx.recv().await?;
+        let guard =
+            HangUp { group, tasks: self.clone(), key: (g.job_id, g.attempt), step: g.step, every_rank_ended: false };
+        let stream = futures_util::stream::unfold((rx, guard), |(mut rx, mut guard)| async move {
+            // A ping when the ranks are quiet: writing to a client that is
+            // gone fails, which drops the stream and with it the ranks.
+            let frame = match tokio::time::timeout(PING_EVERY, rx.recv()).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    guard.every_rank_ended = true;
+                    drop(guard);
+                    return None;
+                }
+                Err(_) => TaskFrame::Ping,
+            };
             Some((Ok::<_, std::convert::Infallible>(Bytes::from(frame.encode())), (rx, guard)))
         });
         Response::builder()
@@ -229,18 +240,42 @@ impl Tasks {
     }
 }
 
+/// How often a step's stream says something while its ranks are quiet.
+const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Kills a launch's remaining ranks when its response stream is dropped
 /// (`srun` hung up or finished).
 struct HangUp {
     group: Group,
     tasks: Arc<Tasks>,
     key: (u64, u32),
+    step: u32,
+    /// The stream ended because every rank did; otherwise srun hung up.
+    every_rank_ended: bool,
 }
 
 impl Drop for HangUp {
     fn drop(&mut self) {
         signal_groups(std::slice::from_ref(&self.group), libc::SIGKILL);
         self.tasks.forget(self.key, &self.group);
+        if self.every_rank_ended {
+            return;
+        }
+        // srun is gone before its ranks: nobody else will say the step
+        // ended, so the agent does.
+        tracing::info!(job_id = self.key.0, step = self.step, "srun hung up; its tasks here were killed");
+        if let Some(reports) = &self.tasks.reports {
+            let _ = reports.send(Report {
+                node: self.tasks.node.clone(),
+                job: self.key.0,
+                attempt: self.key.1,
+                finished: None,
+                max_rss_kb: None,
+                cpu: None,
+                step: Some(self.step),
+                abandoned: true,
+            });
+        }
     }
 }
 
@@ -283,6 +318,7 @@ impl Tally {
             max_rss_kb: Some(sum.max_rss_kb),
             cpu: Some(drover_core::job::CpuTime { user_ms: sum.user_ms, system_ms: sum.system_ms }),
             step: Some(*step),
+            abandoned: false,
         });
     }
 }

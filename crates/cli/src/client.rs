@@ -259,6 +259,15 @@ impl Client {
         self.decode::<serde_json::Value>(resp, why).await.map(|v| v.to_string())
     }
 
+    /// A long-lived answer from the leader (`/attach`), for the caller to
+    /// read as it comes; a non-success status is returned as is.
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, String> {
+        let mut call = Client::read(path, &[]);
+        // Open for as long as the process lives.
+        call.patience = Duration::from_secs(30 * 86_400);
+        Ok(self.send(call).await?.0)
+    }
+
     /// A text answer copied to `out` as it arrives, never held whole (a
     /// 10 000-job table is ~1 MB); errors as for [`Client::get`]. A closed
     /// `out` (`drover queue | head`) ends the copy quietly.

@@ -12,6 +12,7 @@ pub mod admission;
 mod connections;
 mod dispatch;
 mod events;
+mod holds;
 mod leadership;
 mod listing;
 pub mod log_store;

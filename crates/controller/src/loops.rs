@@ -178,3 +178,36 @@ pub async fn watch(ctl: Arc<Controller>, liveness: Arc<Liveness>, timeout: Durat
         }
     }
 }
+
+/// Cancels allocations made by `srun`/`salloc` whose client has been gone
+/// longer than [`crate::holds::GRACE`] (see `holds.rs`).
+pub async fn release_abandoned(ctl: Arc<Controller>, holds: Arc<crate::holds::Holds>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if !ctl.is_leader() {
+            holds.reset();
+            continue;
+        }
+        let held: Vec<drover_core::job::JobId> = ctl.shared.read(|s| {
+            s.pending_ids()
+                .iter()
+                .chain(s.active_ids())
+                .filter_map(|id| s.job(*id))
+                .filter(|j| j.spec.client_held && j.end_intent.is_none())
+                .map(|j| j.id)
+                .collect()
+        });
+        for job in holds.abandoned(&held, crate::holds::GRACE) {
+            tracing::info!(job_id = job, "the srun or salloc holding this allocation is gone; cancelling it");
+            let filter = drover_core::state::CancelFilter {
+                jobs: vec![drover_core::job::JobRef { id: job, task: None }],
+                ..Default::default()
+            };
+            let cmd = Command::Cancel { filter, by: drover_core::state::Requester::ROOT, now: now_ms() };
+            if let Err(e) = ctl.propose(cmd).await {
+                tracing::warn!(job_id = job, error = %e, "cannot cancel an abandoned allocation");
+            }
+        }
+    }
+}

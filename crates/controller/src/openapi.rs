@@ -64,6 +64,13 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
         "JobView",
     ),
     ("/api/v1/jobs/{id}/env", "get", "A running job's SLURM_* and DROVER_* variables (salloc's shell); owner or operators", None, "Env"),
+    (
+        "/api/v1/jobs/{id}/attach",
+        "get",
+        "Hold an allocation made by srun or salloc (JobSpec.client_held) for as long as this request stays open: a newline a second until the job ends; on the leader only. When no client has been attached for 5 s the leader cancels the job",
+        None,
+        "Text",
+    ),
     ("/api/v1/jobs/{id}/release", "post", "Release a held job (scontrol release)", None, "JobView"),
     (
         "/api/v1/jobs/{id}/output",

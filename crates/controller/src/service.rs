@@ -118,6 +118,8 @@ struct App {
     policy: Arc<SubmitPolicy>,
     /// The scheduler's settings, for `--test-only` estimates.
     sched: Arc<SchedConfig>,
+    /// Allocations whose srun/salloc is attached (leader only).
+    holds: Arc<crate::holds::Holds>,
 }
 
 impl App {
@@ -356,6 +358,7 @@ pub async fn run(
         accounting: opts.accounting.clone().map(|url| crate::accounting::Sink::new(url, opts.purge_after)),
         policy: Arc::new(opts.policy),
         sched: Arc::new(opts.sched.clone()),
+        holds: Arc::default(),
     };
     if let Some(sock) = opts.auth_socket.clone() {
         let key = opts.key.clone();
@@ -366,6 +369,7 @@ pub async fn run(
         });
     }
     tokio::spawn(app.dispatch.clone().run(ctl.shared.clone()));
+    tokio::spawn(loops::release_abandoned(ctl.clone(), app.holds.clone()));
     tokio::spawn(app.events.clone().run(ctl.shared.clone()));
     tokio::spawn(app.metrics.clone().run(ctl.shared.clone()));
     tokio::spawn(crate::leadership::follow(
@@ -432,6 +436,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/jobs/{id}/steps/{step}/end", post(end_step))
         .route("/api/v1/jobs/{id}/complete", post(complete))
         .route("/api/v1/jobs/{id}/env", get(job_env))
+        .route("/api/v1/jobs/{id}/attach", get(attach))
         .route("/api/v1/jobs/{id}/requeue", post(requeue))
         .route("/api/v1/jobs/{id}/output", get(job_output))
         .route("/api/v1/jobs/{id}/hold", post(hold))
@@ -863,6 +868,33 @@ async fn end_step(
     let cancelled = e.cancelled;
     app.propose_request(&headers, Command::EndStep { job, step, exit, cancelled, by: who, now: now_ms() }).await?;
     job_view(&app, &id)
+}
+
+/// `srun`/`salloc` hold the allocation they made for as long as this
+/// request stays open: a newline every second (so a client that is gone
+/// is noticed by the write failing), until the job ends. On the leader
+/// only; see `holds.rs`.
+async fn attach(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let who = app.authenticate(&headers)?;
+    if !app.ctl.is_leader() {
+        return Err(app.not_leader());
+    }
+    let job = raw_job_id(&app, &id)?;
+    let owner = app.ctl.shared.read(|s| s.job(job).map(|j| j.spec.uid)).unwrap_or(u32::MAX);
+    if !who.may_touch(owner) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("job {id} is not yours")));
+    }
+    let attached = app.holds.attach(job);
+    let ctl = app.ctl.clone();
+    let stream = futures_util::stream::unfold((attached, ctl), move |(attached, ctl)| async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let live = ctl.is_leader() && ctl.shared.read(|s| s.job(job).is_some_and(|j| !j.state.is_terminal()));
+        live.then(|| (Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(b"\n")), (attached, ctl)))
+    });
+    Response::builder()
+        .header("content-type", "text/plain")
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// `srun`/`salloc` give back the allocation they made.
@@ -1316,6 +1348,12 @@ async fn reports(
     let mut finished = Vec::new();
     for r in r.reports {
         app.liveness.saw(&r.node);
+        if let (Some(step), true) = (r.step, r.abandoned) {
+            // Its srun is gone: the step ends here, killed.
+            let exit = drover_core::job::ExitStatus { code: 0, signal: libc::SIGKILL };
+            finished.push(Command::EndStep { job: r.job, step, exit, cancelled: true, by: Requester::ROOT, now });
+            continue;
+        }
         if let Some(step) = r.step {
             finished.push(Command::StepUsage {
                 job: r.job,

@@ -298,6 +298,12 @@ pub struct JobSpec {
     /// created with it. `None`: the agent's default, 022.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub umask: Option<u32>,
+    /// An allocation made by `srun` or `salloc`, which hold it open to the
+    /// leader while they live: when the client is gone (exited, killed,
+    /// crashed) the leader cancels the job, as Slurm ends an allocation
+    /// whose srun died.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_held: bool,
 }
 
 impl JobSpec {
@@ -349,6 +355,7 @@ impl JobSpec {
             submit_host: "localhost".into(),
             script: Arc::from(script),
             umask: None,
+            client_held: false,
         }
     }
 

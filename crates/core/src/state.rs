@@ -85,7 +85,7 @@ impl Requester {
         Requester { uid, operator: uid == 0 }
     }
 
-    fn may_touch(&self, owner_uid: u32) -> bool {
+    pub fn may_touch(&self, owner_uid: u32) -> bool {
         self.operator || self.uid == owner_uid
     }
 }

@@ -447,6 +447,10 @@ pub enum TaskFrame {
     Error {
         message: String,
     },
+    /// Nothing to say: sent every few seconds so that the agent notices a
+    /// client that is gone (killed with -9, its host down) by the write
+    /// failing, even while the tasks print nothing.
+    Ping,
 }
 
 impl TaskFrame {
@@ -458,6 +462,7 @@ impl TaskFrame {
                 (3, *rank, [code.to_le_bytes(), signal.to_le_bytes()].concat().into())
             }
             TaskFrame::Error { message } => (4, 0, message.as_bytes().into()),
+            TaskFrame::Ping => (5, 0, (&[][..]).into()),
         };
         let mut out = Vec::with_capacity(9 + data.len());
         out.push(kind);
@@ -491,6 +496,7 @@ impl TaskFrame {
                 signal: i32::from_le_bytes(data[4..].try_into().expect("4 bytes")),
             },
             4 => TaskFrame::Error { message: String::from_utf8_lossy(&data).into_owned() },
+            5 => TaskFrame::Ping,
             k => return Err(format!("unknown task frame kind {k}")),
         }))
     }
@@ -771,6 +777,11 @@ pub struct Report {
     /// node are gone; the report carries what they used (`finished` unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<StepId>,
+    /// With `step`: its `srun` hung up (exited, was killed, lost its host)
+    /// before the tasks ended, and the agent killed them; the controller
+    /// records the step's end, which that srun never will.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abandoned: bool,
 }
 
 /// One applied event, as `GET /api/v1/events` lists it.

@@ -59,7 +59,9 @@ pub fn main(name: &str, args: Vec<std::ffi::OsString>) -> i32 {
     match result {
         Ok(code) => code,
         Err(msg) => {
-            eprintln!("{name}: error: {msg}");
+            // Not eprintln!: a closed standard error must not panic.
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "{name}: error: {msg}");
             1
         }
     }

@@ -10,6 +10,15 @@
 //! command (default: the user's shell) on this host with the job's
 //! variables, then gives the allocation back.
 
+/// `eprintln!` that cannot panic: srun's standard error may be a closed
+/// pipe (`srun … 2>&1 | head -1`).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 use crate::client::Client;
 use clap::Parser;
 use drover_core::step::StepRequest;
@@ -163,7 +172,10 @@ pub async fn srun(client: &Client, a: SrunArgs) -> Result<i32, String> {
         cpus_per_task: a.shape.cpus_per_task,
         overcommit: a.overcommit,
     };
-    let outcome = run_step(client, &job, request, &a).await;
+    let outcome = match ours {
+        true => hold_while(client, &job, run_step(client, &job, request, &a)).await,
+        false => run_step(client, &job, request, &a).await,
+    };
     if ours {
         let exit = match &outcome {
             Ok((code, _)) => ExitReport { exit_code: *code, ..Default::default() },
@@ -171,14 +183,63 @@ pub async fn srun(client: &Client, a: SrunArgs) -> Result<i32, String> {
         };
         let given_back: Result<JobView, String> = client.post(&format!("/api/v1/jobs/{job}/complete"), &exit).await;
         if let Err(e) = given_back {
-            eprintln!("srun: error: cannot give back job allocation {job}: {e}");
+            say!("srun: error: cannot give back job allocation {job}: {e}");
         }
     }
-    let (code, interrupted) = outcome?;
-    if interrupted {
-        eprintln!("srun: interrupted; step aborted");
+    let (code, ending) = outcome?;
+    match ending {
+        Ending::Normal => {}
+        Ending::Interrupted => say!("srun: interrupted; step aborted"),
+        // Only now, with the step ended and the allocation given back.
+        Ending::OutputClosed => die_of_sigpipe(),
     }
     Ok(code)
+}
+
+/// How a step ended, from srun's side.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Ending {
+    Normal,
+    /// SIGINT, SIGTERM or SIGHUP.
+    Interrupted,
+    /// Standard output or error is a closed pipe (`srun … | head -1`).
+    OutputClosed,
+}
+
+/// Ends srun the way a closed pipe ends any Unix tool: by SIGPIPE (the
+/// shell sees 141). Rust ignores SIGPIPE, so it is restored first.
+fn die_of_sigpipe() -> ! {
+    // SAFETY: signal and raise have no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(128 + libc::SIGPIPE)
+}
+
+/// Runs `work` while keeping the allocation `job` attached to the leader
+/// (see the controller's `holds.rs`): should this process end in any way
+/// before it gives the allocation back — crash, `kill -9` — the leader
+/// cancels the job within seconds.
+async fn hold_while<T>(client: &Client, job: &str, work: impl std::future::Future<Output = T>) -> T {
+    tokio::select! {
+        out = work => out,
+        never = keep_attached(client, job) => match never {},
+    }
+}
+
+/// Keeps `GET /api/v1/jobs/{job}/attach` open, reconnecting (to a new
+/// leader, say) whenever it ends.
+async fn keep_attached(client: &Client, job: &str) -> std::convert::Infallible {
+    let path = format!("/api/v1/jobs/{job}/attach");
+    loop {
+        if let Ok(mut resp) = client.stream(&path).await {
+            if resp.status().is_success() {
+                while let Ok(Some(_)) = resp.chunk().await {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 pub async fn salloc(client: &Client, a: SallocArgs) -> Result<i32, String> {
@@ -188,47 +249,46 @@ pub async fn salloc(client: &Client, a: SallocArgs) -> Result<i32, String> {
     let name = a.shape.job_name.clone().unwrap_or_else(|| "interactive".into());
     let job = allocate(client, "salloc", &a.alloc, &a.shape, &name, a.quiet).await?;
     if !a.quiet {
-        eprintln!("salloc: Granted job allocation {job}");
+        say!("salloc: Granted job allocation {job}");
     }
-    let env: Result<Vec<(String, String)>, String> = client.get(&format!("/api/v1/jobs/{job}/env"), &[]).await;
-    let status = match env {
-        Ok(env) => {
-            let command = match a.command.is_empty() {
-                true => vec![std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into())],
-                false => a.command.clone(),
-            };
-            let mut child = tokio::process::Command::new(&command[0]);
-            child
-                .args(&command[1..])
-                .envs(env.into_iter().filter(|(k, _)| k != "SLURM_NODEID" && k != "DROVER_NODEID"));
-            match child.spawn() {
-                Ok(mut c) => {
-                    // The command has the terminal; ^C is for it, not for us.
-                    tokio::select! {
-                        s = c.wait() => s.map_err(|e| e.to_string()),
-                        _ = terminated() => {
-                            let _ = c.kill().await;
-                            Err("terminated".into())
-                        }
-                    }
-                }
-                Err(e) => Err(format!("cannot run {}: {e}", command[0])),
-            }
-        }
-        Err(e) => Err(e),
-    };
+    let status = hold_while(client, &job, run_command(client, &job, &a)).await;
     let code = match &status {
         Ok(s) => s.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(s).unwrap_or(0)),
         Err(_) => 1,
     };
     if !a.quiet {
-        eprintln!("salloc: Relinquishing job allocation {job}");
+        say!("salloc: Relinquishing job allocation {job}");
     }
     let exit = ExitReport { exit_code: code, ..Default::default() };
     let given_back: Result<JobView, String> = client.post(&format!("/api/v1/jobs/{job}/complete"), &exit).await;
     given_back.map_err(|e| format!("cannot give back job allocation {job}: {e}"))?;
     status?;
     Ok(code)
+}
+
+/// salloc's command (default: the user's shell), run here with the job's
+/// variables.
+async fn run_command(client: &Client, job: &str, a: &SallocArgs) -> Result<std::process::ExitStatus, String> {
+    let env: Vec<(String, String)> = client.get(&format!("/api/v1/jobs/{job}/env"), &[]).await?;
+    let command = match a.command.is_empty() {
+        true => vec![std::env::var("SHELL").unwrap_or_else(|_| "/bin/sh".into())],
+        false => a.command.clone(),
+    };
+    let mut child = tokio::process::Command::new(&command[0]);
+    child.args(&command[1..]).envs(env.into_iter().filter(|(k, _)| k != "SLURM_NODEID" && k != "DROVER_NODEID"));
+    match child.spawn() {
+        Ok(mut c) => {
+            // The command has the terminal; ^C is for it, not for us.
+            tokio::select! {
+                s = c.wait() => s.map_err(|e| e.to_string()),
+                _ = terminated() => {
+                    let _ = c.kill().await;
+                    Err("terminated".into())
+                }
+            }
+        }
+        Err(e) => Err(format!("cannot run {}: {e}", command[0])),
+    }
 }
 
 /// Waits for SIGINT, SIGTERM or SIGHUP.
@@ -290,7 +350,9 @@ async fn allocate(client: &Client, cmd: &str, a: &Alloc, s: &Shape, name: &str, 
     args.push("--no-requeue".into());
     args.push("--wrap".into());
     args.push(HOLDER.into());
-    let (spec, _) = crate::check::resolve(&args)?;
+    let (mut spec, _) = crate::check::resolve(&args)?;
+    // Held by this process: should it die, the leader cancels the job.
+    spec.client_held = true;
     let submitted: Submitted = client.post("/api/v1/jobs", &SubmitJobs { jobs: vec![spec] }).await?;
     let id = submitted.job_ids.first().copied().ok_or("the controller accepted no job")?.to_string();
     let mut told = false;
@@ -305,23 +367,23 @@ async fn allocate(client: &Client, cmd: &str, a: &Alloc, s: &Shape, name: &str, 
             if !told && !quiet {
                 // Said only when the allocation is not granted at once, as Slurm does.
                 if cmd == "salloc" {
-                    eprintln!("salloc: Pending job allocation {id}");
+                    say!("salloc: Pending job allocation {id}");
                 }
-                eprintln!("{cmd}: job {id} queued and waiting for resources");
+                say!("{cmd}: job {id} queued and waiting for resources");
                 told = true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     tokio::select! {
-        r = wait => r?,
+        r = hold_while(client, &id, wait) => r?,
         _ = terminated() => {
             let _ = client.delete::<serde_json::Value>(&format!("/api/v1/jobs/{id}")).await;
             return Err(format!("Job allocation {id} has been revoked"));
         }
     }
     if told && !quiet {
-        eprintln!("{cmd}: job {id} has been allocated resources");
+        say!("{cmd}: job {id} has been allocated resources");
     }
     Ok(id)
 }
@@ -335,6 +397,8 @@ enum Sink {
         pattern: String,
         append: bool,
         open: HashMap<String, std::fs::File>,
+        /// A write failed already (said once).
+        failed: bool,
     },
 }
 
@@ -342,7 +406,20 @@ impl Sink {
     fn of(pattern: Option<&str>, append: bool, default: Sink) -> Sink {
         match pattern {
             None => default,
-            Some(p) => Sink::Files { pattern: p.to_string(), append, open: HashMap::new() },
+            Some(p) => Sink::Files { pattern: p.to_string(), append, open: HashMap::new(), failed: false },
+        }
+    }
+
+    fn is_standard(&self) -> bool {
+        matches!(self, Sink::Stdout | Sink::Stderr)
+    }
+
+    /// Whether this is the sink's first failure (the terminal's count
+    /// every time: each is a different moment).
+    fn first_failure(&mut self) -> bool {
+        match self {
+            Sink::Files { failed, .. } => !std::mem::replace(failed, true),
+            _ => true,
         }
     }
 
@@ -350,7 +427,7 @@ impl Sink {
         match self {
             Sink::Stdout => std::io::stdout().lock().write_all(data),
             Sink::Stderr => std::io::stderr().lock().write_all(data),
-            Sink::Files { pattern, append, open } => {
+            Sink::Files { pattern, append, open, .. } => {
                 let path = names.expand(pattern, rank);
                 if !open.contains_key(&path) {
                     let f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
@@ -406,8 +483,8 @@ enum FromNode {
     Ended { node: String, error: Option<String> },
 }
 
-/// Runs one step; (worst exit code, whether srun was interrupted).
-async fn run_step(client: &Client, job: &str, request: StepRequest, a: &SrunArgs) -> Result<(i32, bool), String> {
+/// Runs one step; (worst exit code, how it ended).
+async fn run_step(client: &Client, job: &str, request: StepRequest, a: &SrunArgs) -> Result<(i32, Ending), String> {
     // Checked before a step exists that a bad --export would leave behind.
     let mine: Vec<(String, String)> = std::env::vars().collect();
     let env = drover_core::options::exported_environment(a.export.as_deref(), &mine).map_err(|e| e.to_string())?;
@@ -457,61 +534,60 @@ async fn run_step(client: &Client, job: &str, request: StepRequest, a: &SrunArgs
     let mut exits: HashMap<u32, (i32, i32)> = HashMap::new();
     let mut lost: Vec<String> = Vec::new();
     let mut partial: HashMap<(u32, bool), Vec<u8>> = HashMap::new();
-    let mut interrupted = false;
+    let mut ending = Ending::Normal;
     let stop = terminated();
     tokio::pin!(stop);
     loop {
         let msg = tokio::select! {
             m = rx.recv() => m,
-            _ = &mut stop, if !interrupted => {
-                interrupted = true;
+            _ = &mut stop, if ending == Ending::Normal => {
+                ending = Ending::Interrupted;
                 // Hanging up kills the ranks (the agents see the stream drop).
                 links.iter().for_each(|l| l.abort());
                 continue;
             }
         };
         let Some(msg) = msg else { break };
-        match msg {
+        let written = match msg {
+            // Nothing more can be shown: what is still queued is dropped.
+            FromNode::Frame(TaskFrame::Stdout { .. } | TaskFrame::Stderr { .. }) if ending != Ending::Normal => Ok(()),
             FromNode::Frame(TaskFrame::Stdout { rank, data }) => {
                 emit(&mut out, &names, a.label, rank, &data, &mut partial, false)
             }
             FromNode::Frame(TaskFrame::Stderr { rank, data }) => {
                 emit(&mut err, &names, a.label, rank, &data, &mut partial, true)
             }
-            FromNode::Frame(TaskFrame::Exit { rank, code, signal }) => {
-                exits.insert(rank, (code, signal));
-                let node = names.node_of.get(&rank).map(|n| n.1.clone()).unwrap_or_default();
-                if signal != 0 {
-                    eprintln!("srun: error: {node}: task {rank}: {}", signal_name(signal));
-                } else if code != 0 {
-                    eprintln!("srun: error: {node}: task {rank}: Exited with exit code {code}");
-                }
+            other => {
+                on_frame(other, &names, &mut exits, &mut lost);
+                Ok(())
             }
-            FromNode::Frame(TaskFrame::Error { message }) => eprintln!("srun: error: {message}"),
-            FromNode::Ended { node, error } => {
-                if let Some(e) = error {
-                    eprintln!("srun: error: {node}: {e}");
-                    lost.push(node);
-                }
-            }
+        };
+        if let (Err(OutputClosed), Ending::Normal) = (written, ending) {
+            // A closed pipe ends srun as it ends any tool, and its ranks
+            // with it (the agents see the streams drop).
+            ending = Ending::OutputClosed;
+            links.iter().for_each(|l| l.abort());
         }
     }
+
     // Unterminated last lines of labelled output.
     for ((rank, is_err), rest) in std::mem::take(&mut partial) {
-        if !rest.is_empty() {
+        if !rest.is_empty() && ending != Ending::OutputClosed {
             let sink = if is_err { &mut err } else { &mut out };
             let _ = sink.write(&names, rank, &[format!("{rank}: ").into_bytes(), rest, b"\n".to_vec()].concat());
         }
     }
     let _ = std::io::stdout().flush();
     let missing = total as usize - exits.len().min(total as usize);
-    if missing > 0 && !interrupted && lost.is_empty() {
-        eprintln!("srun: error: {missing} task(s) of step {job}.{step} did not report how they ended");
+    if missing > 0 && ending == Ending::Normal && lost.is_empty() {
+        say!("srun: error: {missing} task(s) of step {job}.{step} did not report how they ended");
     }
     let worst_code = exits.values().map(|&(c, s)| if s != 0 { 128 + s } else { c }).max().unwrap_or(0);
     let worst_signal = exits.values().map(|&(_, s)| s).max().unwrap_or(0);
-    let (code, report) = if interrupted {
+    let (code, report) = if ending == Ending::Interrupted {
         (130, ExitReport { exit_code: 0, signal: libc::SIGINT, cancelled: true })
+    } else if ending == Ending::OutputClosed {
+        (128 + libc::SIGPIPE, ExitReport { exit_code: 0, signal: libc::SIGPIPE, cancelled: true })
     } else if missing > 0 {
         (worst_code.max(1), ExitReport { exit_code: worst_code.max(1), signal: worst_signal, cancelled: false })
     } else {
@@ -520,9 +596,32 @@ async fn run_step(client: &Client, job: &str, request: StepRequest, a: &SrunArgs
     };
     let ended: Result<JobView, String> = client.post(&format!("/api/v1/jobs/{job}/steps/{step}/end"), &report).await;
     if let Err(e) = ended {
-        eprintln!("srun: error: cannot record the end of step {job}.{step}: {e}");
+        say!("srun: error: cannot record the end of step {job}.{step}: {e}");
     }
-    Ok((code, interrupted))
+    Ok((code, ending))
+}
+
+/// A frame that is not output: an exit, an error, a node's end.
+fn on_frame(msg: FromNode, names: &Names<'_>, exits: &mut HashMap<u32, (i32, i32)>, lost: &mut Vec<String>) {
+    match msg {
+        FromNode::Frame(TaskFrame::Exit { rank, code, signal }) => {
+            exits.insert(rank, (code, signal));
+            let node = names.node_of.get(&rank).map(|n| n.1.clone()).unwrap_or_default();
+            if signal != 0 {
+                say!("srun: error: {node}: task {rank}: {}", signal_name(signal));
+            } else if code != 0 {
+                say!("srun: error: {node}: task {rank}: Exited with exit code {code}");
+            }
+        }
+        FromNode::Frame(TaskFrame::Error { message }) => say!("srun: error: {message}"),
+        FromNode::Frame(TaskFrame::Stdout { .. } | TaskFrame::Stderr { .. } | TaskFrame::Ping) => {}
+        FromNode::Ended { node, error } => {
+            if let Some(e) = error {
+                say!("srun: error: {node}: {e}");
+                lost.push(node);
+            }
+        }
+    }
 }
 
 /// Writes a piece of a rank's output; with `label`, whole lines only, each
@@ -535,7 +634,7 @@ fn emit(
     data: &[u8],
     partial: &mut HashMap<(u32, bool), Vec<u8>>,
     is_err: bool,
-) {
+) -> Result<(), OutputClosed> {
     let result = if !label {
         sink.write(names, rank, data)
     } else {
@@ -553,10 +652,21 @@ fn emit(
             sink.write(names, rank, &text)
         }
     };
-    if let Err(e) = result {
-        eprintln!("srun: error: cannot write the output of task {rank}: {e}");
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe && sink.is_standard() => Err(OutputClosed),
+        Err(e) => {
+            // Once per sink: a full disk must not flood the terminal.
+            if sink.first_failure() {
+                say!("srun: error: cannot write the output of task {rank}: {e}");
+            }
+            Ok(())
+        }
     }
 }
+
+/// srun's standard output or error is a closed pipe.
+struct OutputClosed;
 
 /// Sends one node its ranks and relays what comes back.
 async fn follow_node(
@@ -599,8 +709,10 @@ async fn follow_node(
         loop {
             match TaskFrame::decode(&mut buf) {
                 Ok(Some(f)) => {
-                    if matches!(f, TaskFrame::Exit { .. }) {
-                        exited += 1;
+                    match f {
+                        TaskFrame::Ping => continue,
+                        TaskFrame::Exit { .. } => exited += 1,
+                        _ => {}
                     }
                     if tx.send(FromNode::Frame(f)).await.is_err() {
                         return;
