@@ -128,7 +128,16 @@ struct Agent {
 /// Runs the agent until `shutdown` resolves. Steps keep running when the
 /// agent stops.
 pub async fn run(mut opts: AgentOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<(), String> {
-    crate::spool::prepare(&opts.launcher.spool_dir)?;
+    let spool = crate::spool::prepare(&opts.launcher.spool_dir)?;
+    opts.launcher.script_via_interpreter = !crate::spool::allows_exec(&spool);
+    if opts.launcher.script_via_interpreter {
+        tracing::warn!(
+            spool = %spool.display(),
+            "the spool's file system is mounted noexec: batch scripts run through the interpreter their #! line names"
+        );
+    } else {
+        tracing::info!(spool = %spool.display(), "batch scripts run from the spool");
+    }
     opts.launcher = opts.launcher.with_ready_cells();
     let cores = Cores { holder: vec![None; opts.cpus as usize], host: step::allowed_cpus() };
     let (reports, pending) = tokio::sync::mpsc::unbounded_channel();

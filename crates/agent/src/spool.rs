@@ -8,6 +8,11 @@
 //! path under the state directory is a symlink into a tmpfs (`/run` or
 //! `/dev/shm`), made again after a reboot; a spool that is already a plain
 //! directory (a site's choice, or no tmpfs here) is used as it is.
+//!
+//! Scripts are run from the spool, so a tmpfs mounted `noexec` (as
+//! `/dev/shm` is in containers and on hardened hosts) is passed over; when
+//! the spool that results cannot run programs either, the agent runs each
+//! script through the interpreter its `#!` line names ([`allows_exec`]).
 
 use std::fs;
 use std::io;
@@ -117,7 +122,20 @@ fn is_writable_tmpfs(dir: &Path) -> bool {
     // SAFETY: c is a valid NUL-terminated path, fs a valid out pointer.
     let ok = unsafe { libc::statfs(c.as_ptr(), &mut fs) } == 0;
     // SAFETY: access has no memory-safety preconditions beyond a valid path.
-    ok && i64::from(fs.f_type) == TMPFS_MAGIC && unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0
+    ok && i64::from(fs.f_type) == TMPFS_MAGIC
+        && unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0
+        && allows_exec(dir)
+}
+
+/// Whether programs may be executed from files in `dir` (its file system
+/// is not mounted `noexec`).
+pub fn allows_exec(dir: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statvfs only writes into the zeroed struct we own.
+    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path, vfs a valid out pointer.
+    let ok = unsafe { libc::statvfs(c.as_ptr(), &mut vfs) } == 0;
+    ok && vfs.f_flag & libc::ST_NOEXEC == 0
 }
 
 /// Creates `dir` (mode 0755: job users must reach their scripts) or checks

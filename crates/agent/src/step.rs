@@ -41,6 +41,9 @@ pub struct LauncherConfig {
     /// Children waiting in fresh memory cgroups ([`ReadyCells::start`]);
     /// `None`: each step joins its cgroup itself.
     pub ready: Option<Arc<ReadyCells>>,
+    /// The spool is on a `noexec` file system: run each script through the
+    /// interpreter of its `#!` line instead of executing it.
+    pub script_via_interpreter: bool,
 }
 
 impl LauncherConfig {
@@ -71,6 +74,7 @@ impl LauncherConfig {
             cgroup_root: Some(PathBuf::from("/sys/fs/cgroup")),
             rss_poll: Duration::from_secs(1),
             ready: None,
+            script_via_interpreter: false,
         }
     }
 }
@@ -413,8 +417,16 @@ pub async fn launch_controlled(
         umask: order.umask.unwrap_or(DEFAULT_UMASK) & 0o777,
     };
 
-    let program = cstring(&script.display().to_string())?;
-    let argv = [program.clone()];
+    let script_path = cstring(&script.display().to_string())?;
+    let argv: Vec<CString> = match cfg.script_via_interpreter {
+        false => vec![script_path],
+        true => {
+            let mut argv = interpreter_of(&order.script).iter().map(|a| cstring(a)).collect::<Result<Vec<_>, _>>()?;
+            argv.push(script_path);
+            argv
+        }
+    };
+    let program = argv[0].clone();
     // What a restarted agent needs besides the pid, which the child writes.
     let started_ms = epoch_ms();
     // A ready cell's process began before the step, when the cell was made.
@@ -870,4 +882,34 @@ fn group_rss_bytes(pgid: i32) -> u64 {
         }
     }
     total
+}
+/// What runs a script whose file cannot be executed (a `noexec` spool):
+/// its `#!` interpreter and that line's one optional argument, as the
+/// kernel would split them; `/bin/sh` for a script without one.
+fn interpreter_of(script: &str) -> Vec<String> {
+    let first = script.lines().next().unwrap_or_default();
+    let Some(line) = first.strip_prefix("#!").map(str::trim).filter(|l| !l.is_empty()) else {
+        return vec!["/bin/sh".into()];
+    };
+    match line.split_once([' ', '\t']) {
+        Some((program, arg)) if !arg.trim().is_empty() => vec![program.into(), arg.trim().into()],
+        Some((program, _)) => vec![program.into()],
+        None => vec![line.into()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interpreter_of;
+
+    #[test]
+    fn the_interpreter_is_read_as_the_kernel_reads_it() {
+        assert_eq!(interpreter_of("#!/bin/bash\necho"), ["/bin/bash"]);
+        assert_eq!(interpreter_of("#! /bin/sh -e \necho"), ["/bin/sh", "-e"]);
+        assert_eq!(interpreter_of("#!/usr/bin/env python3\n"), ["/usr/bin/env", "python3"]);
+        assert_eq!(interpreter_of("#!/usr/bin/env -S a b\n"), ["/usr/bin/env", "-S a b"]);
+        assert_eq!(interpreter_of("echo no shebang\n"), ["/bin/sh"]);
+        assert_eq!(interpreter_of("#!\n"), ["/bin/sh"]);
+        assert_eq!(interpreter_of(""), ["/bin/sh"]);
+    }
 }

@@ -527,3 +527,54 @@ fn a_re_attached_step_can_still_be_cancelled() {
     });
     assert_eq!(outcome, StepOutcome::Signaled(libc::SIGTERM));
 }
+
+/// Issue #20 item 5: a spool on a `noexec` file system (`/dev/shm` in
+/// containers) cannot run a script; the agent then runs it through its
+/// `#!` interpreter. Needs root to mount a tmpfs; skipped with a line
+/// otherwise.
+#[tokio::test]
+async fn a_noexec_spool_runs_scripts_through_their_interpreter() {
+    let dir = TempDir::new("noexec");
+    let spool = dir.0.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "noexec,size=16m", "tmpfs"])
+        .arg(&spool)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a noexec tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(spool.clone());
+    assert!(!drover_agent::spool::allows_exec(&spool), "mounted noexec");
+    assert!(drover_agent::spool::allows_exec(&dir.0), "the test directory allows exec");
+
+    // As before the fix: executing the script itself is refused.
+    let o = order(&dir, 51, "echo ran");
+    let refused = launch(&o, &config(&dir), &[]).await;
+    assert!(refused.is_err(), "executing from a noexec spool must fail");
+
+    // Through the interpreter of its #! line, with that line's argument.
+    let cfg = LauncherConfig { script_via_interpreter: true, ..config(&dir) };
+    let mut o = order(&dir, 52, "");
+    o.script = Arc::from("#!/bin/sh -e\necho ran as $0\nfalse\necho not reached\n");
+    let report = launch(&o, &cfg, &[]).await.unwrap().wait().await;
+    assert_eq!(report.outcome, StepOutcome::Exited(1), "-e from the #! line applies");
+    let out = output(&dir, 52);
+    assert!(out.starts_with("ran as ") && out.trim_end().ends_with("/script"), "{out}");
+    // A Python script, through env.
+    if std::process::Command::new("python3").arg("-V").output().is_ok() {
+        let mut o = order(&dir, 53, "");
+        o.script = Arc::from("#!/usr/bin/env python3\nprint('python', 6 * 7)\n");
+        let report = launch(&o, &cfg, &[]).await.unwrap().wait().await;
+        assert_eq!(report.outcome, StepOutcome::Exited(0));
+        assert_eq!(output(&dir, 53), "python 42\n");
+    }
+}
