@@ -434,6 +434,84 @@ fn workflow_libraries_poll_squeue_until_the_job_leaves_then_ask_sacct() {
     assert_eq!(std::fs::read_to_string(c.dir.join(format!("logs/ok-{ok}.out"))).unwrap(), "fine\n");
 }
 
+/// Issue #20 item 6: a job that could not start says why, where its user
+/// can read it: scontrol's Reason, `drover show job`, the events, sacct.
+#[test]
+fn a_job_that_could_not_start_says_why() {
+    let c = Cluster::start("slurm-nostart", 1, 2);
+    let links = Links { dir: c.dir.join("bin") };
+    assert!(c.drover(&["install-links", links.dir.to_str().unwrap()]).status.success());
+    // Its output "file" is a directory: the open fails on the node.
+    let out_dir = c.dir.join("a-directory");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let id = links.ok(&c, "sbatch", &["--parsable", "-o", out_dir.to_str().unwrap(), "--wrap", "true"]);
+    let id = id.trim();
+    c.wait_for("the job to fail", Duration::from_secs(20), || {
+        links.ok(&c, "squeue", &["-h", "-t", "all", "-o", "%T", "-j", id]).trim() == "FAILED"
+    });
+    let why = format!("cannot open the output file {}: Is a directory", out_dir.display());
+
+    let shown = links.ok(&c, "scontrol", &["show", "job", id]);
+    let reason = shown.split_whitespace().find_map(|kv| kv.strip_prefix("Reason=")).expect(&shown);
+    assert!(reason.contains(&why.replace(' ', "_")), "{shown}");
+    assert!(reason.starts_with("could_not_start_on_node1:"), "{shown}");
+    assert!(shown.contains(&format!("StdOut={}", out_dir.display())), "{shown}");
+
+    let mine = c.drover(&["show", "job", id]);
+    let mine = String::from_utf8_lossy(&mine.stdout);
+    assert!(mine.lines().any(|l| l.starts_with("reason=") && l.contains(&why)), "{mine}");
+
+    let events = c.drover(&["events", "--kind", "JobFinished"]);
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(events.lines().any(|l| l.contains(&format!("finished {id} FAILED")) && l.contains(&why)), "{events}");
+
+    c.wait_for("accounting to have the job", Duration::from_secs(20), || {
+        links.ok(&c, "sacct", &["-j", id, "-X", "-n", "-P", "-o", "State,Reason"]).contains(&why)
+    });
+}
+
+/// Issue #20 item 7: `scontrol show job` prints the job's own values, its
+/// dependency among them (in `drover show job` too), and `sinfo -s` is one
+/// line per partition.
+#[test]
+fn scontrol_shows_the_jobs_values_and_sinfo_s_one_line_per_partition() {
+    let c = Cluster::start("slurm-values", 1, 4);
+    let links = Links { dir: c.dir.join("bin") };
+    assert!(c.drover(&["install-links", links.dir.to_str().unwrap()]).status.success());
+    let first = links.ok(&c, "sbatch", &["--parsable", "-t", "5", "--wrap", "sleep 30"]);
+    let first = first.trim();
+    let args = ["--parsable", "-d", &format!("afterok:{first}"), "-n", "2", "-c", "2", "--mem-per-cpu", "100M"];
+    let waiting = links.ok(
+        &c,
+        "sbatch",
+        &[&args[..], &["--nice=5", "-i", "/dev/zero", "-o", "w-%j.txt", "--wrap", "true"]].concat(),
+    );
+    let waiting = waiting.trim();
+    let shown = links.ok(&c, "scontrol", &["show", "job", waiting]);
+    let lines: Vec<&str> = shown.lines().map(str::trim).collect();
+    for want in [
+        format!("JobState=PENDING Reason=Dependency Dependency=afterok:{first}(unfulfilled)"),
+        "NumNodes=1 NumCPUs=4 NumTasks=2 CPUs/Task=2 ReqB:S:C:T=0:0:*:*".to_string(),
+        "MinCPUsNode=2 MinMemoryCPU=100M MinTmpDiskNode=0".to_string(),
+        "StdIn=/dev/zero".to_string(),
+        format!("StdOut={}/w-{waiting}.txt", c.dir.display()),
+    ] {
+        assert!(lines.contains(&want.as_str()), "{want}:\n{shown}");
+    }
+    assert!(lines.iter().any(|l| l.starts_with("Priority=") && l.contains(" Nice=5 ")), "{shown}");
+    let mine = c.drover(&["show", "job", waiting]);
+    let mine = String::from_utf8_lossy(&mine.stdout);
+    assert!(mine.lines().any(|l| l == format!("dependency=afterok:{first}(unfulfilled)")), "{mine}");
+
+    c.wait_for("the first job to start", Duration::from_secs(15), || {
+        links.ok(&c, "squeue", &["-h", "-o", "%T", "-j", first]).trim() == "RUNNING"
+    });
+    let summary = links.ok(&c, "sinfo", &["-s"]);
+    assert_eq!(summary.lines().count(), 2, "a header and one partition:\n{summary}");
+    assert!(summary.lines().nth(1).unwrap().split_whitespace().any(|w| w == "1/0/0/1"), "{summary}");
+    links.ok(&c, "scancel", &[first, waiting]);
+}
+
 /// `sbatch --test-only` (issue #20 item 1): the controller checks the job
 /// and says where and when it would start; no job is created, no id is
 /// used and the replicated log does not grow.

@@ -132,8 +132,9 @@ impl JobRecord {
             alloc: j.alloc.as_ref(),
             max_rss_kb: j.max_rss_kb,
             cpu: j.cpu_time,
-            // As Slurm's accounting shows a job that ran to its end.
-            reason: "None".to_string(),
+            // As Slurm's accounting shows a job that ran to its end; one
+            // that could not start says why.
+            reason: j.failure.clone().unwrap_or_else(|| "None".to_string()),
             superseded: false,
         };
         Self::of_run(state, j, run)

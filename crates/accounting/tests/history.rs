@@ -57,7 +57,16 @@ fn finished_jobs() -> (State, Vec<JobRecord>) {
         let outcome = if *id == 2 { StepOutcome::Exited(3) } else { StepOutcome::Exited(0) };
         let now = 5_000 + k as u64 * 1_000;
         let cpu = None;
-        s.apply(Command::StepFinished { job: *id, attempt: 0, outcome, max_rss_kb: Some(2048), cpu, now }).unwrap();
+        s.apply(Command::StepFinished {
+            job: *id,
+            attempt: 0,
+            outcome,
+            max_rss_kb: Some(2048),
+            cpu,
+            failure: None,
+            now,
+        })
+        .unwrap();
     }
     let records = s.unaccounted_ids().iter().map(|id| JobRecord::of(&s, s.job(*id).unwrap())).collect();
     (s, records)
@@ -174,7 +183,16 @@ async fn ten_thousand(db: &Accounting) {
             _ => StepOutcome::Signaled(9),
         };
         let now = 2_000_000 + k as u64;
-        s.apply(Command::StepFinished { job: *id, attempt: 0, outcome, max_rss_kb: None, cpu: None, now }).unwrap();
+        s.apply(Command::StepFinished {
+            job: *id,
+            attempt: 0,
+            outcome,
+            max_rss_kb: None,
+            cpu: None,
+            failure: None,
+            now,
+        })
+        .unwrap();
     }
     let records: Vec<JobRecord> = s.unaccounted_ids().iter().map(|id| JobRecord::of(&s, s.job(*id).unwrap())).collect();
     for batch in records.chunks(500) {
@@ -274,7 +292,16 @@ async fn attempts_and_use(db: &Accounting) {
     let job = drover_core::job::JobRef::job(id);
     s.apply(Command::Requeue { job, hold: false, by, now: 12_000 }).unwrap();
     let (outcome, cpu) = (StepOutcome::Signaled(15), Some(CpuTime { user_ms: 700, system_ms: 100 }));
-    s.apply(Command::StepFinished { job: id, attempt: 0, outcome, max_rss_kb: Some(100), cpu, now: 12_100 }).unwrap();
+    s.apply(Command::StepFinished {
+        job: id,
+        attempt: 0,
+        outcome,
+        max_rss_kb: Some(100),
+        cpu,
+        failure: None,
+        now: 12_100,
+    })
+    .unwrap();
     assert_eq!(s.job(id).unwrap().state, JobState::Pending);
     // The earlier run is written while the job waits again.
     let early = JobRecord::records(&s, s.job(id).unwrap());
@@ -288,7 +315,16 @@ async fn attempts_and_use(db: &Accounting) {
     let cpu = CpuTime { user_ms: 4_000, system_ms: 250 };
     s.apply(Command::StepUsage { job: id, step: 0, node: "n1".into(), max_rss_kb: 9_000, cpu }).unwrap();
     let (outcome, cpu) = (StepOutcome::Exited(0), Some(CpuTime { user_ms: 30, system_ms: 20 }));
-    s.apply(Command::StepFinished { job: id, attempt: 1, outcome, max_rss_kb: Some(300), cpu, now: 15_000 }).unwrap();
+    s.apply(Command::StepFinished {
+        job: id,
+        attempt: 1,
+        outcome,
+        max_rss_kb: Some(300),
+        cpu,
+        failure: None,
+        now: 15_000,
+    })
+    .unwrap();
     let records = JobRecord::records(&s, s.job(id).unwrap());
     assert_eq!(records.len(), 2);
     db.write_jobs(&records).await.unwrap();

@@ -384,6 +384,7 @@ impl Agent {
                                 max_rss_bytes: None,
                                 cpu: None,
                                 runtime: Duration::ZERO,
+                                failure: Some(format!("could not start on {}: {e}", agent.opts.name)),
                             }
                         }
                     };
@@ -514,6 +515,7 @@ impl Agent {
             cpu: finished.and_then(|r| r.cpu),
             step: None,
             abandoned: false,
+            failure: finished.and_then(|r| r.failure.clone()),
         });
     }
 

@@ -91,6 +91,10 @@ pub enum LaunchError {
     NulByte(String),
     #[error("cannot start the batch script as uid {uid}: {source}")]
     Spawn { uid: u32, source: io::Error },
+    /// A step of the child's set-up failed: `what` names it for the job's
+    /// user (the file, the directory, the user), who cannot read our log.
+    #[error("{what}: {source}")]
+    Setup { what: String, source: io::Error },
 }
 
 /// What the supervisor can be asked to do.
@@ -115,6 +119,8 @@ pub struct StepReport {
     /// unknown for a step an earlier agent process started.
     pub cpu: Option<drover_core::job::CpuTime>,
     pub runtime: Duration,
+    /// Why it ended before its script ran (the launch failed).
+    pub failure: Option<String>,
 }
 
 /// A running step.
@@ -163,6 +169,21 @@ impl Step {
     }
 }
 
+/// The error of a launch whose child stopped at `stage`, in words for the
+/// job's user.
+fn setup_failure(order: &LaunchOrder, stage: Stage, source: io::Error) -> LaunchError {
+    let what = match stage {
+        Stage::Prepare => return LaunchError::Spawn { uid: order.uid, source },
+        Stage::User => format!("cannot run as uid {} gid {}", order.uid, order.gid),
+        Stage::WorkDir => format!("cannot enter the working directory {}", order.work_dir),
+        Stage::Stdin => format!("cannot open the input file {}", order.stdin.as_deref().unwrap_or("/dev/null")),
+        Stage::Stdout => format!("cannot open the output file {}", order.stdout),
+        Stage::Stderr => format!("cannot open the error file {}", order.stderr),
+        Stage::Exec => "cannot run the batch script".to_string(),
+    };
+    LaunchError::Setup { what, source }
+}
+
 fn cstring(s: &str) -> Result<CString, LaunchError> {
     CString::new(s).map_err(|_| LaunchError::NulByte(s.chars().take(60).collect()))
 }
@@ -183,12 +204,39 @@ struct ChildSetup {
     out_flags: libc::c_int,
     /// The submitter's: the job's output and every file it makes get it.
     umask: libc::mode_t,
+    /// How far the child got ([`Stage`]): written by the child, in memory
+    /// it shares with us, so that a failure can be named afterwards.
+    stage: Arc<std::sync::atomic::AtomicU8>,
+}
+
+/// The parts of a child's set-up, in order, as [`ChildSetup::stage`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Stage {
+    Prepare = 0,
+    User = 1,
+    WorkDir = 2,
+    Stdin = 3,
+    Stdout = 4,
+    Stderr = 5,
+    Exec = 6,
+}
+
+impl Stage {
+    fn of(n: u8) -> Stage {
+        [Stage::Prepare, Stage::User, Stage::WorkDir, Stage::Stdin, Stage::Stdout, Stage::Stderr, Stage::Exec]
+            .get(usize::from(n))
+            .copied()
+            .unwrap_or(Stage::Prepare)
+    }
 }
 
 impl ChildSetup {
     /// Runs in the child after fork. Only async-signal-safe calls.
     unsafe fn apply(&self) -> io::Result<()> {
+        let reached = |stage: Stage| self.stage.store(stage as u8, std::sync::atomic::Ordering::SeqCst);
         unsafe {
+            reached(Stage::Prepare);
             check(libc::setsid())?;
             let fd = check(libc::open(
                 self.pid_file.as_ptr(),
@@ -223,12 +271,14 @@ impl ChildSetup {
             if let Some(set) = &self.cpus {
                 check(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set))?;
             }
+            reached(Stage::User);
             if let Some((uid, gid, groups)) = &self.user {
                 check(libc::setgroups(groups.len(), groups.as_ptr()))?;
                 check(libc::setgid(*gid))?;
                 check(libc::setuid(*uid))?;
             }
             libc::umask(self.umask);
+            reached(Stage::WorkDir);
             check(libc::chdir(self.work_dir.as_ptr()))?;
             let redirect = |path: &CString, flags: libc::c_int, target: libc::c_int| -> io::Result<()> {
                 let fd = check(libc::open(path.as_ptr(), flags, 0o644 as libc::c_uint))?;
@@ -238,14 +288,18 @@ impl ChildSetup {
                 }
                 Ok(())
             };
+            reached(Stage::Stdin);
             redirect(&self.stdin, libc::O_RDONLY, 0)?;
+            reached(Stage::Stdout);
             redirect(&self.stdout, self.out_flags, 1)?;
+            reached(Stage::Stderr);
             match &self.stderr {
                 Some(path) => redirect(path, self.out_flags, 2)?,
                 None => {
                     check(libc::dup2(1, 2))?;
                 }
             }
+            reached(Stage::Exec);
             Ok(())
         }
     }
@@ -404,6 +458,7 @@ pub async fn launch_controlled(
             OpenMode::Append => libc::O_APPEND,
             OpenMode::Truncate => libc::O_TRUNC,
         };
+    let stage = Arc::new(std::sync::atomic::AtomicU8::new(0));
     let mut setup = ChildSetup {
         pid_file: cstring(&step_dir.join("pid").display().to_string())?,
         cgroup_procs: if cell.is_some() { None } else { cgroup_procs.clone() },
@@ -415,6 +470,7 @@ pub async fn launch_controlled(
         stderr: (order.stderr != order.stdout).then(|| cstring(&order.stderr)).transpose()?,
         out_flags,
         umask: order.umask.unwrap_or(DEFAULT_UMASK) & 0o777,
+        stage: stage.clone(),
     };
 
     let script_path = cstring(&script.display().to_string())?;
@@ -465,7 +521,8 @@ pub async fn launch_controlled(
                 m.remove().await;
             }
             let _ = std::fs::remove_dir_all(&step_dir);
-            return Err(LaunchError::Spawn { uid: order.uid, source });
+            let reached = Stage::of(stage.load(std::sync::atomic::Ordering::SeqCst));
+            return Err(setup_failure(order, reached, source));
         }
     };
     let pid = child.pid;
@@ -716,7 +773,7 @@ impl Supervised {
             Err(_) => StepOutcome::Exited(255),
         };
         let cpu = process.cpu();
-        StepReport { job_id, attempt, outcome, max_rss_bytes: max_rss, cpu, runtime: started.elapsed() }
+        StepReport { job_id, attempt, outcome, max_rss_bytes: max_rss, cpu, runtime: started.elapsed(), failure: None }
     }
 }
 
@@ -839,8 +896,15 @@ async fn recover_steps(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32
                 m.remove().await;
             }
             let _ = std::fs::remove_dir_all(&step_dir);
-            let report =
-                StepReport { job_id, attempt, outcome, max_rss_bytes: None, cpu: None, runtime: Duration::ZERO };
+            let report = StepReport {
+                job_id,
+                attempt,
+                outcome,
+                max_rss_bytes: None,
+                cpu: None,
+                runtime: Duration::ZERO,
+                failure: None,
+            };
             found.push((Recovered::Ended(report), control, journal.cpus));
         }
     }

@@ -274,6 +274,7 @@ impl Drop for HangUp {
                 cpu: None,
                 step: Some(self.step),
                 abandoned: true,
+                failure: None,
             });
         }
     }
@@ -319,6 +320,7 @@ impl Tally {
             cpu: Some(drover_core::job::CpuTime { user_ms: sum.user_ms, system_ms: sum.system_ms }),
             step: Some(*step),
             abandoned: false,
+            failure: None,
         });
     }
 }

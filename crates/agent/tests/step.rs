@@ -578,3 +578,20 @@ async fn a_noexec_spool_runs_scripts_through_their_interpreter() {
         assert_eq!(output(&dir, 53), "python 42\n");
     }
 }
+
+/// Issue #20 item 6: a launch that fails in the child names the part that
+/// failed (the job's user reads this, not the node's log).
+#[tokio::test]
+async fn a_failed_launch_names_what_failed() {
+    let dir = TempDir::new("named");
+    let mut o = order(&dir, 61, "true");
+    o.stdout = dir.0.display().to_string();
+    o.stderr = dir.path("err.txt");
+    let e = launch(&o, &config(&dir), &[]).await.err().expect("a directory is not an output file").to_string();
+    assert_eq!(e, format!("cannot open the output file {}: Is a directory (os error 21)", dir.0.display()));
+
+    let mut o = order(&dir, 62, "true");
+    o.stdin = Some(dir.path("no-such-input"));
+    let e = launch(&o, &config(&dir), &[]).await.err().expect("no input").to_string();
+    assert!(e.starts_with(&format!("cannot open the input file {}: ", dir.path("no-such-input"))), "{e}");
+}

@@ -261,6 +261,7 @@ pub fn view_of(r: &JobRecord) -> JobView {
         cpu: cpu_time(r.cpu_user_ms, r.cpu_system_ms),
         derived_exit_code: r.derived_exit_code.map(|c| format!("{c}:{}", r.derived_exit_signal.unwrap_or(0))),
         steps: r.steps.iter().map(|s| step_view(r, s)).collect(),
+        ..JobView::default()
     }
 }
 

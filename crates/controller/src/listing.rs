@@ -22,6 +22,8 @@ pub struct JobQuery {
     pub name: Option<String>,
     /// Include finished jobs.
     pub all: Option<bool>,
+    /// Full views, with each job's output paths (`scontrol show job`).
+    pub detail: Option<bool>,
     /// `tsv`: the compact listing ([`JobRow`] lines) instead of JSON;
     /// `table`: `drover queue`'s table itself, ready to print.
     pub format: Option<String>,
@@ -35,6 +37,7 @@ pub struct Filter<'q> {
     states: Vec<JobState>,
     ids: Vec<JobRef>,
     all: bool,
+    detail: bool,
 }
 
 fn list(v: &Option<String>) -> Option<Vec<&str>> {
@@ -53,12 +56,20 @@ impl<'q> Filter<'q> {
         // (scripts wait for it to leave the listing); asking for a finished
         // state, or for all, does.
         let all = q.all.unwrap_or(false) || states.iter().any(|s| s.is_terminal());
-        Ok(Filter { users: list(&q.user), partitions: list(&q.partition), names: list(&q.name), states, ids, all })
+        Ok(Filter {
+            users: list(&q.user),
+            partitions: list(&q.partition),
+            names: list(&q.name),
+            states,
+            ids,
+            all,
+            detail: q.detail.unwrap_or(false),
+        })
     }
 
     /// No condition beyond live-or-all, which [`select`] applies itself.
     fn keeps_all(&self) -> bool {
-        let Filter { users, partitions, names, states, ids, all: _ } = self;
+        let Filter { users, partitions, names, states, ids, all: _, detail: _ } = self;
         users.is_none() && partitions.is_none() && names.is_none() && states.is_empty() && ids.is_empty()
     }
 
@@ -121,8 +132,9 @@ impl<'s> Listed<'s> {
         }
     }
 
-    fn view(&self, s: &State) -> JobView {
+    fn view(&self, s: &State, detail: bool) -> JobView {
         match self {
+            Listed::Job(j) if detail => JobView::of_job(s, j),
             Listed::Job(j) => JobView::summary(s, j),
             Listed::Array(a) => JobView::of_array(s, a),
         }
@@ -235,7 +247,7 @@ fn by_ids<'s>(s: &'s State, f: &Filter) -> Vec<Listed<'s>> {
 
 /// The selected jobs as full views.
 pub fn views(s: &State, f: &Filter) -> Vec<JobView> {
-    select(s, f).iter().map(|l| l.view(s)).collect()
+    select(s, f).iter().map(|l| l.view(s, f.detail)).collect()
 }
 
 /// The selected jobs as a TSV listing, header first.
@@ -570,7 +582,18 @@ mod tests {
                     let outcome = [StepOutcome::Exited(0), StepOutcome::Exited(1)][dice.roll(2) as usize];
                     let job = pick(&mut dice);
                     let attempt = s.job(job).map_or(0, |j| j.restart_count);
-                    apply(&mut s, Command::StepFinished { job, attempt, outcome, max_rss_kb: None, cpu: None, now });
+                    apply(
+                        &mut s,
+                        Command::StepFinished {
+                            job,
+                            attempt,
+                            outcome,
+                            max_rss_kb: None,
+                            cpu: None,
+                            failure: None,
+                            now,
+                        },
+                    );
                 }
                 7 => {
                     let filter = CancelFilter { jobs: vec![JobRef::job(pick(&mut dice))], ..Default::default() };

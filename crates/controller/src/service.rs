@@ -1371,6 +1371,7 @@ async fn reports(
                 outcome,
                 max_rss_kb: r.max_rss_kb,
                 cpu: r.cpu,
+                failure: r.failure,
                 now,
             }),
             None => {

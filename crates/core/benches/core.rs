@@ -167,6 +167,7 @@ fn apply(c: &mut Criterion) {
             s.apply(Command::StepFinished {
                 max_rss_kb: None,
                 cpu: None,
+                failure: None,
                 job: id,
                 attempt: 0,
                 outcome: drover_core::state::StepOutcome::Exited(0),

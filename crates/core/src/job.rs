@@ -457,6 +457,10 @@ pub struct Job {
     /// The batch step's CPU time in its last run, as its agent measured it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_time: Option<CpuTime>,
+    /// Why its last run ended before its script ran, as its agent said
+    /// (`scontrol show job`'s Reason, sacct's Reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
     /// Steps launched inside the allocation (`srun`), oldest first; ids
     /// count on across requeues.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

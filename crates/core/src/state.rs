@@ -208,6 +208,12 @@ pub enum Command {
         /// The batch step's CPU time, if the agent measured it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cpu: Option<CpuTime>,
+        /// Why the step ended before its script ran (its output file could
+        /// not be opened, its working directory entered, its user taken
+        /// on), as the agent saw it: the job's user cannot read the node's
+        /// log, so the reason travels with the job.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<String>,
         now: Time,
     },
     Tick {
@@ -386,6 +392,9 @@ pub enum Event {
         display: String,
         state: JobState,
         exit: Option<ExitStatus>,
+        /// Why it could not start, when it could not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     JobRequeued {
         job: JobId,
@@ -479,10 +488,16 @@ impl fmt::Display for Event {
             JobStarted { display, attempt, nodes, .. } => write!(f, "started {display} on {nodes} attempt={attempt}"),
             JobKill { job, attempt, nodes } => write!(f, "kill {job} on {nodes} attempt={attempt}"),
             JobSignal { job, nodes, signal, .. } => write!(f, "signal {job} on {nodes} sig={signal}"),
-            JobFinished { display, state, exit, .. } => match exit {
-                Some(e) => write!(f, "finished {display} {state} exit={e}"),
-                None => write!(f, "finished {display} {state}"),
-            },
+            JobFinished { display, state, exit, reason, .. } => {
+                write!(f, "finished {display} {state}")?;
+                if let Some(e) = exit {
+                    write!(f, " exit={e}")?;
+                }
+                match reason {
+                    Some(r) => write!(f, " ({r})"),
+                    None => Ok(()),
+                }
+            }
             JobRequeued { display, restart_count, reason, .. } => {
                 write!(f, "requeued {display} restarts={restart_count} ({reason})")
             }
@@ -585,6 +600,20 @@ pub struct Answered {
 /// How long a request's answer is remembered: far longer than any client
 /// keeps retrying.
 pub const ANSWER_KEEP_MS: Time = 2 * 60 * 1000;
+
+/// The longest start failure a job keeps: an agent's message, bounded so
+/// that a path or an error chain cannot grow the state without end.
+pub const MAX_FAILURE_LEN: usize = 512;
+
+/// `text` cut to at most `max` bytes on a character boundary, control
+/// characters (a newline from an agent) made spaces.
+fn bounded_text(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
 
 /// Lookup structures rebuilt from the persistent state; never serialised.
 #[derive(Debug, Clone, Default)]
@@ -812,6 +841,9 @@ impl State {
         let mut jobs_on = vec![0u32; self.nodes.len()];
         let mut completing_on = vec![0u32; self.nodes.len()];
         for job in self.jobs.values() {
+            if job.failure.as_ref().is_some_and(|f| f.len() > MAX_FAILURE_LEN || f.contains(char::is_control)) {
+                return Err(format!("job {}'s start failure is unbounded or has control characters", job.id));
+            }
             let in_pending = self.idx.pending.contains(&job.id);
             let in_active = self.idx.active.contains(&job.id);
             match job.state {
@@ -958,7 +990,7 @@ impl State {
                     ev.push(self.stale(job, attempt));
                 }
             }
-            Command::StepFinished { job, attempt, outcome, max_rss_kb, cpu, now } => {
+            Command::StepFinished { job, attempt, outcome, max_rss_kb, cpu, failure, now } => {
                 let j = self.jobs.get(&job).ok_or_else(|| CommandError::UnknownJob(job.to_string()))?;
                 if j.restart_count != attempt || !j.state.is_active() {
                     ev.push(self.stale(job, attempt));
@@ -966,6 +998,7 @@ impl State {
                     let j = self.jobs.get_mut(&job).expect("checked");
                     j.max_rss_kb = max_rss_kb;
                     j.cpu_time = cpu;
+                    j.failure = failure.map(|f| bounded_text(&f, MAX_FAILURE_LEN));
                     self.step_finished(job, outcome, now, &mut ev);
                 }
             }
@@ -1198,6 +1231,7 @@ impl State {
                     end_intent: None,
                     max_rss_kb: None,
                     cpu_time: None,
+                    failure: None,
                     accounted: false,
                     steps: Vec::new(),
                     attempts: Vec::new(),
@@ -1237,6 +1271,7 @@ impl State {
             end_intent: None,
             max_rss_kb: None,
             cpu_time: None,
+            failure: None,
             accounted: false,
             steps: Vec::new(),
             attempts: Vec::new(),
@@ -1952,7 +1987,7 @@ impl State {
                 a.ended_ok += 1;
             }
         }
-        ev.push(Event::JobFinished { job: id, display: j.display_id(), state, exit });
+        ev.push(Event::JobFinished { job: id, display: j.display_id(), state, exit, reason: j.failure.clone() });
     }
 
     /// Sends a running job back to PENDING. `ended`: how the run ended
@@ -1980,7 +2015,7 @@ impl State {
                 alloc,
                 max_rss_kb: j.max_rss_kb.take(),
                 cpu_time: j.cpu_time.take(),
-                reason: why.to_string(),
+                reason: j.failure.take().unwrap_or_else(|| why.to_string()),
             });
             j.accounted = false;
             j.revision += 1;
@@ -2324,6 +2359,28 @@ impl State {
         } else {
             DepStatus::Waiting
         }
+    }
+
+    /// What `spec`'s dependency still waits for, as `scontrol show job`
+    /// prints it: each condition not yet met, marked `(unfulfilled)` or,
+    /// if it never can be, `(failed)`; `None` once nothing is left.
+    pub fn dependency_text(&self, spec: &JobSpec, my_id: JobId, me: Option<ArrayTask>) -> Option<String> {
+        let dep = spec.dependency.as_ref()?;
+        let sep = if dep.any { "?" } else { "," };
+        let mut out = String::new();
+        for c in &dep.conditions {
+            let mark = match self.condition_status(c, spec, my_id, me, self.now) {
+                DepStatus::Satisfied => continue,
+                DepStatus::Waiting => "unfulfilled",
+                DepStatus::Never => "failed",
+            };
+            if !out.is_empty() {
+                out.push_str(sep);
+            }
+            let one = Dependency { conditions: vec![c.clone()], any: false };
+            out.push_str(&format!("{one}({mark})"));
+        }
+        (!out.is_empty()).then_some(out)
     }
 
     fn condition_status(

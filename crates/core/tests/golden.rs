@@ -376,7 +376,9 @@ impl Runner {
                     };
                     let max_rss_kb = kv(&words, "rss").map(|k| k.parse().map_err(|_| "bad rss")).transpose()?;
                     let cpu = kv(&words, "cpu").map(cpu_time).transpose()?;
-                    self.apply(Command::StepFinished { job: id, attempt, outcome, max_rss_kb, cpu, now }, out);
+                    // A start failure's words are joined by `_` in a script line.
+                    let failure = kv(&words, "failure").map(|f| f.replace('_', " "));
+                    self.apply(Command::StepFinished { job: id, attempt, outcome, max_rss_kb, cpu, failure, now }, out);
                 }
             }
             "srun" => {
@@ -553,6 +555,13 @@ impl Runner {
                 self.apply(Command::SetNodeState { node, action, reason, by, now }, out);
             }
             "jobs" => self.print_jobs(out),
+            "dependency" => {
+                // What a job's dependency still waits for, as scontrol shows it.
+                let id: u64 = words.first().ok_or("needs a job id")?.parse().map_err(|_| "bad job id")?;
+                let j = self.state.job(id).ok_or("no such job")?;
+                let text = self.state.dependency_text(&j.spec, j.id, j.array);
+                writeln!(out, "{id} Dependency={}", text.as_deref().unwrap_or("(null)")).unwrap();
+            }
             "nodes" => {
                 for n in self.state.nodes() {
                     write!(out, "{} {} alloc[{}] total[{}]", n.name, n.state(), n.alloc, n.total).unwrap();
@@ -584,6 +593,9 @@ impl Runner {
             }
             if j.restart_count > 0 {
                 write!(out, " restarts={}", j.restart_count).unwrap();
+            }
+            if let Some(why) = &j.failure {
+                write!(out, " ({why})").unwrap();
             }
             writeln!(out).unwrap();
         }

@@ -164,6 +164,7 @@ fn templates() -> Vec<Command> {
             outcome: StepOutcome::Exited(0),
             max_rss_kb: Some(1),
             cpu: None,
+            failure: Some("é\n".repeat(400)),
             now: 10,
         },
         Command::RegisterNode {
@@ -255,7 +256,15 @@ fn run(seed: u64, rounds: usize) {
             s.jobs().values().filter(|j| j.state.is_active()).map(|j| (j.id, j.restart_count)).collect();
         for (job, attempt) in running.into_iter().take(2) {
             let outcome = StepOutcome::Exited(0);
-            let _ = s.apply(Command::StepFinished { job, attempt, outcome, max_rss_kb: None, cpu: None, now });
+            let _ = s.apply(Command::StepFinished {
+                job,
+                attempt,
+                outcome,
+                max_rss_kb: None,
+                cpu: None,
+                failure: None,
+                now,
+            });
         }
         s.check_invariants().unwrap();
     }

@@ -268,7 +268,7 @@ pub struct Cancelled {
 }
 
 /// A job (or the pending rest of an array) as clients see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
     /// `1234`, `1000_7`, or `1000_[8-99]` for an array's pending tasks.
     pub id: String,
@@ -318,6 +318,33 @@ pub struct JobView {
     /// Steps launched inside the job's run (`srun`), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepView>,
+    /// What the job asked for (`-n`, `-c`, `--nice`).
+    #[serde(default)]
+    pub ntasks: u32,
+    #[serde(default)]
+    pub cpus_per_task: u32,
+    #[serde(default)]
+    pub nice: i32,
+    /// `--mem` (per node) or `--mem-per-cpu`, in megabytes, as asked;
+    /// neither when it takes its CPUs' share of a node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_per_node_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_per_cpu_mb: Option<u64>,
+    /// What its dependency still waits for, as `scontrol show job` prints
+    /// it (`afterok:12(unfulfilled)`); `None` when nothing is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependency: Option<String>,
+    /// `--nodelist`, `--exclude` and `--constraint`, as asked.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub req_nodes: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub exc_nodes: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<String>,
+    /// Where its standard input comes from (with [`JobView::of_job`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdin: String,
 }
 
 /// A job step as clients see it.
@@ -509,6 +536,7 @@ impl JobView {
         let first =
             j.alloc.as_ref().and_then(|a| a.shares.first()).map(|s| state.nodes()[s.node as usize].name.as_str());
         (v.stdout, v.stderr, _) = launch::output_paths(j, first.unwrap_or_default());
+        v.stdin = j.spec.stdin.clone().unwrap_or_else(|| "/dev/null".into());
         v
     }
 
@@ -536,7 +564,11 @@ impl JobView {
             partition: j.alloc.as_ref().map_or(part, |a| a.partition.clone()),
             state: j.state.name().into(),
             state_code: j.state.code().into(),
-            reason: if j.state == drover_core::JobState::Pending { j.reason.name().into() } else { "None".into() },
+            reason: match (&j.failure, j.state) {
+                (_, drover_core::JobState::Pending) => j.reason.name().into(),
+                (Some(why), s) if s.is_terminal() => why.clone(),
+                _ => "None".into(),
+            },
             nodes,
             num_nodes,
             num_cpus: cpus,
@@ -558,6 +590,11 @@ impl JobView {
             cpu: j.cpu_time,
             derived_exit_code: j.derived_exit(j.restart_count).map(|e| e.to_string()),
             steps: j.steps.iter().filter(|s| s.attempt == j.restart_count).map(|s| StepView::of(state, j, s)).collect(),
+            dependency: match j.state {
+                drover_core::JobState::Pending => state.dependency_text(&j.spec, j.id, j.array),
+                _ => None,
+            },
+            ..asked(&j.spec)
         }
     }
 
@@ -612,7 +649,33 @@ impl JobView {
             cpu: None,
             derived_exit_code: None,
             steps: Vec::new(),
+            dependency: state.dependency_text(&a.spec, a.id, None),
+            ..asked(&a.spec)
         }
+    }
+}
+
+/// The fields of a view that say what a job asked for; the rest are left
+/// for the caller to fill.
+fn asked(spec: &JobSpec) -> JobView {
+    use drover_core::job::MemRequest;
+    JobView {
+        ntasks: spec.ntasks,
+        cpus_per_task: spec.cpus_per_task,
+        nice: spec.nice,
+        mem_per_node_mb: match spec.mem {
+            MemRequest::PerNode(m) => Some(m),
+            _ => None,
+        },
+        mem_per_cpu_mb: match spec.mem {
+            MemRequest::PerCpu(m) => Some(m),
+            _ => None,
+        },
+        dependency: None,
+        req_nodes: hostlist::compress(&spec.nodelist.iter().map(String::as_str).collect::<Vec<_>>()),
+        exc_nodes: hostlist::compress(&spec.exclude.iter().map(String::as_str).collect::<Vec<_>>()),
+        features: spec.constraint.clone(),
+        ..JobView::default()
     }
 }
 
@@ -782,6 +845,11 @@ pub struct Report {
     /// records the step's end, which that srun never will.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub abandoned: bool,
+    /// With `finished`: the step could not start, for this reason (its
+    /// output file, working directory or user), which the job's user is
+    /// told in `scontrol show job`, the events and accounting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// One applied event, as `GET /api/v1/events` lists it.

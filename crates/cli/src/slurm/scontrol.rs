@@ -20,6 +20,15 @@ pub fn render(record: &Record, one_line: bool) -> String {
     }
 }
 
+/// Megabytes as Slurm prints memory: whole gigabytes as `4G`, else `500M`.
+fn mem_text(mb: u64) -> String {
+    if mb > 0 && mb % 1024 == 0 {
+        format!("{}G", mb / 1024)
+    } else {
+        format!("{mb}M")
+    }
+}
+
 fn or_null(v: &str) -> String {
     if v.is_empty() {
         "(null)".into()
@@ -48,11 +57,17 @@ pub fn job_record(j: &JobView, now_ms: u64) -> Record {
         ],
         vec![
             ("Priority", if j.reason.starts_with("JobHeld") { "0" } else { "1" }.into()),
-            ("Nice", "0".into()),
+            ("Nice", j.nice.to_string()),
             ("Account", j.account.clone().unwrap_or_else(|| "(null)".into())),
             ("QOS", "normal".into()),
         ],
-        vec![("JobState", j.state.clone()), ("Reason", j.reason.clone()), ("Dependency", "(null)".into())],
+        vec![
+            ("JobState", j.state.clone()),
+            // As Slurm does with a reason in words: one token, for parsers
+            // that split on white space.
+            ("Reason", j.reason.split_whitespace().collect::<Vec<_>>().join("_")),
+            ("Dependency", j.dependency.clone().unwrap_or_else(|| "(null)".into())),
+        ],
         vec![
             ("Requeue", "1".into()),
             ("Restarts", j.restart_count.to_string()),
@@ -78,25 +93,37 @@ pub fn job_record(j: &JobView, now_ms: u64) -> Record {
             ("Scheduler", "Main".into()),
         ],
         vec![("Partition", j.partition.clone()), ("AllocNode:Sid", "localhost:0".into())],
-        vec![("ReqNodeList", "(null)".into()), ("ExcNodeList", "(null)".into())],
+        vec![("ReqNodeList", or_null(&j.req_nodes)), ("ExcNodeList", or_null(&j.exc_nodes))],
         vec![("NodeList", j.nodes.clone())],
     ];
     if running {
         let first = drover_core::hostlist::expand(&j.nodes).ok().and_then(|n| n.into_iter().next()).unwrap_or_default();
         lines.push(vec![("BatchHost", first)]);
     }
+    let cpus_per_task = j.cpus_per_task.max(1);
+    // Memory as asked: per node or per CPU; a job that took its CPUs'
+    // share asked for none, as Slurm shows one without --mem.
+    let (min_memory, tres_mem) = match (j.mem_per_node_mb, j.mem_per_cpu_mb) {
+        (Some(m), _) => (("MinMemoryNode", mem_text(m)), j.mem_mb.or(Some(m * u64::from(j.num_nodes.max(1))))),
+        (None, Some(m)) => (("MinMemoryCPU", mem_text(m)), j.mem_mb.or(Some(m * j.num_cpus))),
+        (None, None) => (("MinMemoryNode", "0".into()), None),
+    };
+    let tres = match tres_mem {
+        Some(mb) => format!("cpu={},mem={},node={},billing={}", j.num_cpus, mem_text(mb), j.num_nodes, j.num_cpus),
+        None => format!("cpu={},node={},billing={}", j.num_cpus, j.num_nodes, j.num_cpus),
+    };
     lines.extend([
         vec![
             ("NumNodes", j.num_nodes.to_string()),
             ("NumCPUs", j.num_cpus.to_string()),
-            ("NumTasks", j.num_nodes.max(1).to_string()),
-            ("CPUs/Task", "1".into()),
+            ("NumTasks", j.ntasks.max(1).to_string()),
+            ("CPUs/Task", cpus_per_task.to_string()),
             ("ReqB:S:C:T", "0:0:*:*".into()),
         ],
-        vec![("TRES", format!("cpu={},node={},billing={}", j.num_cpus, j.num_nodes, j.num_cpus))],
+        vec![("TRES", tres)],
         vec![("Socks/Node", "*".into()), ("NtasksPerN:B:S:C", "0:0:*:*".into()), ("CoreSpec", "*".into())],
-        vec![("MinCPUsNode", "1".into()), ("MinMemoryNode", "0".into()), ("MinTmpDiskNode", "0".into())],
-        vec![("Features", "(null)".into()), ("DelayBoot", "00:00:00".into())],
+        vec![("MinCPUsNode", cpus_per_task.to_string()), min_memory, ("MinTmpDiskNode", "0".into())],
+        vec![("Features", j.features.clone().unwrap_or_else(|| "(null)".into())), ("DelayBoot", "00:00:00".into())],
         vec![
             ("OverSubscribe", "OK".into()),
             ("Contiguous", "0".into()),
@@ -106,7 +133,7 @@ pub fn job_record(j: &JobView, now_ms: u64) -> Record {
         vec![("Command", "(null)".into())],
         vec![("WorkDir", j.work_dir.clone())],
         vec![("StdErr", or_null(&j.stderr))],
-        vec![("StdIn", "/dev/null".into())],
+        vec![("StdIn", if j.stdin.is_empty() { "/dev/null".into() } else { j.stdin.clone() })],
         vec![("StdOut", or_null(&j.stdout))],
         vec![("Power", String::new())],
     ]);
@@ -236,14 +263,21 @@ pub async fn run(client: &Client, args: Vec<String>) -> Result<i32, String> {
         ("show", Some(what)) if what.starts_with("job") => {
             let jobs: Vec<JobView> = match words.get(2) {
                 Some(id) => {
-                    let list: JobList =
-                        client.get("/api/v1/jobs", &[("id", id.to_string()), ("all", "true".into())]).await?;
+                    let list: JobList = client
+                        .get(
+                            "/api/v1/jobs",
+                            &[("id", id.to_string()), ("all", "true".into()), ("detail", "true".into())],
+                        )
+                        .await?;
                     if list.jobs.is_empty() {
                         return Err("Invalid job id specified".into());
                     }
                     list.jobs
                 }
-                None => client.get::<JobList>("/api/v1/jobs", &[("all", "true".into())]).await?.jobs,
+                None => {
+                    let q = [("all", "true".into()), ("detail", "true".into())];
+                    client.get::<JobList>("/api/v1/jobs", &q).await?.jobs
+                }
             };
             if jobs.is_empty() {
                 println!("No jobs in the system");
@@ -481,7 +515,6 @@ mod tests {
         assert!(same >= 6, "{ours}");
     }
     use crate::slurm::fixture;
-    use drover_core::Resources;
 
     /// The keys of a `scontrol show` text, line by line.
     fn keys(text: &str) -> Vec<Vec<String>> {
@@ -529,6 +562,55 @@ mod tests {
         let one = render(&job_record(&running_job(), 0), true);
         assert!(one.starts_with("JobId=10109 JobName=probe_ok UserId=root(0)") && one.ends_with("Power= \n"), "{one}");
         assert_eq!(one.lines().count(), 1);
+    }
+
+    /// Issue #20 item 7: no placeholders where the job said something.
+    #[test]
+    fn a_job_shows_what_it_asked_for_its_dependency_and_why_it_failed() {
+        let waiting = JobView {
+            state: "PENDING".into(),
+            reason: "Dependency".into(),
+            start_time: None,
+            nodes: String::new(),
+            ntasks: 4,
+            cpus_per_task: 2,
+            num_cpus: 8,
+            nice: 10,
+            mem_per_cpu_mb: Some(512),
+            dependency: Some("afterok:12(unfulfilled),afterany:13(unfulfilled)".into()),
+            req_nodes: "node[1-2]".into(),
+            features: Some("fast".into()),
+            stdin: "/data/in.txt".into(),
+            stdout: "/home/u/out-10109.txt".into(),
+            ..running_job()
+        };
+        let text = render(&job_record(&waiting, 0), false);
+        for want in [
+            "   Priority=1 Nice=10 Account=(null) QOS=normal",
+            "   JobState=PENDING Reason=Dependency Dependency=afterok:12(unfulfilled),afterany:13(unfulfilled)",
+            "   ReqNodeList=node[1-2] ExcNodeList=(null)",
+            "   NumNodes=1 NumCPUs=8 NumTasks=4 CPUs/Task=2 ReqB:S:C:T=0:0:*:*",
+            "   TRES=cpu=8,mem=4G,node=1,billing=8",
+            "   MinCPUsNode=2 MinMemoryCPU=512M MinTmpDiskNode=0",
+            "   Features=fast DelayBoot=00:00:00",
+            "   StdIn=/data/in.txt",
+            "   StdOut=/home/u/out-10109.txt",
+        ] {
+            assert!(text.lines().any(|l| l == want), "{want:?}:\n{text}");
+        }
+        let failed = JobView {
+            state: "FAILED".into(),
+            reason: "could not start on node1: cannot open the output file /x/o: Permission denied (os error 13)"
+                .into(),
+            mem_per_node_mb: Some(2048),
+            mem_mb: Some(2048),
+            ..running_job()
+        };
+        let text = render(&job_record(&failed, 0), false);
+        let reason =
+            "Reason=could_not_start_on_node1:_cannot_open_the_output_file_/x/o:_Permission_denied_(os_error_13)";
+        assert!(text.contains(&format!("JobState=FAILED {reason} Dependency=(null)")), "{text}");
+        assert!(text.contains("MinMemoryNode=2G") && text.contains("TRES=cpu=1,mem=2G,node=1"), "{text}");
     }
 
     #[test]

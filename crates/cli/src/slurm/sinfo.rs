@@ -149,9 +149,21 @@ fn value(g: &Group, code: char) -> String {
     }
 }
 
-/// The groups a listing shows: per partition (in configuration order),
-/// nodes in the same state together (`by_node`: each node on its own).
-fn groups<'a>(partitions: &'a [PartitionView], nodes: &'a [NodeView], by_node: bool) -> Vec<Group<'a>> {
+/// How a listing groups each partition's nodes into lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// Nodes in the same state together (sinfo's default).
+    State,
+    /// Each node on its own line (`-N`, `-R`).
+    Node,
+    /// One line per partition, whatever its nodes' states (`-s`).
+    Partition,
+}
+
+/// The groups a listing shows: per partition (in configuration order), its
+/// nodes grouped as `grouping` says.
+fn groups<'a>(partitions: &'a [PartitionView], nodes: &'a [NodeView], grouping: Grouping) -> Vec<Group<'a>> {
+    let by_node = grouping == Grouping::Node;
     let mut out: Vec<Group> = Vec::new();
     for p in partitions {
         let mut members: Vec<&NodeView> =
@@ -163,7 +175,12 @@ fn groups<'a>(partitions: &'a [PartitionView], nodes: &'a [NodeView], by_node: b
         }
         let start = out.len();
         for n in members {
-            match out[start..].iter_mut().find(|g| !by_node && g.nodes[0].state == n.state) {
+            let together = |g: &&mut Group| match grouping {
+                Grouping::State => g.nodes[0].state == n.state,
+                Grouping::Node => false,
+                Grouping::Partition => true,
+            };
+            match out[start..].iter_mut().find(together) {
                 Some(g) => g.nodes.push(n),
                 None => out.push(Group { partition: p, nodes: vec![n] }),
             }
@@ -222,11 +239,11 @@ pub fn render(
     format: &str,
     partitions: &[PartitionView],
     nodes: &[NodeView],
-    by_node: bool,
+    grouping: Grouping,
     noheader: bool,
 ) -> Result<String, String> {
     let (mut pieces, hash) = parse(format)?;
-    let groups = groups(partitions, nodes, by_node);
+    let groups = groups(partitions, nodes, grouping);
     resolve_widths(&mut pieces, &hash, &groups);
     let mut out = String::new();
     if !noheader {
@@ -276,13 +293,19 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
         None if a.long => LONG_FORMAT,
         None => DEFAULT_FORMAT,
     };
-    let by_node = a.node || (a.reasons && a.format.is_none());
+    let grouping = if a.node || (a.reasons && a.format.is_none()) {
+        Grouping::Node
+    } else if a.summarize {
+        Grouping::Partition
+    } else {
+        Grouping::State
+    };
     let mut text = String::new();
     if a.long && a.format.is_none() {
         text.push_str(&super::ctime_now());
         text.push('\n');
     }
-    text.push_str(&render(format, &partitions, &nodes, by_node, a.noheader)?);
+    text.push_str(&render(format, &partitions, &nodes, grouping, a.noheader)?);
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(0)
@@ -292,7 +315,6 @@ pub async fn run(client: &Client, a: Args) -> Result<i32, String> {
 mod tests {
     use super::*;
     use crate::slurm::fixture;
-    use drover_core::Resources;
 
     /// The probe cluster: one default partition `debug` of two idle 4-CPU,
     /// 4096 MB nodes.
@@ -304,7 +326,7 @@ mod tests {
     #[test]
     fn the_default_listing_matches_slurms() {
         let (p, n) = probe();
-        assert_eq!(render(DEFAULT_FORMAT, &p, &n, false, false).unwrap(), fixture("02-sinfo"));
+        assert_eq!(render(DEFAULT_FORMAT, &p, &n, Grouping::State, false).unwrap(), fixture("02-sinfo"));
     }
 
     #[test]
@@ -312,13 +334,13 @@ mod tests {
         let (p, n) = probe();
         let theirs = fixture("03-sinfo_Nl");
         let below = theirs.split_once('\n').unwrap().1;
-        assert_eq!(render(NODE_LONG_FORMAT, &p, &n, true, false).unwrap(), below);
+        assert_eq!(render(NODE_LONG_FORMAT, &p, &n, Grouping::Node, false).unwrap(), below);
     }
 
     #[test]
     fn a_custom_format_matches_slurms_but_for_the_load_we_do_not_know() {
         let (p, n) = probe();
-        let ours = render("%N|%t|%c|%m|%C|%O", &p, &n, true, true).unwrap();
+        let ours = render("%N|%t|%c|%m|%C|%O", &p, &n, Grouping::Node, true).unwrap();
         assert_eq!(ours, fixture("04-sinfo_fmt").replace("0.87", "N/A"));
     }
 
@@ -327,7 +349,32 @@ mod tests {
         let (p, mut n) = probe();
         n[1].state = "DRAINED".into();
         n[1].reason = Some("disk".into());
-        let out = render("%P %t %D %N %C %F", &p, &n, false, true).unwrap();
+        let out = render("%P %t %D %N %C %F", &p, &n, Grouping::State, true).unwrap();
         assert_eq!(out, "debug* idle 1 node1 0/4/0/4 0/1/0/1\ndebug* drain 1 node2 0/0/4/4 0/0/1/1\n");
+    }
+
+    /// Issue #20 item 7: `sinfo -s` is one line per partition, however
+    /// many states its nodes are in.
+    #[test]
+    fn the_summary_is_one_line_per_partition() {
+        let (mut p, mut n) = probe();
+        n.push(crate::slurm::probe_node("node3"));
+        n[1].state = "DRAINED".into();
+        n[2].state = "ALLOCATED".into();
+        p[0].nodes.push("node3".into());
+        let mut gpu = crate::slurm::probe_partition();
+        gpu.name = "gpu".into();
+        gpu.is_default = false;
+        gpu.nodes = vec!["node3".into()];
+        p.push(gpu);
+        let out = render(SUMMARY_FORMAT, &p, &n, Grouping::Partition, false).unwrap();
+        assert_eq!(
+            out,
+            "PARTITION AVAIL  TIMELIMIT   NODES(A/I/O/T)  NODELIST\n\
+             debug*       up   infinite          1/1/1/3  node[1-3]\n\
+             gpu          up   infinite          1/0/0/1  node3\n"
+        );
+        let by_state = render(SUMMARY_FORMAT, &p, &n, Grouping::State, true).unwrap();
+        assert_eq!(by_state.lines().count(), 4, "{by_state}");
     }
 }

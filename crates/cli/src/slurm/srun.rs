@@ -666,6 +666,7 @@ fn emit(
 }
 
 /// srun's standard output or error is a closed pipe.
+#[derive(Debug)]
 struct OutputClosed;
 
 /// Sends one node its ranks and relays what comes back.
@@ -780,9 +781,9 @@ mod tests {
         let names = Names { job_id: 1, array: None, step: 0, name: "", user: String::new(), node_of: HashMap::new() };
         let mut sink = Sink::of(Some(&pattern), false, Sink::Stdout);
         let mut partial = HashMap::new();
-        emit(&mut sink, &names, true, 1, b"hel", &mut partial, false);
-        emit(&mut sink, &names, true, 1, b"lo\nwor", &mut partial, false);
-        emit(&mut sink, &names, true, 1, b"ld\n", &mut partial, false);
+        emit(&mut sink, &names, true, 1, b"hel", &mut partial, false).unwrap();
+        emit(&mut sink, &names, true, 1, b"lo\nwor", &mut partial, false).unwrap();
+        emit(&mut sink, &names, true, 1, b"ld\n", &mut partial, false).unwrap();
         drop(sink);
         assert_eq!(std::fs::read_to_string(dir.join("1.out")).unwrap(), "1: hello\n1: world\n");
         let _ = std::fs::remove_dir_all(&dir);
