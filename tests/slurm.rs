@@ -438,7 +438,7 @@ fn workflow_libraries_poll_squeue_until_the_job_leaves_then_ask_sacct() {
 /// can read it: scontrol's Reason, `drover show job`, the events, sacct.
 #[test]
 fn a_job_that_could_not_start_says_why() {
-    let c = Cluster::start("slurm-nostart", 1, 2);
+    let c = Cluster::start("slurm-nostart", 1, 5);
     let links = Links { dir: c.dir.join("bin") };
     assert!(c.drover(&["install-links", links.dir.to_str().unwrap()]).status.success());
     // Its output "file" is a directory: the open fails on the node.
@@ -475,7 +475,7 @@ fn a_job_that_could_not_start_says_why() {
 /// line per partition.
 #[test]
 fn scontrol_shows_the_jobs_values_and_sinfo_s_one_line_per_partition() {
-    let c = Cluster::start("slurm-values", 1, 4);
+    let c = Cluster::start("slurm-values", 1, 6);
     let links = Links { dir: c.dir.join("bin") };
     assert!(c.drover(&["install-links", links.dir.to_str().unwrap()]).status.success());
     let first = links.ok(&c, "sbatch", &["--parsable", "-t", "5", "--wrap", "sleep 30"]);

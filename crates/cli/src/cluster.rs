@@ -2,6 +2,7 @@
 //! one-command local cluster `drover up` / `drover down`.
 
 use crate::client::Client;
+use crate::up_settings::Settings;
 use clap::Args;
 use drover_agent::daemon::{self, AgentOptions};
 use drover_agent::step::LauncherConfig;
@@ -637,19 +638,48 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o711))
             .map_err(|e| format!("cannot set the mode of {}: {e}", state.display()))?;
     }
+    let running = read_pids(&state);
+    // Forget what is no longer running, keep what is: `up` is idempotent.
+    let keep: Vec<&Started> = running.iter().filter(|s| alive(s.pid)).collect();
+    let running_settings = if keep.is_empty() { None } else { Settings::read(&state) };
     let (host_cpus, host_mem) = daemon::detect_resources();
     let cpus = a.cpus_per_node.unwrap_or(host_cpus);
-    let mem = match &a.mem_per_node {
-        Some(m) => parse_mem(m)?,
-        None => host_mem / u64::from(a.nodes),
+    let mem = match (&a.mem_per_node, running_settings.as_ref().and_then(|s| s.get("--mem-per-node"))) {
+        (Some(m), _) => parse_mem(m)?,
+        // Nodes added to a running cluster get what the others have.
+        (None, Some(running)) => parse_mem(running)?,
+        (None, None) => host_mem / u64::from(a.nodes),
     };
+    // A cluster once up with TLS stays so.
+    let tls_wanted = a.tls || state.join("tls/ca.pem").exists();
+    let wanted = Settings(vec![
+        ("--nodes", a.nodes.to_string()),
+        ("--cpus-per-node", cpus.to_string()),
+        ("--mem-per-node", format!("{mem}M")),
+        ("--port", a.port.to_string()),
+        ("--controllers", a.controllers.to_string()),
+        ("--tls", tls_wanted.to_string()),
+        ("--node-timeout", a.node_timeout.to_string()),
+        ("--heartbeat", a.heartbeat.to_string()),
+        ("--kill-grace", a.kill_grace.to_string()),
+        ("--health-check", a.health_check.clone().unwrap_or_default()),
+        ("--health-interval", a.health_interval.to_string()),
+        ("controller flags", a.raft.to_args().join(" ")),
+    ]);
+    if let Some(running) = &running_settings {
+        let differences = wanted.differences(running);
+        if !differences.is_empty() {
+            return Err(crate::up_settings::refusal(&state, &differences));
+        }
+    }
+    wanted.write(&state)?;
     let addr = format!("127.0.0.1:{}", a.port);
     let key = state.join("cluster.key");
     if !key.exists() {
         drover_auth::generate_key(&key)?;
     }
     let key_arg = key.display().to_string();
-    let tls = if a.tls || state.join("tls/ca.pem").exists() {
+    let tls = if tls_wanted {
         let dir = state.join("tls");
         drover_tls::make_ca(&dir)?;
         if !dir.join("localhost.pem").exists() {
@@ -665,9 +695,6 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
     } else {
         TlsArgs::default()
     };
-    let running = read_pids(&state);
-    // Forget what is no longer running, keep what is: `up` is idempotent.
-    let keep: Vec<&Started> = running.iter().filter(|s| alive(s.pid)).collect();
     let kept: String = keep.iter().map(|s| format!("{} {}\n", s.role, s.pid)).collect();
     std::fs::write(state.join("pids"), kept).map_err(|e| e.to_string())?;
     let is_running = |role: &str| keep.iter().any(|s| s.role == role);
@@ -777,10 +804,14 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         drover_core::memory::format_mb(mem)
     );
     println!("State, logs and pids: {}", state.display());
-    println!(
-        "From another shell: export DROVER_CONTROLLER={addrs}   (or run drover from {})",
-        state.parent().unwrap_or(&state).display()
-    );
+    // All a client needs, wherever it runs and whoever runs it: where the
+    // controllers are, the credential socket, and the CA under TLS.
+    let mut exports = format!("DROVER_CONTROLLER={addrs} DROVER_AUTH_SOCKET={}", state.join("auth.sock").display());
+    if let Some(ca) = &tls.tls_ca {
+        exports.push_str(&format!(" DROVER_TLS_CA={}", ca.display()));
+    }
+    println!("From another shell, in any directory, as any local user (drover and the Slurm names):");
+    println!("  export {exports}");
     // The sign-in link carries a token with this user's rights (root's,
     // often): it goes to no terminal or log, only to `drover dashboard`.
     println!(

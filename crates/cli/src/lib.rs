@@ -41,6 +41,7 @@ mod logging;
 mod ops;
 mod slurm;
 mod top;
+mod up_settings;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
