@@ -176,6 +176,16 @@ def main():
         p.click("#tabs button[data-view=events]")
         p.wait("events listed", "document.querySelector('#event-feed').innerText.includes('JobFinished')")
 
+        # Opened afresh, with nothing happening, the page shows the recent
+        # events and the throughput of the last half hour at once.
+        p.call("Page.reload")
+        time.sleep(0.5)
+        p.wait("reloaded", "document.querySelector('#count-nodes')?.textContent === '2/2'")
+        p.wait("history listed on load", "document.querySelector('#event-feed').innerText.includes('JobFinished')", timeout=5)
+        p.wait("throughput drawn on load",
+               "(document.querySelector('#sparkline polyline')?.getAttribute('points') || '')"
+               ".split(' ').some((xy) => parseFloat(xy.split(',')[1]) < 38)", timeout=5)
+
         # The overview of a busy cluster, full size and on a phone.
         drover("submit", "--parsable", "-J", "sweep", "--array", "0-5", "--wrap", "sleep 60")
         p.click("#tabs button[data-view=overview]")

@@ -64,6 +64,7 @@ fn finished_jobs() -> (State, Vec<JobRecord>) {
             max_rss_kb: Some(2048),
             cpu,
             failure: None,
+            node: String::new(),
             now,
         })
         .unwrap();
@@ -190,6 +191,7 @@ async fn ten_thousand(db: &Accounting) {
             max_rss_kb: None,
             cpu: None,
             failure: None,
+            node: String::new(),
             now,
         })
         .unwrap();
@@ -299,6 +301,7 @@ async fn attempts_and_use(db: &Accounting) {
         max_rss_kb: Some(100),
         cpu,
         failure: None,
+        node: String::new(),
         now: 12_100,
     })
     .unwrap();
@@ -322,6 +325,7 @@ async fn attempts_and_use(db: &Accounting) {
         max_rss_kb: Some(300),
         cpu,
         failure: None,
+        node: String::new(),
         now: 15_000,
     })
     .unwrap();

@@ -499,6 +499,7 @@ mod tests {
             partition: get("partition"),
             name: get("name"),
             all: get("all").map(|v| v == "true"),
+            detail: get("detail").map(|v| v == "true"),
             format: None,
         }
     }
@@ -591,6 +592,7 @@ mod tests {
                             max_rss_kb: None,
                             cpu: None,
                             failure: None,
+                            node: String::new(),
                             now,
                         },
                     );

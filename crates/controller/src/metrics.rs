@@ -148,7 +148,30 @@ impl Metrics {
             pass_started: job_counts(),
             http_requests: Family::new_with_constructor(short_seconds),
         };
+        // Every state a node can enter is known: each count is there from
+        // the start, at 0, so that a dashboard's panel shows 0, not "no
+        // data", until the first node goes DOWN.
+        for state in drover_core::node::NodeState::ALL {
+            let _ = m.node_transitions.get_or_create(&labels(&[("state", state.name())]));
+        }
         m.register()
+    }
+
+    /// Makes a partition and user's job counts exist, at 0, the first time
+    /// they submit: `rate()` and `increase()` then see the first failure
+    /// or requeue as one, and panels show 0 rather than "no data".
+    fn known_job_labels(&self, l: &Labels) {
+        let _ = self.started.get_or_create(l);
+        let _ = self.completed.get_or_create(l);
+        let _ = self.requeued.get_or_create(l);
+        for end in JobState::ALL.into_iter().filter(|s| s.is_terminal()) {
+            let mut with_state = l.clone();
+            with_state.push(("state", end.name().to_string()));
+            let _ = self.ended.get_or_create(&with_state);
+            if matches!(end, JobState::Failed | JobState::Timeout | JobState::OutOfMemory | JobState::NodeFail) {
+                let _ = self.failed.get_or_create(&with_state);
+            }
+        }
     }
 
     fn register(mut self) -> Metrics {
@@ -262,7 +285,12 @@ impl Metrics {
             Event::JobSubmitted { job, array_tasks } => {
                 let spec = state.job(*job).map(|j| &j.spec).or_else(|| state.array(*job).map(|a| &a.spec));
                 if let Some(spec) = spec {
-                    self.submitted.get_or_create(&job_labels(spec)).inc_by(array_tasks.unwrap_or(1));
+                    let l = job_labels(spec);
+                    let new = self.submitted.get(&l).is_none();
+                    self.submitted.get_or_create(&l).inc_by(array_tasks.unwrap_or(1));
+                    if new {
+                        self.known_job_labels(&l);
+                    }
                 }
             }
             Event::JobStarted { job, .. } => {
@@ -476,15 +504,50 @@ mod tests {
         assert!(
             text.contains(
                 "# HELP drover_node_state_changes_total Node state changes, by the state entered.\n\
-                 # TYPE drover_node_state_changes_total counter\n\
-                 drover_node_state_changes_total{state=\"DOWN\"} 1\n"
+                 # TYPE drover_node_state_changes_total counter\n"
             ),
             "{text}"
         );
+        assert!(text.contains("drover_node_state_changes_total{state=\"DOWN\"} 1\n"), "{text}");
         assert!(text.contains("drover_scheduler_pass_jobs_started_count 1\n"), "{text}");
         assert!(!text.contains("# EOF"));
         let open = m.scrape(|f| f(&state), &leader_view(), &[], true);
         assert!(open.ends_with("# EOF\n") && open.contains("# TYPE drover_node_state_changes counter\n"));
         assert!(!open.contains("heartbeat_age_seconds{"), "series of nodes no longer reported go away");
+    }
+
+    /// Issue #20 item 12: counts with known labels exist at 0 before their
+    /// first increment (a Grafana panel shows 0, not "no data").
+    #[test]
+    fn known_counts_are_there_at_zero_before_they_first_count() {
+        let m = Metrics::new();
+        let mut state = State::new(drover_core::state::Config::default());
+        let text = m.scrape(|f| f(&state), &leader_view(), &[], false);
+        for node_state in ["DOWN", "DRAINED", "IDLE", "FAIL"] {
+            let line = format!("drover_node_state_changes_total{{state=\"{node_state}\"}} 0\n");
+            assert!(text.contains(&line), "{line}:\n{text}");
+        }
+        assert!(!text.contains("drover_jobs_failed_total{"), "no user is known yet");
+
+        let part = drover_core::partition::PartitionSpec {
+            is_default: true,
+            ..drover_core::partition::PartitionSpec::new("debug", "n1")
+        };
+        state.apply(drover_core::state::Command::SetPartition(part)).unwrap();
+        let spec = std::sync::Arc::new(JobSpec::simple("alice", "#!/bin/sh\ntrue\n"));
+        for e in state.apply(drover_core::state::Command::Submit { spec, now: 1 }).unwrap() {
+            m.observe(&e, &state);
+        }
+        let text = m.scrape(|f| f(&state), &leader_view(), &[], false);
+        let who = "partition=\"debug\",user=\"alice\"";
+        for line in [
+            format!("drover_jobs_submitted_total{{{who}}} 1\n"),
+            format!("drover_jobs_started_total{{{who}}} 0\n"),
+            format!("drover_jobs_requeued_total{{{who}}} 0\n"),
+            format!("drover_jobs_failed_total{{{who},state=\"TIMEOUT\"}} 0\n"),
+            format!("drover_jobs_ended_total{{{who},state=\"CANCELLED\"}} 0\n"),
+        ] {
+            assert!(text.contains(&line), "{line}:\n{text}");
+        }
     }
 }

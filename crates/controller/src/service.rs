@@ -1372,6 +1372,7 @@ async fn reports(
                 max_rss_kb: r.max_rss_kb,
                 cpu: r.cpu,
                 failure: r.failure,
+                node: r.node,
                 now,
             }),
             None => {

@@ -171,6 +171,7 @@ fn apply(c: &mut Criterion) {
                 job: id,
                 attempt: 0,
                 outcome: drover_core::state::StepOutcome::Exited(0),
+                node: String::new(),
                 now,
             })
             .unwrap()

@@ -214,6 +214,10 @@ pub enum Command {
         /// log, so the reason travels with the job.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failure: Option<String>,
+        /// The node whose agent reported it: a stale report names the node
+        /// it came from, not where the job runs now.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        node: String,
         now: Time,
     },
     Tick {
@@ -987,13 +991,13 @@ impl State {
             Command::StepStarted { job, attempt, .. } => {
                 let j = self.jobs.get(&job).ok_or_else(|| CommandError::UnknownJob(job.to_string()))?;
                 if j.restart_count != attempt || !j.state.is_active() {
-                    ev.push(self.stale(job, attempt));
+                    ev.push(self.stale(job, attempt, String::new()));
                 }
             }
-            Command::StepFinished { job, attempt, outcome, max_rss_kb, cpu, failure, now } => {
+            Command::StepFinished { job, attempt, outcome, max_rss_kb, cpu, failure, node, now } => {
                 let j = self.jobs.get(&job).ok_or_else(|| CommandError::UnknownJob(job.to_string()))?;
                 if j.restart_count != attempt || !j.state.is_active() {
-                    ev.push(self.stale(job, attempt));
+                    ev.push(self.stale(job, attempt, node));
                 } else {
                     let j = self.jobs.get_mut(&job).expect("checked");
                     j.max_rss_kb = max_rss_kb;
@@ -1091,7 +1095,13 @@ impl State {
         answer
     }
 
-    fn stale(&self, job: JobId, attempt: u32) -> Event {
+    /// A report for a run that is not the job's current one. `reporter`: the
+    /// node it came from, when known; else the nodes of the job's current
+    /// run (which may not be where that stale step is).
+    fn stale(&self, job: JobId, attempt: u32, reporter: String) -> Event {
+        if !reporter.is_empty() {
+            return Event::StaleStep { job, attempt, node: reporter };
+        }
         let node = self
             .jobs
             .get(&job)

@@ -378,7 +378,12 @@ impl Runner {
                     let cpu = kv(&words, "cpu").map(cpu_time).transpose()?;
                     // A start failure's words are joined by `_` in a script line.
                     let failure = kv(&words, "failure").map(|f| f.replace('_', " "));
-                    self.apply(Command::StepFinished { job: id, attempt, outcome, max_rss_kb, cpu, failure, now }, out);
+                    // The reporting node, when the script names it.
+                    let node = kv(&words, "on").unwrap_or_default().to_string();
+                    self.apply(
+                        Command::StepFinished { job: id, attempt, outcome, max_rss_kb, cpu, failure, node, now },
+                        out,
+                    );
                 }
             }
             "srun" => {

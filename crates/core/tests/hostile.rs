@@ -165,6 +165,7 @@ fn templates() -> Vec<Command> {
             max_rss_kb: Some(1),
             cpu: None,
             failure: Some("é\n".repeat(400)),
+            node: String::new(),
             now: 10,
         },
         Command::RegisterNode {
@@ -263,6 +264,7 @@ fn run(seed: u64, rounds: usize) {
                 max_rss_kb: None,
                 cpu: None,
                 failure: None,
+                node: String::new(),
                 now,
             });
         }

@@ -139,6 +139,9 @@ async function follow() {
     const recent = await getJson("/api/v1/events?after=0");
     recent.events.forEach(addEvent);
   } catch (e) { return handleError(e); }
+  // The history is shown now, not when the next event arrives.
+  renderEvents();
+  renderSparkline();
   const source = new EventSource(`/api/v1/events?token=${encodeURIComponent(ui.token)}&after=${ui.lastSeq}`);
   const onEvent = (msg) => {
     addEvent(JSON.parse(msg.data));
