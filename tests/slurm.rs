@@ -639,5 +639,22 @@ fn srun_and_salloc_leave_nothing_behind_however_they_end() {
     let state = links.ok(&c, "sacct", &["-j", &format!("{job}.0"), "-n", "-P", "-o", "State"]);
     assert_eq!(state.trim(), "CANCELLED", "the step: {state}");
     assert!(live().contains("keeper RUNNING"), "the job runs on: {}", live());
+
+    // An srun gone after it made its step but before any agent started a
+    // task (no agent can notice that): the leader ends the step itself.
+    let token = String::from_utf8_lossy(&c.drover(&["token"]).stdout).trim().to_string();
+    let (status, body) = common::request(
+        &c.addrs(),
+        "POST",
+        &format!("/api/v1/jobs/{job}/steps"),
+        Some(&format!("Bearer {token}")),
+        r#"{"name": "orphan", "ntasks": 1, "client_held": true}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(steps().contains(&format!("{job}.1")), "{}", steps());
+    c.wait_for("the step no srun holds to end", Duration::from_secs(15), || !steps().contains(&format!("{job}.1")));
+    let state = links.ok(&c, "sacct", &["-j", &format!("{job}.1"), "-n", "-P", "-o", "State"]);
+    assert_eq!(state.trim(), "CANCELLED", "the orphaned step: {state}");
+    assert!(live().contains("keeper RUNNING"), "the job runs on: {}", live());
     links.ok(&c, "scancel", &[&job]);
 }

@@ -1,17 +1,24 @@
-//! Allocations held by their clients: `srun` and `salloc` keep a request
-//! open to the leader (`GET /api/v1/jobs/{id}/attach`) for as long as they
-//! live, and an allocation they made (`JobSpec::client_held`) whose client
-//! has been gone for [`GRACE`] is cancelled — whether it exited, crashed,
-//! was killed with -9 or lost its host. A stopped client (^Z) keeps its
-//! connection, so it keeps its allocation, as in Slurm.
+//! Allocations and steps held by their clients: `srun` and `salloc` keep a
+//! request open to the leader (`GET /api/v1/jobs/{id}/attach`, and
+//! `…/steps/{step}/attach` for a step) for as long as they live, and an
+//! allocation they made (`JobSpec::client_held`) or a step srun runs
+//! (`JobStep::client_held`) whose client has been gone for [`GRACE`] is
+//! ended — whether it exited, crashed, was killed with -9 or lost its host,
+//! and even if it died before any task started (which no agent would
+//! notice). A stopped client (^Z) keeps its connection, so it keeps its
+//! allocation, as in Slurm.
 //!
 //! Kept in the leader's memory, not in the log: a new leader starts every
 //! allocation's grace afresh, and clients reconnect to it within it.
 
 use drover_core::job::JobId;
+use drover_core::step::StepId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// What a client holds: a job's allocation (`None`) or one of its steps.
+pub type Held = (JobId, Option<StepId>);
 
 /// How long an allocation may be without its client: long enough for a
 /// client to find a new leader after an election.
@@ -19,7 +26,7 @@ pub const GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 pub struct Holds {
-    inner: Mutex<HashMap<JobId, Hold>>,
+    inner: Mutex<HashMap<Held, Hold>>,
 }
 
 struct Hold {
@@ -32,20 +39,20 @@ struct Hold {
 /// One open attachment; dropped when its connection closes.
 pub struct Attached {
     holds: Arc<Holds>,
-    job: JobId,
+    held: Held,
 }
 
 impl Holds {
-    pub fn attach(self: &Arc<Self>, job: JobId) -> Attached {
+    pub fn attach(self: &Arc<Self>, held: Held) -> Attached {
         let mut inner = self.inner.lock().expect("holds lock");
-        inner.entry(job).or_insert(Hold { open: 0, since: Instant::now() }).open += 1;
-        Attached { holds: self.clone(), job }
+        inner.entry(held).or_insert(Hold { open: 0, since: Instant::now() }).open += 1;
+        Attached { holds: self.clone(), held }
     }
 
-    /// Of `held` (the client-held jobs not yet ended), those whose client
-    /// has been gone longer than `grace`. Jobs seen for the first time
-    /// start their grace now; jobs no longer held are forgotten.
-    pub fn abandoned(&self, held: &[JobId], grace: Duration) -> Vec<JobId> {
+    /// Of `held` (the client-held jobs and steps not yet ended), those whose
+    /// client has been gone longer than `grace`. Those seen for the first
+    /// time start their grace now; those no longer held are forgotten.
+    pub fn abandoned(&self, held: &[Held], grace: Duration) -> Vec<Held> {
         let now = Instant::now();
         let mut inner = self.inner.lock().expect("holds lock");
         inner.retain(|job, h| h.open > 0 || held.contains(job));
@@ -67,7 +74,7 @@ impl Holds {
 impl Drop for Attached {
     fn drop(&mut self) {
         let mut inner = self.holds.inner.lock().expect("holds lock");
-        if let Some(h) = inner.get_mut(&self.job) {
+        if let Some(h) = inner.get_mut(&self.held) {
             h.open = h.open.saturating_sub(1);
             if h.open == 0 {
                 h.since = Instant::now();
@@ -84,16 +91,17 @@ mod tests {
     fn a_job_is_abandoned_only_after_its_grace_without_a_client() {
         let holds = Arc::new(Holds::default());
         let grace = Duration::from_millis(50);
-        assert!(holds.abandoned(&[1, 2], grace).is_empty(), "first seen: the grace starts");
-        let attached = holds.attach(1);
+        let (one, two, step) = ((1, None), (2, None), (1, Some(0)));
+        assert!(holds.abandoned(&[one, two, step], grace).is_empty(), "first seen: the grace starts");
+        let attached = holds.attach(one);
         std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(holds.abandoned(&[1, 2], grace), [2], "job 2 never had a client");
+        assert_eq!(holds.abandoned(&[one, two, step], grace), [two, step], "job 2 and the step never had a client");
         drop(attached);
-        assert!(holds.abandoned(&[1], grace).is_empty(), "job 1's client just left");
+        assert!(holds.abandoned(&[one], grace).is_empty(), "job 1's client just left");
         std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(holds.abandoned(&[1], grace), [1]);
+        assert_eq!(holds.abandoned(&[one], grace), [one]);
         // Reconnecting in time keeps it.
-        let _again = holds.attach(1);
-        assert!(holds.abandoned(&[1], grace).is_empty());
+        let _again = holds.attach(one);
+        assert!(holds.abandoned(&[one], grace).is_empty());
     }
 }

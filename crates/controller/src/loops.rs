@@ -189,16 +189,29 @@ pub async fn release_abandoned(ctl: Arc<Controller>, holds: Arc<crate::holds::Ho
             holds.reset();
             continue;
         }
-        let held: Vec<drover_core::job::JobId> = ctl.shared.read(|s| {
-            s.pending_ids()
-                .iter()
-                .chain(s.active_ids())
-                .filter_map(|id| s.job(*id))
-                .filter(|j| j.spec.client_held && j.end_intent.is_none())
-                .map(|j| j.id)
-                .collect()
+        let held: Vec<crate::holds::Held> = ctl.shared.read(|s| {
+            let jobs = s.pending_ids().iter().chain(s.active_ids()).filter_map(|id| s.job(*id));
+            let allocations =
+                jobs.clone().filter(|j| j.spec.client_held && j.end_intent.is_none()).map(|j| (j.id, None));
+            let steps = jobs.filter(|j| j.state == drover_core::JobState::Running).flat_map(|j| {
+                j.steps
+                    .iter()
+                    .filter(move |st| st.client_held && st.end.is_none() && st.attempt == j.restart_count)
+                    .map(move |st| (j.id, Some(st.id)))
+            });
+            allocations.chain(steps).collect()
         });
-        for job in holds.abandoned(&held, crate::holds::GRACE) {
+        for (job, step) in holds.abandoned(&held, crate::holds::GRACE) {
+            if let Some(step) = step {
+                tracing::info!(job_id = job, step, "the srun holding this step is gone; ending it");
+                let exit = drover_core::job::ExitStatus { code: 0, signal: libc::SIGKILL };
+                let by = drover_core::state::Requester::ROOT;
+                let cmd = Command::EndStep { job, step, exit, cancelled: true, by, now: now_ms() };
+                if let Err(e) = ctl.propose(cmd).await {
+                    tracing::warn!(job_id = job, step, error = %e, "cannot end an abandoned step");
+                }
+                continue;
+            }
             tracing::info!(job_id = job, "the srun or salloc holding this allocation is gone; cancelling it");
             let filter = drover_core::state::CancelFilter {
                 jobs: vec![drover_core::job::JobRef { id: job, task: None }],

@@ -57,6 +57,13 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     ),
     ("/api/v1/jobs/{id}/steps/{step}/end", "post", "Record how a step ended (the worst of its ranks)", Some("ExitReport"), "JobView"),
     (
+        "/api/v1/jobs/{id}/steps/{step}/attach",
+        "get",
+        "Hold a step srun runs (StepRequest.client_held) for as long as this request stays open: a newline a second until the step ends; on the leader only. When no client has been attached for 5 s the leader ends the step, killed",
+        None,
+        "Text",
+    ),
+    (
         "/api/v1/jobs/{id}/complete",
         "post",
         "Give back an allocation (srun/salloc outside a batch job): the job ends COMPLETED, or FAILED for a non-zero exit",
@@ -310,6 +317,7 @@ fn step_schemas() -> Value {
             ("name", s("string")), ("ntasks", json!({"type": ["integer", "null"]})), ("nodes", json!({"type": ["integer", "null"]})),
             ("ntasks_per_node", json!({"type": ["integer", "null"]})), ("cpus_per_task", json!({"type": ["integer", "null"]})),
             ("overcommit", s("boolean")),
+            ("client_held", json!({"type": "boolean", "description": "srun holds the step open (…/steps/{step}/attach); the leader ends it 5 s after srun is gone"})),
         ], &["name"]),
         "StepCreated": obj(&[
             ("job_id", s("integer")), ("step", s("integer")),

@@ -434,6 +434,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/jobs/{id}", get(show_job).delete(cancel_one).patch(update_job))
         .route("/api/v1/jobs/{id}/steps", post(create_step))
         .route("/api/v1/jobs/{id}/steps/{step}/end", post(end_step))
+        .route("/api/v1/jobs/{id}/steps/{step}/attach", get(attach_step))
         .route("/api/v1/jobs/{id}/complete", post(complete))
         .route("/api/v1/jobs/{id}/env", get(job_env))
         .route("/api/v1/jobs/{id}/attach", get(attach))
@@ -875,20 +876,50 @@ async fn end_step(
 /// is noticed by the write failing), until the job ends. On the leader
 /// only; see `holds.rs`.
 async fn attach(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let who = app.authenticate(&headers)?;
+    hold_open(&app, &headers, &id, None)
+}
+
+/// `srun` holds the step it runs the same way: should srun go before it
+/// says how the step ended, the leader ends it (see `holds.rs`).
+async fn attach_step(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path((id, step)): Path<(String, u32)>,
+) -> Result<Response, ApiError> {
+    hold_open(&app, &headers, &id, Some(step))
+}
+
+/// The held request itself: a newline a second while the job (and the
+/// step, if one is named) has not ended.
+fn hold_open(app: &App, headers: &HeaderMap, id: &str, step: Option<u32>) -> Result<Response, ApiError> {
+    let who = app.authenticate(headers)?;
     if !app.ctl.is_leader() {
         return Err(app.not_leader());
     }
-    let job = raw_job_id(&app, &id)?;
-    let owner = app.ctl.shared.read(|s| s.job(job).map(|j| j.spec.uid)).unwrap_or(u32::MAX);
+    let job = raw_job_id(app, id)?;
+    let live = move |s: &drover_core::State| {
+        s.job(job).is_some_and(|j| {
+            !j.state.is_terminal() && step.is_none_or(|n| j.steps.iter().any(|st| st.id == n && st.end.is_none()))
+        })
+    };
+    let (owner, exists) = app.ctl.shared.read(|s| {
+        let j = s.job(job);
+        (
+            j.map_or(u32::MAX, |j| j.spec.uid),
+            step.is_none_or(|n| j.is_some_and(|j| j.steps.iter().any(|st| st.id == n))),
+        )
+    });
     if !who.may_touch(owner) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, format!("job {id} is not yours")));
     }
-    let attached = app.holds.attach(job);
+    if !exists {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("job {id} has no step {}", step.unwrap_or_default())));
+    }
+    let attached = app.holds.attach((job, step));
     let ctl = app.ctl.clone();
     let stream = futures_util::stream::unfold((attached, ctl), move |(attached, ctl)| async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let live = ctl.is_leader() && ctl.shared.read(|s| s.job(job).is_some_and(|j| !j.state.is_terminal()));
+        let live = ctl.is_leader() && ctl.shared.read(live);
         live.then(|| (Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(b"\n")), (attached, ctl)))
     });
     Response::builder()

@@ -2090,6 +2090,7 @@ impl State {
             exit: None,
             attempt: j.restart_count,
             used: Vec::new(),
+            client_held: request.client_held,
             nodes,
             tasks,
         };

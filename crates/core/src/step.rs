@@ -24,6 +24,10 @@ pub struct StepRequest {
     /// `--overcommit`: more tasks than CPUs is allowed.
     #[serde(default)]
     pub overcommit: bool,
+    /// Its srun keeps it attached to the leader (`…/steps/{step}/attach`)
+    /// and the leader ends it once srun is gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_held: bool,
 }
 
 /// A step as the cluster tracks it.
@@ -48,6 +52,9 @@ pub struct JobStep {
     /// What its tasks used, node by node, as the agents measured it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub used: Vec<NodeUse>,
+    /// Ended by the leader once the srun that holds it is gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_held: bool,
 }
 
 /// What one node's tasks of a step used.
@@ -263,6 +270,7 @@ mod tests {
             exit: None,
             attempt: 0,
             used: Vec::new(),
+            client_held: false,
         };
         assert_eq!(s.ranks_on(0), 0..2);
         assert_eq!(s.ranks_on(1), 2..5);

@@ -171,6 +171,8 @@ pub async fn srun(client: &Client, a: SrunArgs) -> Result<i32, String> {
         ntasks_per_node: if ours { None } else { a.shape.ntasks_per_node },
         cpus_per_task: a.shape.cpus_per_task,
         overcommit: a.overcommit,
+        // Held open to the leader while srun lives (see `run_step`).
+        client_held: true,
     };
     let outcome = match ours {
         true => hold_while(client, &job, run_step(client, &job, request, &a)).await,
@@ -224,16 +226,20 @@ fn die_of_sigpipe() -> ! {
 async fn hold_while<T>(client: &Client, job: &str, work: impl std::future::Future<Output = T>) -> T {
     tokio::select! {
         out = work => out,
-        never = keep_attached(client, job) => match never {},
+        never = keep_allocation(client, job) => match never {},
     }
 }
 
 /// Keeps `GET /api/v1/jobs/{job}/attach` open, reconnecting (to a new
 /// leader, say) whenever it ends.
-async fn keep_attached(client: &Client, job: &str) -> std::convert::Infallible {
-    let path = format!("/api/v1/jobs/{job}/attach");
+async fn keep_allocation(client: &Client, job: &str) -> std::convert::Infallible {
+    keep_attached(client, &format!("/api/v1/jobs/{job}/attach")).await
+}
+
+/// Keeps the attachment at `path` open, reconnecting whenever it ends.
+async fn keep_attached(client: &Client, path: &str) -> std::convert::Infallible {
     loop {
-        if let Ok(mut resp) = client.stream(&path).await {
+        if let Ok(mut resp) = client.stream(path).await {
             if resp.status().is_success() {
                 while let Ok(Some(_)) = resp.chunk().await {}
             }
@@ -506,9 +512,31 @@ async fn run_step(client: &Client, job: &str, request: StepRequest, a: &SrunArgs
             node_of.insert(r, (k, n.name.clone()));
         }
     }
-    let total: u32 = created.nodes.iter().map(|n| n.tasks).sum();
     let array = job.split_once('_').and_then(|(a, t)| Some((a.parse().ok()?, t.parse().ok()?)));
     let names = Names { job_id: created.job_id, array, step, name: &request.name, user: super::my_user(), node_of };
+    // From here until the step has ended, the step is attached to the
+    // leader: should this process die in any way — even before an agent
+    // has started a task, which no agent would notice — the leader ends
+    // the step within seconds.
+    let attachment = format!("/api/v1/jobs/{job}/steps/{step}/attach");
+    tokio::select! {
+        out = follow_step(client, job, &created, names, a, env, cwd) => out,
+        never = keep_attached(client, &attachment) => match never {},
+    }
+}
+
+/// Launches the step's ranks on their nodes and follows them to their end.
+async fn follow_step(
+    client: &Client,
+    job: &str,
+    created: &StepCreated,
+    names: Names<'_>,
+    a: &SrunArgs,
+    env: Vec<(String, String)>,
+    cwd: String,
+) -> Result<(i32, Ending), String> {
+    let step = created.step;
+    let total: u32 = created.nodes.iter().map(|n| n.tasks).sum();
     let mode = a.open_mode.clone().or_else(|| std::env::var("SLURM_OPEN_MODE").ok()).unwrap_or_default();
     let append = mode.to_ascii_lowercase().starts_with('a');
     let mut out = Sink::of(a.output.as_deref(), append, Sink::Stdout);
