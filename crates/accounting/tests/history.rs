@@ -124,7 +124,7 @@ async fn check(db: &Accounting) {
     assert!(db.usage(200_000, 300_000).await.unwrap().is_empty());
     // What fair-share decays: each run's user, end and CPU-seconds.
     let mut runs = db.runs_since(0).await.unwrap();
-    runs.sort_by(|a, b| a.1.cmp(&b.1));
+    runs.sort_by_key(|a| a.1);
     assert_eq!(runs.len(), 5);
     assert_eq!((runs[0].0.as_str(), runs[0].1, runs[0].2), ("alice", 5_000, 1.0));
     assert_eq!(db.runs_since(8_000).await.unwrap().len(), 2);
@@ -184,17 +184,7 @@ async fn ten_thousand(db: &Accounting) {
             _ => StepOutcome::Signaled(9),
         };
         let now = 2_000_000 + k as u64;
-        s.apply(Command::StepFinished {
-            job: *id,
-            attempt: 0,
-            outcome,
-            max_rss_kb: None,
-            cpu: None,
-            failure: None,
-            node: String::new(),
-            now,
-        })
-        .unwrap();
+        s.apply(Command::step_finished(*id, 0, outcome, now)).unwrap();
     }
     let records: Vec<JobRecord> = s.unaccounted_ids().iter().map(|id| JobRecord::of(&s, s.job(*id).unwrap())).collect();
     for batch in records.chunks(500) {

@@ -583,19 +583,7 @@ mod tests {
                     let outcome = [StepOutcome::Exited(0), StepOutcome::Exited(1)][dice.roll(2) as usize];
                     let job = pick(&mut dice);
                     let attempt = s.job(job).map_or(0, |j| j.restart_count);
-                    apply(
-                        &mut s,
-                        Command::StepFinished {
-                            job,
-                            attempt,
-                            outcome,
-                            max_rss_kb: None,
-                            cpu: None,
-                            failure: None,
-                            node: String::new(),
-                            now,
-                        },
-                    );
+                    apply(&mut s, Command::step_finished(job, attempt, outcome, now));
                 }
                 7 => {
                     let filter = CancelFilter { jobs: vec![JobRef::job(pick(&mut dice))], ..Default::default() };

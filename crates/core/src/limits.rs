@@ -253,7 +253,8 @@ mod tests {
     fn a_plain_spec_passes_and_each_bound_is_named() {
         let l = SpecLimits::DEFAULT;
         l.check(&ok()).unwrap();
-        let cases: Vec<(fn(&mut JobSpec), &str)> = vec![
+        type Break = fn(&mut JobSpec);
+        let cases: Vec<(Break, &str)> = vec![
             (|s| s.time_limit = Some(u64::MAX), "time limit"),
             (|s| s.begin = Some(u64::MAX), "begin time"),
             (|s| s.nice = i32::MIN, "nice"),

@@ -304,6 +304,21 @@ pub enum Command {
 }
 
 impl Command {
+    /// A batch step's end as an agent reports it, with nothing measured
+    /// and no failure: what tests and benchmarks mostly need.
+    pub fn step_finished(job: JobId, attempt: u32, outcome: StepOutcome, now: Time) -> Command {
+        Command::StepFinished {
+            job,
+            attempt,
+            outcome,
+            max_rss_kb: None,
+            cpu: None,
+            failure: None,
+            node: String::new(),
+            now,
+        }
+    }
+
     pub fn now(&self) -> Option<Time> {
         use Command::*;
         match self {

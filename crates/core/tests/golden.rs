@@ -57,6 +57,31 @@ fn duration_ms(text: &str) -> Result<Time, String> {
 }
 
 /// Takes `--as USER` out of the words.
+/// The job `submit` and `will-run` describe: `Err` for a script that is
+/// wrong, `Ok(Err)` for a job refused as sbatch would refuse it.
+fn spec_of(words: &mut Vec<&str>, now: Time) -> Result<Result<drover_core::JobSpec, String>, String> {
+    let (user, _) = requester(words)?;
+    let mut req = SubmitRequest::default();
+    let rest = match req.apply_args(words) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    if !rest.is_empty() {
+        return Err(format!("unexpected words {rest:?}"));
+    }
+    let ctx = SubmitContext {
+        user: user.clone(),
+        uid: uid_of(&user)?,
+        gid: uid_of(&user)?,
+        cwd: "/home/test".into(),
+        host: "login".into(),
+        now_secs: now / 1000,
+        default_name: "job".into(),
+        ..Default::default()
+    };
+    Ok(req.build(&ctx, "#!/bin/sh\ntrue\n").map_err(|e| e.to_string()))
+}
+
 fn requester(words: &mut Vec<&str>) -> Result<(String, Requester), String> {
     let mut user = "alice".to_string();
     if let Some(i) = words.iter().position(|w| *w == "--as") {
@@ -173,30 +198,7 @@ impl Runner {
                 } else {
                     1
                 };
-                let (user, _) = requester(&mut words)?;
-                let mut req = SubmitRequest::default();
-                let script = "#!/bin/sh\ntrue\n";
-                let rest = match req.apply_args(&words) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        writeln!(out, "error: {e}").unwrap();
-                        return Ok(());
-                    }
-                };
-                if !rest.is_empty() {
-                    return Err(format!("unexpected words {rest:?}"));
-                }
-                let ctx = SubmitContext {
-                    user: user.clone(),
-                    uid: uid_of(&user)?,
-                    gid: uid_of(&user)?,
-                    cwd: "/home/test".into(),
-                    host: "login".into(),
-                    now_secs: now / 1000,
-                    default_name: "job".into(),
-                    ..Default::default()
-                };
-                match req.build(&ctx, script) {
+                match spec_of(&mut words, now)? {
                     Ok(spec) if count == 1 => self.apply(Command::Submit { spec: Arc::new(spec), now }, out),
                     Ok(spec) => self.apply(
                         Command::SubmitBatch { specs: (0..count).map(|_| Arc::new(spec.clone())).collect(), now },
@@ -207,29 +209,7 @@ impl Runner {
             }
             "will-run" => {
                 // `sbatch --test-only`: an estimate, and nothing changes.
-                let (user, _) = requester(&mut words)?;
-                let mut req = SubmitRequest::default();
-                let rest = match req.apply_args(&words) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        writeln!(out, "error: {e}").unwrap();
-                        return Ok(());
-                    }
-                };
-                if !rest.is_empty() {
-                    return Err(format!("unexpected words {rest:?}"));
-                }
-                let ctx = SubmitContext {
-                    user: user.clone(),
-                    uid: uid_of(&user)?,
-                    gid: uid_of(&user)?,
-                    cwd: "/home/test".into(),
-                    host: "login".into(),
-                    now_secs: now / 1000,
-                    default_name: "job".into(),
-                    ..Default::default()
-                };
-                let spec = match req.build(&ctx, "#!/bin/sh\ntrue\n") {
+                let spec = match spec_of(&mut words, now)? {
                     Ok(spec) => spec,
                     Err(e) => {
                         writeln!(out, "error: {e}").unwrap();
@@ -399,6 +379,7 @@ impl Runner {
                     ntasks_per_node: num("per-node")?,
                     cpus_per_task: num("c")?,
                     overcommit: words.contains(&"overcommit"),
+                    client_held: words.contains(&"held"),
                 };
                 self.apply(Command::CreateStep { job, request, by, now }, out);
             }

@@ -148,6 +148,7 @@ fn templates() -> Vec<Command> {
                 ntasks_per_node: Some(2),
                 cpus_per_task: Some(1),
                 overcommit: true,
+                client_held: true,
             },
             by: Requester::ROOT,
             now: 10,
@@ -257,16 +258,7 @@ fn run(seed: u64, rounds: usize) {
             s.jobs().values().filter(|j| j.state.is_active()).map(|j| (j.id, j.restart_count)).collect();
         for (job, attempt) in running.into_iter().take(2) {
             let outcome = StepOutcome::Exited(0);
-            let _ = s.apply(Command::StepFinished {
-                job,
-                attempt,
-                outcome,
-                max_rss_kb: None,
-                cpu: None,
-                failure: None,
-                node: String::new(),
-                now,
-            });
+            let _ = s.apply(Command::step_finished(job, attempt, outcome, now));
         }
         s.check_invariants().unwrap();
     }

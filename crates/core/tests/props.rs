@@ -161,16 +161,7 @@ fn to_commands(state: &State, op: &Op, now: u64) -> Vec<Command> {
                 4 => StepOutcome::Lost,
                 _ => StepOutcome::TimedOut,
             };
-            vec![Command::StepFinished {
-                job: id,
-                attempt,
-                outcome,
-                max_rss_kb: None,
-                cpu: None,
-                failure: None,
-                node: String::new(),
-                now,
-            }]
+            vec![Command::step_finished(id, attempt, outcome, now)]
         }
         Op::Cancel { job, user } => {
             let filter = CancelFilter { jobs: vec![JobRef::job(job_id(state, job))], ..Default::default() };
