@@ -136,6 +136,7 @@ impl<'s> Listed<'s> {
         match self {
             Listed::Job(j) if detail => JobView::of_job(s, j),
             Listed::Job(j) => JobView::summary(s, j),
+            Listed::Array(a) if detail => JobView::of_array_full(s, a),
             Listed::Array(a) => JobView::of_array(s, a),
         }
     }

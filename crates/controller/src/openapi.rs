@@ -11,7 +11,7 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     (
         "/api/v1/jobs",
         "get",
-        "List jobs (filters: user, state, id, partition, name, all; detail=true adds output paths; format=tsv for the compact text listing, format=table for drover queue's table as text)",
+        "List jobs (filters: user, state, id, partition, name, all; detail=true adds output paths and dependencies; format=tsv for the compact text listing, format=table for drover queue's table as text)",
         None,
         "JobList",
     ),

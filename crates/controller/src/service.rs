@@ -706,7 +706,7 @@ fn job_view(app: &App, id: &str) -> ApiResult<JobView> {
             if let Some(j) = raw.and_then(|id| s.job(id)) {
                 return Some(JobView::of_job(s, j));
             }
-            s.array(r.id).map(|a| JobView::of_array(s, a))
+            s.array(r.id).map(|a| JobView::of_array_full(s, a))
         })
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Invalid job id specified: {id}")))

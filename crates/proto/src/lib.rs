@@ -537,6 +537,11 @@ impl JobView {
             j.alloc.as_ref().and_then(|a| a.shares.first()).map(|s| state.nodes()[s.node as usize].name.as_str());
         (v.stdout, v.stderr, _) = launch::output_paths(j, first.unwrap_or_default());
         v.stdin = j.spec.stdin.clone().unwrap_or_else(|| "/dev/null".into());
+        // What it still waits for: worked out here, not in listings (a
+        // singleton looks at every other job).
+        if j.state == drover_core::JobState::Pending {
+            v.dependency = state.dependency_text(&j.spec, j.id, j.array);
+        }
         v
     }
 
@@ -590,12 +595,15 @@ impl JobView {
             cpu: j.cpu_time,
             derived_exit_code: j.derived_exit(j.restart_count).map(|e| e.to_string()),
             steps: j.steps.iter().filter(|s| s.attempt == j.restart_count).map(|s| StepView::of(state, j, s)).collect(),
-            dependency: match j.state {
-                drover_core::JobState::Pending => state.dependency_text(&j.spec, j.id, j.array),
-                _ => None,
-            },
             ..asked(&j.spec)
         }
+    }
+
+    /// [`JobView::of_array`] with what its dependency still waits for.
+    pub fn of_array_full(state: &State, a: &ArrayJob) -> JobView {
+        let mut v = JobView::of_array(state, a);
+        v.dependency = state.dependency_text(&a.spec, a.id, None);
+        v
     }
 
     /// The not-yet-started tasks of an array, as one line (`1000_[5-99]`).
@@ -649,7 +657,6 @@ impl JobView {
             cpu: None,
             derived_exit_code: None,
             steps: Vec::new(),
-            dependency: state.dependency_text(&a.spec, a.id, None),
             ..asked(&a.spec)
         }
     }
