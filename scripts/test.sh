@@ -4,7 +4,7 @@
 # binary of the workspace — all of them, even after one fails — and says
 # how long it took. Arguments go to `cargo test` (e.g. `--test slurm`).
 #
-# About 20 minutes on a 2-core machine with the build cached, 35 from cold.
+# About 9 minutes on a 2-core machine from a cold target/ (see README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
