@@ -152,6 +152,9 @@ pub async fn run(mut opts: AgentOptions, shutdown: impl std::future::Future<Outp
         Some((cert, key)) => Some(drover_tls::TlsAcceptor::from(drover_tls::server_config(cert, key)?)),
         None => None,
     };
+    // Every task the agent runs; should one die, the agent exits (steps
+    // run on, and the restarted agent re-attaches to them).
+    let mut supervised = drover_supervise::Supervisor::new();
     let metrics = HostMetrics::new(&opts.name);
     let tasks =
         crate::tasks::Tasks::new(opts.key.clone(), opts.name.clone(), opts.launcher.clone(), Some(reports.clone()));
@@ -166,12 +169,12 @@ pub async fn run(mut opts: AgentOptions, shutdown: impl std::future::Future<Outp
                 };
                 let routes = crate::metrics::routes(metrics.clone()).merge(tasks.clone().routes());
                 let listener = drover_tls::Listener { inner: listener, tls: acceptor };
-                tokio::spawn(async move {
+                supervised.spawn_loop("listener", async move {
                     if let Err(e) = axum::serve(listener, routes).await {
                         tracing::error!(error = %e, "the agent's listener failed");
                     }
                 });
-                tokio::spawn(metrics.clone().sample_cpu());
+                supervised.spawn_loop("cpu sampler", metrics.clone().sample_cpu());
             }
             // Worth a warning, not a node: batch jobs still run.
             Err(e) => tracing::warn!(error = %e, "no metrics and no srun steps: cannot listen on {addr}"),
@@ -190,17 +193,19 @@ pub async fn run(mut opts: AgentOptions, shutdown: impl std::future::Future<Outp
         unacked: Mutex::default(),
     });
     agent.recover().await;
-    tokio::select! {
-        _ = agent.clone().show_life() => {}
-        _ = agent.clone().check_health() => {}
-        _ = agent.clone().serve() => {}
-        _ = agent.clone().send_reports(pending) => {}
-        _ = shutdown => {}
-    }
+    supervised.spawn_loop("signs of life", agent.clone().show_life());
+    supervised.spawn_loop("health check", agent.clone().check_health());
+    supervised.spawn_loop("orders", agent.clone().serve());
+    supervised.spawn_loop("reports", agent.clone().send_reports(pending));
+    let outcome = tokio::select! {
+        died = supervised.death() => Err(drover_supervise::fatal("agent", &died)),
+        _ = shutdown => Ok(()),
+    };
+    supervised.abort_all();
     if let Some(cells) = &agent.opts.launcher.ready {
         cells.close().await;
     }
-    Ok(())
+    outcome
 }
 
 impl Agent {
@@ -261,7 +266,11 @@ impl Agent {
                         // After a hang or a partition the controller has
                         // marked the node DOWN: register again, naming our
                         // steps, so it can fence the stale ones.
-                        _ = &mut beat => tracing::warn!("the controller no longer counts this node up; registering again"),
+                        beat_ended = &mut beat => match beat_ended {
+                            // A panic is the orders loop's own: its supervisor hears of it.
+                            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                            _ => tracing::warn!("the controller no longer counts this node up; registering again"),
+                        },
                     }
                     beat.abort();
                 }

@@ -23,6 +23,7 @@ use drover_core::state::{CancelFilter, Requester};
 use drover_core::step::{JobUpdate, StepRequest};
 use drover_core::{Command, CommandError, Event};
 use drover_proto::*;
+use drover_supervise::Supervisor;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -360,41 +361,54 @@ pub async fn run(
         sched: Arc::new(opts.sched.clone()),
         holds: Arc::default(),
     };
+    // Every task the controller runs beside its listener; should one die,
+    // the controller exits (see drover-supervise).
+    let mut tasks = Supervisor::new();
     if let Some(sock) = opts.auth_socket.clone() {
         let key = opts.key.clone();
-        tokio::spawn(async move {
+        // Clients may still come with tokens: a socket that cannot be
+        // served is logged, not fatal.
+        tasks.spawn_task("credential socket", async move {
             if let Err(e) = drover_auth::serve_credentials(&sock, key).await {
                 tracing::error!(error = %e, "credential socket failed");
             }
         });
     }
-    tokio::spawn(app.dispatch.clone().run(ctl.shared.clone()));
-    tokio::spawn(loops::release_abandoned(ctl.clone(), app.holds.clone()));
-    tokio::spawn(app.events.clone().run(ctl.shared.clone()));
-    tokio::spawn(app.metrics.clone().run(ctl.shared.clone()));
-    tokio::spawn(crate::leadership::follow(
-        ctl.clone(),
-        app.dispatch.clone(),
-        app.liveness.clone(),
-        opts.leader_hook.clone(),
-        opts.min_job_age.as_millis() as u64,
-    ));
+    tasks.spawn_loop("dispatcher", app.dispatch.clone().run(ctl.shared.clone()));
+    tasks.spawn_loop("allocation holds", loops::release_abandoned(ctl.clone(), app.holds.clone()));
+    tasks.spawn_loop("event log", app.events.clone().run(ctl.shared.clone()));
+    tasks.spawn_loop("metrics", app.metrics.clone().run(ctl.shared.clone()));
+    tasks.spawn_loop(
+        "leadership",
+        crate::leadership::follow(
+            ctl.clone(),
+            app.dispatch.clone(),
+            app.liveness.clone(),
+            opts.leader_hook.clone(),
+            opts.min_job_age.as_millis() as u64,
+        ),
+    );
     let usage = Arc::new(std::sync::RwLock::new(drover_core::sched::Usage::default()));
     match app.accounting.clone() {
         Some(sink) => {
-            tokio::spawn(sink.clone().run(ctl.clone(), app.events.clone()));
+            tasks.spawn_loop("accounting", sink.clone().run(ctl.clone(), app.events.clone()));
             if opts.sched.priority.weight_fairshare > 0 {
-                tokio::spawn(sink.follow_usage(ctl.clone(), usage.clone(), opts.fairshare_half_life));
+                let usage = usage.clone();
+                tasks.spawn_loop("fair-share", sink.follow_usage(ctl.clone(), usage, opts.fairshare_half_life));
             }
         }
         // Nothing keeps history: finished jobs are let go at once, so that
         // retention still prunes them (as Slurm without slurmdbd does).
-        None => drop(tokio::spawn(crate::accounting::let_go(ctl.clone()))),
+        None => tasks.spawn_loop("accounting", crate::accounting::let_go(ctl.clone())),
     }
-    tokio::spawn(loops::schedule(ctl.clone(), opts.sched.clone(), opts.coalesce, app.metrics.clone(), usage));
-    tokio::spawn(loops::watch(ctl.clone(), app.liveness.clone(), opts.node_timeout));
+    tasks.spawn_loop(
+        "scheduler",
+        loops::schedule(ctl.clone(), opts.sched.clone(), opts.coalesce, app.metrics.clone(), usage),
+    );
+    tasks.spawn_loop("node liveness", loops::watch(ctl.clone(), app.liveness.clone(), opts.node_timeout));
     if let Some(existing) = opts.join.clone() {
-        tokio::spawn(crate::leadership::ask_to_join(ctl.clone(), existing, app.key.clone(), opts.tls_ca.clone()));
+        let join = crate::leadership::ask_to_join(ctl.clone(), existing, app.key.clone(), opts.tls_ca.clone());
+        tasks.spawn_task("join", join);
     }
 
     let router = router(app);
@@ -405,9 +419,14 @@ pub async fn run(
         None => None,
     };
     let listener = crate::connections::GuardedListener::new(listener, limits, acceptor);
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())?;
+    let served = axum::serve(listener, router).with_graceful_shutdown(shutdown);
+    let outcome = tokio::select! {
+        r = served => r.map_err(|e| e.to_string()),
+        died = tasks.death() => Err(drover_supervise::fatal("controller", &died)),
+    };
+    tasks.abort_all();
     ctl.shutdown().await;
-    Ok(())
+    outcome
 }
 
 /// Records each request's latency under its route pattern (`/api/v1/jobs/{id}`,
