@@ -155,14 +155,6 @@ impl Step {
         StepControl(self.control.clone())
     }
 
-    pub fn cancel(&self) {
-        let _ = self.control.send(Control::Cancel);
-    }
-
-    pub fn signal(&self, sig: i32) {
-        let _ = self.control.send(Control::Signal(sig));
-    }
-
     /// Waits for the step to end.
     pub async fn wait(self) -> StepReport {
         self.done.await.expect("step supervisor panicked")
@@ -561,9 +553,7 @@ fn after(start: Instant, secs: u64) -> Instant {
     start.checked_add(Duration::from_secs(secs)).unwrap_or(start)
 }
 
-fn epoch_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+use drover_auth::now_ms as epoch_ms;
 
 /// What became of the process a step started as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

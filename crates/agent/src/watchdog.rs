@@ -33,9 +33,7 @@ pub fn pid_file(state_dir: &Path) -> PathBuf {
     state_dir.join("watchdog.pid")
 }
 
-fn epoch_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+use drover_auth::now_ms as epoch_ms;
 
 /// Records that the agent is alive now. Written aside and renamed into
 /// place: the watchdog must never read a half-written file.

@@ -267,7 +267,7 @@ async fn cancel_signals_the_whole_group() {
     let o = order(&dir, 18, "sleep 30 & sleep 30; wait");
     let step = launch(&o, &config(&dir), &[]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    step.cancel();
+    step.control().cancel();
     let report = tokio::time::timeout(Duration::from_secs(5), step.wait()).await.expect("cancel ends the step");
     assert_eq!(report.outcome, StepOutcome::Signaled(libc::SIGTERM));
 }

@@ -259,7 +259,9 @@ pub fn load_key(path: &Path) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
-/// Milliseconds since the epoch, as credentials and grants count time.
+/// Milliseconds since the epoch: the one wall clock of Drover's daemons and
+/// clients (credentials and grants count time by it; the core has none and
+/// takes time as an argument).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

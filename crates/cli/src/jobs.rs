@@ -63,9 +63,7 @@ pub struct CancelArgs {
     name: Option<String>,
 }
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+pub(crate) use drover_auth::now_ms;
 
 pub async fn submit(client: &Client, a: SubmitArgs) -> Result<i32, String> {
     let (spec, opts) = crate::check::resolve(&a.args)?;

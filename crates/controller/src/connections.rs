@@ -91,7 +91,7 @@ struct Registry {
 }
 
 impl Registry {
-    fn now_ms(&self) -> u64 {
+    fn elapsed_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
 
@@ -161,7 +161,7 @@ impl axum::serve::Listener for GuardedListener {
             let _ = stream.set_nodelay(true);
             let id = self.registry.next_id.fetch_add(1, Ordering::Relaxed);
             let tracked = Arc::new(Tracked {
-                last: AtomicU64::new(self.registry.now_ms()),
+                last: AtomicU64::new(self.registry.elapsed_ms()),
                 evicted: AtomicBool::new(false),
                 waker: AtomicWaker::new(),
             });
@@ -200,7 +200,7 @@ pub struct GuardedStream {
 
 impl GuardedStream {
     fn touch(&mut self) {
-        self.tracked.last.store(self.registry.now_ms(), Ordering::Relaxed);
+        self.tracked.last.store(self.registry.elapsed_ms(), Ordering::Relaxed);
         let wait = if self.spoke { self.limits.idle } else { self.limits.first_byte };
         self.timer.as_mut().reset(Instant::now() + wait);
     }

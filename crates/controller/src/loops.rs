@@ -4,14 +4,12 @@ use crate::metrics::Metrics;
 use crate::raft::Controller;
 use drover_core::node::NodeStatus;
 use drover_core::sched::{self, SchedConfig};
-use drover_core::{Command, Event, Time};
+use drover_core::{Command, Event};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub fn now_ms() -> Time {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+pub use drover_auth::now_ms;
 
 /// Whether an event can let a pending job start.
 fn may_unblock(e: &Event) -> bool {

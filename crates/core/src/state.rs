@@ -1874,9 +1874,9 @@ impl State {
     /// Re-checks a decision against the state it is applied to: the
     /// scheduler may have planned on a state that has moved on.
     fn check_allocation(&self, key: &JobKey, shares: &[NodeShare], part: &str, now: Time) -> Result<(), String> {
-        let (held, eligible, uid) = match key {
+        let (held, eligible) = match key {
             JobKey::Job(id) => match self.jobs.get(id) {
-                Some(j) if j.state == JobState::Pending => (j.held_by_admin.is_some(), j.eligible_time, j.spec.uid),
+                Some(j) if j.state == JobState::Pending => (j.held_by_admin.is_some(), j.eligible_time),
                 Some(j) => return Err(format!("job is {}", j.state)),
                 None => return Err("no such job".into()),
             },
@@ -1887,12 +1887,11 @@ impl State {
                             return Err(format!("array throttle of {max} reached"));
                         }
                     }
-                    (a.held_by_admin.is_some(), a.eligible_time, a.spec.uid)
+                    (a.held_by_admin.is_some(), a.eligible_time)
                 }
                 _ => return Err("task is not pending".into()),
             },
         };
-        let _ = uid;
         if held {
             return Err("job is held".into());
         }

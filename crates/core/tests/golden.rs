@@ -637,37 +637,72 @@ fn run_file(text: &str) -> (String, Runner) {
     (result, r)
 }
 
-#[test]
-fn golden_scripts() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let mut failures = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
-    assert!(!files.is_empty(), "no golden scripts in {}", dir.display());
-    for path in files {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let (expected, runner) = run_file(&text);
-        // Durability: the state must come back identical from a snapshot and
-        // from a replay of its command log.
-        let json = serde_json::to_string(&runner.state.snapshot()).unwrap();
-        let restored = State::restore(serde_json::from_str::<Snapshot>(&json).unwrap());
-        assert!(restored == runner.state, "{}: snapshot round-trip changed the state", path.display());
-        restored.check_invariants().unwrap();
-        let mut replay = State::default();
-        for c in runner.log {
-            let _ = replay.apply(c);
-        }
-        assert!(replay == runner.state, "{}: replay gave a different state", path.display());
-        if expected != text {
-            if update {
-                std::fs::write(&path, &expected).unwrap();
-            } else {
-                failures.push(format!("{}:\n{}", path.display(), diff(&text, &expected)));
-            }
+/// Runs one golden file: its output must be what the file says, and the
+/// state must come back identical from a snapshot and from a replay of its
+/// command log. `UPDATE_GOLDEN=1` rewrites the file instead.
+fn check_golden(file: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (expected, runner) = run_file(&text);
+    let json = serde_json::to_string(&runner.state.snapshot()).unwrap();
+    let restored = State::restore(serde_json::from_str::<Snapshot>(&json).unwrap());
+    assert!(restored == runner.state, "{file}: snapshot round-trip changed the state");
+    restored.check_invariants().unwrap();
+    let mut replay = State::default();
+    for c in runner.log {
+        let _ = replay.apply(c);
+    }
+    assert!(replay == runner.state, "{file}: replay gave a different state");
+    if expected != text {
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &expected).unwrap();
+        } else {
+            panic!("{file}: golden output differs (UPDATE_GOLDEN=1 to accept):\n{}", diff(&text, &expected));
         }
     }
-    assert!(failures.is_empty(), "golden output differs (UPDATE_GOLDEN=1 to accept):\n{}", failures.join("\n"));
+}
+
+/// One test per golden file, so that a failure names its file.
+macro_rules! golden {
+    ($($test:ident => $file:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                check_golden($file);
+            }
+        )*
+
+        /// Every file in tests/golden has its test above.
+        #[test]
+        fn every_golden_file_has_a_test() {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+            let mut files: Vec<String> =
+                std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            files.sort();
+            let mut listed = vec![$($file.to_string()),*];
+            listed.sort();
+            assert_eq!(files, listed, "add a line to golden! for each file in {}", dir.display());
+        }
+    };
+}
+
+golden! {
+    basics => "01-basics.txt",
+    bad_input => "02-bad-input.txt",
+    arrays => "03-arrays.txt",
+    dependencies => "04-dependencies.txt",
+    backfill => "05-backfill.txt",
+    failures => "06-failures.txt",
+    nodes => "07-nodes.txt",
+    cancel => "08-cancel.txt",
+    node_selection => "09-node-selection.txt",
+    retried_requests => "10-retried-requests.txt",
+    steps_and_updates => "11-steps-and-updates.txt",
+    accounting => "12-accounting.txt",
+    fairshare => "13-fairshare.txt",
+    user_limits => "14-user-limits.txt",
+    test_only => "15-test-only.txt",
+    start_failures => "16-start-failures.txt",
 }
 
 /// A minimal line diff, enough to see what changed.

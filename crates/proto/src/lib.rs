@@ -10,9 +10,6 @@ use drover_core::step::{JobStep, StepId};
 use drover_core::{JobSpec, Resources, State};
 use serde::{Deserialize, Serialize};
 
-/// The path prefix of every API route.
-pub const API: &str = "/api/v1";
-
 /// `POST /api/v1/jobs`: one or many jobs, accepted all or none.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubmitJobs {
