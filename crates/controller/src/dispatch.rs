@@ -3,7 +3,7 @@
 
 use crate::machine::Shared;
 use drover_core::launch::LaunchOrder;
-use drover_core::{hostlist, Event};
+use drover_core::Event;
 use drover_proto::Order;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,23 +84,23 @@ impl Dispatcher {
                     }
                 }
                 Event::JobKill { job, attempt, nodes } => {
-                    for node in hostlist::expand(&nodes).unwrap_or_default() {
-                        self.push(&node, Order::Kill { job, attempt });
+                    for node in nodes.names() {
+                        self.push(node, Order::Kill { job, attempt });
                     }
                 }
                 Event::JobSignal { job, attempt, nodes, signal } => {
-                    for node in hostlist::expand(&nodes).unwrap_or_default() {
-                        self.push(&node, Order::Signal { job, attempt, signal });
+                    for node in nodes.names() {
+                        self.push(node, Order::Signal { job, attempt, signal });
                     }
                 }
                 Event::JobTimeLimit { job, attempt, nodes, limit } => {
-                    for node in hostlist::expand(&nodes).unwrap_or_default() {
-                        self.push(&node, Order::TimeLimit { job, attempt, limit });
+                    for node in nodes.names() {
+                        self.push(node, Order::TimeLimit { job, attempt, limit });
                     }
                 }
                 Event::StaleStep { job, attempt, node } if !node.is_empty() => {
-                    for node in hostlist::expand(&node).unwrap_or_default() {
-                        self.push(&node, Order::Kill { job, attempt });
+                    for node in node.names() {
+                        self.push(node, Order::Kill { job, attempt });
                     }
                 }
                 _ => {}

@@ -171,6 +171,48 @@ pub fn compress<S: AsRef<str>>(hosts: &[S]) -> String {
     groups.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join(",")
 }
 
+/// Node names as events carry them: a list, in allocation order, for the
+/// code that acts on each node; a hostlist (`node[1-3]`) for people and on
+/// the wire. No code has to parse a hostlist back to find the nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeSet(Vec<String>);
+
+impl NodeSet {
+    pub fn new(names: Vec<String>) -> NodeSet {
+        NodeSet(names)
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Display for NodeSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&compress(&self.0))
+    }
+}
+
+impl serde::Serialize for NodeSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&compress(&self.0))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NodeSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<NodeSet, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(NodeSet::default());
+        }
+        expand(&text).map(NodeSet).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,5 +261,17 @@ mod tests {
         hosts.sort();
         back.sort();
         assert_eq!(hosts, back);
+    }
+
+    #[test]
+    fn a_node_set_is_a_list_in_memory_and_a_hostlist_on_the_wire() {
+        let set = super::NodeSet::new(vec!["n2".into(), "n1".into(), "n3".into()]);
+        assert_eq!(set.names(), ["n2", "n1", "n3"], "allocation order kept");
+        let json = serde_json::to_string(&set).unwrap();
+        assert_eq!(json, format!("\"{set}\""));
+        let back: super::NodeSet = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.names().len(), 3);
+        assert!(serde_json::from_str::<super::NodeSet>("\"\"").unwrap().is_empty());
+        assert!(serde_json::from_str::<super::NodeSet>("\"n[3-\"").is_err());
     }
 }

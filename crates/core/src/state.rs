@@ -15,7 +15,7 @@
 use crate::array::TaskSet;
 use crate::changes::{Changes, Tracked};
 use crate::dependency::{DepKind, Dependency};
-use crate::hostlist;
+use crate::hostlist::{self, NodeSet};
 use crate::job::{
     Allocation, ArrayTask, CpuTime, EndIntent, ExitStatus, Job, JobId, JobRef, JobSpec, JobState, NodeShare,
     PastAttempt, PendingReason,
@@ -392,18 +392,18 @@ pub enum Event {
         job: JobId,
         display: String,
         attempt: u32,
-        nodes: String,
+        nodes: NodeSet,
     },
     /// Kill order: the agents of `nodes` signal, wait, then kill the job.
     JobKill {
         job: JobId,
         attempt: u32,
-        nodes: String,
+        nodes: NodeSet,
     },
     JobSignal {
         job: JobId,
         attempt: u32,
-        nodes: String,
+        nodes: NodeSet,
         signal: i32,
     },
     JobFinished {
@@ -452,7 +452,7 @@ pub enum Event {
         job: JobId,
         attempt: u32,
         step: StepId,
-        nodes: String,
+        nodes: NodeSet,
         tasks: u32,
     },
     StepEnded {
@@ -475,7 +475,7 @@ pub enum Event {
     JobTimeLimit {
         job: JobId,
         attempt: u32,
-        nodes: String,
+        nodes: NodeSet,
         limit: Option<u64>,
     },
     /// A report or a running step from an older attempt: the agent must kill
@@ -483,7 +483,7 @@ pub enum Event {
     StaleStep {
         job: JobId,
         attempt: u32,
-        node: String,
+        node: NodeSet,
     },
     /// One item of a many-item command was not done.
     Refused {
@@ -678,9 +678,8 @@ impl PartialEq for State {
     }
 }
 
-fn nodes_text(nodes: &[Node], shares: &[NodeShare]) -> String {
-    let names: Vec<&str> = shares.iter().map(|s| nodes[s.node as usize].name.as_str()).collect();
-    hostlist::compress(&names)
+fn node_set(nodes: &[Node], shares: &[NodeShare]) -> NodeSet {
+    NodeSet::new(shares.iter().map(|s| nodes[s.node as usize].name.clone()).collect())
 }
 
 impl State {
@@ -964,7 +963,7 @@ impl State {
                 ev.push(Event::JobSignal {
                     job: id,
                     attempt: j.restart_count,
-                    nodes: nodes_text(&self.nodes, &alloc.shares),
+                    nodes: node_set(&self.nodes, &alloc.shares),
                     signal,
                 });
             }
@@ -1115,13 +1114,13 @@ impl State {
     /// run (which may not be where that stale step is).
     fn stale(&self, job: JobId, attempt: u32, reporter: String) -> Event {
         if !reporter.is_empty() {
-            return Event::StaleStep { job, attempt, node: reporter };
+            return Event::StaleStep { job, attempt, node: NodeSet::new(vec![reporter]) };
         }
         let node = self
             .jobs
             .get(&job)
             .and_then(|j| j.alloc.as_ref())
-            .map(|a| nodes_text(&self.nodes, &a.shares))
+            .map(|a| node_set(&self.nodes, &a.shares))
             .unwrap_or_default();
         Event::StaleStep { job, attempt, node }
     }
@@ -1495,7 +1494,7 @@ impl State {
         for s in &alloc.shares {
             self.nodes[s.node as usize].completing += 1;
         }
-        ev.push(Event::JobKill { job: id, attempt: j.restart_count, nodes: nodes_text(&self.nodes, &alloc.shares) });
+        ev.push(Event::JobKill { job: id, attempt: j.restart_count, nodes: node_set(&self.nodes, &alloc.shares) });
     }
 
     // ---- hold / release ----
@@ -1665,7 +1664,7 @@ impl State {
                     && j.alloc.as_ref().is_some_and(|a| a.shares.iter().any(|s| s.node == i))
             });
             if !current {
-                ev.push(Event::StaleStep { job, attempt, node: name.clone() });
+                ev.push(Event::StaleStep { job, attempt, node: NodeSet::new(vec![name.clone()]) });
             }
         }
         // Jobs we think run here but the agent does not know: lost.
@@ -1722,7 +1721,7 @@ impl State {
             })
             .unwrap_or_default();
         if !alive.is_empty() && j.state != JobState::Completing {
-            ev.push(Event::JobKill { job: id, attempt, nodes: nodes_text(&self.nodes, &alive) });
+            ev.push(Event::JobKill { job: id, attempt, nodes: node_set(&self.nodes, &alive) });
         }
         match j.end_intent {
             Some(EndIntent::Cancel) => return self.finish(id, JobState::Cancelled, None, now, ev),
@@ -1845,7 +1844,7 @@ impl State {
                 n.alloc = n.alloc.add(&s.res);
                 n.jobs += 1;
             }
-            let nodes = nodes_text(&self.nodes, &a.shares);
+            let nodes = node_set(&self.nodes, &a.shares);
             let j = self.jobs.get_mut(&id).expect("exists");
             j.state = JobState::Running;
             j.reason = PendingReason::None;
@@ -1986,11 +1985,7 @@ impl State {
         let j = &self.jobs[&id];
         if j.state == JobState::Running && j.steps.iter().any(|s| s.end.is_none()) {
             if let Some(a) = &j.alloc {
-                ev.push(Event::JobKill {
-                    job: id,
-                    attempt: j.restart_count,
-                    nodes: nodes_text(&self.nodes, &a.shares),
-                });
+                ev.push(Event::JobKill { job: id, attempt: j.restart_count, nodes: node_set(&self.nodes, &a.shares) });
             }
         }
         self.end_steps(id, now, ev);
@@ -2112,7 +2107,7 @@ impl State {
             job: id,
             attempt: j.restart_count,
             step: step.id,
-            nodes: hostlist::compress(&names),
+            nodes: NodeSet::new(names.iter().map(|n| n.to_string()).collect()),
             tasks: step.ntasks(),
         });
         self.jobs.get_mut(&id).expect("resolved").steps.push(step);
@@ -2250,7 +2245,7 @@ impl State {
                     ev.push(Event::JobTimeLimit {
                         job: id,
                         attempt: j.restart_count,
-                        nodes: nodes_text(&self.nodes, &a.shares),
+                        nodes: node_set(&self.nodes, &a.shares),
                         limit,
                     });
                 }
