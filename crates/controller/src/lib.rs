@@ -24,6 +24,7 @@ mod output;
 mod peers;
 pub mod raft;
 pub mod service;
+mod views;
 mod web;
 
 pub use raft::{Controller, Membership, ProposeError, Timing, TypeConfig};

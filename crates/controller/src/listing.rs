@@ -134,10 +134,10 @@ impl<'s> Listed<'s> {
 
     fn view(&self, s: &State, detail: bool) -> JobView {
         match self {
-            Listed::Job(j) if detail => JobView::of_job(s, j),
-            Listed::Job(j) => JobView::summary(s, j),
-            Listed::Array(a) if detail => JobView::of_array_full(s, a),
-            Listed::Array(a) => JobView::of_array(s, a),
+            Listed::Job(j) if detail => crate::views::job_view(s, j),
+            Listed::Job(j) => crate::views::job_summary(s, j),
+            Listed::Array(a) if detail => crate::views::array_view_full(s, a),
+            Listed::Array(a) => crate::views::array_view(s, a),
         }
     }
 
@@ -175,7 +175,7 @@ impl<'s> Listed<'s> {
                 }
             }
             Listed::Array(a) => {
-                let (text, _) = drover_proto::pending_tasks_id(a);
+                let (text, _) = crate::views::pending_tasks_id(a);
                 use_row(&row(&text, spec.nodes_min, None, None, a.reason.name()));
             }
         }

@@ -723,9 +723,9 @@ fn job_view(app: &App, id: &str) -> ApiResult<JobView> {
                 None => Some(r.id),
             };
             if let Some(j) = raw.and_then(|id| s.job(id)) {
-                return Some(JobView::of_job(s, j));
+                return Some(crate::views::job_view(s, j));
             }
-            s.array(r.id).map(|a| JobView::of_array_full(s, a))
+            s.array(r.id).map(|a| crate::views::array_view_full(s, a))
         })
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Invalid job id specified: {id}")))
@@ -1149,6 +1149,19 @@ async fn usage(AxState(app): AxState<App>, headers: HeaderMap, Query(p): Query<U
     let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("accounting database: {e}"));
     let db = sink.db().await.map_err(unavailable)?;
     let rows = db.usage(since, until).await.map_err(|e| unavailable(e.to_string()))?;
+    let rows = rows
+        .into_iter()
+        .map(|r| drover_proto::UsageRow {
+            user: r.user,
+            account: r.account,
+            jobs: r.jobs,
+            completed: r.completed,
+            failed: r.failed,
+            cancelled: r.cancelled,
+            cpu_seconds: r.cpu_seconds,
+            gpu_seconds: r.gpu_seconds,
+        })
+        .collect();
     Ok(Json(UsageReport { since, until, rows }))
 }
 
@@ -1171,7 +1184,10 @@ async fn list_partitions(
     app.authenticate(&headers)?;
     app.read_barrier(&fresh).await?;
     Ok(Json(PartitionList {
-        partitions: app.ctl.shared.read(|s| s.partitions().iter().map(|p| PartitionView::of(s, p)).collect()),
+        partitions: app
+            .ctl
+            .shared
+            .read(|s| s.partitions().iter().map(|p| crate::views::partition_view(s, p)).collect()),
     }))
 }
 
@@ -1209,7 +1225,9 @@ async fn list_nodes(
 ) -> ApiResult<NodeList> {
     app.authenticate(&headers)?;
     app.read_barrier(&fresh).await?;
-    Ok(Json(NodeList { nodes: app.ctl.shared.read(|s| (0..s.nodes().len()).map(|i| NodeView::of(s, i)).collect()) }))
+    Ok(Json(NodeList {
+        nodes: app.ctl.shared.read(|s| (0..s.nodes().len()).map(|i| crate::views::node_view(s, i)).collect()),
+    }))
 }
 
 async fn show_node(
@@ -1226,7 +1244,7 @@ async fn show_node(
 fn node_view(app: &App, name: &str) -> ApiResult<NodeView> {
     app.ctl
         .shared
-        .read(|s| s.node_index(name).map(|i| NodeView::of(s, i as usize)))
+        .read(|s| s.node_index(name).map(|i| crate::views::node_view(s, i as usize)))
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Invalid node name specified: {name}")))
 }
