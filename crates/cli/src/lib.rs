@@ -34,14 +34,32 @@ fn stdout_failed(e: std::io::Error) -> ! {
 }
 
 mod check;
-mod client;
-mod cluster;
+pub mod client;
+pub mod cluster;
 mod jobs;
-mod logging;
+pub mod logging;
 mod ops;
 mod slurm;
 mod top;
-mod up_settings;
+
+/// What runs the daemons and the local cluster. The binary supplies it
+/// (`src/daemons.rs`, `src/local_cluster.rs`): this crate parses their
+/// arguments but carries none of the server code.
+pub trait Daemons {
+    fn controller<'a>(
+        &'a self,
+        args: cluster::ControllerArgs,
+        client: &'a client::Client,
+        log: logging::Log,
+    ) -> Running<'a>;
+    fn agent(&self, args: cluster::AgentArgs, log: logging::Log) -> Running<'_>;
+    fn watchdog(&self, args: cluster::WatchdogArgs) -> Result<(), String>;
+    fn up(&self, args: cluster::UpArgs) -> Running<'_>;
+    fn down(&self, args: cluster::DownArgs) -> Running<'_>;
+}
+
+/// A daemon, or the local cluster's start or stop, until it ends.
+pub type Running<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + 'a>>;
 
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
@@ -255,7 +273,9 @@ fn certs(dir: &std::path::Path, hosts: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
+/// Runs the command `args` name, with `daemons` for the commands that start
+/// daemons; the process's exit code.
+pub fn main<I: IntoIterator<Item = OsString>>(args: I, daemons: &dyn Daemons) -> i32 {
     let mut args = args.into_iter();
     let program = args.next().unwrap_or_default();
     let name = std::path::Path::new(&program).file_name().and_then(|n| n.to_str()).unwrap_or("drover").to_string();
@@ -311,10 +331,10 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
         let client = client::Client::new(cli.controller.as_deref());
         let result = rt.block_on(async {
             match cli.command {
-                Command::Up(a) => cluster::up(a).await.map(|_| 0),
-                Command::Down(a) => cluster::down(a).await.map(|_| 0),
-                Command::ControllerDaemon(a) => cluster::controller(a, &client, log).await.map(|_| 0),
-                Command::AgentDaemon(a) => cluster::agent(a, log).await.map(|_| 0),
+                Command::Up(a) => daemons.up(a).await.map(|_| 0),
+                Command::Down(a) => daemons.down(a).await.map(|_| 0),
+                Command::ControllerDaemon(a) => daemons.controller(a, &client, log).await.map(|_| 0),
+                Command::AgentDaemon(a) => daemons.agent(a, log).await.map(|_| 0),
                 Command::Submit(a) => jobs::submit(&client, a).await,
                 Command::Queue(a) => jobs::queue(&client, a).await,
                 Command::History(a) => jobs::show_history(&client, a).await,
@@ -360,7 +380,7 @@ pub fn main<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     }
     let result = match cli.command {
         Command::Check(args) => check::run(args),
-        Command::AgentWatchdog(args) => cluster::watchdog(args),
+        Command::AgentWatchdog(args) => daemons.watchdog(args),
         Command::InstallLinks { dir } => slurm::install_links(&dir),
         Command::Keygen { path } => drover_auth::generate_key(&path).map(|_| println!("created {}", path.display())),
         Command::Certs { dir, hosts } => certs(&dir, &hosts),
