@@ -369,7 +369,7 @@ fn spawn_task(
     let nul = |_| std::io::Error::other("NUL byte in the command or its environment");
     // SAFETY: geteuid has no preconditions.
     let switch_user = unsafe { libc::geteuid() } == 0 && g.uid != 0;
-    let groups = if switch_user { crate::step::groups_of(g.uid, g.gid) } else { Vec::new() };
+    let groups = if switch_user { crate::child::groups_of(g.uid, g.gid) } else { Vec::new() };
     let cwd = CString::new(req.cwd.as_str()).map_err(|_| std::io::Error::other("NUL byte in the directory"))?;
     let program = find_program(&req.argv[0], &env)?;
     let argv = req.argv.iter().map(|a| CString::new(a.as_str())).collect::<Result<Vec<_>, _>>().map_err(nul)?;

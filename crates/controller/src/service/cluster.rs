@@ -1,0 +1,137 @@
+//! The cluster as users see it: configuration, partitions, nodes and their
+//! drains, who is asking, session tokens, health.
+
+use super::*;
+
+/// The cluster's settings (`scontrol show config`).
+pub(super) async fn show_config(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Query(fresh): Query<Freshness>,
+) -> ApiResult<drover_core::state::Config> {
+    app.authenticate(&headers)?;
+    app.read_barrier(&fresh).await?;
+    Ok(Json(app.ctl.shared.read(|s| s.config().clone())))
+}
+
+pub(super) async fn list_partitions(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Query(fresh): Query<Freshness>,
+) -> ApiResult<PartitionList> {
+    app.authenticate(&headers)?;
+    app.read_barrier(&fresh).await?;
+    Ok(Json(PartitionList {
+        partitions: app
+            .ctl
+            .shared
+            .read(|s| s.partitions().iter().map(|p| crate::views::partition_view(s, p)).collect()),
+    }))
+}
+
+/// Who the request's credential or token says the caller is.
+pub(super) async fn whoami(AxState(app): AxState<App>, headers: HeaderMap) -> ApiResult<WhoAmI> {
+    let who = app.authenticate(&headers)?;
+    Ok(Json(WhoAmI { uid: who.uid, user: drover_auth::user_name(who.uid), operator: who.operator }))
+}
+
+/// Trades a one-time credential for a session token of the same identity:
+/// `drover token`, and the dashboard link `drover up` prints.
+pub(super) async fn issue_token(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Json(req): Json<TokenRequest>,
+) -> ApiResult<TokenGrant> {
+    let (who, gid) = app.authenticate_credential(&headers)?;
+    let lifetime_ms = req.lifetime_s.unwrap_or(8 * 3600).saturating_mul(1000);
+    if lifetime_ms == 0 || lifetime_ms > drover_auth::TOKEN_MAX_MS {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("a token lives 1 s to {} days", drover_auth::TOKEN_MAX_MS / 86_400_000),
+        ));
+    }
+    let now = now_ms();
+    let token = drover_auth::Token::mint(&app.key, who.uid, gid, lifetime_ms, now)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot mint a token: {e}")))?;
+    Ok(Json(TokenGrant { token, uid: who.uid, expires_ms: now + lifetime_ms }))
+}
+
+pub(super) async fn list_nodes(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Query(fresh): Query<Freshness>,
+) -> ApiResult<NodeList> {
+    app.authenticate(&headers)?;
+    app.read_barrier(&fresh).await?;
+    Ok(Json(NodeList {
+        nodes: app.ctl.shared.read(|s| (0..s.nodes().len()).map(|i| crate::views::node_view(s, i)).collect()),
+    }))
+}
+
+pub(super) async fn show_node(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(fresh): Query<Freshness>,
+) -> ApiResult<NodeView> {
+    app.authenticate(&headers)?;
+    app.read_barrier(&fresh).await?;
+    node_view(&app, &name)
+}
+
+pub(super) fn node_view(app: &App, name: &str) -> ApiResult<NodeView> {
+    app.ctl
+        .shared
+        .read(|s| s.node_index(name).map(|i| crate::views::node_view(s, i as usize)))
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("Invalid node name specified: {name}")))
+}
+
+pub(super) async fn node_action(
+    app: &App,
+    headers: &HeaderMap,
+    who: Requester,
+    node: String,
+    action: NodeAction,
+    reason: Option<String>,
+) -> ApiResult<NodeView> {
+    let cmd = Command::SetNodeState { node: node.clone(), action, reason, by: who, now: now_ms() };
+    app.propose_request(headers, cmd).await?;
+    node_view(app, &node)
+}
+
+pub(super) async fn drain(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(d): Json<Drain>,
+) -> ApiResult<NodeView> {
+    let who = app.authenticate(&headers)?;
+    node_action(&app, &headers, who, name, NodeAction::Drain, Some(d.reason)).await
+}
+
+pub(super) async fn resume(
+    AxState(app): AxState<App>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<NodeView> {
+    let who = app.authenticate(&headers)?;
+    node_action(&app, &headers, who, name, NodeAction::Resume, None).await
+}
+
+pub(super) async fn health(AxState(app): AxState<App>) -> Response {
+    let leader = app.ctl.raft.metrics().borrow().current_leader;
+    let nodes: Vec<(String, String)> =
+        app.ctl.shared.read(|s| s.nodes().iter().map(|n| (n.name.clone(), n.state().name().to_string())).collect());
+    let mut problems: Vec<String> = nodes
+        .iter()
+        .filter(|(_, st)| matches!(st.as_str(), "DOWN" | "FAIL" | "DRAINED" | "DRAINING" | "UNKNOWN"))
+        .map(|(n, st)| format!("node {n} is {st}"))
+        .collect();
+    if leader.is_none() {
+        problems.push("no controller is leader".into());
+    }
+    let ok = problems.is_empty();
+    let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(Health { ok, leader, nodes, problems })).into_response()
+}
