@@ -6,20 +6,18 @@ use super::*;
 /// The cluster's settings (`scontrol show config`).
 pub(super) async fn show_config(
     AxState(app): AxState<App>,
-    headers: HeaderMap,
+    _caller: Caller,
     Query(fresh): Query<Freshness>,
 ) -> ApiResult<drover_core::state::Config> {
-    app.authenticate(&headers)?;
     app.read_barrier(&fresh).await?;
     Ok(Json(app.ctl.shared.read(|s| s.config().clone())))
 }
 
 pub(super) async fn list_partitions(
     AxState(app): AxState<App>,
-    headers: HeaderMap,
+    _caller: Caller,
     Query(fresh): Query<Freshness>,
 ) -> ApiResult<PartitionList> {
-    app.authenticate(&headers)?;
     app.read_barrier(&fresh).await?;
     Ok(Json(PartitionList {
         partitions: app
@@ -30,8 +28,7 @@ pub(super) async fn list_partitions(
 }
 
 /// Who the request's credential or token says the caller is.
-pub(super) async fn whoami(AxState(app): AxState<App>, headers: HeaderMap) -> ApiResult<WhoAmI> {
-    let who = app.authenticate(&headers)?;
+pub(super) async fn whoami(Caller(who): Caller) -> ApiResult<WhoAmI> {
     Ok(Json(WhoAmI { uid: who.uid, user: drover_auth::user_name(who.uid), operator: who.operator }))
 }
 
@@ -58,10 +55,9 @@ pub(super) async fn issue_token(
 
 pub(super) async fn list_nodes(
     AxState(app): AxState<App>,
-    headers: HeaderMap,
+    _caller: Caller,
     Query(fresh): Query<Freshness>,
 ) -> ApiResult<NodeList> {
-    app.authenticate(&headers)?;
     app.read_barrier(&fresh).await?;
     Ok(Json(NodeList {
         nodes: app.ctl.shared.read(|s| (0..s.nodes().len()).map(|i| crate::views::node_view(s, i)).collect()),
@@ -70,11 +66,10 @@ pub(super) async fn list_nodes(
 
 pub(super) async fn show_node(
     AxState(app): AxState<App>,
-    headers: HeaderMap,
+    _caller: Caller,
     Path(name): Path<String>,
     Query(fresh): Query<Freshness>,
 ) -> ApiResult<NodeView> {
-    app.authenticate(&headers)?;
     app.read_barrier(&fresh).await?;
     node_view(&app, &name)
 }
@@ -102,20 +97,20 @@ pub(super) async fn node_action(
 
 pub(super) async fn drain(
     AxState(app): AxState<App>,
+    Caller(who): Caller,
     headers: HeaderMap,
     Path(name): Path<String>,
     Json(d): Json<Drain>,
 ) -> ApiResult<NodeView> {
-    let who = app.authenticate(&headers)?;
     node_action(&app, &headers, who, name, NodeAction::Drain, Some(d.reason)).await
 }
 
 pub(super) async fn resume(
     AxState(app): AxState<App>,
+    Caller(who): Caller,
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> ApiResult<NodeView> {
-    let who = app.authenticate(&headers)?;
     node_action(&app, &headers, who, name, NodeAction::Resume, None).await
 }
 

@@ -98,10 +98,9 @@ pub(super) struct HistoryParams {
 /// a time.
 pub(super) async fn history(
     AxState(app): AxState<App>,
-    headers: HeaderMap,
+    _caller: Caller,
     Query(p): Query<HistoryParams>,
 ) -> ApiResult<HistoryPage> {
-    app.authenticate(&headers)?;
     let Some(sink) = &app.accounting else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "this controller keeps no accounting (--accounting none)"));
     };
@@ -152,10 +151,9 @@ pub(super) struct UsageParams {
 /// Use per user and account over a window, from accounting (`drover usage`).
 pub(super) async fn usage(
     AxState(app): AxState<App>,
-    headers: HeaderMap,
+    _caller: Caller,
     Query(p): Query<UsageParams>,
 ) -> ApiResult<UsageReport> {
-    app.authenticate(&headers)?;
     let Some(sink) = &app.accounting else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "this controller keeps no accounting (--accounting none)"));
     };

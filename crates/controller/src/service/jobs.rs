@@ -64,13 +64,10 @@ pub(super) async fn test_only(
 
 pub(super) async fn list_jobs(
     AxState(app): AxState<App>,
-    headers: HeaderMap,
+    _caller: Caller,
     Query(q): Query<JobQuery>,
     Query(fresh): Query<Freshness>,
 ) -> Response {
-    if let Err(e) = app.authenticate(&headers) {
-        return e.into_response();
-    }
     if let Err(e) = app.read_barrier(&fresh).await {
         return e.into_response();
     }
@@ -100,11 +97,10 @@ pub(super) async fn list_jobs(
 
 pub(super) async fn show_job(
     AxState(app): AxState<App>,
-    headers: HeaderMap,
+    _caller: Caller,
     Path(id): Path<String>,
     Query(fresh): Query<Freshness>,
 ) -> ApiResult<JobView> {
-    app.authenticate(&headers)?;
     app.read_barrier(&fresh).await?;
     job_view(&app, &id)
 }
@@ -127,12 +123,11 @@ pub(super) struct OutputQuery {
 /// user owns is served.
 pub(super) async fn job_output(
     AxState(app): AxState<App>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(id): Path<String>,
     Query(q): Query<OutputQuery>,
 ) -> Result<Response, ApiError> {
     use crate::output::OutputError;
-    let who = app.authenticate(&headers)?;
     app.read_barrier(&Freshness::default()).await?;
     let Json(job) = job_view(&app, &id)?;
     if !who.operator && who.uid != job.uid {
@@ -223,30 +218,30 @@ pub(super) async fn cancel_filter(
 
 pub(super) async fn cancel(
     AxState(app): AxState<App>,
+    Caller(who): Caller,
     headers: HeaderMap,
     Json(req): Json<CancelJobs>,
 ) -> ApiResult<Cancelled> {
-    let who = app.authenticate(&headers)?;
     cancel_filter(&app, &headers, who, req.filter).await
 }
 
 pub(super) async fn cancel_one(
     AxState(app): AxState<App>,
+    Caller(who): Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Cancelled> {
-    let who = app.authenticate(&headers)?;
     let r = job_ref(&id)?;
     cancel_filter(&app, &headers, who, CancelFilter { jobs: vec![r], ..Default::default() }).await
 }
 
 pub(super) async fn requeue(
     AxState(app): AxState<App>,
+    Caller(who): Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     Json(r): Json<Requeue>,
 ) -> ApiResult<JobView> {
-    let who = app.authenticate(&headers)?;
     let job = job_ref(&id)?;
     app.propose_request(&headers, Command::Requeue { job, hold: r.hold, by: who, now: now_ms() }).await?;
     job_view(&app, &id)
@@ -255,11 +250,11 @@ pub(super) async fn requeue(
 /// `scancel --signal`: a signal to a running job's processes.
 pub(super) async fn signal(
     AxState(app): AxState<App>,
+    Caller(who): Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     Json(s): Json<SignalJob>,
 ) -> ApiResult<JobView> {
-    let who = app.authenticate(&headers)?;
     let job = job_ref(&id)?;
     if !(1..=64).contains(&s.signal) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("signal {} is out of range 1-64", s.signal)));
@@ -270,8 +265,12 @@ pub(super) async fn signal(
 
 /// `scontrol hold` / `release`: a pending job (or array task) held or
 /// let go; an array id acts on its pending tasks.
-pub(super) async fn hold(AxState(app): AxState<App>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<JobView> {
-    let who = app.authenticate(&headers)?;
+pub(super) async fn hold(
+    AxState(app): AxState<App>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<JobView> {
     let job = job_ref(&id)?;
     app.propose_request(&headers, Command::Hold { job, by: who, now: now_ms() }).await?;
     job_view(&app, &id)
@@ -279,10 +278,10 @@ pub(super) async fn hold(AxState(app): AxState<App>, headers: HeaderMap, Path(id
 
 pub(super) async fn release(
     AxState(app): AxState<App>,
+    Caller(who): Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<JobView> {
-    let who = app.authenticate(&headers)?;
     let job = job_ref(&id)?;
     app.propose_request(&headers, Command::Release { job, by: who, now: now_ms() }).await?;
     job_view(&app, &id)
@@ -291,11 +290,11 @@ pub(super) async fn release(
 /// `scontrol update JobId=…`: time limit, partition, name, nice, comment.
 pub(super) async fn update_job(
     AxState(app): AxState<App>,
+    Caller(who): Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     Json(u): Json<UpdateJob>,
 ) -> ApiResult<JobView> {
-    let who = app.authenticate(&headers)?;
     let job = job_ref(&id)?;
     let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, e);
     let time_limit = u
@@ -312,11 +311,11 @@ pub(super) async fn update_job(
 /// sealed grant per node for `srun` to take to the nodes' agents.
 pub(super) async fn create_step(
     AxState(app): AxState<App>,
+    Caller(who): Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     Json(request): Json<StepRequest>,
 ) -> ApiResult<StepCreated> {
-    let who = app.authenticate(&headers)?;
     let job = job_ref(&id)?;
     let now = now_ms();
     let events = app.propose_request(&headers, Command::CreateStep { job, request, by: who, now }).await?;
@@ -365,11 +364,11 @@ pub(super) fn raw_job_id(app: &App, id: &str) -> Result<u64, ApiError> {
 /// `srun` tells how its step ended (the worst of its tasks).
 pub(super) async fn end_step(
     AxState(app): AxState<App>,
+    Caller(who): Caller,
     headers: HeaderMap,
     Path((id, step)): Path<(String, u32)>,
     Json(e): Json<ExitReport>,
 ) -> ApiResult<JobView> {
-    let who = app.authenticate(&headers)?;
     let job = raw_job_id(&app, &id)?;
     let exit = ExitStatus { code: e.exit_code, signal: e.signal };
     let cancelled = e.cancelled;
@@ -441,11 +440,11 @@ pub(super) fn hold_open(app: &App, headers: &HeaderMap, id: &str, step: Option<u
 /// `srun`/`salloc` give back the allocation they made.
 pub(super) async fn complete(
     AxState(app): AxState<App>,
+    Caller(who): Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     Json(e): Json<ExitReport>,
 ) -> ApiResult<JobView> {
-    let who = app.authenticate(&headers)?;
     let job = job_ref(&id)?;
     let exit = ExitStatus { code: e.exit_code, signal: e.signal };
     app.propose_request(&headers, Command::Complete { job, exit, by: who, now: now_ms() }).await?;
@@ -456,10 +455,9 @@ pub(super) async fn complete(
 /// `DROVER_*`), for `salloc`'s shell. Owner or operator only.
 pub(super) async fn job_env(
     AxState(app): AxState<App>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Vec<(String, String)>> {
-    let who = app.authenticate(&headers)?;
     let job = raw_job_id(&app, &id)?;
     let env = app.ctl.shared.read(|s| {
         let j = s.job(job)?;

@@ -254,6 +254,18 @@ impl App {
     }
 }
 
+/// Who is asking, proven by the request's credential or session token:
+/// a handler that takes a `Caller` runs only for a proven requester.
+pub(super) struct Caller(pub Requester);
+
+impl axum::extract::FromRequestParts<App> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, app: &App) -> Result<Caller, ApiError> {
+        app.authenticate(&parts.headers).map(Caller)
+    }
+}
+
 fn unauthorized(e: AuthError) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, e.to_string())
 }
