@@ -21,6 +21,8 @@ pub mod node;
 pub mod options;
 pub mod partition;
 pub mod pattern;
+pub mod place;
+pub mod plan;
 pub mod resources;
 pub mod sched;
 pub mod script;

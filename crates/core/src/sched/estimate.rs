@@ -2,8 +2,9 @@
 //! Slurm's "will run" test): the answer a user gets without a job being
 //! created, an id being used or anything being written to the log.
 
-use super::{place, Pass, PriorityPolicy, SchedConfig};
+use super::{Pass, PriorityPolicy, SchedConfig};
 use crate::job::{JobSpec, NodeShare};
+use crate::place;
 use crate::state::State;
 use crate::CommandError;
 use crate::Time;

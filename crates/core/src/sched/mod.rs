@@ -12,11 +12,13 @@
 //! can never over-commit a node.
 
 mod estimate;
-mod place;
 mod priority;
 
+pub use crate::place::Select;
+pub use crate::plan::{JobKey, Plan, PlannedAllocation};
 pub use estimate::{estimate_start, Estimate};
-pub use place::Select;
+
+use crate::place;
 pub use priority::{FairShare, Multifactor, PriorityInput, PriorityPolicy, Usage};
 
 use crate::job::{JobId, JobSpec, MemRequest, NodeShare, PendingReason};
@@ -26,59 +28,6 @@ use crate::resources::Resources;
 use crate::state::{DepStatus, State};
 use crate::{secs, Time};
 use serde::{Deserialize, Serialize};
-use std::fmt;
-
-/// What the scheduler decides about: a job, or the next task of an array.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum JobKey {
-    Job(JobId),
-    Task { array: JobId, task: u32 },
-}
-
-impl JobKey {
-    fn order(&self) -> (JobId, u32) {
-        match *self {
-            JobKey::Job(id) => (id, 0),
-            JobKey::Task { array, task } => (array, task),
-        }
-    }
-}
-
-impl fmt::Display for JobKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            JobKey::Job(id) => write!(f, "{id}"),
-            JobKey::Task { array, task } => write!(f, "{array}_{task}"),
-        }
-    }
-}
-
-/// Start `key` now on these nodes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlannedAllocation {
-    pub key: JobKey,
-    pub shares: Vec<NodeShare>,
-    /// The limit the job runs under, seconds.
-    pub time_limit: Option<u64>,
-    pub partition: String,
-}
-
-/// The outcome of one scheduling pass.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Plan {
-    pub allocations: Vec<PlannedAllocation>,
-    /// New pending reasons, only where they changed.
-    pub reasons: Vec<(JobKey, PendingReason)>,
-    /// Jobs whose dependency can never be met and that asked to be cancelled
-    /// then (`--kill-on-invalid-dep=yes`).
-    pub cancel: Vec<JobId>,
-}
-
-impl Plan {
-    pub fn is_empty(&self) -> bool {
-        self.allocations.is_empty() && self.reasons.is_empty() && self.cancel.is_empty()
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchedConfig {
@@ -600,63 +549,6 @@ impl<'a> Pass<'a> {
 
 fn overlaps(part: &Partition, shares: &[NodeShare]) -> bool {
     shares.iter().any(|s| part.members.contains(&s.node))
-}
-
-/// Whether any node of `part` could hold `spec` if it were empty — the
-/// submit-time check that refuses requests no node can ever satisfy.
-pub fn place_on_empty(state: &State, spec: &JobSpec, part: &Partition) -> Option<Vec<NodeShare>> {
-    let nodes = state.nodes();
-    let known = |i: u32| (nodes[i as usize].status != NodeStatus::Unknown).then(|| nodes[i as usize].total);
-    place::place(spec, nodes, &part.members, &known, Select::FirstFit)
-}
-
-/// Says why `spec` fits no node of `part`, with the numbers.
-pub fn describe_misfit(state: &State, spec: &JobSpec, part: &Partition) -> String {
-    let per_node_tasks = spec.ntasks.div_ceil(spec.nodes_max.max(1)).max(spec.ntasks_per_node.unwrap_or(0));
-    let cpus = per_node_tasks * spec.cpus_per_task;
-    let mem = match spec.mem {
-        MemRequest::Default => String::new(),
-        MemRequest::PerNode(0) => ", all memory".to_string(),
-        MemRequest::PerNode(m) => format!(", {} memory", crate::memory::format_mb(m)),
-        MemRequest::PerCpu(m) => format!(", {} memory", crate::memory::format_mb(m * u64::from(cpus))),
-    };
-    let gpus = if spec.gpus_per_node > 0 { format!(", {} GPUs", spec.gpus_per_node) } else { String::new() };
-    let nodes = state.nodes();
-    let members: Vec<_> =
-        part.members.iter().map(|&i| &nodes[i as usize]).filter(|n| n.status != NodeStatus::Unknown).collect();
-    if let Some(c) = &spec.constraint {
-        let with = members.iter().filter(|n| n.satisfies(c)).count();
-        if with < spec.nodes_min as usize {
-            return format!(
-                "asked for {} node(s) with features '{c}'; partition {} has {with} such node(s)",
-                spec.nodes_min,
-                part.name()
-            );
-        }
-    }
-    let wanted = u64::from(spec.ntasks) * u64::from(spec.cpus_per_task);
-    let total: u64 = members.iter().map(|n| u64::from(n.total.cpus)).sum();
-    if wanted > total {
-        return format!(
-            "asked for {wanted} CPUs in all; partition {} has {total} CPUs on {} node(s)",
-            part.name(),
-            members.len()
-        );
-    }
-    let best = members.iter().map(|n| n.total).fold(Resources::ZERO, |acc, t| Resources {
-        cpus: acc.cpus.max(t.cpus),
-        mem_mb: acc.mem_mb.max(t.mem_mb),
-        gpus: acc.gpus.max(t.gpus),
-    });
-    format!(
-        "asked for {} node(s) with {cpus} CPUs{mem}{gpus} each; partition {} has {} node(s), the largest with {} CPUs, {} memory, {} GPUs",
-        spec.nodes_min,
-        part.name(),
-        members.len(),
-        best.cpus,
-        crate::memory::format_mb(best.mem_mb),
-        best.gpus,
-    )
 }
 
 #[cfg(test)]

@@ -22,8 +22,9 @@ use crate::job::{
 };
 use crate::node::{Node, NodeAction, NodeState, NodeStatus};
 use crate::partition::{Partition, PartitionSpec};
+use crate::place;
+use crate::plan::{JobKey, Plan};
 use crate::resources::Resources;
-use crate::sched::{self, JobKey, Plan};
 use crate::step::{JobStep, JobUpdate, StepId, StepRequest};
 use crate::Time;
 use serde::{Deserialize, Serialize};

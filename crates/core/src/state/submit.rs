@@ -53,8 +53,8 @@ impl State {
         // A request no node could ever hold is refused now, not left pending
         // forever. Nodes count even while down: they may come back.
         let registered = part.members.iter().any(|&i| self.nodes[i as usize].status != NodeStatus::Unknown);
-        if registered && sched::place_on_empty(self, spec, part).is_none() {
-            return Err(CommandError::NoSuchNodeConfig(sched::describe_misfit(self, spec, part)));
+        if registered && place::place_on_empty(self.nodes(), spec, part).is_none() {
+            return Err(CommandError::NoSuchNodeConfig(place::describe_misfit(self.nodes(), spec, part)));
         }
         if let Some(dep) = &spec.dependency {
             self.validate_dependency(dep)?;

@@ -1,8 +1,10 @@
 //! Node selection: given free resources, which nodes a job gets and how much
-//! of each.
+//! of each; and whether a job could fit a partition's nodes at all (the
+//! submit-time check). The scheduler and the state both use it.
 
 use crate::job::{JobSpec, MemRequest, NodeShare};
-use crate::node::Node;
+use crate::node::{Node, NodeStatus};
+use crate::partition::Partition;
 use crate::resources::Resources;
 
 /// How to choose among nodes that fit.
@@ -161,4 +163,59 @@ fn best_single(
     let (i, _) = best?;
     let node = &nodes[i as usize];
     Some(vec![NodeShare { node: i, res: share_for(spec, node, spec.ntasks), tasks: spec.ntasks }])
+}
+
+/// Whether any node of `part` could hold `spec` if it were empty — the
+/// submit-time check that refuses requests no node can ever satisfy.
+pub fn place_on_empty(nodes: &[Node], spec: &JobSpec, part: &Partition) -> Option<Vec<NodeShare>> {
+    let known = |i: u32| (nodes[i as usize].status != NodeStatus::Unknown).then(|| nodes[i as usize].total);
+    place(spec, nodes, &part.members, &known, Select::FirstFit)
+}
+
+/// Says why `spec` fits no node of `part`, with the numbers.
+pub fn describe_misfit(nodes: &[Node], spec: &JobSpec, part: &Partition) -> String {
+    let per_node_tasks = spec.ntasks.div_ceil(spec.nodes_max.max(1)).max(spec.ntasks_per_node.unwrap_or(0));
+    let cpus = per_node_tasks * spec.cpus_per_task;
+    let mem = match spec.mem {
+        MemRequest::Default => String::new(),
+        MemRequest::PerNode(0) => ", all memory".to_string(),
+        MemRequest::PerNode(m) => format!(", {} memory", crate::memory::format_mb(m)),
+        MemRequest::PerCpu(m) => format!(", {} memory", crate::memory::format_mb(m * u64::from(cpus))),
+    };
+    let gpus = if spec.gpus_per_node > 0 { format!(", {} GPUs", spec.gpus_per_node) } else { String::new() };
+    let members: Vec<_> =
+        part.members.iter().map(|&i| &nodes[i as usize]).filter(|n| n.status != NodeStatus::Unknown).collect();
+    if let Some(c) = &spec.constraint {
+        let with = members.iter().filter(|n| n.satisfies(c)).count();
+        if with < spec.nodes_min as usize {
+            return format!(
+                "asked for {} node(s) with features '{c}'; partition {} has {with} such node(s)",
+                spec.nodes_min,
+                part.name()
+            );
+        }
+    }
+    let wanted = u64::from(spec.ntasks) * u64::from(spec.cpus_per_task);
+    let total: u64 = members.iter().map(|n| u64::from(n.total.cpus)).sum();
+    if wanted > total {
+        return format!(
+            "asked for {wanted} CPUs in all; partition {} has {total} CPUs on {} node(s)",
+            part.name(),
+            members.len()
+        );
+    }
+    let best = members.iter().map(|n| n.total).fold(Resources::ZERO, |acc, t| Resources {
+        cpus: acc.cpus.max(t.cpus),
+        mem_mb: acc.mem_mb.max(t.mem_mb),
+        gpus: acc.gpus.max(t.gpus),
+    });
+    format!(
+        "asked for {} node(s) with {cpus} CPUs{mem}{gpus} each; partition {} has {} node(s), the largest with {} CPUs, {} memory, {} GPUs",
+        spec.nodes_min,
+        part.name(),
+        members.len(),
+        best.cpus,
+        crate::memory::format_mb(best.mem_mb),
+        best.gpus,
+    )
 }
