@@ -10,8 +10,14 @@ quantile() { sort -g | awk -v q="$1" '{a[NR]=$1} END{if(NR==0){print "NA"}else{i
 median() { quantile 0.5; }
 p99() { quantile 0.99; }
 
-# Builds the release binary and sets DROVER to it.
+# Builds the release binary and sets DROVER to it; a DROVER already set
+# (another build, for an A/B run) is used as it is.
 build_drover() {
+    if [[ -n ${DROVER:-} ]]; then
+        DROVER=$(realpath "$DROVER")
+        echo "== using $DROVER"
+        return
+    fi
     echo "== building drover (release)"
     (cd "$ROOT" && cargo build --release -q) || exit 1
     DROVER="$ROOT/target/release/drover"

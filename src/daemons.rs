@@ -2,8 +2,8 @@
 //! `drover agent-watchdog`, from the arguments `drover-cli` parsed. Here,
 //! not in the client crate, so that clients carry none of the server code.
 
+use drover_agent::batch::LauncherConfig;
 use drover_agent::daemon::{self, AgentOptions};
-use drover_agent::step::LauncherConfig;
 use drover_cli::client::Client;
 use drover_cli::cluster::{parse_peers, AgentArgs, ControllerArgs, MemberChange, RaftArgs, WatchdogArgs};
 use drover_cli::logging::Log;

@@ -3,8 +3,8 @@
 //! prepared beforehand so that the child only makes system calls, and how a
 //! failure there is named for the job's user.
 
+use crate::batch::LaunchError;
 use crate::spawn::check_os as check;
-use crate::step::LaunchError;
 use drover_core::launch::LaunchOrder;
 use std::ffi::CString;
 use std::io;

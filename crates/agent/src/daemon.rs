@@ -1,8 +1,8 @@
 //! `drover agent`: registers the node, heartbeats, follows the controller's
 //! order stream, runs steps and reports how they end.
 
+use crate::batch::{self, BatchControl, LauncherConfig};
 use crate::metrics::HostMetrics;
-use crate::step::{self, LauncherConfig, StepControl};
 use drover_core::state::StepOutcome;
 use drover_core::Resources;
 use drover_proto::{Endpoints, ErrorBody, Order, Register, Report, Reports};
@@ -70,7 +70,7 @@ pub fn hostname() -> String {
 /// counts it hung and turns to another.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 
-type Running = Arc<Mutex<HashMap<u64, (u32, StepControl)>>>;
+type Running = Arc<Mutex<HashMap<u64, (u32, BatchControl)>>>;
 
 /// Which of the node's CPU slots each job holds, and the host CPUs they
 /// map onto (round-robin, so several agents emulating nodes on one host
@@ -139,7 +139,7 @@ pub async fn run(mut opts: AgentOptions, shutdown: impl std::future::Future<Outp
         tracing::info!(spool = %spool.display(), "batch scripts run from the spool");
     }
     opts.launcher = opts.launcher.with_ready_cells();
-    let cores = Cores { holder: vec![None; opts.cpus as usize], host: step::allowed_cpus() };
+    let cores = Cores { holder: vec![None; opts.cpus as usize], host: batch::allowed_cpus() };
     let (reports, pending) = tokio::sync::mpsc::unbounded_channel();
     let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(500))
@@ -355,7 +355,7 @@ impl Agent {
                     }
                 }
                 let key = order.job_id;
-                let (control, controls) = step::controls();
+                let (control, controls) = batch::controls();
                 {
                     let mut running = self.running.lock().expect("running lock");
                     if running.get(&key).is_some_and(|(a, _)| *a == order.attempt) {
@@ -371,7 +371,7 @@ impl Agent {
                 let agent = self.clone();
                 tokio::spawn(async move {
                     let attempt = order.attempt;
-                    let outcome = match step::launch_controlled(&order, &agent.opts.launcher, &cpus, control, controls)
+                    let outcome = match batch::launch_controlled(&order, &agent.opts.launcher, &cpus, control, controls)
                         .await
                     {
                         Ok(step) => {
@@ -386,7 +386,7 @@ impl Agent {
                         }
                         Err(e) => {
                             tracing::error!(job_id = key, attempt, error = %e, "job {} could not start", order.display_id);
-                            step::StepReport {
+                            batch::BatchReport {
                                 job_id: key,
                                 attempt,
                                 outcome: StepOutcome::Exited(1),
@@ -465,9 +465,9 @@ impl Agent {
     /// reports those that ended meanwhile) before registering, so that the
     /// registration names them.
     async fn recover(self: &Arc<Self>) {
-        for (found, control, cpus) in step::recover(&self.opts.launcher).await {
+        for (found, control, cpus) in batch::recover(&self.opts.launcher).await {
             match found {
-                step::Recovered::Running(step) => {
+                batch::Recovered::Running(step) => {
                     let (job, attempt) = (step.job_id, step.attempt);
                     tracing::info!(
                         job_id = job,
@@ -486,7 +486,7 @@ impl Agent {
                         agent.report(job, attempt, Some(&report));
                     });
                 }
-                step::Recovered::Ended(report) => {
+                batch::Recovered::Ended(report) => {
                     tracing::info!(
                         job_id = report.job_id,
                         attempt = report.attempt,
@@ -511,7 +511,7 @@ impl Agent {
     }
 
     /// Queues a batch step's start (`None`) or end for the controller.
-    fn report(&self, job: u64, attempt: u32, finished: Option<&step::StepReport>) {
+    fn report(&self, job: u64, attempt: u32, finished: Option<&batch::BatchReport>) {
         if finished.is_some() {
             self.unacked.lock().expect("unacked lock").insert((job, attempt));
         }

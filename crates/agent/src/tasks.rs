@@ -12,8 +12,8 @@
 //! to the controller with the agent's other reports: from the agent, not
 //! from `srun`, which the user could make say anything.
 
+use crate::batch::LauncherConfig;
 use crate::spawn::{self, Used};
-use crate::step::LauncherConfig;
 use axum::body::{Body, Bytes};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -379,7 +379,7 @@ fn spawn_task(
     let (err_r, err_w) = pipe()?;
     let (out, err) = (out_w.as_raw_fd(), err_w.as_raw_fd());
     let (uid, gid) = (g.uid, g.gid);
-    let umask = g.umask.unwrap_or(crate::step::DEFAULT_UMASK) & 0o777;
+    let umask = g.umask.unwrap_or(crate::batch::DEFAULT_UMASK) & 0o777;
     let setup = move || -> std::io::Result<()> {
         let check = |r: libc::c_int| if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
         // SAFETY: system calls on descriptors and strings prepared above.

@@ -13,7 +13,7 @@
 //! An agent restarted within `fence_after` (a crash, an upgrade) finds its
 //! steps running and re-attaches to them.
 
-use crate::step;
+use crate::batch;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -98,7 +98,7 @@ fn live_steps(spool_dir: &Path, skip: impl Fn(&str) -> bool) -> Vec<(String, i32
                 return None;
             }
             let pid: i32 = std::fs::read_to_string(e.path().join("pid")).ok()?.trim().parse().ok()?;
-            let running = step::step_process_of(&e.path(), pid)? == step::StepProcess::Running;
+            let running = batch::step_process_of(&e.path(), pid)? == batch::StepProcess::Running;
             running.then_some((name, pid))
         })
         .collect()

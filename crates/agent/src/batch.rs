@@ -111,7 +111,7 @@ pub enum Control {
 
 /// How a step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StepReport {
+pub struct BatchReport {
     pub job_id: u64,
     pub attempt: u32,
     pub outcome: StepOutcome,
@@ -125,19 +125,19 @@ pub struct StepReport {
 }
 
 /// A running step.
-pub struct Step {
+pub struct BatchStep {
     pub job_id: u64,
     pub attempt: u32,
     pub pid: i32,
     control: mpsc::UnboundedSender<Control>,
-    done: JoinHandle<StepReport>,
+    done: JoinHandle<BatchReport>,
 }
 
 /// A handle to send controls to a running step; cheap to clone.
 #[derive(Clone)]
-pub struct StepControl(mpsc::UnboundedSender<Control>);
+pub struct BatchControl(mpsc::UnboundedSender<Control>);
 
-impl StepControl {
+impl BatchControl {
     pub fn cancel(&self) {
         let _ = self.0.send(Control::Cancel);
     }
@@ -151,13 +151,13 @@ impl StepControl {
     }
 }
 
-impl Step {
-    pub fn control(&self) -> StepControl {
-        StepControl(self.control.clone())
+impl BatchStep {
+    pub fn control(&self) -> BatchControl {
+        BatchControl(self.control.clone())
     }
 
     /// Waits for the step to end.
-    pub async fn wait(self) -> StepReport {
+    pub async fn wait(self) -> BatchReport {
         self.done.await.expect("step supervisor panicked")
     }
 }
@@ -218,7 +218,7 @@ pub fn allowed_cpus() -> Vec<usize> {
 
 /// Starts `order`'s batch step, bound to `cpus` (host CPU ids; empty for no
 /// binding). Returns once the process exists.
-pub async fn launch(order: &LaunchOrder, cfg: &LauncherConfig, cpus: &[usize]) -> Result<Step, LaunchError> {
+pub async fn launch(order: &LaunchOrder, cfg: &LauncherConfig, cpus: &[usize]) -> Result<BatchStep, LaunchError> {
     let (control, controls) = controls();
     launch_controlled(order, cfg, cpus, control, controls).await
 }
@@ -228,9 +228,9 @@ pub async fn launch(order: &LaunchOrder, cfg: &LauncherConfig, cpus: &[usize]) -
 pub struct Controls(mpsc::UnboundedReceiver<Control>);
 
 /// A new step's control handle and its receiving end.
-pub fn controls() -> (StepControl, Controls) {
+pub fn controls() -> (BatchControl, Controls) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (StepControl(tx), Controls(rx))
+    (BatchControl(tx), Controls(rx))
 }
 
 /// [`launch`], with controls made beforehand by [`controls`].
@@ -238,9 +238,9 @@ pub async fn launch_controlled(
     order: &LaunchOrder,
     cfg: &LauncherConfig,
     cpus: &[usize],
-    control: StepControl,
+    control: BatchControl,
     controls: Controls,
-) -> Result<Step, LaunchError> {
+) -> Result<BatchStep, LaunchError> {
     // What cannot be launched is refused before anything is made for it.
     for (k, v) in &order.env {
         if k.contains('\0') || v.contains('\0') || k.contains('=') {
@@ -540,13 +540,13 @@ struct Supervised {
 
 impl Supervised {
     /// Starts the supervisor task.
-    fn start(self, cfg: &LauncherConfig, control: StepControl, controls: Controls) -> Step {
+    fn start(self, cfg: &LauncherConfig, control: BatchControl, controls: Controls) -> BatchStep {
         let (job_id, attempt, pid) = (self.job_id, self.attempt, self.pid);
         let done = tokio::spawn(self.supervise(cfg.kill_grace, cfg.rss_poll, controls));
-        Step { job_id, attempt, pid, control: control.0, done }
+        BatchStep { job_id, attempt, pid, control: control.0, done }
     }
 
-    async fn supervise(self, grace: Duration, rss_poll: Duration, controls: Controls) -> StepReport {
+    async fn supervise(self, grace: Duration, rss_poll: Duration, controls: Controls) -> BatchReport {
         let Supervised { job_id, attempt, pid, mut process, started, mut limit, warn_at, rss_limit, memory, step_dir } =
             self;
         let Controls(mut rx) = controls;
@@ -621,7 +621,7 @@ impl Supervised {
             Err(_) => StepOutcome::Exited(255),
         };
         let cpu = process.cpu();
-        StepReport { job_id, attempt, outcome, max_rss_bytes: max_rss, cpu, runtime: started.elapsed(), failure: None }
+        BatchReport { job_id, attempt, outcome, max_rss_bytes: max_rss, cpu, runtime: started.elapsed(), failure: None }
     }
 }
 
@@ -636,9 +636,9 @@ fn outcome_of(s: std::process::ExitStatus) -> StepOutcome {
 /// A step found in the spool when the agent starts.
 pub enum Recovered {
     /// Still running: supervised again, as if this agent had launched it.
-    Running(Step),
+    Running(BatchStep),
     /// Ended while no agent was there.
-    Ended(StepReport),
+    Ended(BatchReport),
 }
 
 /// Re-attaches to the steps an earlier agent process launched: every
@@ -646,7 +646,7 @@ pub enum Recovered {
 /// process begun at its launch) is supervised again, with its time limit
 /// counted from its real start; one that ended meanwhile is reported with
 /// the status the fence watchdog recorded (with none: SIGKILL).
-pub async fn recover(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)> {
+pub async fn recover(cfg: &LauncherConfig) -> Vec<(Recovered, BatchControl, u32)> {
     let found = recover_steps(cfg).await;
     let running: Vec<String> = found
         .iter()
@@ -679,7 +679,7 @@ fn sweep_cgroups(cfg: &LauncherConfig, running: &[String]) {
     }
 }
 
-async fn recover_steps(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32)> {
+async fn recover_steps(cfg: &LauncherConfig) -> Vec<(Recovered, BatchControl, u32)> {
     let Ok(dir) = std::fs::read_dir(&cfg.spool_dir) else { return Vec::new() };
     let mut found = Vec::new();
     for entry in dir.flatten() {
@@ -744,7 +744,7 @@ async fn recover_steps(cfg: &LauncherConfig) -> Vec<(Recovered, StepControl, u32
                 m.remove().await;
             }
             let _ = std::fs::remove_dir_all(&step_dir);
-            let report = StepReport {
+            let report = BatchReport {
                 job_id,
                 attempt,
                 outcome,

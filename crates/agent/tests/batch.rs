@@ -1,6 +1,6 @@
 //! The step launcher against real processes.
 
-use drover_agent::step::{launch, recover, LaunchError, LauncherConfig, Recovered};
+use drover_agent::batch::{launch, recover, LaunchError, LauncherConfig, Recovered};
 use drover_core::job::{OpenMode, SignalSpec};
 use drover_core::launch::LaunchOrder;
 use drover_core::state::StepOutcome;
@@ -232,7 +232,7 @@ async fn a_restarted_agent_removes_the_step_cgroups_a_killed_one_left() {
     let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
     std::fs::write(busy.join("cgroup.procs"), child.id().to_string()).unwrap();
     let other = made("0badc0de-job81.0".to_string());
-    assert!(drover_agent::step::recover(&cfg).await.is_empty());
+    assert!(drover_agent::batch::recover(&cfg).await.is_empty());
     assert!(!empty.exists(), "the empty cgroup is removed");
     assert!(busy.exists(), "a cgroup holding a process stays");
     assert!(other.exists(), "another agent's cgroup stays");
@@ -397,7 +397,7 @@ async fn the_step_directory_is_the_agents_not_the_jobs() {
 #[tokio::test]
 async fn binds_to_the_given_cpus() {
     let dir = TempDir::new("cpus");
-    let allowed = drover_agent::step::allowed_cpus();
+    let allowed = drover_agent::batch::allowed_cpus();
     assert!(!allowed.is_empty());
     let cpu = *allowed.last().unwrap();
     let o = order(&dir, 26, "grep Cpus_allowed_list /proc/self/status");
