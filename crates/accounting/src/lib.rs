@@ -50,20 +50,9 @@ pub struct Accounting {
     backend: Backend,
 }
 
-/// One user's (and account's) use of the cluster over a window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageRow {
-    pub user: String,
-    /// Empty for jobs without one.
-    pub account: String,
-    pub jobs: u64,
-    pub completed: u64,
-    /// FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL.
-    pub failed: u64,
-    pub cancelled: u64,
-    pub cpu_seconds: u64,
-    pub gpu_seconds: u64,
-}
+/// One user's (and account's) use of the cluster over a window: the wire
+/// type itself, which the API sends as read.
+pub use drover_proto::UsageRow;
 
 /// Which finished jobs to read back. Empty lists match everything.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -120,6 +120,19 @@ fn parse_job(text: &str) -> Result<JobRef, String> {
     JobRef::parse(text).map_err(|_| format!("'{text}' is not a job id"))
 }
 
+impl fmt::Display for DepCondition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind.as_str())?;
+        if let Some(job) = &self.job {
+            write!(f, ":{job}")?;
+        }
+        if self.delay_minutes > 0 {
+            write!(f, "+{}", self.delay_minutes)?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Dependency {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sep = if self.any { "?" } else { "," };
@@ -127,13 +140,7 @@ impl fmt::Display for Dependency {
             if i > 0 {
                 f.write_str(sep)?;
             }
-            f.write_str(c.kind.as_str())?;
-            if let Some(job) = &c.job {
-                write!(f, ":{job}")?;
-            }
-            if c.delay_minutes > 0 {
-                write!(f, "+{}", c.delay_minutes)?;
-            }
+            write!(f, "{c}")?;
         }
         Ok(())
     }

@@ -510,7 +510,44 @@ pub struct PastAttempt {
     pub reason: String,
 }
 
+/// What a job waits with when it enters the queue: the rest of a new
+/// [`Job`] follows from it.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub reason: PendingReason,
+    pub held_by_admin: Option<bool>,
+    pub submit_time: Time,
+    pub eligible_time: Time,
+}
+
 impl Job {
+    /// A job that has never run: PENDING, nothing allocated, nothing measured.
+    pub fn pending(id: JobId, array: Option<ArrayTask>, spec: Arc<JobSpec>, q: Queued) -> Job {
+        Job {
+            id,
+            array,
+            spec,
+            state: JobState::Pending,
+            reason: q.reason,
+            held_by_admin: q.held_by_admin,
+            submit_time: q.submit_time,
+            eligible_time: q.eligible_time,
+            start_time: None,
+            end_time: None,
+            alloc: None,
+            exit: None,
+            restart_count: 0,
+            end_intent: None,
+            max_rss_kb: None,
+            cpu_time: None,
+            failure: None,
+            accounted: false,
+            steps: Vec::new(),
+            attempts: Vec::new(),
+            revision: 0,
+        }
+    }
+
     /// Whether accounting has something of this job's to write: its end,
     /// or a run that was requeued.
     pub fn wants_accounting(&self) -> bool {

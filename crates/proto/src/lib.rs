@@ -506,7 +506,7 @@ pub struct UsageReport {
 }
 
 /// One user's (and account's) use of the cluster over a window, as the
-/// API reports it (the accounting crate reads it from SQL).
+/// API reports it (the accounting crate reads it from SQL into this type).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRow {
     pub user: String,

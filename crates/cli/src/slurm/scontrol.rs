@@ -20,15 +20,6 @@ pub fn render(record: &Record, one_line: bool) -> String {
     }
 }
 
-/// Megabytes as Slurm prints memory: whole gigabytes as `4G`, else `500M`.
-fn mem_text(mb: u64) -> String {
-    if mb > 0 && mb % 1024 == 0 {
-        format!("{}G", mb / 1024)
-    } else {
-        format!("{mb}M")
-    }
-}
-
 fn or_null(v: &str) -> String {
     if v.is_empty() {
         "(null)".into()
@@ -104,12 +95,20 @@ pub fn job_record(j: &JobView, now_ms: u64) -> Record {
     // Memory as asked: per node or per CPU; a job that took its CPUs'
     // share asked for none, as Slurm shows one without --mem.
     let (min_memory, tres_mem) = match (j.mem_per_node_mb, j.mem_per_cpu_mb) {
-        (Some(m), _) => (("MinMemoryNode", mem_text(m)), j.mem_mb.or(Some(m * u64::from(j.num_nodes.max(1))))),
-        (None, Some(m)) => (("MinMemoryCPU", mem_text(m)), j.mem_mb.or(Some(m * j.num_cpus))),
+        (Some(m), _) => {
+            (("MinMemoryNode", drover_core::memory::format_mb(m)), j.mem_mb.or(Some(m * u64::from(j.num_nodes.max(1)))))
+        }
+        (None, Some(m)) => (("MinMemoryCPU", drover_core::memory::format_mb(m)), j.mem_mb.or(Some(m * j.num_cpus))),
         (None, None) => (("MinMemoryNode", "0".into()), None),
     };
     let tres = match tres_mem {
-        Some(mb) => format!("cpu={},mem={},node={},billing={}", j.num_cpus, mem_text(mb), j.num_nodes, j.num_cpus),
+        Some(mb) => format!(
+            "cpu={},mem={},node={},billing={}",
+            j.num_cpus,
+            drover_core::memory::format_mb(mb),
+            j.num_nodes,
+            j.num_cpus
+        ),
         None => format!("cpu={},node={},billing={}", j.num_cpus, j.num_nodes, j.num_cpus),
     };
     lines.extend([

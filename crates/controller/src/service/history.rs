@@ -168,18 +168,5 @@ pub(super) async fn usage(
     let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("accounting database: {e}"));
     let db = sink.db().await.map_err(unavailable)?;
     let rows = db.usage(since, until).await.map_err(|e| unavailable(e.to_string()))?;
-    let rows = rows
-        .into_iter()
-        .map(|r| drover_proto::UsageRow {
-            user: r.user,
-            account: r.account,
-            jobs: r.jobs,
-            completed: r.completed,
-            failed: r.failed,
-            cancelled: r.cancelled,
-            cpu_seconds: r.cpu_seconds,
-            gpu_seconds: r.gpu_seconds,
-        })
-        .collect();
     Ok(Json(UsageReport { since, until, rows }))
 }

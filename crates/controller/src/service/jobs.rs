@@ -382,41 +382,41 @@ pub(super) async fn end_step(
 /// only; see `holds.rs`.
 pub(super) async fn attach(
     AxState(app): AxState<App>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    hold_open(&app, &headers, &id, None)
+    hold_open(&app, who, &id, None)
 }
 
 /// `srun` holds the step it runs the same way: should srun go before it
 /// says how the step ended, the leader ends it (see `holds.rs`).
 pub(super) async fn attach_step(
     AxState(app): AxState<App>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path((id, step)): Path<(String, u32)>,
 ) -> Result<Response, ApiError> {
-    hold_open(&app, &headers, &id, Some(step))
+    hold_open(&app, who, &id, Some(step))
 }
 
 /// The held request itself: a newline a second while the job (and the
 /// step, if one is named) has not ended.
-pub(super) fn hold_open(app: &App, headers: &HeaderMap, id: &str, step: Option<u32>) -> Result<Response, ApiError> {
-    let who = app.authenticate(headers)?;
+pub(super) fn hold_open(app: &App, who: Requester, id: &str, step: Option<u32>) -> Result<Response, ApiError> {
     if !app.ctl.is_leader() {
         return Err(app.not_leader());
     }
     let job = raw_job_id(app, id)?;
+    // The step held, if one is named; `None` inside when it does not exist.
+    fn held_step(j: &drover_core::job::Job, step: Option<u32>) -> Option<Option<&drover_core::step::JobStep>> {
+        step.map(|n| j.steps.iter().find(|st| st.id == n))
+    }
     let live = move |s: &drover_core::State| {
         s.job(job).is_some_and(|j| {
-            !j.state.is_terminal() && step.is_none_or(|n| j.steps.iter().any(|st| st.id == n && st.end.is_none()))
+            !j.state.is_terminal() && held_step(j, step).is_none_or(|st| st.is_some_and(|st| st.end.is_none()))
         })
     };
     let (owner, exists) = app.ctl.shared.read(|s| {
         let j = s.job(job);
-        (
-            j.map_or(u32::MAX, |j| j.spec.uid),
-            step.is_none_or(|n| j.is_some_and(|j| j.steps.iter().any(|st| st.id == n))),
-        )
+        (j.map_or(u32::MAX, |j| j.spec.uid), j.is_some_and(|j| held_step(j, step).is_none_or(|st| st.is_some())))
     });
     if !who.may_touch(owner) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, format!("job {id} is not yours")));

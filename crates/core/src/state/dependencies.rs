@@ -43,8 +43,7 @@ impl State {
             if !out.is_empty() {
                 out.push_str(sep);
             }
-            let one = Dependency { conditions: vec![c.clone()], any: false };
-            out.push_str(&format!("{one}({mark})"));
+            out.push_str(&format!("{c}({mark})"));
         }
         (!out.is_empty()).then_some(out)
     }

@@ -2,6 +2,7 @@
 //! and the references users make to jobs (ids, tasks, arrays).
 
 use super::*;
+use crate::job::Queued;
 
 impl State {
     pub(super) fn set_partition(&mut self, spec: PartitionSpec) -> Result<(), CommandError> {
@@ -113,29 +114,7 @@ impl State {
         } else {
             self.jobs.insert(
                 id,
-                Job {
-                    id,
-                    array: None,
-                    spec,
-                    state: JobState::Pending,
-                    reason,
-                    held_by_admin: held,
-                    submit_time: now,
-                    eligible_time,
-                    start_time: None,
-                    end_time: None,
-                    alloc: None,
-                    exit: None,
-                    restart_count: 0,
-                    end_intent: None,
-                    max_rss_kb: None,
-                    cpu_time: None,
-                    failure: None,
-                    accounted: false,
-                    steps: Vec::new(),
-                    attempts: Vec::new(),
-                    revision: 0,
-                },
+                Job::pending(id, None, spec, Queued { reason, held_by_admin: held, submit_time: now, eligible_time }),
             );
             self.idx.pending.insert(id);
             ev.push(Event::JobSubmitted { job: id, array_tasks: None });
@@ -153,29 +132,13 @@ impl State {
         if a.pending.is_empty() {
             self.idx.arrays_pending.remove(&array_id);
         }
-        let job = Job {
-            id,
-            array: Some(ArrayTask { array_id, task }),
-            spec: a.spec.clone(),
-            state: JobState::Pending,
+        let queued = Queued {
             reason: a.reason,
             held_by_admin: a.held_by_admin,
             submit_time: a.submit_time,
             eligible_time: a.eligible_time,
-            start_time: None,
-            end_time: None,
-            alloc: None,
-            exit: None,
-            restart_count: 0,
-            end_intent: None,
-            max_rss_kb: None,
-            cpu_time: None,
-            failure: None,
-            accounted: false,
-            steps: Vec::new(),
-            attempts: Vec::new(),
-            revision: 0,
         };
+        let job = Job::pending(id, Some(ArrayTask { array_id, task }), a.spec.clone(), queued);
         self.jobs.insert(id, job);
         self.idx.pending.insert(id);
         self.idx.task_ids.insert((array_id, task), id);
