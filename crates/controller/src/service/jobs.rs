@@ -242,9 +242,7 @@ pub(super) async fn requeue(
     Path(id): Path<String>,
     Json(r): Json<Requeue>,
 ) -> ApiResult<JobView> {
-    let job = job_ref(&id)?;
-    app.propose_request(&headers, Command::Requeue { job, hold: r.hold, by: who, now: now_ms() }).await?;
-    job_view(&app, &id)
+    act_on_job(&app, &headers, &id, |job, now| Command::Requeue { job, hold: r.hold, by: who, now }).await
 }
 
 /// `scancel --signal`: a signal to a running job's processes.
@@ -255,12 +253,24 @@ pub(super) async fn signal(
     Path(id): Path<String>,
     Json(s): Json<SignalJob>,
 ) -> ApiResult<JobView> {
-    let job = job_ref(&id)?;
+    job_ref(&id)?; // a bad id is named before a bad signal
     if !(1..=64).contains(&s.signal) {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, format!("signal {} is out of range 1-64", s.signal)));
     }
-    app.propose_request(&headers, Command::Signal { job, signal: s.signal, by: who, now: now_ms() }).await?;
-    job_view(&app, &id)
+    act_on_job(&app, &headers, &id, |job, now| Command::Signal { job, signal: s.signal, by: who, now }).await
+}
+
+/// The command `make` builds for job `id` (its reference, and now),
+/// proposed with the request's id; the job as it is afterwards.
+async fn act_on_job(
+    app: &App,
+    headers: &HeaderMap,
+    id: &str,
+    make: impl FnOnce(JobRef, u64) -> Command,
+) -> ApiResult<JobView> {
+    let job = job_ref(id)?;
+    app.propose_request(headers, make(job, now_ms())).await?;
+    job_view(app, id)
 }
 
 /// `scontrol hold` / `release`: a pending job (or array task) held or
@@ -271,9 +281,7 @@ pub(super) async fn hold(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<JobView> {
-    let job = job_ref(&id)?;
-    app.propose_request(&headers, Command::Hold { job, by: who, now: now_ms() }).await?;
-    job_view(&app, &id)
+    act_on_job(&app, &headers, &id, |job, now| Command::Hold { job, by: who, now }).await
 }
 
 pub(super) async fn release(
@@ -282,9 +290,7 @@ pub(super) async fn release(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<JobView> {
-    let job = job_ref(&id)?;
-    app.propose_request(&headers, Command::Release { job, by: who, now: now_ms() }).await?;
-    job_view(&app, &id)
+    act_on_job(&app, &headers, &id, |job, now| Command::Release { job, by: who, now }).await
 }
 
 /// `scontrol update JobId=…`: time limit, partition, name, nice, comment.
@@ -445,10 +451,8 @@ pub(super) async fn complete(
     Path(id): Path<String>,
     Json(e): Json<ExitReport>,
 ) -> ApiResult<JobView> {
-    let job = job_ref(&id)?;
     let exit = ExitStatus { code: e.exit_code, signal: e.signal };
-    app.propose_request(&headers, Command::Complete { job, exit, by: who, now: now_ms() }).await?;
-    job_view(&app, &id)
+    act_on_job(&app, &headers, &id, |job, now| Command::Complete { job, exit, by: who, now }).await
 }
 
 /// The Slurm variables of a running job's batch step (`SLURM_*`,
