@@ -44,6 +44,51 @@ fn controller_list(flag: Option<&str>) -> (String, bool) {
     (list, is_local)
 }
 
+/// Why a request got no answer it could use, by what the caller can do
+/// about it: nothing reached a leader (start a cluster, fix the address),
+/// the controller refused (its message says why), or the answer made no
+/// sense (a controller of another version). Callers that only report it
+/// turn it into a `String` with `?`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// The controller list is wrong, or no controller led in time.
+    Unreachable(String),
+    /// A controller answered with an error status and this message.
+    Refused { status: u16, message: String },
+    /// A success status whose body could not be read as expected.
+    BadAnswer(String),
+    /// No credential could be had (the reason the request went unsigned).
+    Unsigned(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Unreachable(m) | ClientError::Unsigned(m) => f.write_str(m),
+            ClientError::Refused { message, .. } => f.write_str(message),
+            ClientError::BadAnswer(m) => write!(f, "unexpected answer from the controller: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<ClientError> for String {
+    fn from(e: ClientError) -> String {
+        e.to_string()
+    }
+}
+
+impl ClientError {
+    /// The controller's refusal `status`, if that is what this is.
+    pub fn refused_with(&self, status: StatusCode) -> Option<&str> {
+        match self {
+            ClientError::Refused { status: s, message } if *s == status.as_u16() => Some(message),
+            _ => None,
+        }
+    }
+}
+
 pub struct Client {
     endpoints: Result<Endpoints, String>,
     http: reqwest::Client,
@@ -111,18 +156,21 @@ impl Client {
         self.endpoints.as_ref().map(|e| e.current()).unwrap_or_default()
     }
 
-    fn endpoints(&self) -> Result<&Endpoints, String> {
-        self.endpoints.as_ref().map_err(|e| format!("{e}; give controllers as ADDR[,ADDR…]"))
+    fn endpoints(&self) -> Result<&Endpoints, ClientError> {
+        self.endpoints.as_ref().map_err(|e| ClientError::Unreachable(format!("{e}; give controllers as ADDR[,ADDR…]")))
     }
 
     /// Asks every controller in the list directly (no leader following):
     /// each one's own view, or why it did not answer.
-    pub async fn get_each<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<(String, Result<T, String>)>, String> {
+    pub async fn get_each<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<Vec<(String, Result<T, ClientError>)>, ClientError> {
         let mut out = Vec::new();
         for base in self.endpoints()?.all() {
             let answer = match self.http.get(format!("{base}{path}")).timeout(FIRST_ATTEMPT).send().await {
                 Ok(resp) => self.decode(resp, None).await,
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(ClientError::Unreachable(e.to_string())),
             };
             out.push((base, answer));
         }
@@ -139,18 +187,18 @@ impl Client {
         }
     }
 
-    fn unreachable(&self, why: &str) -> String {
+    fn unreachable(&self, why: &str) -> ClientError {
         let list = self.endpoints().map(|e| e.all().join(", ")).unwrap_or_default();
-        format!(
+        ClientError::Unreachable(format!(
             "cannot reach a leading controller at {list}: {why}. Start a cluster with 'drover up', or point to one \
              with --controller ADDR[,ADDR…] or DROVER_CONTROLLER=ADDR[,ADDR…]"
-        )
+        ))
     }
 
     /// Sends `call` until a controller that can answer does, following the
     /// leader; returns its response whatever the status (except 421/503,
     /// which mean "ask another").
-    async fn send(&self, call: Call<'_>) -> Result<(reqwest::Response, Option<String>), String> {
+    async fn send(&self, call: Call<'_>) -> Result<(reqwest::Response, Option<String>), ClientError> {
         let endpoints = self.endpoints()?;
         let started = Instant::now();
         let size_allowance = Duration::from_millis(call.body.as_ref().map_or(0, |b| b.len() as u64 / 1000));
@@ -220,21 +268,22 @@ impl Client {
         &self,
         resp: reqwest::Response,
         why_unsigned: Option<String>,
-    ) -> Result<T, String> {
+    ) -> Result<T, ClientError> {
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED {
             if let Some(why) = why_unsigned {
-                return Err(why);
+                return Err(ClientError::Unsigned(why));
             }
         }
-        let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
         if status.is_success() {
-            serde_json::from_slice(&bytes).map_err(|e| format!("unexpected answer from the controller: {e}"))
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer(e.to_string()))
         } else {
-            match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(b) => Err(b.error),
-                Err(_) => Err(format!("controller answered {status}: {}", String::from_utf8_lossy(&bytes))),
-            }
+            let message = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(b) => b.error,
+                Err(_) => format!("controller answered {status}: {}", String::from_utf8_lossy(&bytes)),
+            };
+            Err(ClientError::Refused { status: status.as_u16(), message })
         }
     }
 
@@ -244,24 +293,24 @@ impl Client {
         Call { method: Method::GET, path, query, body: None, request: None, patience: Duration::from_secs(patience) }
     }
 
-    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, String> {
+    pub async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, ClientError> {
         let (resp, why) = self.send(Client::read(path, query)).await?;
         self.decode(resp, why).await
     }
 
     /// A text answer (e.g. the TSV listing); errors as for [`Client::get`].
-    pub async fn get_text(&self, path: &str, query: &[(&str, String)]) -> Result<String, String> {
+    pub async fn get_text(&self, path: &str, query: &[(&str, String)]) -> Result<String, ClientError> {
         let (resp, why) = self.send(Client::read(path, query)).await?;
         if resp.status().is_success() {
-            let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-            return String::from_utf8(bytes.into()).map_err(|e| format!("unexpected answer from the controller: {e}"));
+            let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+            return String::from_utf8(bytes.into()).map_err(|e| ClientError::BadAnswer(e.to_string()));
         }
         self.decode::<serde_json::Value>(resp, why).await.map(|v| v.to_string())
     }
 
     /// A long-lived answer from the leader (`/attach`), for the caller to
     /// read as it comes; a non-success status is returned as is.
-    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, String> {
+    pub async fn stream(&self, path: &str) -> Result<reqwest::Response, ClientError> {
         let mut call = Client::read(path, &[]);
         // Open for as long as the process lives.
         call.patience = Duration::from_secs(30 * 86_400);
@@ -276,12 +325,12 @@ impl Client {
         path: &str,
         query: &[(&str, String)],
         out: &mut impl std::io::Write,
-    ) -> Result<(), String> {
+    ) -> Result<(), ClientError> {
         let (mut resp, why) = self.send(Client::read(path, query)).await?;
         if !resp.status().is_success() {
             return self.decode::<serde_json::Value>(resp, why).await.map(|_| ());
         }
-        while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ClientError::Unreachable(e.to_string()))? {
             if out.write_all(&chunk).is_err() {
                 return Ok(());
             }
@@ -293,14 +342,13 @@ impl Client {
     /// Like [`Client::get`], but from the first controller that answers,
     /// leader or not, and a non-success answer is returned as data (health
     /// reports problems with 503 and a body).
-    pub async fn get_any<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+    pub async fn get_any<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let mut last = String::new();
         for base in self.endpoints()?.all() {
             match self.http.get(format!("{base}{path}")).timeout(FIRST_ATTEMPT).send().await {
                 Ok(resp) => {
-                    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-                    return serde_json::from_slice(&bytes)
-                        .map_err(|e| format!("unexpected answer from the controller: {e}"));
+                    let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable(e.to_string()))?;
+                    return serde_json::from_slice(&bytes).map_err(|e| ClientError::BadAnswer(e.to_string()));
                 }
                 Err(e) => last = e.to_string(),
             }
@@ -309,15 +357,15 @@ impl Client {
     }
 
     /// Changes something; retried until a leader answers, applied once.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, String> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
         self.change(Method::POST, path, Some(body)).await
     }
 
-    pub async fn patch<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, String> {
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
         self.change(Method::PATCH, path, Some(body)).await
     }
 
-    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.change::<(), T>(Method::DELETE, path, None).await
     }
 
@@ -326,10 +374,26 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<&B>,
-    ) -> Result<T, String> {
-        let body = body.map(serde_json::to_vec).transpose().map_err(|e| e.to_string())?;
+    ) -> Result<T, ClientError> {
+        let body = body.map(serde_json::to_vec).transpose().map_err(|e| ClientError::BadAnswer(e.to_string()))?;
         let call = Call { method, path, query: &[], body, request: Some(request_id()), patience: Duration::ZERO };
         let (resp, why) = self.send(call).await?;
         self.decode(resp, why).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_keeps_its_status_and_reads_as_the_controllers_message() {
+        let e = ClientError::Refused { status: 400, message: "unknown format 'table'".into() };
+        assert_eq!(e.refused_with(StatusCode::BAD_REQUEST), Some("unknown format 'table'"));
+        assert_eq!(e.refused_with(StatusCode::NOT_FOUND), None);
+        assert_eq!(String::from(e), "unknown format 'table'");
+        let e = ClientError::BadAnswer("expected value at line 1".into());
+        assert_eq!(e.refused_with(StatusCode::BAD_REQUEST), None);
+        assert_eq!(e.to_string(), "unexpected answer from the controller: expected value at line 1");
     }
 }

@@ -140,7 +140,7 @@ pub async fn queue(client: &Client, a: QueueArgs) -> Result<i32, String> {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
     match client.copy_text("/api/v1/jobs", &q, &mut stdout).await {
-        Err(e) if e.contains("unknown format 'table'") => {
+        Err(e) if e.refused_with(reqwest::StatusCode::BAD_REQUEST).is_some_and(|m| m.contains("unknown format")) => {
             // A controller from before the table: its compact rows, padded here.
             q.pop();
             q.push(("format", "tsv".into()));
@@ -153,7 +153,7 @@ pub async fn queue(client: &Client, a: QueueArgs) -> Result<i32, String> {
             let _ = stdout.write_all(out.as_bytes());
             Ok(0)
         }
-        other => other.map(|()| 0),
+        other => Ok(other.map(|()| 0)?),
     }
 }
 

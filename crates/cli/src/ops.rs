@@ -56,7 +56,10 @@ pub async fn dashboard_link(client: &Client, lifetime: &str) -> Result<String, S
 
 async fn grant_token(client: &Client, lifetime: &str) -> Result<drover_proto::TokenGrant, String> {
     let lifetime_s = parse_lifetime(lifetime)?;
-    client.post("/api/v1/tokens", &drover_proto::TokenRequest { lifetime_s: Some(lifetime_s) }).await
+    client
+        .post("/api/v1/tokens", &drover_proto::TokenRequest { lifetime_s: Some(lifetime_s) })
+        .await
+        .map_err(String::from)
 }
 
 /// `90`, `90s`, `30m`, `8h`, `2d`: seconds.
@@ -291,7 +294,7 @@ pub async fn controllers(client: &Client, json: bool) -> Result<i32, String> {
             .iter()
             .map(|(base, v)| match v {
                 Ok(c) => serde_json::json!({ "url": base, "status": c }),
-                Err(e) => serde_json::json!({ "url": base, "error": e }),
+                Err(e) => serde_json::json!({ "url": base, "error": e.to_string() }),
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);

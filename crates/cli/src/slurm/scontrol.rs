@@ -1,7 +1,7 @@
 //! `scontrol`: show jobs, nodes and partitions in Slurm's key=value layout
 //! (`-o`: one line each); hold, release, requeue; ping; token.
 
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use drover_proto::{JobList, JobView, NodeList, NodeView, PartitionList, PartitionView};
 
 /// Key=value pairs in lines, as `scontrol show` prints them.
@@ -378,7 +378,7 @@ pub async fn run(client: &Client, args: Vec<String>) -> Result<i32, String> {
 }
 
 /// `Slurmctld(primary) at HOST is UP`, a line per controller; whether any is down.
-fn ping_lines(views: &[(String, Result<drover_proto::Controllers, String>)]) -> (String, bool) {
+fn ping_lines(views: &[(String, Result<drover_proto::Controllers, ClientError>)]) -> (String, bool) {
     let mut out = String::new();
     let mut down = false;
     for (i, (addr, view)) in views.iter().enumerate() {
@@ -445,7 +445,7 @@ async fn update(client: &Client, args: &[String]) -> Result<i32, String> {
         }
         let names = drover_core::hostlist::expand(&nodes).map_err(|e| format!("invalid node name '{nodes}': {e}"))?;
         for node in names {
-            let result: Result<NodeView, String> = match state.to_ascii_uppercase().as_str() {
+            let result: Result<NodeView, ClientError> = match state.to_ascii_uppercase().as_str() {
                 "DRAIN" => {
                     let reason = reason
                         .clone()

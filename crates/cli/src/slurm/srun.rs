@@ -19,7 +19,7 @@ macro_rules! say {
     }};
 }
 
-use crate::client::Client;
+use crate::client::{Client, ClientError};
 use clap::Parser;
 use drover_core::step::StepRequest;
 use drover_proto::{ExitReport, JobView, LaunchTasks, StepCreated, StepNode, SubmitJobs, Submitted, TaskFrame};
@@ -183,7 +183,8 @@ pub async fn srun(client: &Client, a: SrunArgs) -> Result<i32, String> {
             Ok((code, _)) => ExitReport { exit_code: *code, ..Default::default() },
             Err(_) => ExitReport { exit_code: 1, ..Default::default() },
         };
-        let given_back: Result<JobView, String> = client.post(&format!("/api/v1/jobs/{job}/complete"), &exit).await;
+        let given_back: Result<JobView, ClientError> =
+            client.post(&format!("/api/v1/jobs/{job}/complete"), &exit).await;
         if let Err(e) = given_back {
             say!("srun: error: cannot give back job allocation {job}: {e}");
         }
@@ -266,7 +267,7 @@ pub async fn salloc(client: &Client, a: SallocArgs) -> Result<i32, String> {
         say!("salloc: Relinquishing job allocation {job}");
     }
     let exit = ExitReport { exit_code: code, ..Default::default() };
-    let given_back: Result<JobView, String> = client.post(&format!("/api/v1/jobs/{job}/complete"), &exit).await;
+    let given_back: Result<JobView, ClientError> = client.post(&format!("/api/v1/jobs/{job}/complete"), &exit).await;
     given_back.map_err(|e| format!("cannot give back job allocation {job}: {e}"))?;
     status?;
     Ok(code)
@@ -622,7 +623,8 @@ async fn follow_step(
         let code = exits.values().map(|&(c, _)| c).max().unwrap_or(0);
         (worst_code, ExitReport { exit_code: code, signal: worst_signal, cancelled: false })
     };
-    let ended: Result<JobView, String> = client.post(&format!("/api/v1/jobs/{job}/steps/{step}/end"), &report).await;
+    let ended: Result<JobView, ClientError> =
+        client.post(&format!("/api/v1/jobs/{job}/steps/{step}/end"), &report).await;
     if let Err(e) = ended {
         say!("srun: error: cannot record the end of step {job}.{step}: {e}");
     }
