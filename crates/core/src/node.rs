@@ -100,6 +100,87 @@ pub enum NodeAction {
     Down,
 }
 
+/// Whether a node's machine is on, as the healer drives it (Slurm's power
+/// saving). Only an `On` node is scheduled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Power {
+    #[default]
+    On,
+    /// Asked to stop; nothing new starts here.
+    PoweringDown,
+    /// Stopped to save power; started again when jobs need it.
+    Off,
+    /// Asked to start; counts as capacity on the way.
+    PoweringUp,
+}
+
+impl Power {
+    /// The mark sinfo appends to the state (`idle~`, `idle#`, `idle%`).
+    pub fn mark(self) -> &'static str {
+        match self {
+            Power::On => "",
+            Power::PoweringDown => "%",
+            Power::Off => "~",
+            Power::PoweringUp => "#",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Power::On => "ON",
+            Power::PoweringDown => "POWERING_DOWN",
+            Power::Off => "POWERED_DOWN",
+            Power::PoweringUp => "POWERING_UP",
+        }
+    }
+}
+
+/// What the healer does to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RepairKind {
+    /// Bring a lost node back under its name: restart its agent, start a
+    /// standby machine, or launch a replacement.
+    Replace,
+    /// Power a suspended node up for waiting jobs.
+    Resume,
+    /// Power an idle node down.
+    Suspend,
+}
+
+impl RepairKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RepairKind::Replace => "replace",
+            RepairKind::Resume => "resume",
+            RepairKind::Suspend => "suspend",
+        }
+    }
+}
+
+impl fmt::Display for RepairKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A repair the healer recorded before calling its provider: a new leader
+/// finds it in the state and waits for it instead of acting again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repair {
+    pub kind: RepairKind,
+    pub provider: String,
+    /// The provider call's idempotency token (EC2's `ClientToken`): the
+    /// same repair retried by another leader is the same call.
+    pub token: String,
+    pub started: Time,
+    /// By when the node must have registered (or, for a suspend, stopped);
+    /// past it the repair has failed.
+    pub deadline: Time,
+    /// The provider answered that it acted (with what it said, e.g. an
+    /// instance id); the node has still to come back.
+    pub acted: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub name: String,
@@ -121,6 +202,24 @@ pub struct Node {
     pub jobs: u32,
     /// Of those, the ones being killed.
     pub completing: u32,
+    #[serde(default)]
+    pub power: Power,
+    /// When it last had no jobs (power saving suspends nodes idle long).
+    #[serde(default)]
+    pub idle_since: Time,
+    /// The healer's repair in flight, if any.
+    #[serde(default)]
+    pub repair: Option<Repair>,
+    /// Repairs that failed in a row; reset when the node comes back.
+    #[serde(default)]
+    pub repair_failures: u32,
+    /// No repair before this time (the healer's back-off).
+    #[serde(default)]
+    pub repair_not_before: Time,
+    /// The healer stopped trying after repeated failures, until an
+    /// operator resumes the node.
+    #[serde(default)]
+    pub repair_given_up: bool,
 }
 
 impl Node {
@@ -141,10 +240,22 @@ impl Node {
             registered_at: None,
             jobs: 0,
             completing: 0,
+            power: Power::On,
+            idle_since: 0,
+            repair: None,
+            repair_failures: 0,
+            repair_not_before: 0,
+            repair_given_up: false,
         }
     }
 
     pub fn state(&self) -> NodeState {
+        // A machine stopped on purpose is idle (sinfo: `idle~`), not down;
+        // one whose resume failed is down (`down~`).
+        let resting = matches!(self.power, Power::Off | Power::PoweringUp) && self.repair_failures == 0;
+        if resting && self.jobs == 0 && !self.fail && !self.drain {
+            return NodeState::Idle;
+        }
         match self.status {
             NodeStatus::Unknown => return NodeState::Unknown,
             NodeStatus::Down if self.fail => return NodeState::Fail,
@@ -170,7 +281,12 @@ impl Node {
 
     /// Whether the scheduler may start new work here.
     pub fn schedulable(&self) -> bool {
-        self.status == NodeStatus::Up && !self.drain && !self.fail
+        self.status == NodeStatus::Up && !self.drain && !self.fail && self.power == Power::On
+    }
+
+    /// The state with its power mark, as sinfo prints it (`IDLE~`).
+    pub fn state_with_power(&self) -> String {
+        format!("{}{}", self.state().name(), self.power.mark())
     }
 
     pub fn free(&self) -> Resources {

@@ -10,10 +10,10 @@
 
 use drover_core::job::ExitStatus;
 use drover_core::job::JobRef;
-use drover_core::node::NodeAction;
+use drover_core::node::{NodeAction, RepairKind};
 use drover_core::options::{SubmitContext, SubmitRequest};
 use drover_core::sched::{self, SchedConfig, Select};
-use drover_core::state::{CancelFilter, Config, Requester, Snapshot, StepOutcome};
+use drover_core::state::{CancelFilter, Config, RepairOutcome, Requester, Snapshot, StepOutcome};
 use drover_core::step::{JobUpdate, StepRequest};
 use drover_core::{hostlist, memory, partition::PartitionSpec, time, Command, JobState, Resources, State, Time};
 use std::fmt::Write as _;
@@ -540,6 +540,45 @@ impl Runner {
                 let reason = (words.len() > 1).then(|| words[1..].join(" "));
                 self.apply(Command::SetNodeState { node, action, reason, by, now }, out);
             }
+            "repair" => {
+                // repair NODE KIND TOKEN [deadline=DURATION]
+                let deadline = kv(&words, "deadline").map(duration_ms).transpose()?.unwrap_or(30_000);
+                let [node, kind, token] = [0, 1, 2].map(|i| words.get(i).map(|w| w.to_string()));
+                let kind = match kind.as_deref() {
+                    Some("replace") => RepairKind::Replace,
+                    Some("resume") => RepairKind::Resume,
+                    Some("suspend") => RepairKind::Suspend,
+                    _ => return Err("repair NODE replace|resume|suspend TOKEN".into()),
+                };
+                let (node, token) = (node.ok_or("needs a node")?, token.ok_or("needs a token")?);
+                let cmd = Command::RepairStart {
+                    node,
+                    kind,
+                    provider: "test".into(),
+                    token,
+                    deadline: now + deadline,
+                    now,
+                };
+                self.apply(cmd, out);
+            }
+            "repaired" => {
+                // repaired NODE TOKEN acted DETAIL… | failed retry=DURATION|giveup ERROR…
+                let node = words.first().ok_or("needs a node")?.to_string();
+                let token = words.get(1).ok_or("needs a token")?.to_string();
+                let outcome = match words.get(2).copied() {
+                    Some("acted") => RepairOutcome::Acted { detail: words[3..].join(" ") },
+                    Some("failed") => {
+                        let retry_after_ms = match words.get(3).copied() {
+                            Some("giveup") => None,
+                            Some(r) => Some(duration_ms(r.strip_prefix("retry=").ok_or("retry=DURATION or giveup")?)?),
+                            None => return Err("failed needs retry=DURATION or giveup".into()),
+                        };
+                        RepairOutcome::Failed { error: words[4..].join(" "), retry_after_ms }
+                    }
+                    _ => return Err("repaired NODE TOKEN acted|failed …".into()),
+                };
+                self.apply(Command::RepairResult { node, token, outcome, now }, out);
+            }
             "jobs" => self.print_jobs(out),
             "dependency" => {
                 // What a job's dependency still waits for, as scontrol shows it.
@@ -550,7 +589,7 @@ impl Runner {
             }
             "nodes" => {
                 for n in self.state.nodes() {
-                    write!(out, "{} {} alloc[{}] total[{}]", n.name, n.state(), n.alloc, n.total).unwrap();
+                    write!(out, "{} {} alloc[{}] total[{}]", n.name, n.state_with_power(), n.alloc, n.total).unwrap();
                     if let Some(r) = &n.reason {
                         write!(out, " ({r})").unwrap();
                     }
@@ -703,6 +742,7 @@ golden! {
     user_limits => "14-user-limits.txt",
     test_only => "15-test-only.txt",
     start_failures => "16-start-failures.txt",
+    repairs => "17-repairs.txt",
 }
 
 /// A minimal line diff, enough to see what changed.

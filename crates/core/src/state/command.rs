@@ -170,6 +170,26 @@ pub enum Command {
         term: u64,
         now: Time,
     },
+    /// The healer's intent, recorded before it calls its provider: a new
+    /// leader sees it and does not act twice. Refused while another repair
+    /// of the node is in flight, before the node's back-off ends, or when
+    /// the node is not in a state the kind applies to.
+    RepairStart {
+        node: String,
+        kind: RepairKind,
+        provider: String,
+        token: String,
+        /// By when the node must be back (or, suspending, stopped).
+        deadline: Time,
+        now: Time,
+    },
+    /// What the provider answered for the repair `token` of `node`.
+    RepairResult {
+        node: String,
+        token: String,
+        outcome: RepairOutcome,
+        now: Time,
+    },
     /// Independent commands in one log entry (e.g. an agent's finish
     /// reports): each applies atomically on its own, in order; one that is
     /// refused becomes a `Refused` event and the rest still apply.
@@ -234,9 +254,23 @@ impl Command {
             | EndStep { now, .. }
             | Complete { now, .. }
             | Update { now, .. }
-            | LeaderElected { now, .. } => Some(*now),
+            | LeaderElected { now, .. }
+            | RepairStart { now, .. }
+            | RepairResult { now, .. } => Some(*now),
         }
     }
+}
+
+/// A provider's answer to a repair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RepairOutcome {
+    /// It acted (what it said, e.g. the instance started): the node has
+    /// still to register, by the repair's deadline.
+    Acted { detail: String },
+    /// It could not. `retry_after_ms` is the healer's back-off before the
+    /// next try of this node; `None`: it gives up until an operator resumes
+    /// the node.
+    Failed { error: String, retry_after_ms: Option<u64> },
 }
 
 /// Why a command was refused. Nothing changed.

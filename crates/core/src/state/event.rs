@@ -109,6 +109,33 @@ pub enum Event {
         attempt: u32,
         node: NodeSet,
     },
+    /// The healer recorded a repair and calls its provider now.
+    RepairStarted {
+        node: String,
+        kind: RepairKind,
+        provider: String,
+    },
+    /// The provider acted; the node has still to come back.
+    RepairActed {
+        node: String,
+        kind: RepairKind,
+        detail: String,
+    },
+    /// The node is back (registered, or for a suspend: stopped).
+    RepairDone {
+        node: String,
+        kind: RepairKind,
+        took_ms: u64,
+    },
+    /// The repair failed; `gave_up`: no more tries until an operator
+    /// resumes the node.
+    RepairFailed {
+        node: String,
+        kind: RepairKind,
+        error: String,
+        failures: u32,
+        gave_up: bool,
+    },
     /// One item of a many-item command was not done.
     Refused {
         target: String,
@@ -173,6 +200,18 @@ impl fmt::Display for Event {
             },
             StaleStep { job, attempt, node } if node.is_empty() => write!(f, "stale step {job} attempt={attempt}"),
             StaleStep { job, attempt, node } => write!(f, "stale step {job} attempt={attempt} on {node}"),
+            RepairStarted { node, kind, provider } => write!(f, "repair {kind} of {node} through {provider}"),
+            RepairActed { node, kind, detail } => write!(f, "repair {kind} of {node} acted: {detail}"),
+            RepairDone { node, kind, took_ms } => {
+                write!(f, "repair {kind} of {node} done in {}.{:03}s", took_ms / 1000, took_ms % 1000)
+            }
+            RepairFailed { node, kind, error, failures, gave_up } => {
+                write!(f, "repair {kind} of {node} failed ({error}) failures={failures}")?;
+                if *gave_up {
+                    f.write_str(" gave up")?;
+                }
+                Ok(())
+            }
             Refused { target, reason } => write!(f, "refused {target}: {reason}"),
             Repeated { request, answer } => {
                 write!(f, "repeated {request}:")?;

@@ -20,7 +20,7 @@ use crate::job::{
     Allocation, ArrayTask, CpuTime, EndIntent, ExitStatus, Job, JobId, JobRef, JobSpec, JobState, NodeShare,
     PastAttempt, PendingReason,
 };
-use crate::node::{Node, NodeAction, NodeState, NodeStatus};
+use crate::node::{Node, NodeAction, NodeState, NodeStatus, Power, Repair, RepairKind};
 use crate::partition::{Partition, PartitionSpec};
 use crate::place;
 use crate::plan::{JobKey, Plan};
@@ -37,12 +37,13 @@ mod command;
 mod dependencies;
 mod event;
 mod nodes;
+mod repairs;
 mod runs;
 mod steps;
 mod submit;
 mod time;
 
-pub use command::{Command, CommandError};
+pub use command::{Command, CommandError, RepairOutcome};
 pub use event::Event;
 
 /// Cluster-wide settings that change behaviour of the state machine.
@@ -630,6 +631,12 @@ impl State {
                 }
             }
             Command::LeaderElected { controller, term, .. } => ev.push(Event::LeaderElected { controller, term }),
+            Command::RepairStart { node, kind, provider, token, deadline, now } => {
+                self.repair_start(&node, Repair { kind, provider, token, started: now, deadline, acted: None }, &mut ev)?
+            }
+            Command::RepairResult { node, token, outcome, now } => {
+                self.repair_result(&node, &token, outcome, now, &mut ev)?
+            }
             Command::Once { request, cmd } => ev = self.apply_once(request, *cmd)?,
             Command::Credentialed { uid, nonce, expires, cmd } => {
                 if matches!(*cmd, Command::Once { .. } | Command::Credentialed { .. } | Command::Batch(_)) {

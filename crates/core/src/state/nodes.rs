@@ -59,6 +59,11 @@ impl State {
                 n.reason_time = None;
             }
         }
+        if n.jobs == 0 {
+            n.idle_since = now;
+        }
+        self.repair_registered(i, now, ev);
+        let n = &self.nodes[i as usize];
         let after = n.state();
         ev.push(Event::NodeRegistered { node: name.clone() });
         if before != after {
@@ -100,6 +105,10 @@ impl State {
         }
         let before = n.state();
         n.status = NodeStatus::Down;
+        if n.power == Power::Off && n.jobs == 0 {
+            // A machine powered down on purpose stops answering: expected.
+            return;
+        }
         n.reason = Some(reason.clone());
         n.reason_time = Some(now);
         ev.push(Event::NodeStateChanged { node: n.name.clone(), from: before, to: n.state(), reason: Some(reason) });
@@ -178,6 +187,10 @@ impl State {
                 n.drain = false;
                 n.fail = false;
                 n.admin_down = false;
+                // The operator fixed what the healer could not: it may try again.
+                n.repair_given_up = false;
+                n.repair_failures = 0;
+                n.repair_not_before = 0;
             }
             NodeAction::Down => {
                 n.admin_down = true;

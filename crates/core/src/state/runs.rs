@@ -174,6 +174,9 @@ impl State {
                 debug_assert!(n.alloc.covers(&s.res), "releasing more than booked on {}", n.name);
                 n.alloc = n.alloc.saturating_sub(&s.res);
                 n.jobs -= 1;
+                if n.jobs == 0 {
+                    n.idle_since = self.now;
+                }
                 if completing {
                     n.completing -= 1;
                 }
