@@ -551,14 +551,8 @@ impl Runner {
                     _ => return Err("repair NODE replace|resume|suspend TOKEN".into()),
                 };
                 let (node, token) = (node.ok_or("needs a node")?, token.ok_or("needs a token")?);
-                let cmd = Command::RepairStart {
-                    node,
-                    kind,
-                    provider: "test".into(),
-                    token,
-                    deadline: now + deadline,
-                    now,
-                };
+                let cmd =
+                    Command::RepairStart { node, kind, provider: "test".into(), token, deadline: now + deadline, now };
                 self.apply(cmd, out);
             }
             "repaired" => {

@@ -631,9 +631,11 @@ impl State {
                 }
             }
             Command::LeaderElected { controller, term, .. } => ev.push(Event::LeaderElected { controller, term }),
-            Command::RepairStart { node, kind, provider, token, deadline, now } => {
-                self.repair_start(&node, Repair { kind, provider, token, started: now, deadline, acted: None }, &mut ev)?
-            }
+            Command::RepairStart { node, kind, provider, token, deadline, now } => self.repair_start(
+                &node,
+                Repair { kind, provider, token, started: now, deadline, acted: None },
+                &mut ev,
+            )?,
             Command::RepairResult { node, token, outcome, now } => {
                 self.repair_result(&node, &token, outcome, now, &mut ev)?
             }

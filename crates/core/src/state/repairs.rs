@@ -58,7 +58,9 @@ impl State {
             RepairKind::Resume if n.power != Power::Off => {
                 return Err(CommandError::InvalidState(format!("node {node} is {}, not powered down", n.power.name())))
             }
-            RepairKind::Suspend if n.power != Power::On || n.jobs > 0 || operator_hold || n.status != NodeStatus::Up => {
+            RepairKind::Suspend
+                if n.power != Power::On || n.jobs > 0 || operator_hold || n.status != NodeStatus::Up =>
+            {
                 return Err(CommandError::InvalidState(format!("node {node} is not idle and up: not suspended")))
             }
             _ => {}

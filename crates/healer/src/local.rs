@@ -1,0 +1,247 @@
+//! The `local` provider: the agents of a cluster `drover up` started on
+//! this host, one process each. A machine is an agent process; replacing
+//! or resuming a node starts its agent again with the command line `drover
+//! up` recorded, suspending it stops the agent.
+//!
+//! The records live in the cluster's state directory, which belongs to
+//! whoever ran `drover up`: a record not owned by this process's user, or
+//! writable by others, is refused (root never runs what a user can edit).
+
+use crate::provider::{Machine, MachineState, Provider, Target};
+use drover_core::node::RepairKind;
+use futures_util::future::BoxFuture;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where `drover up` records each agent's command line: `NODE.args`, a
+/// JSON array of the arguments after the binary.
+pub const RECORDS: &str = "nodes";
+/// Present while `drover down` stops the cluster: nothing is restarted.
+pub const STOPPING: &str = "stopping";
+
+pub struct Local {
+    state_dir: PathBuf,
+    exe: PathBuf,
+}
+
+impl Local {
+    /// The provider for the cluster under `state_dir`, starting agents
+    /// with `exe` (this very binary).
+    pub fn new(state_dir: PathBuf, exe: PathBuf) -> Local {
+        Local { state_dir, exe }
+    }
+
+    /// Records `node`'s agent command line (for `drover up`).
+    pub fn record(state_dir: &Path, node: &str, args: &[String]) -> Result<(), String> {
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let dir = state_dir.join(RECORDS);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let path = dir.join(format!("{node}.args"));
+        let tmp = dir.join(format!(".{node}.args.{}", std::process::id()));
+        let text = serde_json::to_string(args).map_err(|e| e.to_string())?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        std::io::Write::write_all(&mut f, text.as_bytes()).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    fn args_of(&self, node: &str) -> Result<Vec<String>, String> {
+        let path = self.state_dir.join(RECORDS).join(format!("{node}.args"));
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if !meta.is_file() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+            return Err(format!("{} is not a file of uid {me} that only it may write: refused", path.display()));
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let args: Vec<String> = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        if args.first().map(String::as_str) != Some("agent") || !has_name(&args, node) {
+            return Err(format!("{} does not start the agent of {node}", path.display()));
+        }
+        Ok(args)
+    }
+
+    /// The pid of `node`'s agent, if one runs: the last pid recorded for
+    /// it whose process is that agent (a reused pid is not).
+    fn pid_of(&self, node: &str) -> Option<i32> {
+        let pids = std::fs::read_to_string(self.state_dir.join("pids")).ok()?;
+        pids.lines()
+            .rev()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(role, _)| *role == node)
+            .filter_map(|(_, pid)| pid.trim().parse().ok())
+            .find(|&pid| is_agent_of(pid, node))
+    }
+
+    fn stopping(&self) -> bool {
+        self.state_dir.join(STOPPING).exists()
+    }
+
+    async fn start(&self, node: &str) -> Result<String, String> {
+        if let Some(pid) = self.pid_of(node) {
+            // Hung (DOWN while its process lives): make room for a new one.
+            stop(pid, libc::SIGKILL, Duration::from_secs(5)).await;
+        }
+        let args = self.args_of(node)?;
+        let logs = self.state_dir.join("logs");
+        let log_path = logs.join(format!("{node}.log"));
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let mut child = tokio::process::Command::new(&self.exe)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            // Its own group: it outlives this controller, as `drover up`'s do.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
+        let pid = child.id().ok_or("the agent exited at once")? as i32;
+        // Reaped here, so that a dead agent is not taken for a live one.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let mut pids = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.state_dir.join("pids"))
+            .map_err(|e| format!("cannot record the pid: {e}"))?;
+        std::io::Write::write_all(&mut pids, format!("{node} {pid}\n").as_bytes()).map_err(|e| e.to_string())?;
+        Ok(format!("started the agent of {node} (pid {pid})"))
+    }
+
+    async fn act_one(&self, kind: RepairKind, node: &str) -> Result<String, String> {
+        if self.stopping() {
+            return Err("the cluster is stopping".into());
+        }
+        match kind {
+            RepairKind::Replace => self.start(node).await,
+            RepairKind::Resume => match self.pid_of(node) {
+                // The same resume again (a new leader): already done.
+                Some(pid) => Ok(format!("the agent of {node} runs (pid {pid})")),
+                None => self.start(node).await,
+            },
+            RepairKind::Suspend => match self.pid_of(node) {
+                Some(pid) => {
+                    stop(pid, libc::SIGTERM, Duration::from_secs(10)).await;
+                    Ok(format!("stopped the agent of {node} (pid {pid})"))
+                }
+                None => Ok(format!("the agent of {node} is not running")),
+            },
+        }
+    }
+}
+
+fn has_name(args: &[String], node: &str) -> bool {
+    args.windows(2).any(|w| w[0] == "--name" && w[1] == node)
+}
+
+/// Whether `pid` is a drover agent named `node` (not a zombie, not a
+/// process that took a dead agent's pid).
+fn is_agent_of(pid: i32, node: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<String> = cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true);
+    !zombie && args.get(1).map(String::as_str) == Some("agent") && has_name(&args, node)
+}
+
+/// Signals `pid`, waits up to `patience` for it to go, then kills it.
+async fn stop(pid: i32, sig: i32, patience: Duration) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, sig) };
+    let start = Instant::now();
+    while start.elapsed() < patience {
+        if std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+            .unwrap_or(true)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+impl Provider for Local {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn loss_kills_jobs(&self) -> bool {
+        false
+    }
+
+    fn describe<'a>(&'a self, nodes: &'a [String]) -> BoxFuture<'a, Result<Vec<Machine>, String>> {
+        Box::pin(async move {
+            if self.stopping() {
+                return Ok(Vec::new());
+            }
+            Ok(nodes
+                .iter()
+                .filter(|n| self.state_dir.join(RECORDS).join(format!("{n}.args")).exists())
+                .map(|n| match self.pid_of(n) {
+                    Some(pid) => Machine { node: n.clone(), state: MachineState::Running, id: format!("pid {pid}") },
+                    None => Machine { node: n.clone(), state: MachineState::Stopped, id: String::new() },
+                })
+                .collect())
+        })
+    }
+
+    fn act<'a>(
+        &'a self,
+        kind: RepairKind,
+        targets: &'a [Target],
+        _waiting: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Vec<Result<String, String>>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for t in targets {
+                out.push(self.act_one(kind, &t.node).await);
+            }
+            out
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_others_may_write_is_refused() {
+        let dir = std::env::temp_dir().join(format!("drover-local-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let args: Vec<String> = ["agent", "--name", "node1"].map(String::from).to_vec();
+        Local::record(&dir, "node1", &args).unwrap();
+        let local = Local::new(dir.clone(), PathBuf::from("/bin/true"));
+        assert_eq!(local.args_of("node1").unwrap(), args);
+        assert!(local.args_of("node2").is_err(), "no record");
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(RECORDS).join("node1.args");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let e = local.args_of("node1").unwrap_err();
+        assert!(e.contains("refused"), "{e}");
+        // A record that starts something else, or another node, is refused.
+        Local::record(&dir, "node1", &["controller".to_string()]).unwrap();
+        assert!(local.args_of("node1").unwrap_err().contains("does not start the agent of node1"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
