@@ -93,6 +93,7 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: Log) -> Result<
             "--priority-weight-fairshare needs accounting (past use comes from it); drop --accounting none".into()
         );
     }
+    let healer = healer(&a)?;
     drover_cli::logging::init("controller", format!("controller{}", a.id), log);
     // The log, the snapshots and the accounting database hold every job's
     // environment and script: the controller's alone.
@@ -123,7 +124,62 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: Log) -> Result<
     opts.max_connections = a.raft.max_connections;
     opts.tls = a.tls.serve();
     opts.tls_ca = a.tls.tls_ca.clone();
+    opts.healer = healer;
     service::run(opts, shutdown_signal()).await
+}
+
+/// The healer `--heal` asks for, with its policy.
+fn healer(a: &ControllerArgs) -> Result<Option<drover_controller::healing::Healer>, String> {
+    use drover_healer::{command, local};
+    use std::sync::Arc;
+    let h = &a.healing;
+    if !(h.heal_poll.is_finite() && (0.1..=3600.0).contains(&h.heal_poll)) {
+        return Err(format!("--heal-poll {} is out of range 0.1-3600 seconds", h.heal_poll));
+    }
+    let suspend_exclude = match &h.suspend_exclude {
+        Some(list) => drover_core::hostlist::expand(list).map_err(|e| format!("--suspend-exclude: {e}"))?,
+        None => Vec::new(),
+    };
+    let backoff_ms = h
+        .repair_backoff
+        .split(',')
+        .map(|s| s.trim().parse::<u64>().ok().filter(|&s| s <= 7 * 86_400).map(|s| s * 1000))
+        .collect::<Option<Vec<u64>>>()
+        .ok_or_else(|| format!("invalid --repair-backoff '{}': give seconds, e.g. 0,60,900,3600", h.repair_backoff))?;
+    let policy = drover_healer::Policy {
+        poll_ms: (h.heal_poll * 1000.0) as u64,
+        down_grace_ms: h.heal_down_grace * 1000,
+        impaired_grace_ms: h.heal_impaired_grace * 1000,
+        replace_timeout_ms: h.replace_timeout.max(1) * 1000,
+        resume_timeout_ms: h.resume_timeout.max(1) * 1000,
+        suspend_timeout_ms: h.suspend_timeout.max(1) * 1000,
+        suspend_time_ms: h.suspend_time.map(|s| s * 1000),
+        suspend_exclude,
+        resume_rate: h.resume_rate,
+        suspend_rate: h.suspend_rate,
+        backoff_ms,
+    };
+    let provider: Arc<dyn drover_healer::Provider> = match a.heal.as_str() {
+        "none" => return Ok(None),
+        "local" => {
+            let dir =
+                a.heal_state_dir.clone().ok_or("--heal local needs --heal-state-dir (the 'drover up' directory)")?;
+            let exe = std::env::current_exe().map_err(|e| format!("cannot find the drover binary: {e}"))?;
+            Arc::new(local::Local::new(std::path::absolute(&dir).map_err(|e| e.to_string())?, exe))
+        }
+        "command" => Arc::new(command::Command::new(command::Programs {
+            resume: a.resume_program.clone(),
+            suspend: a.suspend_program.clone(),
+            replace: a.replace_program.clone(),
+            timeout: Duration::from_secs(a.program_timeout.max(1)),
+            scratch: std::path::absolute(&a.state_dir).map_err(|e| e.to_string())?,
+        })?),
+        other => return Err(format!("unknown --heal provider '{other}': use none, local or command")),
+    };
+    if policy.suspend_time_ms.is_some() && a.heal == "command" && a.suspend_program.is_none() {
+        return Err("--suspend-time with --heal command needs --suspend-program".into());
+    }
+    Ok(Some(drover_controller::healing::Healer { provider, policy }))
 }
 
 fn voters(c: &drover_proto::Controllers) -> String {

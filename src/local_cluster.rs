@@ -61,6 +61,7 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         return Err(format!("--port {} leaves no room for {} controllers", a.port, a.controllers));
     }
     heartbeat_interval(a.heartbeat)?;
+    let heal_args = a.heal_args(&std::path::absolute(&a.state_dir).map_err(|e| e.to_string())?)?;
     if a.node_timeout as f64 <= a.heartbeat * 2.0 {
         return Err(format!(
             "--node-timeout {} must be more than two heartbeats (--heartbeat {})",
@@ -103,6 +104,7 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         ("--health-check", a.health_check.clone().unwrap_or_default()),
         ("--health-interval", a.health_interval.to_string()),
         ("controller flags", a.raft.to_args().join(" ")),
+        ("healer flags", heal_args.join(" ")),
     ]);
     if let Some(running) = &running_settings {
         let differences = wanted.differences(running);
@@ -133,6 +135,7 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
     } else {
         TlsArgs::default()
     };
+    let _ = std::fs::remove_file(state.join(drover_healer::local::STOPPING));
     let kept: String = keep.iter().map(|s| format!("{} {}\n", s.role, s.pid)).collect();
     std::fs::write(state.join("pids"), kept).map_err(|e| e.to_string())?;
     let is_running = |role: &str| keep.iter().any(|s| s.role == role);
@@ -169,6 +172,7 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         ];
         args.extend(a.raft.to_args());
         args.extend(tls.to_args());
+        args.extend(heal_args.iter().cloned());
         if a.controllers > 1 {
             args.extend(["--id".to_string(), id.to_string(), "--peers".into(), peers.clone()]);
         }
@@ -219,6 +223,8 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         if let Some(cmd) = &a.health_check {
             args.extend(["--health-check".to_string(), cmd.clone()]);
         }
+        // What the healer runs to bring this node back.
+        drover_healer::local::Local::record(&state, &name, &args)?;
         spawn_daemon(&state, &name, &args)?;
     }
     let want: Vec<String> = (1..=a.nodes).map(|i| format!("node{i}")).collect();
@@ -317,6 +323,9 @@ pub async fn down(a: DownArgs) -> Result<(), String> {
         println!("Nothing to stop in {}.", state.display());
         return Ok(());
     }
+    // The healers restart nothing from now on.
+    let stopping = state.join(drover_healer::local::STOPPING);
+    std::fs::write(&stopping, "").map_err(|e| format!("cannot write {}: {e}", stopping.display()))?;
     // Daemons first (agents leave steps running by design), then the steps.
     let signal = |pid: i32, sig: i32| {
         // SAFETY: kill has no memory-safety preconditions.
@@ -344,6 +353,7 @@ pub async fn down(a: DownArgs) -> Result<(), String> {
         drover_agent::spool::remove_if_empty(&agent.join("spool"));
     }
     let _ = std::fs::remove_file(state.join("pids"));
+    let _ = std::fs::remove_file(&stopping);
     println!(
         "Stopped {} daemon(s): {}.",
         started.len(),

@@ -46,6 +46,124 @@ pub struct ControllerArgs {
     /// Uids besides root that may act on every job and node.
     #[arg(long, value_delimiter = ',')]
     pub operators: Vec<u32>,
+    /// Restore lost nodes and save power through this provider: none,
+    /// local (the agents 'drover up' started under --heal-state-dir) or
+    /// command (--resume-program and friends). See docs/healing.md.
+    #[arg(long, default_value = "none")]
+    pub heal: String,
+    /// With --heal local: the state directory of the 'drover up' cluster.
+    #[arg(long)]
+    pub heal_state_dir: Option<PathBuf>,
+    /// With --heal command: run as PROGRAM HOSTLIST to power nodes up
+    /// (Slurm's ResumeProgram; SLURM_RESUME_FILE names the waiting jobs).
+    #[arg(long)]
+    pub resume_program: Option<PathBuf>,
+    /// With --heal command: run as PROGRAM HOSTLIST to power nodes down.
+    #[arg(long)]
+    pub suspend_program: Option<PathBuf>,
+    /// With --heal command: run as PROGRAM HOSTLIST to replace lost nodes
+    /// (default: the resume program).
+    #[arg(long)]
+    pub replace_program: Option<PathBuf>,
+    /// Seconds a program may run before it is killed.
+    #[arg(long, default_value_t = 60)]
+    pub program_timeout: u64,
+    #[command(flatten)]
+    pub healing: HealArgs,
+}
+
+/// How the healer acts: given to `drover controller`, and by `drover up`
+/// to each controller it starts.
+#[derive(Args, Clone, Debug, PartialEq)]
+pub struct HealArgs {
+    /// Seconds between the healer's looks at nodes and machines.
+    #[arg(long, default_value_t = 2.0)]
+    pub heal_poll: f64,
+    /// Seconds a node may stay DOWN before it is replaced (a reboot comes
+    /// back within it; a stopped machine is replaced at once).
+    #[arg(long, default_value_t = 30)]
+    pub heal_down_grace: u64,
+    /// Seconds a machine may report impaired or scheduled for retirement
+    /// before it is replaced.
+    #[arg(long, default_value_t = 60)]
+    pub heal_impaired_grace: u64,
+    /// Seconds a replaced node has to register before the repair counts
+    /// as failed (back-off 0, 1 min, 15 min, 1 h, then the healer gives up).
+    #[arg(long, default_value_t = 600)]
+    pub replace_timeout: u64,
+    /// Power saving: seconds idle before a node is powered down (Slurm's
+    /// SuspendTime); off unless given.
+    #[arg(long)]
+    pub suspend_time: Option<u64>,
+    /// Nodes never powered down, as a hostlist.
+    #[arg(long)]
+    pub suspend_exclude: Option<String>,
+    /// Seconds a resumed node has to register (Slurm's ResumeTimeout); past
+    /// it the node is DOWN and the resume counts as failed.
+    #[arg(long, default_value_t = 600)]
+    pub resume_timeout: u64,
+    /// Seconds a suspend may take.
+    #[arg(long, default_value_t = 120)]
+    pub suspend_timeout: u64,
+    /// Nodes resumed per minute at most (Slurm's ResumeRate).
+    #[arg(long, default_value_t = 300)]
+    pub resume_rate: u32,
+    /// Nodes suspended per minute at most (Slurm's SuspendRate).
+    #[arg(long, default_value_t = 60)]
+    pub suspend_rate: u32,
+    /// Seconds to wait before repairing a node again after 1, 2, 3…
+    /// failed repairs in a row; past the last the healer gives up on the
+    /// node until an operator resumes it.
+    #[arg(long, default_value = "0,60,900,3600")]
+    pub repair_backoff: String,
+}
+
+impl HealArgs {
+    /// The flags that give a controller these settings (only those changed
+    /// from the defaults).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let d = HealArgs::default();
+        let mut flag = |name: &str, value: String, default: String| {
+            if value != default {
+                args.extend([format!("--{name}"), value]);
+            }
+        };
+        flag("heal-poll", self.heal_poll.to_string(), d.heal_poll.to_string());
+        flag("heal-down-grace", self.heal_down_grace.to_string(), d.heal_down_grace.to_string());
+        flag("heal-impaired-grace", self.heal_impaired_grace.to_string(), d.heal_impaired_grace.to_string());
+        flag("replace-timeout", self.replace_timeout.to_string(), d.replace_timeout.to_string());
+        flag("resume-timeout", self.resume_timeout.to_string(), d.resume_timeout.to_string());
+        flag("suspend-timeout", self.suspend_timeout.to_string(), d.suspend_timeout.to_string());
+        flag("resume-rate", self.resume_rate.to_string(), d.resume_rate.to_string());
+        flag("suspend-rate", self.suspend_rate.to_string(), d.suspend_rate.to_string());
+        flag("repair-backoff", self.repair_backoff.clone(), d.repair_backoff.clone());
+        if let Some(t) = self.suspend_time {
+            args.extend(["--suspend-time".to_string(), t.to_string()]);
+        }
+        if let Some(x) = &self.suspend_exclude {
+            args.extend(["--suspend-exclude".to_string(), x.clone()]);
+        }
+        args
+    }
+}
+
+impl Default for HealArgs {
+    fn default() -> HealArgs {
+        HealArgs {
+            heal_poll: 2.0,
+            heal_down_grace: 30,
+            heal_impaired_grace: 60,
+            replace_timeout: 600,
+            suspend_time: None,
+            suspend_exclude: None,
+            resume_timeout: 600,
+            suspend_timeout: 120,
+            resume_rate: 300,
+            suspend_rate: 60,
+            repair_backoff: "0,60,900,3600".into(),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -188,6 +306,49 @@ pub struct UpArgs {
     pub health_check: Option<String>,
     #[arg(long, default_value_t = 60)]
     pub health_interval: u64,
+    /// The controllers' healer: local (restart an agent that dies, start
+    /// a suspended one again), command (the --resume-program and friends,
+    /// as on a site), or none (lost nodes stay DOWN).
+    #[arg(long, default_value = "local")]
+    pub heal: String,
+    /// With --heal command: see 'drover controller --help'.
+    #[arg(long)]
+    pub resume_program: Option<PathBuf>,
+    #[arg(long)]
+    pub suspend_program: Option<PathBuf>,
+    #[arg(long)]
+    pub replace_program: Option<PathBuf>,
+    #[arg(long, default_value_t = 60)]
+    pub program_timeout: u64,
+    #[command(flatten)]
+    pub healing: HealArgs,
+}
+
+impl UpArgs {
+    /// The healer's flags for the controllers of the cluster under `state`.
+    pub fn heal_args(&self, state: &std::path::Path) -> Result<Vec<String>, String> {
+        let mut args = vec!["--heal".to_string(), self.heal.clone()];
+        match self.heal.as_str() {
+            "none" => return Ok(Vec::new()),
+            "local" => args.extend(["--heal-state-dir".to_string(), state.display().to_string()]),
+            "command" => {
+                for (flag, p) in [
+                    ("--resume-program", &self.resume_program),
+                    ("--suspend-program", &self.suspend_program),
+                    ("--replace-program", &self.replace_program),
+                ] {
+                    if let Some(p) = p {
+                        let p = std::path::absolute(p).map_err(|e| format!("{flag}: {e}"))?;
+                        args.extend([flag.to_string(), p.display().to_string()]);
+                    }
+                }
+                args.extend(["--program-timeout".to_string(), self.program_timeout.to_string()]);
+            }
+            other => return Err(format!("unknown --heal '{other}': use local, command or none")),
+        }
+        args.extend(self.healing.to_args());
+        Ok(args)
+    }
 }
 
 #[derive(Args)]

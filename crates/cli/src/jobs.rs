@@ -171,7 +171,7 @@ pub async fn nodes(client: &Client, json: bool) -> Result<i32, String> {
         println!(
             "{:<12} {:<10} {:>9} {:>11} {:>5} {:<10} {}",
             n.name,
-            n.state.to_lowercase(),
+            format!("{}{}", n.state.to_lowercase(), n.power_mark()),
             format!("{}/{}", n.alloc.cpus, n.total.cpus),
             format!(
                 "{}/{}",
@@ -180,7 +180,11 @@ pub async fn nodes(client: &Client, json: bool) -> Result<i32, String> {
             ),
             n.jobs,
             n.partitions.join(","),
-            n.reason.unwrap_or_default()
+            match (&n.repair, n.reason) {
+                (Some(r), Some(why)) => format!("{why} [{r}]"),
+                (Some(r), None) => format!("[{r}]"),
+                (None, why) => why.unwrap_or_default(),
+            }
         );
     }
     Ok(0)

@@ -12,6 +12,7 @@ pub mod admission;
 mod connections;
 mod dispatch;
 mod events;
+pub mod healing;
 mod holds;
 mod leadership;
 mod listing;

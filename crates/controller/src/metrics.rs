@@ -85,6 +85,9 @@ pub struct Metrics {
     failed: Family<Labels, Counter>,
     requeued: Family<Labels, Counter>,
     node_transitions: Family<Labels, Counter>,
+    repairs: Family<Labels, Counter>,
+    node_power: Family<Labels, Gauge>,
+    nodes_in_repair: Family<Labels, Gauge>,
     queue_wait: Histograms,
     run_time: Histograms,
 
@@ -138,6 +141,9 @@ impl Metrics {
             started: Family::default(),
             ended: Family::default(),
             completed: Family::default(),
+            repairs: Family::default(),
+            node_power: Family::default(),
+            nodes_in_repair: Family::default(),
             failed: Family::default(),
             requeued: Family::default(),
             node_transitions: Family::default(),
@@ -184,6 +190,13 @@ impl Metrics {
         r.register("drover_jobs_pending_reason", "Pending jobs by the reason they wait", self.pending_reasons.clone());
         r.register("drover_user_running_cpus", "CPUs held by each user's running jobs", self.user_running_cpus.clone());
         r.register("drover_nodes", "Nodes by state", self.nodes.clone());
+        r.register("drover_nodes_power", "Nodes by power state (power saving)", self.node_power.clone());
+        r.register("drover_nodes_in_repair", "Nodes with a repair in flight, by kind", self.nodes_in_repair.clone());
+        r.register(
+            "drover_healer_actions",
+            "The healer's repairs by provider, kind and result (started, acted, done, failed, gave_up)",
+            self.repairs.clone(),
+        );
         r.register("drover_node_cpus", "CPUs each node offers", self.node_cpus.clone());
         r.register("drover_node_cpus_allocated", "CPUs allocated to jobs on each node", self.node_cpus_alloc.clone());
         r.register("drover_node_memory_bytes", "Memory each node offers to jobs", self.node_memory.clone());
@@ -332,6 +345,21 @@ impl Metrics {
             Event::NodeStateChanged { to, .. } => {
                 self.node_transitions.get_or_create(&labels(&[("state", to.name())])).inc();
             }
+            Event::RepairStarted { kind, provider, .. } => {
+                let l = labels(&[("provider", provider), ("kind", kind.name()), ("result", "started")]);
+                self.repairs.get_or_create(&l).inc();
+            }
+            Event::RepairActed { kind, provider, .. } | Event::RepairDone { kind, provider, .. } => {
+                let result = if matches!(e, Event::RepairActed { .. }) { "acted" } else { "done" };
+                let l = labels(&[("provider", provider), ("kind", kind.name()), ("result", result)]);
+                self.repairs.get_or_create(&l).inc();
+            }
+            Event::RepairFailed { kind, provider, gave_up, .. } => {
+                let result = if *gave_up { "gave_up" } else { "failed" };
+                self.repairs
+                    .get_or_create(&labels(&[("provider", provider), ("kind", kind.name()), ("result", result)]))
+                    .inc();
+            }
             _ => {}
         }
     }
@@ -385,7 +413,14 @@ impl Metrics {
     }
 
     fn refresh_state(&self, s: &State) {
-        for f in [&self.jobs, &self.pending_reasons, &self.user_running_cpus, &self.nodes] {
+        for f in [
+            &self.jobs,
+            &self.pending_reasons,
+            &self.user_running_cpus,
+            &self.nodes,
+            &self.node_power,
+            &self.nodes_in_repair,
+        ] {
             f.clear();
         }
         for f in [&self.node_cpus, &self.node_cpus_alloc, &self.node_memory, &self.node_memory_alloc] {
@@ -427,6 +462,10 @@ impl Metrics {
         self.accounting_lag.set(oldest.map_or(0.0, |t| now.saturating_sub(t) as f64 / 1000.0));
         for n in s.nodes() {
             self.nodes.get_or_create(&labels(&[("state", n.state().name())])).inc();
+            self.node_power.get_or_create(&labels(&[("power", n.power.name())])).inc();
+            if let Some(r) = &n.repair {
+                self.nodes_in_repair.get_or_create(&labels(&[("kind", r.kind.name())])).inc();
+            }
             let l = labels(&[("node", &n.name)]);
             self.node_cpus.get_or_create(&l).set(i64::from(n.total.cpus));
             self.node_cpus_alloc.get_or_create(&l).set(i64::from(n.alloc.cpus));

@@ -236,5 +236,13 @@ pub fn node_view(state: &State, i: usize) -> NodeView {
         jobs: n.jobs,
         last_heartbeat: n.last_heartbeat,
         addr: n.addr.clone(),
+        power: n.power.name().into(),
+        repair: n.repair.as_ref().map(|r| {
+            let since = drover_core::time::format_timestamp(r.started / 1000);
+            match &r.acted {
+                None => format!("{} by {} since {since}", r.kind, r.provider),
+                Some(_) => format!("{} by {} since {since}, waiting for the node", r.kind, r.provider),
+            }
+        }),
     }
 }

@@ -64,6 +64,7 @@ pub fn decide(
             .nodes()
             .iter()
             .filter(|n| n.repair.is_none() && n.power == Power::On && n.status == NodeStatus::Up)
+            .filter(|n| now >= n.repair_not_before)
             .filter(|n| n.jobs == 0 && !n.drain && !n.fail && !n.admin_down && !excluded(&n.name))
             .filter(|n| now.saturating_sub(n.idle_since) >= idle_for && !resuming.contains(n.name.as_str()))
             .take(policy.per_poll(policy.suspend_rate));

@@ -549,6 +549,29 @@ pub struct NodeView {
     /// What the agent registered: `host:port` of its listener, or the host.
     #[serde(default)]
     pub addr: String,
+    /// ON, POWERING_DOWN, POWERED_DOWN or POWERING_UP (power saving).
+    #[serde(default = "power_on")]
+    pub power: String,
+    /// The healer's repair in flight: `KIND by PROVIDER since TIME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<String>,
+}
+
+fn power_on() -> String {
+    "ON".into()
+}
+
+impl NodeView {
+    /// The mark sinfo appends to the state: `~` powered down, `#` powering
+    /// up, `%` powering down.
+    pub fn power_mark(&self) -> &'static str {
+        match self.power.as_str() {
+            "POWERED_DOWN" => "~",
+            "POWERING_UP" => "#",
+            "POWERING_DOWN" => "%",
+            _ => "",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

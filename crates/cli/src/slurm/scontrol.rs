@@ -173,7 +173,7 @@ pub fn node_record(n: &NodeView) -> Record {
             ("Boards", "1".into()),
         ],
         vec![
-            ("State", n.state.clone()),
+            ("State", if n.power == "ON" { n.state.clone() } else { format!("{}+{}", n.state, n.power) }),
             ("ThreadsPerCore", "1".into()),
             ("TmpDisk", "0".into()),
             ("Weight", "1".into()),

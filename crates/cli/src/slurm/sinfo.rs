@@ -117,7 +117,7 @@ fn value(g: &Group, code: char) -> String {
         'l' => drover_core::time::format_limit(p.max_time),
         'L' => p.default_time.map_or_else(|| "n/a".into(), drover_core::time::format_duration),
         'D' => g.nodes.len().to_string(),
-        't' | 'T' => first.map_or("n/a", |n| state_name(&n.state, code == 't')).into(),
+        't' | 'T' => first.map_or("n/a".into(), |n| format!("{}{}", state_name(&n.state, code == 't'), n.power_mark())),
         'N' => drover_core::hostlist::compress(&names),
         'c' => first.map_or(0, |n| n.total.cpus).to_string(),
         'C' => {
@@ -176,7 +176,7 @@ fn groups<'a>(partitions: &'a [PartitionView], nodes: &'a [NodeView], grouping: 
         let start = out.len();
         for n in members {
             let together = |g: &&mut Group| match grouping {
-                Grouping::State => g.nodes[0].state == n.state,
+                Grouping::State => g.nodes[0].state == n.state && g.nodes[0].power == n.power,
                 Grouping::Node => false,
                 Grouping::Partition => true,
             };

@@ -87,6 +87,8 @@ pub struct Options {
     /// The cluster's CA: the other controllers are reached over TLS,
     /// trusting it alone.
     pub tls_ca: Option<PathBuf>,
+    /// Restore capacity and save power through a provider (leader duty).
+    pub healer: Option<crate::healing::Healer>,
 }
 
 impl Options {
@@ -108,6 +110,7 @@ impl Options {
             accounting: None,
             purge_after: None,
             fairshare_half_life: Duration::from_secs(7 * 86400),
+            healer: None,
             min_job_age: Duration::from_secs(300),
             policy: SubmitPolicy::default(),
             max_connections: None,
@@ -430,6 +433,9 @@ pub async fn run(
         loops::schedule(ctl.clone(), opts.sched.clone(), opts.coalesce, app.metrics.clone(), usage),
     );
     tasks.spawn_loop("node liveness", loops::watch(ctl.clone(), app.liveness.clone(), opts.node_timeout));
+    if let Some(healer) = opts.healer.clone() {
+        tasks.spawn_loop("healer", crate::healing::run(ctl.clone(), healer));
+    }
     if let Some(existing) = opts.join.clone() {
         let join = crate::leadership::ask_to_join(ctl.clone(), existing, app.key.clone(), opts.tls_ca.clone());
         tasks.spawn_task("join", join);

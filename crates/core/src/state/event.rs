@@ -119,12 +119,14 @@ pub enum Event {
     RepairActed {
         node: String,
         kind: RepairKind,
+        provider: String,
         detail: String,
     },
     /// The node is back (registered, or for a suspend: stopped).
     RepairDone {
         node: String,
         kind: RepairKind,
+        provider: String,
         took_ms: u64,
     },
     /// The repair failed; `gave_up`: no more tries until an operator
@@ -132,6 +134,7 @@ pub enum Event {
     RepairFailed {
         node: String,
         kind: RepairKind,
+        provider: String,
         error: String,
         failures: u32,
         gave_up: bool,
@@ -201,11 +204,11 @@ impl fmt::Display for Event {
             StaleStep { job, attempt, node } if node.is_empty() => write!(f, "stale step {job} attempt={attempt}"),
             StaleStep { job, attempt, node } => write!(f, "stale step {job} attempt={attempt} on {node}"),
             RepairStarted { node, kind, provider } => write!(f, "repair {kind} of {node} through {provider}"),
-            RepairActed { node, kind, detail } => write!(f, "repair {kind} of {node} acted: {detail}"),
-            RepairDone { node, kind, took_ms } => {
+            RepairActed { node, kind, detail, .. } => write!(f, "repair {kind} of {node} acted: {detail}"),
+            RepairDone { node, kind, took_ms, .. } => {
                 write!(f, "repair {kind} of {node} done in {}.{:03}s", took_ms / 1000, took_ms % 1000)
             }
-            RepairFailed { node, kind, error, failures, gave_up } => {
+            RepairFailed { node, kind, error, failures, gave_up, .. } => {
                 write!(f, "repair {kind} of {node} failed ({error}) failures={failures}")?;
                 if *gave_up {
                     f.write_str(" gave up")?;

@@ -30,13 +30,13 @@ impl State {
         if repair.deadline <= repair.started {
             return Err(CommandError::Invalid(format!("the repair of {node} has a deadline before its start")));
         }
-        if repair.kind != RepairKind::Suspend {
-            if n.repair_given_up {
-                return Err(CommandError::InvalidState(format!(
-                    "repairs of node {node} stopped after {} failures; resume the node to try again",
-                    n.repair_failures
-                )));
-            }
+        if repair.kind != RepairKind::Suspend && n.repair_given_up {
+            return Err(CommandError::InvalidState(format!(
+                "repairs of node {node} stopped after {} failures; resume the node to try again",
+                n.repair_failures
+            )));
+        }
+        {
             if repair.started < n.repair_not_before {
                 return Err(CommandError::InvalidState(format!(
                     "node {node} backs off until {}",
@@ -95,6 +95,7 @@ impl State {
             return Err(CommandError::InvalidState(format!("no repair {token} of node {node} is in flight")));
         };
         let kind = repair.kind;
+        let provider = repair.provider.clone();
         let took_ms = now.saturating_sub(repair.started);
         match outcome {
             RepairOutcome::Acted { detail } => {
@@ -102,21 +103,36 @@ impl State {
                 if repair.acted.is_some() {
                     return Ok(());
                 }
-                ev.push(Event::RepairActed { node: node.to_string(), kind, detail: detail.clone() });
+                ev.push(Event::RepairActed {
+                    node: node.to_string(),
+                    kind,
+                    provider: provider.clone(),
+                    detail: detail.clone(),
+                });
                 match kind {
                     // Stopped (or asked to stop, which providers confirm):
                     // the node is powered down from now.
                     RepairKind::Suspend => {
                         n.power = Power::Off;
                         n.repair = None;
-                        ev.push(Event::RepairDone { node: node.to_string(), kind, took_ms });
+                        ev.push(Event::RepairDone {
+                            node: node.to_string(),
+                            kind,
+                            provider: provider.clone(),
+                            took_ms,
+                        });
                     }
                     // Its agent never stopped (the machine was up): back now.
                     RepairKind::Resume if n.status == NodeStatus::Up => {
                         n.power = Power::On;
                         n.repair = None;
                         n.repair_failures = 0;
-                        ev.push(Event::RepairDone { node: node.to_string(), kind, took_ms });
+                        ev.push(Event::RepairDone {
+                            node: node.to_string(),
+                            kind,
+                            provider: provider.clone(),
+                            took_ms,
+                        });
                     }
                     _ => n.repair.as_mut().expect("checked").acted = Some(detail),
                 }
@@ -124,13 +140,25 @@ impl State {
             RepairOutcome::Failed { error, retry_after_ms } => {
                 let error = bounded_text(&error, MAX_FAILURE_LEN);
                 n.repair = None;
-                n.repair_failures = n.repair_failures.saturating_add(1);
+                // A machine that would not stop is no failed boot: it
+                // waits, but counts toward nothing.
+                if kind != RepairKind::Suspend {
+                    n.repair_failures = n.repair_failures.saturating_add(1);
+                }
                 match retry_after_ms {
                     Some(after) => n.repair_not_before = now.saturating_add(after),
+                    None if kind == RepairKind::Suspend => {}
                     None => n.repair_given_up = true,
                 }
                 let (failures, gave_up) = (n.repair_failures, n.repair_given_up);
-                ev.push(Event::RepairFailed { node: node.to_string(), kind, error: error.clone(), failures, gave_up });
+                ev.push(Event::RepairFailed {
+                    node: node.to_string(),
+                    kind,
+                    provider: provider.clone(),
+                    error: error.clone(),
+                    failures,
+                    gave_up,
+                });
                 match kind {
                     // Still running: still on.
                     RepairKind::Suspend => n.power = Power::On,
@@ -175,7 +203,12 @@ impl State {
     pub(super) fn repair_registered(&mut self, i: u32, now: Time, ev: &mut Vec<Event>) {
         let n = &mut self.nodes[i as usize];
         if let Some(r) = n.repair.as_ref().filter(|r| r.kind != RepairKind::Suspend) {
-            ev.push(Event::RepairDone { node: n.name.clone(), kind: r.kind, took_ms: now.saturating_sub(r.started) });
+            ev.push(Event::RepairDone {
+                node: n.name.clone(),
+                kind: r.kind,
+                provider: r.provider.clone(),
+                took_ms: now.saturating_sub(r.started),
+            });
             n.repair = None;
             n.repair_failures = 0;
             n.repair_not_before = 0;

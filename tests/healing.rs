@@ -1,0 +1,244 @@
+//! The healer end to end on `drover up` clusters: the local provider brings
+//! a killed agent back with no command typed, power saving stops idle nodes
+//! and starts them again for waiting jobs, and the command provider runs a
+//! site's programs the way Slurm's power saving does.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+const FLAGS: &[&str] = &["--node-timeout", "3", "--heartbeat", "0.5", "--kill-grace", "2", "--heal-poll", "0.5"];
+
+fn json(c: &Cluster, args: &[&str]) -> serde_json::Value {
+    let out = c.drover(args);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn node(c: &Cluster, name: &str) -> serde_json::Value {
+    let list = json(c, &["nodes", "--json"]);
+    list["nodes"].as_array().unwrap().iter().find(|n| n["name"] == name).cloned().unwrap_or_default()
+}
+
+fn events(c: &Cluster) -> String {
+    String::from_utf8_lossy(&c.drover(&["events"]).stdout).into_owned()
+}
+
+/// `sinfo -N -h -o '%N %t'`, through the link `install-links` makes.
+fn sinfo(c: &Cluster) -> String {
+    let bin = c.dir.join("bin");
+    if !bin.join("sinfo").exists() {
+        let out = c.drover(&["install-links", bin.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = std::process::Command::new(bin.join("sinfo"))
+        .args(["-N", "-h", "-o", "%N %t"])
+        .current_dir(&c.dir)
+        .env("DROVER_CONTROLLER", c.addrs())
+        .output()
+        .expect("runs sinfo");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn drover_up_brings_a_killed_agent_back_by_itself_and_its_job_runs_on() {
+    let c = Cluster::start_with("healkill", 2, 0, FLAGS);
+    let id = c.submit(&["-o", "k.out", "-w", "node1", "--wrap", "sleep 4; echo ran $SLURM_RESTART_COUNT"]);
+    c.wait_for("job running", Duration::from_secs(10), || state_of(&c, &id) == "RUNNING");
+    let old = c.pid_of("node1");
+
+    let killed = Instant::now();
+    let out = c.drover(&["chaos", "kill-agent", "node1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.wait_for("node1 repaired", Duration::from_secs(10), || {
+        events(&c).contains("repair replace of node1 done") && c.pid_of("node1") != old
+    });
+    let back = killed.elapsed();
+    // Aim: back within node timeout + 2 s; the healer sees the dead process
+    // at its next poll, before the node is even judged DOWN.
+    assert!(back < Duration::from_secs(5), "back in {back:?}\n{}", c.logs());
+    assert!(live(c.pid_of("node1")), "a new agent runs");
+    eprintln!("local provider: agent killed -> node back in service in {back:?}");
+
+    c.wait_for("job done", Duration::from_secs(15), || state_of(&c, &id) == "COMPLETED");
+    assert_eq!(c.file("k.out"), "ran 0\n", "the job ran on, once, never requeued");
+    let ev = events(&c);
+    for what in ["RepairStarted", "repair replace of node1 through local", "RepairActed", "RepairDone"] {
+        assert!(ev.contains(what), "events tell '{what}':\n{ev}");
+    }
+    assert!(!ev.contains("node node1 MIXED -> DOWN") && !ev.contains("ALLOCATED -> DOWN"), "never DOWN:\n{ev}");
+    let metrics = http(&c.addrs(), "GET", "/metrics", None, "").1;
+    let done = metrics.lines().any(|l| {
+        l.starts_with("drover_healer_actions_total{")
+            && l.contains("provider=\"local\"")
+            && l.contains("result=\"done\"")
+            && l.ends_with(" 1")
+    });
+    assert!(
+        done,
+        "a done repair is counted:\n{}",
+        metrics.lines().filter(|l| l.contains("healer")).collect::<Vec<_>>().join("\n")
+    );
+}
+
+#[test]
+fn a_drained_node_is_not_healed_and_none_leaves_lost_nodes_down() {
+    let c = Cluster::start_with("healdrain", 2, 1, FLAGS);
+    let out = c.drover(&["drain", "node2", "--reason", "maintenance"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let old = c.pid_of("node2");
+    c.drover(&["chaos", "kill-agent", "node2"]);
+    c.wait_for("node2 DOWN", Duration::from_secs(8), || node(&c, "node2")["state"] == "DOWN");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.pid_of("node2"), old, "no new agent for a node under maintenance");
+    assert!(!events(&c).contains("repair"), "{}", events(&c));
+
+    let c = Cluster::start_with("healnone", 1, 2, &["--node-timeout", "3", "--heartbeat", "0.5", "--heal", "none"]);
+    c.drover(&["chaos", "kill-agent", "node1"]);
+    c.wait_for("node1 DOWN", Duration::from_secs(8), || node(&c, "node1")["state"] == "DOWN");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(node(&c, "node1")["state"], "DOWN", "--heal none: lost nodes stay down");
+}
+
+#[test]
+fn idle_nodes_power_down_and_come_back_for_the_jobs_that_need_them() {
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--suspend-time", "2"]);
+    let c = Cluster::start_with("healpower", 2, 3, &flags);
+    c.wait_for("both powered down", Duration::from_secs(15), || {
+        let s = sinfo(&c);
+        s.contains("node1 idle~") && s.contains("node2 idle~")
+    });
+    assert!(!live(c.pid_of("node1")), "a powered-down local node's agent is stopped");
+    let v = node(&c, "node1");
+    assert_eq!(v["power"], "POWERED_DOWN", "{v}");
+
+    // A job for both nodes powers both up, and runs.
+    let submitted = Instant::now();
+    let id = c.submit(&["-N", "2", "-n", "8", "-o", "p.out", "--wrap", "echo $SLURM_JOB_NODELIST"]);
+    let ran = c.wait_for("job done", Duration::from_secs(20), || state_of(&c, &id) == "COMPLETED");
+    eprintln!("power saving: powered-down nodes resumed and a 2-node job done in {:?}", submitted.elapsed().min(ran));
+    assert_eq!(c.file("p.out"), "node[1-2]\n");
+    let ev = events(&c);
+    for what in ["repair suspend of node1", "repair resume of node1", "repair resume of node2 done"] {
+        assert!(ev.contains(what), "events tell '{what}':\n{ev}");
+    }
+    // Idle again, powered down again.
+    c.wait_for("powered down again", Duration::from_secs(15), || sinfo(&c).contains("node1 idle~"));
+}
+
+/// A resume program that starts the agent `drover up` recorded for each
+/// node (as a site's would boot a machine), a suspend program that stops
+/// it; both leave a trace of their arguments and the resume file.
+fn programs(dir: &std::path::Path, cluster: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let resume = dir.join("resume.py");
+    let suspend = dir.join("suspend.py");
+    let exe = env!("CARGO_BIN_EXE_drover");
+    let state = cluster.join(".drover");
+    let expand = r#"
+import json, os, re, signal, subprocess, sys, time
+def expand(hosts):
+    m = re.fullmatch(r"(.*)\[(.*)\]", hosts)
+    if not m:
+        return hosts.split(",")
+    out = []
+    for part in m.group(2).split(","):
+        a, _, b = part.partition("-")
+        out += [m.group(1) + str(i) for i in range(int(a), int(b or a) + 1)]
+    return out
+"#;
+    std::fs::write(
+        &resume,
+        format!(
+            r#"#!/usr/bin/env python3
+{expand}
+state = "{state}"
+with open(os.path.join(state, "..", "resume.trace"), "a") as t:
+    t.write(sys.argv[1] + " " + os.environ["DROVER_REPAIR_KIND"] + "\n")
+    t.write(open(os.environ["SLURM_RESUME_FILE"]).read() + "\n")
+if os.path.exists(os.path.join(state, "..", "fail-resume")):
+    print("no capacity for", sys.argv[1]); sys.exit(4)
+for node in expand(sys.argv[1]):
+    args = json.load(open(os.path.join(state, "nodes", node + ".args")))
+    log = open(os.path.join(state, "logs", node + ".log"), "a")
+    p = subprocess.Popen(["{exe}"] + args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    open(os.path.join(state, "pids"), "a").write("%s %d\n" % (node, p.pid))
+"#,
+            state = state.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &suspend,
+        format!(
+            r#"#!/usr/bin/env python3
+{expand}
+state = "{state}"
+with open(os.path.join(state, "..", "suspend.trace"), "a") as t:
+    t.write(sys.argv[1] + "\n")
+pids = [l.split() for l in open(os.path.join(state, "pids"))]
+for node in expand(sys.argv[1]):
+    for role, pid in pids:
+        if role == node:
+            try: os.kill(int(pid), signal.SIGTERM)
+            except ProcessLookupError: pass
+"#,
+            state = state.display()
+        ),
+    )
+    .unwrap();
+    for p in [&resume, &suspend] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (resume, suspend)
+}
+
+#[test]
+fn the_command_provider_runs_a_site_s_programs_with_a_hostlist_and_the_waiting_jobs() {
+    // The programs live beside the cluster's directory, which `up` makes
+    // afresh.
+    let dir = std::env::temp_dir().join(format!("drover-it-healcmd-programs-{}", std::process::id()));
+    let cluster = std::env::temp_dir().join(format!("drover-it-healcmd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (resume, suspend) = programs(&dir, &cluster);
+    let (resume, suspend) = (resume.display().to_string(), suspend.display().to_string());
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--heal", "command", "--resume-program", &resume, "--suspend-program", &suspend]);
+    flags.extend(["--suspend-time", "2", "--program-timeout", "20", "--repair-backoff", "1,1,1,1,1,1"]);
+    let c = Cluster::start_with("healcmd", 2, 4, &flags);
+    assert_eq!(c.dir, cluster);
+    c.wait_for("both powered down", Duration::from_secs(15), || {
+        let s = sinfo(&c);
+        s.contains("node1 idle~") && s.contains("node2 idle~")
+    });
+    let suspended = c.file("suspend.trace");
+    assert!(suspended.lines().all(|l| l.starts_with("node")), "{suspended}");
+
+    let id = c.submit(&["-w", "node2", "-o", "c.out", "--wrap", "hostname >/dev/null; echo ok $SLURMD_NODENAME"]);
+    c.wait_for("job done", Duration::from_secs(20), || state_of(&c, &id) == "COMPLETED");
+    assert_eq!(c.file("c.out"), "ok node2\n");
+    let trace = c.file("resume.trace");
+    assert!(trace.starts_with("node2 resume\n"), "only the node the job needs, as a hostlist:\n{trace}");
+    let file: serde_json::Value = serde_json::from_str(trace.lines().skip(1).collect::<Vec<_>>().join("\n").trim())
+        .unwrap_or_else(|e| panic!("SLURM_RESUME_FILE is JSON: {e}\n{trace}"));
+    assert_eq!(file["all_nodes_resume"], "node2", "{file}");
+    assert_eq!(file["jobs"][0]["job_id"].to_string(), id, "{file}");
+    assert_eq!(file["jobs"][0]["nodes_resume"], "node2", "{file}");
+    assert_eq!(sinfo(&c).lines().find(|l| l.starts_with("node1")).unwrap_or_default(), "node1 idle~");
+
+    // A resume program that fails: the repair fails, is retried after the
+    // back-off, and the job waits; once it works the job runs.
+    std::fs::write(c.dir.join("fail-resume"), "").unwrap();
+    let id = c.submit(&["-w", "node1", "-o", "d.out", "--wrap", "echo ok"]);
+    c.wait_for("resume failed", Duration::from_secs(15), || events(&c).contains("repair resume of node1 failed"));
+    let ev = events(&c);
+    assert!(ev.contains("no capacity for node1"), "the program's words reach the event:\n{ev}");
+    let v = node(&c, "node1");
+    assert_eq!(v["state"], "DOWN", "a failed resume is DOWN: {v}");
+    std::fs::remove_file(c.dir.join("fail-resume")).unwrap();
+    c.wait_for("job done after the retry", Duration::from_secs(20), || state_of(&c, &id) == "COMPLETED");
+    let _ = std::fs::remove_dir_all(&dir);
+}
