@@ -148,7 +148,7 @@ fn draw_nodes(f: &mut Frame, area: Rect, v: &View) {
     let rows = v.nodes.iter().map(|n| {
         Row::new(vec![
             Cell::from(n.name.clone()),
-            Cell::from(n.state.clone()).style(Style::new().fg(state_color(&n.state))),
+            Cell::from(format!("{}{}", n.state, n.power_mark())).style(Style::new().fg(state_color(&n.state))),
             Cell::from(format!(
                 "{} {:>3}/{:<3}",
                 bar(n.alloc.cpus.into(), n.total.cpus.into(), 12),
@@ -292,6 +292,8 @@ mod tests {
             jobs: cpus,
             last_heartbeat: 0,
             addr: String::new(),
+            power: "ON".into(),
+            repair: None,
         }
     }
 

@@ -130,6 +130,8 @@ fn probe_node(name: &str) -> drover_proto::NodeView {
         jobs: 0,
         last_heartbeat: 0,
         addr: String::new(),
+        power: "ON".into(),
+        repair: None,
     }
 }
 

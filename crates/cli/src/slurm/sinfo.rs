@@ -353,6 +353,19 @@ mod tests {
         assert_eq!(out, "debug* idle 1 node1 0/4/0/4 0/1/0/1\ndebug* drain 1 node2 0/0/4/4 0/0/1/1\n");
     }
 
+    /// Power saving's marks, as Slurm prints them: powered down `~`,
+    /// powering up `#`; a powered-down node is a group of its own.
+    #[test]
+    fn powered_down_nodes_carry_slurm_s_marks() {
+        let (p, mut n) = probe();
+        n[1].power = "POWERED_DOWN".into();
+        let out = render("%P %t %D %N", &p, &n, Grouping::State, true).unwrap();
+        assert_eq!(out, "debug* idle 1 node1\ndebug* idle~ 1 node2\n");
+        n[1].power = "POWERING_UP".into();
+        let out = render("%N %T", &p, &n, Grouping::Node, true).unwrap();
+        assert_eq!(out, "node1 idle\nnode2 idle#\n");
+    }
+
     /// Issue #20 item 7: `sinfo -s` is one line per partition, however
     /// many states its nodes are in.
     #[test]
