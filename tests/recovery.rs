@@ -8,7 +8,8 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-const FLAGS: &[&str] = &["--node-timeout", "3", "--heartbeat", "0.5", "--kill-grace", "2"];
+/// Without the healer: these tests watch detection and recovery by hand.
+const FLAGS: &[&str] = &["--node-timeout", "3", "--heartbeat", "0.5", "--kill-grace", "2", "--heal", "none"];
 
 fn json(c: &Cluster, args: &[&str]) -> serde_json::Value {
     let out = c.drover(args);
