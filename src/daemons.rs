@@ -93,7 +93,7 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: Log) -> Result<
             "--priority-weight-fairshare needs accounting (past use comes from it); drop --accounting none".into()
         );
     }
-    let healer = healer(&a)?;
+    let healer = healer(&a).await?;
     drover_cli::logging::init("controller", format!("controller{}", a.id), log);
     // The log, the snapshots and the accounting database hold every job's
     // environment and script: the controller's alone.
@@ -129,7 +129,7 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: Log) -> Result<
 }
 
 /// The healer `--heal` asks for, with its policy.
-fn healer(a: &ControllerArgs) -> Result<Option<drover_controller::healing::Healer>, String> {
+async fn healer(a: &ControllerArgs) -> Result<Option<drover_controller::healing::Healer>, String> {
     use drover_healer::{command, local};
     use std::sync::Arc;
     let h = &a.healing;
@@ -174,7 +174,16 @@ fn healer(a: &ControllerArgs) -> Result<Option<drover_controller::healing::Heale
             timeout: Duration::from_secs(a.program_timeout.max(1)),
             scratch: std::path::absolute(&a.state_dir).map_err(|e| e.to_string())?,
         })?),
-        other => return Err(format!("unknown --heal provider '{other}': use none, local or command")),
+        "aws-ec2" => Arc::new(
+            drover_ec2::Ec2::new(drover_ec2::Settings {
+                cluster: a.ec2.ec2_cluster.clone().unwrap_or_default(),
+                launch_template: a.ec2.ec2_launch_template.clone(),
+                instance_types: a.ec2.ec2_instance_types.clone(),
+                terminate_replaced: a.ec2.ec2_terminate_replaced,
+            })
+            .await?,
+        ),
+        other => return Err(format!("unknown --heal provider '{other}': use none, local, command or aws-ec2")),
     };
     if policy.suspend_time_ms.is_some() && a.heal == "command" && a.suspend_program.is_none() {
         return Err("--suspend-time with --heal command needs --suspend-program".into());

@@ -47,8 +47,9 @@ pub struct ControllerArgs {
     #[arg(long, value_delimiter = ',')]
     pub operators: Vec<u32>,
     /// Restore lost nodes and save power through this provider: none,
-    /// local (the agents 'drover up' started under --heal-state-dir) or
-    /// command (--resume-program and friends). See docs/healing.md.
+    /// local (the agents 'drover up' started under --heal-state-dir),
+    /// command (--resume-program and friends) or aws-ec2 (--ec2-cluster and
+    /// friends). See docs/healing.md.
     #[arg(long, default_value = "none")]
     pub heal: String,
     /// With --heal local: the state directory of the 'drover up' cluster.
@@ -69,7 +70,48 @@ pub struct ControllerArgs {
     #[arg(long, default_value_t = 60)]
     pub program_timeout: u64,
     #[command(flatten)]
+    pub ec2: Ec2Args,
+    #[command(flatten)]
     pub healing: HealArgs,
+}
+
+/// The aws-ec2 provider's settings (`--heal aws-ec2`). Credentials, region
+/// and endpoint come from the standard AWS environment and profiles.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct Ec2Args {
+    /// The value of the drover:cluster tag on the cluster's instances.
+    #[arg(long)]
+    pub ec2_cluster: Option<String>,
+    /// Launch replacements from this launch template (name or lt-… id)
+    /// when no stopped instance or standby is left.
+    #[arg(long)]
+    pub ec2_launch_template: Option<String>,
+    /// Instance types to try in order, comma-separated (default: the
+    /// template's); one short of capacity is set aside for 10 minutes.
+    #[arg(long, value_delimiter = ',')]
+    pub ec2_instance_types: Vec<String>,
+    /// Terminate the instances replaced (default: stop them).
+    #[arg(long)]
+    pub ec2_terminate_replaced: bool,
+}
+
+impl Ec2Args {
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(c) = &self.ec2_cluster {
+            args.extend(["--ec2-cluster".to_string(), c.clone()]);
+        }
+        if let Some(t) = &self.ec2_launch_template {
+            args.extend(["--ec2-launch-template".to_string(), t.clone()]);
+        }
+        if !self.ec2_instance_types.is_empty() {
+            args.extend(["--ec2-instance-types".to_string(), self.ec2_instance_types.join(",")]);
+        }
+        if self.ec2_terminate_replaced {
+            args.push("--ec2-terminate-replaced".to_string());
+        }
+        args
+    }
 }
 
 /// How the healer acts: given to `drover controller`, and by `drover up`
@@ -321,6 +363,8 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 60)]
     pub program_timeout: u64,
     #[command(flatten)]
+    pub ec2: Ec2Args,
+    #[command(flatten)]
     pub healing: HealArgs,
 }
 
@@ -344,7 +388,8 @@ impl UpArgs {
                 }
                 args.extend(["--program-timeout".to_string(), self.program_timeout.to_string()]);
             }
-            other => return Err(format!("unknown --heal '{other}': use local, command or none")),
+            "aws-ec2" => args.extend(self.ec2.to_args()),
+            other => return Err(format!("unknown --heal '{other}': use local, command, aws-ec2 or none")),
         }
         args.extend(self.healing.to_args());
         Ok(args)

@@ -1,0 +1,178 @@
+//! The aws-ec2 provider against a real EC2 API stand-in: moto's server on
+//! loopback (`moto_server`, installed by `.ci/run`). An instance "boots"
+//! when `tests/fixtures/ec2_cloud.py boot` starts the agent that belongs to
+//! it, and "stops" when it kills it, so that the whole loop runs: instance
+//! stopped → node DOWN → instance started → its agent registers → the
+//! requeued job completes on it.
+//!
+//! moto differs from EC2 in ways the provider must survive, not rely on:
+//! it starts instances at once and reports every running one healthy.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CLUSTER: &str = "it";
+
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start(port: u16) -> Moto {
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server runs (pip install 'moto[server,ec2]')");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "moto_server did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { child, endpoint }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cloud(args: &[&str]) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ec2_cloud.py");
+    let out = Command::new("python3").arg(script).args(args).output().expect("python3 runs");
+    assert!(out.status.success(), "ec2_cloud.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn events(c: &Cluster) -> String {
+    String::from_utf8_lossy(&c.drover(&["events"]).stdout).into_owned()
+}
+
+fn node_state(c: &Cluster, node: &str) -> String {
+    let out = c.drover(&["nodes", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["name"] == node)
+        .map_or(String::new(), |n| n["state"].as_str().unwrap_or_default().to_string())
+}
+
+/// The time the first event line containing `what` was logged, as
+/// `HH:MM:SS.mmm` seconds of the day.
+fn event_time(c: &Cluster, what: &str) -> Option<f64> {
+    let ev = events(c);
+    let line = ev.lines().find(|l| l.contains(what))?;
+    let t = line.split_whitespace().next()?;
+    let mut parts = t.split(':');
+    let (h, m, s): (f64, f64, f64) =
+        (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+#[test]
+fn lost_instances_come_back_started_from_a_standby_and_launched_from_the_template() {
+    let moto = Moto::start(test_port(7));
+    // The controllers (children of `drover up`) find the stand-in through
+    // the standard AWS environment.
+    std::env::set_var("AWS_ENDPOINT_URL", &moto.endpoint);
+    std::env::set_var("AWS_REGION", "us-east-1");
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    let ids: serde_json::Value =
+        serde_json::from_str(&cloud(&["setup", &moto.endpoint, CLUSTER, "node1,node2"])).unwrap();
+
+    let c = Cluster::start_with(
+        "healec2",
+        2,
+        0,
+        &[
+            "--node-timeout",
+            "3",
+            "--heartbeat",
+            "0.5",
+            "--kill-grace",
+            "2",
+            "--heal",
+            "aws-ec2",
+            "--ec2-cluster",
+            CLUSTER,
+            "--ec2-launch-template",
+            "it-compute",
+            "--ec2-terminate-replaced",
+            "--heal-poll",
+            "1",
+        ],
+    );
+    let state = c.dir.join(".drover");
+    let mut boot = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ec2_cloud.py"))
+        .args(["boot", &moto.endpoint, CLUSTER, state.to_str().unwrap(), env!("CARGO_BIN_EXE_drover")])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct StopBoot<'a>(&'a mut Child, std::path::PathBuf);
+    impl Drop for StopBoot<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::write(&self.1, "");
+            let _ = self.0.wait();
+        }
+    }
+    let _boot = StopBoot(&mut boot, c.dir.join("cloud.stop"));
+
+    // 1. The node's instance stops (the seed's case): the healer sees the
+    //    stopped state (no "impaired" check ever comes), requeues the job at
+    //    once and starts the same instance again.
+    let id = c.submit(&["-w", "node1", "--requeue", "-o", "j.out", "--wrap", "sleep 2; echo ran $SLURM_RESTART_COUNT"]);
+    c.wait_for("job running", Duration::from_secs(10), || state_of(&c, &id) == "RUNNING");
+    let stopped = cloud(&["stop", &moto.endpoint, CLUSTER, "node1", state.to_str().unwrap()]);
+    assert_eq!(stopped, ids["node1"].as_str().unwrap());
+    let stopped_at = Instant::now();
+    c.wait_for("node1 back", Duration::from_secs(20), || events(&c).contains("repair replace of node1 done"));
+    let back = stopped_at.elapsed();
+    let ev = events(&c);
+    assert!(ev.contains(&format!("acted: started {stopped}")), "its own instance was started:\n{ev}");
+    assert!(ev.contains("node node1 MIXED -> DOWN (its machine is stopped)"), "{ev}");
+    c.wait_for("job done", Duration::from_secs(20), || state_of(&c, &id) == "COMPLETED");
+    assert_eq!(c.file("j.out"), "ran 1\n", "requeued once, ran once");
+    let reaction = event_time(&c, "repair replace of node1 through aws-ec2").unwrap()
+        - event_time(&c, "-> DOWN (its machine is stopped)").unwrap();
+    eprintln!("aws-ec2 (moto): instance stopped -> node back in {back:?}; DOWN -> repair started {reaction:.3}s");
+
+    // 2. Terminated: the stopped standby is tagged for the node and started.
+    cloud(&["terminate", &moto.endpoint, CLUSTER, "node2", state.to_str().unwrap()]);
+    c.wait_for("node2 back", Duration::from_secs(20), || events(&c).contains("repair replace of node2 done"));
+    let standby = ids["standby"].as_str().unwrap();
+    assert!(events(&c).contains(&format!("acted: started standby {standby}")), "{}", events(&c));
+
+    // 3. Terminated again, no standby left: launched from the template,
+    //    with the cluster's tags, under the node's name.
+    cloud(&["terminate", &moto.endpoint, CLUSTER, "node1", state.to_str().unwrap()]);
+    c.wait_for("node1 back again", Duration::from_secs(20), || {
+        events(&c).matches("repair replace of node1 done").count() == 2
+    });
+    let ev = events(&c);
+    assert!(ev.contains("acted: launched i-"), "launched from the template:\n{ev}");
+    assert_eq!(node_state(&c, "node1"), "IDLE");
+    let id = c.submit(&["-N", "2", "-o", "k.out", "--wrap", "echo $SLURM_JOB_NODELIST"]);
+    c.wait_for("a job on both", Duration::from_secs(20), || state_of(&c, &id) == "COMPLETED");
+    assert_eq!(c.file("k.out"), "node[1-2]\n");
+
+    // Counted by provider.
+    let metrics = http(&c.addrs(), "GET", "/metrics", None, "").1;
+    let done = metrics.lines().find(|l| {
+        l.starts_with("drover_healer_actions_total{") && l.contains("aws-ec2") && l.contains("result=\"done\"")
+    });
+    assert!(done.is_some_and(|l| l.ends_with(" 3")), "{done:?}");
+}
