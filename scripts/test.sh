@@ -45,6 +45,8 @@ need_py simple_slurm simple-slurm==0.3.6        # third-party Slurm clients, unc
 need_py submitit submitit==1.5.2
 need_py openapi_spec_validator openapi-spec-validator
 command -v schemathesis >/dev/null 2>&1 || pip_need+=(schemathesis)  # fuzzes the live API
+# An EC2 API stand-in on loopback for the healer's aws-ec2 provider.
+{ command -v moto_server >/dev/null 2>&1 && python3 -c "import boto3, flask"; } 2>/dev/null || pip_need+=("moto[server,ec2]==5.2.1")
 if ((${#pip_need[@]})); then
   echo "== installing ${pip_need[*]}"
   missing_text="${pip_need[*]}"
