@@ -123,11 +123,15 @@ fn replacement(
 }
 
 /// A node DOWN (not by an operator) longer than the grace: a reboot would
-/// have registered again by now.
+/// have registered again by now. After a failed repair (a machine that
+/// never booted) there is nothing to wait for: the back-off alone paces it.
 fn down_too_long(n: &Node, policy: &Policy, now: Time) -> Option<String> {
     let since = n.reason_time.unwrap_or(n.last_heartbeat);
-    (n.status == NodeStatus::Down && now.saturating_sub(since) >= policy.down_grace_ms)
-        .then(|| format!("down for {}s", now.saturating_sub(since) / 1000))
+    let grace = if n.repair_failures > 0 { 0 } else { policy.down_grace_ms };
+    (n.status == NodeStatus::Down && now.saturating_sub(since) >= grace).then(|| match n.repair_failures {
+        0 => format!("down for {}s", now.saturating_sub(since) / 1000),
+        f => format!("down after {f} failed repairs"),
+    })
 }
 
 /// Powered-down nodes to resume for the jobs waiting: each waiting job, in
@@ -337,6 +341,29 @@ mod tests {
         let outcome = RepairOutcome::Failed { error: "boom".into(), retry_after_ms: None };
         s.apply(Command::RepairResult { node: "node2".into(), token: "a".into(), outcome, now: 2_000 }).unwrap();
         assert!(starts(&decide(&s, &m, &p, true, 3_000)).is_empty(), "given up");
+    }
+
+    #[test]
+    fn after_a_failed_repair_the_back_off_alone_paces_the_next() {
+        let mut s = cluster(1);
+        s.apply(Command::NodeDown { node: "node1".into(), reason: "its machine is stopped".into(), now: 1_000 })
+            .unwrap();
+        s.apply(Command::RepairStart {
+            node: "node1".into(),
+            kind: RepairKind::Replace,
+            provider: "test".into(),
+            token: "t".into(),
+            deadline: 4_000,
+            now: 1_000,
+        })
+        .unwrap();
+        let outcome = RepairOutcome::Failed { error: "not registered within 3s".into(), retry_after_ms: Some(1_000) };
+        s.apply(Command::RepairResult { node: "node1".into(), token: "t".into(), outcome, now: 5_000 }).unwrap();
+        // Its machine runs (it never booted): no waiting out the DOWN grace.
+        let m = machines(&[("node1", MachineState::Running, 0)]);
+        let p = Policy::default();
+        assert!(decide(&s, &m, &p, true, 5_999).is_empty(), "backing off");
+        assert_eq!(starts(&decide(&s, &m, &p, true, 6_000)), vec![("node1".into(), RepairKind::Replace, false)]);
     }
 
     #[test]
