@@ -7,6 +7,7 @@ use drover_agent::daemon::{self, AgentOptions};
 use drover_cli::client::Client;
 use drover_cli::cluster::{parse_peers, AgentArgs, ControllerArgs, MemberChange, RaftArgs, WatchdogArgs};
 use drover_cli::logging::Log;
+use drover_controller::leadership::OnLeadership;
 use drover_controller::service::{self, Options};
 use std::path::Path;
 use std::time::Duration;
@@ -94,6 +95,7 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: Log) -> Result<
         );
     }
     let healer = healer(&a).await?;
+    let on_leadership = floating_ip(&a).await?;
     drover_cli::logging::init("controller", format!("controller{}", a.id), log);
     // The log, the snapshots and the accounting database hold every job's
     // environment and script: the controller's alone.
@@ -125,7 +127,48 @@ pub async fn controller(a: ControllerArgs, client: &Client, log: Log) -> Result<
     opts.tls = a.tls.serve();
     opts.tls_ca = a.tls.tls_ca.clone();
     opts.healer = healer;
+    opts.on_leadership = on_leadership;
     service::run(opts, shutdown_signal()).await
+}
+
+/// The floating IP through EC2, if `--ec2-floating-ip` asks for it.
+async fn floating_ip(a: &ControllerArgs) -> Result<Vec<std::sync::Arc<dyn OnLeadership>>, String> {
+    let Some(ip) = a.raft.ec2_floating_ip.clone() else { return Ok(Vec::new()) };
+    let enis = a.raft.ec2_floating_ip_eni.clone().unwrap_or_default();
+    // One interface, or this controller's among ID=ENI pairs.
+    let eni = if enis.contains('=') {
+        enis.split(',')
+            .filter_map(|p| p.split_once('='))
+            .find(|(id, _)| id.trim().parse() == Ok(a.id))
+            .map(|(_, eni)| eni.trim().to_string())
+            .ok_or_else(|| format!("--ec2-floating-ip-eni '{enis}' names no interface for controller {}", a.id))?
+    } else {
+        enis
+    };
+    let settings = drover_ec2::floating_ip::Settings {
+        ip,
+        eni,
+        route_table: a.raft.ec2_route_table.clone(),
+        device: a.raft.floating_ip_device.clone(),
+    };
+    Ok(vec![std::sync::Arc::new(FloatingIp(drover_ec2::floating_ip::FloatingIp::new(settings).await?))])
+}
+
+/// The EC2 floating IP as something that follows the leadership.
+struct FloatingIp(drover_ec2::floating_ip::FloatingIp);
+
+impl OnLeadership for FloatingIp {
+    fn name(&self) -> String {
+        self.0.describe()
+    }
+
+    fn acquire(&self) -> futures_util::future::BoxFuture<'_, Result<String, String>> {
+        Box::pin(self.0.acquire())
+    }
+
+    fn release(&self) -> futures_util::future::BoxFuture<'_, Result<String, String>> {
+        Box::pin(self.0.release())
+    }
 }
 
 /// The healer `--heal` asks for, with its policy.

@@ -283,3 +283,73 @@ fn power_saving_stops_idle_instances_and_starts_them_for_a_burst_of_jobs() {
         assert!(ev.contains(what), "events tell '{what}':\n{ev}");
     }
 }
+
+fn vip(endpoint: &str, rtb: &str) -> serde_json::Value {
+    serde_json::from_str(&cloud(&["vip-holder", endpoint, "10.0.0.100", rtb])).unwrap()
+}
+
+/// The leader's log line for the floating IP's acquisition: how long the
+/// EC2 calls took after it was confirmed leader.
+fn acquired_in_ms(c: &Cluster, controller: u64) -> Option<u64> {
+    let log = std::fs::read_to_string(c.dir.join(format!(".drover/logs/controller{controller}.log"))).ok()?;
+    let line = log.lines().rev().find(|l| l.contains("floating IP 10.0.0.100") && l.contains("(acquire)"))?;
+    line.split(" in ").last()?.split(" ms").next()?.trim().parse().ok()
+}
+
+fn leader_id(c: &Cluster) -> Option<u64> {
+    let out = c.drover(&["controllers", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.as_array()?.iter().find_map(|c| c["status"]["leader"].as_u64())
+}
+
+#[test]
+fn the_floating_ip_follows_the_leader_through_ec2_on_a_kill_9() {
+    let moto = Moto::start(test_port(3));
+    aws_env(&moto.endpoint);
+    let net: serde_json::Value = serde_json::from_str(&cloud(&["vip-setup", &moto.endpoint])).unwrap();
+    let enis: Vec<String> = net["enis"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()).collect();
+    let rtb = net["rtb"].as_str().unwrap().to_string();
+    let map = format!("1={},2={},3={}", enis[0], enis[1], enis[2]);
+    let c = Cluster::start_with(
+        "vipec2",
+        1,
+        0,
+        &[
+            "--controllers",
+            "3",
+            "--heal",
+            "none",
+            "--ec2-floating-ip",
+            "10.0.0.100",
+            "--ec2-floating-ip-eni",
+            &map,
+            "--ec2-route-table",
+            &rtb,
+        ],
+    );
+    let eni_of = |id: u64| enis[id as usize - 1].clone();
+    let first = leader_id(&c).expect("a leader");
+    c.wait_for("the IP on the leader", Duration::from_secs(15), || {
+        let v = vip(&moto.endpoint, &rtb);
+        v["holders"] == serde_json::json!([eni_of(first)]) && v["route"] == eni_of(first).as_str()
+    });
+
+    let out = c.drover(&["chaos", "kill-controller"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let killed = Instant::now();
+    let mut second = None;
+    c.wait_for("a new leader", Duration::from_secs(15), || {
+        second = leader_id(&c).filter(|&l| l != first);
+        second.is_some()
+    });
+    let second = second.unwrap();
+    c.wait_for("the IP on the new leader", Duration::from_secs(15), || {
+        let v = vip(&moto.endpoint, &rtb);
+        // Only there: taken from the dead leader, which could not let go.
+        v["holders"] == serde_json::json!([eni_of(second)]) && v["route"] == eni_of(second).as_str()
+    });
+    let moved = killed.elapsed();
+    let calls = acquired_in_ms(&c, second).expect("the new leader logged the move");
+    eprintln!("floating IP (moto): leader kill -9 -> IP and route on the new leader within {moved:?}; EC2 calls {calls} ms after the election");
+    assert!(calls < 1000, "moved within 1 s of the election: {calls} ms");
+}

@@ -412,6 +412,21 @@ pub struct RaftArgs {
     /// move a floating IP: see deploy/hooks/vip-linux.sh.
     #[arg(long)]
     pub leader_hook: Option<String>,
+    /// A floating IP moved through the EC2 API to the leading controller
+    /// (a secondary private IP on its network interface; see docs/ha.md).
+    #[arg(long, requires = "ec2_floating_ip_eni")]
+    pub ec2_floating_ip: Option<String>,
+    /// The leading controller's network interface for --ec2-floating-ip:
+    /// eni-… for this controller, or ID=eni-…,ID=eni-… for every controller
+    /// of the group (one flag for all, as `drover up` passes it).
+    #[arg(long)]
+    pub ec2_floating_ip_eni: Option<String>,
+    /// Also point this route table's IP/32 route at the leader's interface.
+    #[arg(long)]
+    pub ec2_route_table: Option<String>,
+    /// Also add the floating IP to this device on the leader's host.
+    #[arg(long)]
+    pub floating_ip_device: Option<String>,
     /// Snapshot the state, and compact the log, every this many entries.
     #[arg(long, default_value_t = 20_000)]
     pub snapshot_every: u64,
@@ -493,6 +508,16 @@ impl RaftArgs {
         ];
         if let Some(h) = &self.leader_hook {
             args.extend(["--leader-hook".to_string(), h.clone()]);
+        }
+        for (flag, v) in [
+            ("--ec2-floating-ip", &self.ec2_floating_ip),
+            ("--ec2-floating-ip-eni", &self.ec2_floating_ip_eni),
+            ("--ec2-route-table", &self.ec2_route_table),
+            ("--floating-ip-device", &self.floating_ip_device),
+        ] {
+            if let Some(v) = v {
+                args.extend([flag.to_string(), v.clone()]);
+            }
         }
         if let Some(a) = &self.accounting {
             args.extend(["--accounting".to_string(), a.clone()]);

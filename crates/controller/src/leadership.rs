@@ -17,12 +17,45 @@ use std::time::Duration;
 /// calling a cloud API takes seconds, not minutes.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Something built in that follows the leadership, as the hook does: the
+/// floating IP moved through a cloud's API (`drover-ec2`). Acquired when
+/// this controller wins (before the site's hook), released when it loses.
+pub trait OnLeadership: Send + Sync {
+    /// For the log: what it moves.
+    fn name(&self) -> String;
+    fn acquire(&self) -> futures_util::future::BoxFuture<'_, Result<String, String>>;
+    fn release(&self) -> futures_util::future::BoxFuture<'_, Result<String, String>>;
+}
+
+impl std::fmt::Debug for dyn OnLeadership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// Runs one of [`OnLeadership`]'s halves, bounded like the hook; logs what
+/// it did and how long it took.
+async fn follow_action(action: &dyn OnLeadership, acquire: bool, term: u64) {
+    let started = std::time::Instant::now();
+    let event = if acquire { "acquire" } else { "release" };
+    let done = if acquire { action.acquire() } else { action.release() };
+    match tokio::time::timeout(HOOK_TIMEOUT, done).await {
+        Ok(Ok(what)) => {
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::info!(term, event, ms, "{} ({event}): {what} in {ms} ms", action.name())
+        }
+        Ok(Err(e)) => tracing::error!(term, event, error = %e, "{} ({event}) failed", action.name()),
+        Err(_) => tracing::error!(term, event, "{} ({event}) did not finish in {HOOK_TIMEOUT:?}", action.name()),
+    }
+}
+
 /// Follows this controller's Raft role for its whole life.
 pub async fn follow(
     ctl: Arc<Controller>,
     dispatch: Arc<Dispatcher>,
     liveness: Arc<Liveness>,
     hook: Option<String>,
+    actions: Vec<std::sync::Arc<dyn OnLeadership>>,
     min_job_age_ms: u64,
 ) {
     let mut metrics = ctl.raft.metrics();
@@ -44,6 +77,9 @@ pub async fn follow(
                 liveness.reset();
                 dispatch.set_active(true);
                 tracing::info!(term, "leader in term {term}");
+                for a in &actions {
+                    follow_action(a.as_ref(), true, term).await;
+                }
                 if let Some(h) = &hook {
                     run_hook(h, "acquire", &ctl, term).await;
                 }
@@ -66,6 +102,9 @@ pub async fn follow(
                 // Agents' order streams end here and they find the new leader.
                 dispatch.set_active(false);
                 tracing::info!(term, was, "no longer leader (was in term {was}, now term {term})");
+                for a in &actions {
+                    follow_action(a.as_ref(), false, was).await;
+                }
                 if let Some(h) = &hook {
                     run_hook(h, "release", &ctl, was).await;
                 }

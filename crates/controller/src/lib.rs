@@ -14,7 +14,7 @@ mod dispatch;
 mod events;
 pub mod healing;
 mod holds;
-mod leadership;
+pub mod leadership;
 mod listing;
 pub mod log_store;
 mod loops;

@@ -19,6 +19,8 @@
 //! environment (`AWS_ENDPOINT_URL` included, which the tests point at a
 //! local EC2 stand-in).
 
+pub mod floating_ip;
+
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{
     Filter, Instance, InstanceStateName, InstanceType, LaunchTemplateSpecification, ResourceType, SummaryStatus, Tag,
@@ -80,23 +82,28 @@ fn id_of(i: &Instance) -> String {
     i.instance_id().unwrap_or_default().to_string()
 }
 
+/// An EC2 client from the standard AWS configuration (environment,
+/// profile, instance role; `AWS_ENDPOINT_URL` honoured), over rustls with
+/// ring.
+async fn client() -> Result<aws_sdk_ec2::Client, String> {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).load().await;
+    if config.region().is_none() {
+        return Err("no AWS region: set AWS_REGION (or a profile's region)".into());
+    }
+    Ok(aws_sdk_ec2::Client::new(&config))
+}
+
 impl Ec2 {
-    /// A provider from the standard AWS configuration (environment,
-    /// profile, instance role), over rustls with ring.
     pub async fn new(settings: Settings) -> Result<Ec2, String> {
         if settings.cluster.is_empty() {
             return Err("the aws-ec2 provider needs --ec2-cluster (the drover:cluster tag's value)".into());
         }
-        let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
-            .build_https();
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).load().await;
-        if config.region().is_none() {
-            return Err("no AWS region: set AWS_REGION (or a profile's region)".into());
-        }
-        Ok(Ec2 { client: aws_sdk_ec2::Client::new(&config), settings, paused: Mutex::new(HashMap::new()) })
+        Ok(Ec2 { client: client().await?, settings, paused: Mutex::new(HashMap::new()) })
     }
 
     fn cluster_filter(&self) -> Filter {

@@ -89,6 +89,9 @@ pub struct Options {
     pub tls_ca: Option<PathBuf>,
     /// Restore capacity and save power through a provider (leader duty).
     pub healer: Option<crate::healing::Healer>,
+    /// Built-in actions on gaining and losing leadership (the floating IP
+    /// through EC2).
+    pub on_leadership: Vec<std::sync::Arc<dyn crate::leadership::OnLeadership>>,
 }
 
 impl Options {
@@ -111,6 +114,7 @@ impl Options {
             purge_after: None,
             fairshare_half_life: Duration::from_secs(7 * 86400),
             healer: None,
+            on_leadership: Vec::new(),
             min_job_age: Duration::from_secs(300),
             policy: SubmitPolicy::default(),
             max_connections: None,
@@ -412,6 +416,7 @@ pub async fn run(
             app.dispatch.clone(),
             app.liveness.clone(),
             opts.leader_hook.clone(),
+            opts.on_leadership.clone(),
             opts.min_job_age.as_millis() as u64,
         ),
     );
