@@ -80,6 +80,15 @@ fn drover_up_brings_a_killed_agent_back_by_itself_and_its_job_runs_on() {
         "a done repair is counted:\n{}",
         metrics.lines().filter(|l| l.contains("healer")).collect::<Vec<_>>().join("\n")
     );
+
+    // Chaos through the provider (a local machine is its agent), and the
+    // recovery view shows the repair.
+    let out = c.drover(&["chaos", "stop-instance", "node2"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("stopped the machine of node2 through local: stopped the agent"), "{said}");
+    c.wait_for("node2 repaired", Duration::from_secs(10), || events(&c).contains("repair replace of node2 done"));
+    let view = String::from_utf8_lossy(&c.drover(&["watch", "recovery", "--count", "1"]).stdout).into_owned();
+    assert!(view.contains("POWER") && view.contains("repair replace of node2 done"), "{view}");
 }
 
 #[test]

@@ -194,12 +194,20 @@ fn lost_instances_come_back_started_from_a_standby_and_launched_from_the_templat
     c.wait_for("a job on both", Duration::from_secs(20), || state_of(&c, &id) == "COMPLETED");
     assert_eq!(c.file("k.out"), "node[1-2]\n");
 
+    // Chaos through the provider: the instance stops, the healer starts it.
+    let out = c.drover(&["chaos", "stop-instance", "node2"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("stopped the machine of node2 through aws-ec2: stopped i-"), "{said}");
+    c.wait_for("node2 back again", Duration::from_secs(20), || {
+        events(&c).matches("repair replace of node2 done").count() == 2
+    });
+
     // Counted by provider.
     let metrics = http(&c.addrs(), "GET", "/metrics", None, "").1;
     let done = metrics.lines().find(|l| {
         l.starts_with("drover_healer_actions_total{") && l.contains("aws-ec2") && l.contains("result=\"done\"")
     });
-    assert!(done.is_some_and(|l| l.ends_with(" 3")), "{done:?}");
+    assert!(done.is_some_and(|l| l.ends_with(" 4")), "{done:?}");
 }
 
 #[test]

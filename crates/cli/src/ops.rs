@@ -119,7 +119,16 @@ pub async fn events(client: &Client, follow: bool, kinds: &[String], json: bool)
 /// `drover watch recovery`: node states and the latest failures and
 /// requeues, redrawn every second until Ctrl-C (`--count N` stops after N).
 pub async fn watch_recovery(client: &Client, count: Option<u32>) -> Result<i32, String> {
-    let interesting = ["NodeStateChanged", "JobRequeued", "StaleStep", "NodeRegistered"];
+    let interesting = [
+        "NodeStateChanged",
+        "JobRequeued",
+        "StaleStep",
+        "NodeRegistered",
+        "RepairStarted",
+        "RepairActed",
+        "RepairDone",
+        "RepairFailed",
+    ];
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut shown = 0;
     loop {
@@ -128,20 +137,22 @@ pub async fn watch_recovery(client: &Client, count: Option<u32>) -> Result<i32, 
         if tty {
             print!("\x1b[2J\x1b[H");
         }
-        println!("{:<12} {:<10} {:>5}  REASON", "NODE", "STATE", "JOBS");
+        println!("{:<12} {:<10} {:<13} {:>5}  REASON / REPAIR", "NODE", "STATE", "POWER", "JOBS");
         for n in &nodes.nodes {
             println!(
-                "{:<12} {:<10} {:>5}  {}",
+                "{:<12} {:<10} {:<13} {:>5}  {}{}",
                 n.name,
-                n.state.to_lowercase(),
+                format!("{}{}", n.state.to_lowercase(), n.power_mark()),
+                n.power.to_lowercase(),
                 n.jobs,
-                n.reason.clone().unwrap_or_default()
+                n.reason.clone().unwrap_or_default(),
+                n.repair.as_ref().map(|r| format!(" [{r}]")).unwrap_or_default()
             );
         }
         println!();
         let recent: Vec<&EventRecord> =
             events.events.iter().filter(|e| interesting.contains(&e.kind.as_str())).collect();
-        println!("recent failures, recoveries and requeues ({} in all):", recent.len());
+        println!("recent failures, repairs, recoveries and requeues ({} in all):", recent.len());
         for e in recent.iter().rev().take(12).rev() {
             print_event(e);
         }
@@ -158,8 +169,13 @@ pub async fn watch_recovery(client: &Client, count: Option<u32>) -> Result<i32, 
 
 #[derive(Subcommand)]
 pub enum Chaos {
-    /// SIGKILL a node's agent (its jobs keep running; restart it with 'drover up').
+    /// SIGKILL a node's agent (its jobs keep running; the healer, or
+    /// 'drover up', starts it again).
     KillAgent { node: String },
+    /// Stop a node's machine through the healer's provider (an EC2
+    /// instance stopped, a local agent stopped, the site's suspend
+    /// program), as a failure would: the healer notices and repairs it.
+    StopInstance { node: String },
     /// SIGSTOP a node's agent, and SIGCONT it after --for seconds if given.
     HangAgent {
         node: String,
@@ -209,6 +225,11 @@ pub async fn chaos(client: &Client, state: &Path, what: Chaos) -> Result<i32, St
             signal(pid, libc::SIGKILL)?;
             wait_gone(pid).await;
             println!("killed the agent of {node} (pid {pid}, SIGKILL); its jobs keep running until it is back or they are requeued");
+        }
+        Chaos::StopInstance { node } => {
+            let done: drover_proto::MachineStopped =
+                client.post(&format!("/api/v1/nodes/{node}/stop-machine"), &serde_json::json!({})).await?;
+            println!("stopped the machine of {} through {}: {}", done.node, done.provider, done.detail);
         }
         Chaos::HangAgent { node, secs } => hang(&format!("the agent of {node}"), pid_of(state, &node)?, secs).await?,
         Chaos::KillController { id } => {

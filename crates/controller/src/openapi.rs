@@ -106,6 +106,13 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
     ("/api/v1/nodes/{name}", "get", "One node", None, "NodeView"),
     ("/api/v1/nodes/{name}/drain", "post", "Drain a node (operators)", Some("Drain"), "NodeView"),
     ("/api/v1/nodes/{name}/resume", "post", "Return a node to service (operators)", None, "NodeView"),
+    (
+        "/api/v1/nodes/{name}/stop-machine",
+        "post",
+        "Stop the node's machine through the healer's provider, as a failure would (operators; chaos testing)",
+        None,
+        "MachineStopped",
+    ),
     ("/api/v1/health", "get", "Cluster health: 200 when healthy, 503 with problems", None, "Health"),
     ("/api/v1/openapi.json", "get", "This document", None, "OpenApi"),
     (
@@ -266,7 +273,10 @@ fn schemas() -> Value {
             ("partitions", json!({"type": "array", "items": s("string")})), ("total", r("Resources")), ("alloc", r("Resources")),
             ("features", json!({"type": "array", "items": s("string")})), ("jobs", s("integer")), ("last_heartbeat", s("integer")),
             ("addr", json!({"type": "string", "description": "what the agent registered: host:port of its metrics listener, or the host"})),
+            ("power", json!({"type": "string", "enum": ["ON", "POWERING_DOWN", "POWERED_DOWN", "POWERING_UP"]})),
+            ("repair", json!({"type": "string", "description": "the healer's repair in flight: KIND by PROVIDER since TIME"})),
         ], &["name", "state"]),
+        "MachineStopped": obj(&[("node", s("string")), ("provider", s("string")), ("detail", s("string"))], &["node", "provider", "detail"]),
         "PartitionList": obj(&[("partitions", json!({"type": "array", "items": obj(&[
             ("name", s("string")), ("is_default", s("boolean")), ("up", s("boolean")),
             ("max_time", json!({"type": ["integer", "null"]})), ("default_time", json!({"type": ["integer", "null"]})),

@@ -579,6 +579,14 @@ pub struct NodeList {
     pub nodes: Vec<NodeView>,
 }
 
+/// `POST /api/v1/nodes/{name}/stop-machine`: what the provider did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MachineStopped {
+    pub node: String,
+    pub provider: String,
+    pub detail: String,
+}
+
 /// `POST /api/v1/nodes/{name}/drain`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Drain {

@@ -114,6 +114,37 @@ pub(super) async fn resume(
     node_action(&app, &headers, who, name, NodeAction::Resume, None).await
 }
 
+/// `drover chaos stop-instance NODE`: stops the node's machine through the
+/// healer's provider, as a failure would, for the healer to notice and
+/// repair (operators only, on the leader).
+pub(super) async fn stop_machine(
+    AxState(app): AxState<App>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<drover_proto::MachineStopped> {
+    if !who.operator {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "stopping a machine needs an operator"));
+    }
+    app.leader_only()?;
+    let _known = node_view(&app, &name)?;
+    let healer = app.healer.as_ref().ok_or_else(|| {
+        ApiError::new(StatusCode::CONFLICT, "this cluster has no healer (--heal none): no provider to stop machines")
+    })?;
+    let target = drover_healer::Target { node: name.clone(), token: format!("chaos-{}", now_ms()) };
+    let answer = healer
+        .provider
+        .act(drover_core::node::RepairKind::Suspend, std::slice::from_ref(&target), &serde_json::Value::Null)
+        .await;
+    match answer.into_iter().next() {
+        Some(Ok(detail)) => {
+            tracing::warn!(node = %name, provider = healer.provider.name(), detail, "chaos: machine stopped");
+            Ok(Json(drover_proto::MachineStopped { node: name, provider: healer.provider.name().into(), detail }))
+        }
+        Some(Err(e)) => Err(ApiError::new(StatusCode::BAD_GATEWAY, format!("{}: {e}", healer.provider.name()))),
+        None => Err(ApiError::new(StatusCode::BAD_GATEWAY, "the provider gave no answer")),
+    }
+}
+
 pub(super) async fn health(AxState(app): AxState<App>) -> Response {
     let leader = app.ctl.raft.metrics().borrow().current_leader;
     let nodes: Vec<(String, String)> =

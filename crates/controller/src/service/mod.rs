@@ -140,6 +140,8 @@ struct App {
     sched: Arc<SchedConfig>,
     /// Allocations whose srun/salloc is attached (leader only).
     holds: Arc<crate::holds::Holds>,
+    /// The healer's provider, for `drover chaos stop-instance`.
+    healer: Option<crate::healing::Healer>,
 }
 
 impl App {
@@ -391,6 +393,7 @@ pub async fn run(
         policy: Arc::new(opts.policy),
         sched: Arc::new(opts.sched.clone()),
         holds: Arc::default(),
+        healer: opts.healer.clone(),
     };
     // Every task the controller runs beside its listener; should one die,
     // the controller exits (see drover-supervise).
@@ -508,6 +511,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/nodes/{name}", get(show_node))
         .route("/api/v1/nodes/{name}/drain", post(drain))
         .route("/api/v1/nodes/{name}/resume", post(resume))
+        .route("/api/v1/nodes/{name}/stop-machine", post(stop_machine))
         .route("/api/v1/health", get(health))
         .route("/api/v1/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .route("/api/v1/agent/register", post(register))
