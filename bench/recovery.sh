@@ -31,7 +31,9 @@ build_drover
 WORK=$(mktemp -d /tmp/drover-recovery.XXXXXX)
 PORT=$((10000 + $$ % 20000))
 export DROVER_CONTROLLER=127.0.0.1:$PORT
-UP=(up --detach --nodes 3 --cpus-per-node 2 --mem-per-node 1G --port "$PORT" --node-timeout "$NODE_TIMEOUT")
+# Without the healer: this measures detection and requeue (bench/healing.sh
+# measures the healer).
+UP=(up --detach --nodes 3 --cpus-per-node 2 --mem-per-node 1G --port "$PORT" --node-timeout "$NODE_TIMEOUT" --heal none)
 cleanup() { (cd "$WORK" && "$DROVER" down >/dev/null 2>&1); rm -rf "$WORK"; }
 trap cleanup EXIT
 cd "$WORK" || exit 1
