@@ -223,6 +223,7 @@ async fn healer(a: &ControllerArgs) -> Result<Option<drover_controller::healing:
                 launch_template: a.ec2.ec2_launch_template.clone(),
                 instance_types: a.ec2.ec2_instance_types.clone(),
                 terminate_replaced: a.ec2.ec2_terminate_replaced,
+                orphan_grace: (a.ec2.ec2_orphan_grace > 0).then(|| Duration::from_secs(a.ec2.ec2_orphan_grace)),
             })
             .await?,
         ),

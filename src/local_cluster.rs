@@ -176,6 +176,8 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         if a.controllers > 1 {
             args.extend(["--id".to_string(), id.to_string(), "--peers".into(), peers.clone()]);
         }
+        // What the leader's healer runs to bring a dead controller back.
+        drover_healer::local::Local::record_controller(&state, role, &args)?;
         spawn_daemon(&state, role, &args)?;
     }
     std::fs::write(state.join("controller.addr"), format!("{addrs}\n")).map_err(|e| e.to_string())?;

@@ -251,3 +251,55 @@ fn the_command_provider_runs_a_site_s_programs_with_a_hostlist_and_the_waiting_j
     c.wait_for("job done after the retry", Duration::from_secs(20), || state_of(&c, &id) == "COMPLETED");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The healer is a leader duty: killing the leader together with an agent
+/// loses no repair and doubles none — one agent for the node, one repair —
+/// and the new leader starts the dead controller again.
+#[test]
+fn a_repair_survives_the_leader_s_death_without_double_actions() {
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--controllers", "3"]);
+    let c = Cluster::start_with("healha", 2, 5, &flags);
+    let out = c.drover(&["chaos", "kill-agent", "node1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = c.drover(&["chaos", "kill-controller"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    c.wait_for("node1 repaired", Duration::from_secs(20), || events(&c).contains("repair replace of node1 done"));
+    std::thread::sleep(Duration::from_secs(2));
+    // An agent runs helper processes under the same command line: count
+    // the agents whose parent is not one of them.
+    let matching: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| {
+            let pid: i32 = p.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(p.path().join("stat")).ok()?;
+            let rest = stat.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
+            let (state, ppid) = (rest.first()?.to_string(), rest.get(1)?.parse::<i32>().ok()?);
+            let cmd = std::fs::read(p.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+            let ours = state != "Z"
+                && args.get(1) == Some(&&b"agent"[..])
+                && args.windows(2).any(|w| w[0] == b"--name" && w[1] == b"node1")
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"--state-dir" && w[1].starts_with(c.dir.to_str().unwrap().as_bytes()));
+            ours.then_some((pid, ppid))
+        })
+        .collect();
+    let agents: Vec<i32> =
+        matching.iter().filter(|(_, ppid)| !matching.iter().any(|(p, _)| p == ppid)).map(|(p, _)| *p).collect();
+    assert_eq!(agents.len(), 1, "one agent for node1: {agents:?}\n{}", events(&c));
+    let ev = events(&c);
+    assert_eq!(ev.matches("repair replace of node1 through local").count(), 1, "one repair:\n{ev}");
+    assert_eq!(node(&c, "node1")["state"], "IDLE", "{ev}");
+
+    // The new leader's healer also started the killed controller again.
+    c.wait_for("three controllers answer", Duration::from_secs(15), || {
+        let out = c.drover(&["controllers", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v.as_array().is_some_and(|a| a.iter().filter(|c| c["status"].is_object()).count() == 3)
+    });
+    let log = c.logs();
+    assert!(log.contains("again (pid"), "the leader's log says it:\n{log}");
+}

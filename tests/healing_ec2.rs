@@ -271,7 +271,10 @@ fn power_saving_stops_idle_instances_and_starts_them_for_a_burst_of_jobs() {
     let moto = Moto::start(test_port(4));
     aws_env(&moto.endpoint);
     cloud(&["setup", &moto.endpoint, CLUSTER, "node1,node2", "0"]);
-    let c = ec2_cluster("healec2power", 0, &["--suspend-time", "2"]);
+    // An instance of the cluster for a node it does not have: terminated
+    // after the grace period.
+    let ghost = cloud(&["ghost", &moto.endpoint, CLUSTER, "node9"]);
+    let c = ec2_cluster("healec2power", 0, &["--suspend-time", "2", "--ec2-orphan-grace", "2"]);
     let _boot = Boot::start(&c, &moto.endpoint);
     c.wait_for("both powered down", Duration::from_secs(20), || {
         let out = c.drover(&["nodes", "--json"]);
@@ -279,6 +282,9 @@ fn power_saving_stops_idle_instances_and_starts_them_for_a_burst_of_jobs() {
         v["nodes"].as_array().is_some_and(|n| n.iter().all(|n| n["power"] == "POWERED_DOWN"))
     });
     assert!(events(&c).contains("repair suspend of node1 acted: stopped i-"), "{}", events(&c));
+    c.wait_for("the orphan terminated", Duration::from_secs(15), || {
+        cloud(&["state", &moto.endpoint, &ghost]) == "terminated"
+    });
 
     // A burst of eight 4-CPU jobs: both instances start, all jobs run.
     let submitted = Instant::now();

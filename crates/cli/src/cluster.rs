@@ -93,6 +93,10 @@ pub struct Ec2Args {
     /// Terminate the instances replaced (default: stop them).
     #[arg(long)]
     pub ec2_terminate_replaced: bool,
+    /// Seconds before an instance tagged for the cluster that belongs to
+    /// no node (and is no standby) is terminated; 0: never.
+    #[arg(long, default_value_t = 600)]
+    pub ec2_orphan_grace: u64,
 }
 
 impl Ec2Args {
@@ -109,6 +113,9 @@ impl Ec2Args {
         }
         if self.ec2_terminate_replaced {
             args.push("--ec2-terminate-replaced".to_string());
+        }
+        if self.ec2_orphan_grace != 600 {
+            args.extend(["--ec2-orphan-grace".to_string(), self.ec2_orphan_grace.to_string()]);
         }
         args
     }

@@ -55,6 +55,9 @@ pub async fn run(ctl: Arc<Controller>, healer: Healer) {
             term = ctl.term();
             called.clear();
         }
+        for did in provider.tend().await {
+            tracing::warn!(provider = provider.name(), "{did}");
+        }
         let nodes: Vec<String> = ctl.shared.read(|s| s.nodes().iter().map(|n| n.name.clone()).collect());
         let now = crate::loops::now_ms();
         match provider.describe(&nodes).await {

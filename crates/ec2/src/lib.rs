@@ -51,6 +51,10 @@ pub struct Settings {
     pub instance_types: Vec<String>,
     /// Terminate what was replaced (else stop it).
     pub terminate_replaced: bool,
+    /// Terminate the cluster's instances that belong to no node (no node
+    /// tag, or a node the cluster does not have, and not a standby) once
+    /// they have been seen so this long; `None`: never.
+    pub orphan_grace: Option<Duration>,
 }
 
 pub struct Ec2 {
@@ -58,6 +62,8 @@ pub struct Ec2 {
     settings: Settings,
     /// Instance types set aside after insufficient capacity, until when.
     paused: Mutex<HashMap<String, Instant>>,
+    /// Instances that belong to no node, and since when they were seen so.
+    orphans: Mutex<HashMap<String, Instant>>,
 }
 
 /// An SDK error as one line: the service's code and message when there is
@@ -103,7 +109,12 @@ impl Ec2 {
         if settings.cluster.is_empty() {
             return Err("the aws-ec2 provider needs --ec2-cluster (the drover:cluster tag's value)".into());
         }
-        Ok(Ec2 { client: client().await?, settings, paused: Mutex::new(HashMap::new()) })
+        Ok(Ec2 {
+            client: client().await?,
+            settings,
+            paused: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(HashMap::new()),
+        })
     }
 
     fn cluster_filter(&self) -> Filter {
@@ -274,6 +285,49 @@ impl Ec2 {
         Err(format!("no instance could be launched for {node}: {}", errors.join("; ")))
     }
 
+    /// Terminates the cluster's instances that belong to no node once
+    /// they have been seen so for the grace period: a launch whose node was
+    /// removed, a node tag mistyped, a second instance of one node.
+    async fn reap_orphans(&self, instances: &[Instance], nodes: &[String]) {
+        let Some(grace) = self.settings.orphan_grace else { return };
+        let alive = |i: &Instance| !matches!(state_of(i), InstanceStateName::Terminated | InstanceStateName::ShuttingDown);
+        let chosen: Vec<String> =
+            nodes.iter().filter_map(|n| Self::node_instance(instances, n)).map(id_of).collect();
+        let orphan = |i: &Instance| {
+            if tag(i, STANDBY_TAG) == Some("true") && tag(i, NODE_TAG).is_none() {
+                return false;
+            }
+            match tag(i, NODE_TAG) {
+                None => true,
+                Some(n) if !nodes.iter().any(|x| x == n) => true,
+                // A node's extra instance, running beside the one it uses.
+                Some(_) => {
+                    !chosen.contains(&id_of(i))
+                        && matches!(state_of(i), InstanceStateName::Running | InstanceStateName::Pending)
+                }
+            }
+        };
+        let now = Instant::now();
+        let due: Vec<String> = {
+            let mut seen = self.orphans.lock().expect("orphans lock");
+            let current: Vec<String> = instances.iter().filter(|i| alive(i) && orphan(i)).map(id_of).collect();
+            seen.retain(|id, _| current.contains(id));
+            for id in &current {
+                seen.entry(id.clone()).or_insert(now);
+            }
+            seen.iter().filter(|(_, since)| now.duration_since(**since) >= grace).map(|(id, _)| id.clone()).collect()
+        };
+        for id in due {
+            match self.client.terminate_instances().instance_ids(&id).send().await {
+                Ok(_) => {
+                    tracing::warn!(instance = %id, "terminated an instance of the cluster that belongs to no node");
+                    self.orphans.lock().expect("orphans lock").remove(&id);
+                }
+                Err(e) => tracing::warn!(instance = %id, error = %why(&e), "cannot terminate an orphan instance"),
+            }
+        }
+    }
+
     async fn power(&self, node: &str, on: bool) -> Result<String, String> {
         let instances = self.instances().await?;
         let i = Self::node_instance(&instances, node).ok_or_else(|| format!("no instance is tagged for {node}"))?;
@@ -301,6 +355,7 @@ impl Provider for Ec2 {
     fn describe<'a>(&'a self, nodes: &'a [String]) -> BoxFuture<'a, Result<Vec<Machine>, String>> {
         Box::pin(async move {
             let instances = self.instances().await?;
+            self.reap_orphans(&instances, nodes).await;
             let mut out = Vec::new();
             let mut running = Vec::new();
             for node in nodes {

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 pub const RECORDS: &str = "nodes";
 /// Present while `drover down` stops the cluster: nothing is restarted.
 pub const STOPPING: &str = "stopping";
+/// Where `drover up` records each controller's command line: `ROLE.args`.
+pub const CONTROLLER_RECORDS: &str = "controllers";
 
 pub struct Local {
     state_dir: PathBuf,
@@ -34,8 +36,17 @@ impl Local {
 
     /// Records `node`'s agent command line (for `drover up`).
     pub fn record(state_dir: &Path, node: &str, args: &[String]) -> Result<(), String> {
+        Self::record_in(&state_dir.join(RECORDS), node, args)
+    }
+
+    /// Records the command line of the controller `role` (for `drover up`).
+    pub fn record_controller(state_dir: &Path, role: &str, args: &[String]) -> Result<(), String> {
+        Self::record_in(&state_dir.join(CONTROLLER_RECORDS), role, args)
+    }
+
+    fn record_in(dir: &Path, node: &str, args: &[String]) -> Result<(), String> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let dir = state_dir.join(RECORDS);
+        let dir = dir.to_path_buf();
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -56,7 +67,17 @@ impl Local {
     }
 
     fn args_of(&self, node: &str) -> Result<Vec<String>, String> {
-        let path = self.state_dir.join(RECORDS).join(format!("{node}.args"));
+        let args = self.read_record(RECORDS, node)?;
+        if args.first().map(String::as_str) != Some("agent") || !has_name(&args, node) {
+            return Err(format!("the record of {node} does not start its agent"));
+        }
+        Ok(args)
+    }
+
+    /// A record of `drover up`'s, if it is a file of this process's user
+    /// that only it may write.
+    fn read_record(&self, dir: &str, name: &str) -> Result<Vec<String>, String> {
+        let path = self.state_dir.join(dir).join(format!("{name}.args"));
         let meta = std::fs::symlink_metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
@@ -64,11 +85,89 @@ impl Local {
             return Err(format!("{} is not a file of uid {me} that only it may write: refused", path.display()));
         }
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let args: Vec<String> = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        if args.first().map(String::as_str) != Some("agent") || !has_name(&args, node) {
-            return Err(format!("{} does not start the agent of {node}", path.display()));
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The pid of the controller `role` if it runs: the last one recorded
+    /// whose process is a controller with that state directory.
+    fn controller_pid(&self, role: &str, state_dir_arg: &str) -> Option<i32> {
+        let pids = std::fs::read_to_string(self.state_dir.join("pids")).ok()?;
+        pids.lines()
+            .rev()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(r, _)| *r == role)
+            .filter_map(|(_, pid)| pid.trim().parse().ok())
+            .find(|&pid| {
+                let args = cmdline(pid);
+                !is_zombie(pid)
+                    && args.get(1).map(String::as_str) == Some("controller")
+                    && args.windows(2).any(|w| w[0] == "--state-dir" && w[1] == state_dir_arg)
+            })
+    }
+
+    /// Starts the cluster's dead controllers again (the leader, which runs
+    /// this, is alive by definition).
+    async fn restart_controllers(&self) -> Vec<String> {
+        if self.stopping() {
+            return Vec::new();
         }
-        Ok(args)
+        let Ok(entries) = std::fs::read_dir(self.state_dir.join(CONTROLLER_RECORDS)) else { return Vec::new() };
+        let mut did = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(role) = name.strip_suffix(".args").filter(|r| !r.starts_with('.')) else { continue };
+            let args = match self.read_record(CONTROLLER_RECORDS, role) {
+                Ok(a) if a.first().map(String::as_str) == Some("controller") => a,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(role, error = %e, "cannot read a controller's record");
+                    continue;
+                }
+            };
+            let Some(dir) = args.windows(2).find(|w| w[0] == "--state-dir").map(|w| w[1].clone()) else { continue };
+            if self.controller_pid(role, &dir).is_some() {
+                continue;
+            }
+            match self.spawn(role, &args) {
+                Ok(pid) => did.push(format!("started {role} again (pid {pid})")),
+                Err(e) => did.push(format!("cannot start {role} again: {e}")),
+            }
+        }
+        did
+    }
+
+    /// Starts `drover ARGS` as `role`, its output appended to its log, its
+    /// pid recorded; reaped when it exits.
+    fn spawn(&self, role: &str, args: &[String]) -> Result<i32, String> {
+        let logs = self.state_dir.join("logs");
+        let log_path = logs.join(format!("{role}.log"));
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&log_path)
+            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let mut child = tokio::process::Command::new(&self.exe)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            // Its own group: it outlives this controller, as `drover up`'s do.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
+        let pid = child.id().ok_or("it exited at once")? as i32;
+        // Reaped here, so that a dead process is not taken for a live one.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let mut pids = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.state_dir.join("pids"))
+            .map_err(|e| format!("cannot record the pid: {e}"))?;
+        std::io::Write::write_all(&mut pids, format!("{role} {pid}\n").as_bytes()).map_err(|e| e.to_string())?;
+        Ok(pid)
     }
 
     /// The pid of `node`'s agent, if one runs: the last pid recorded for
@@ -87,53 +186,35 @@ impl Local {
         self.state_dir.join(STOPPING).exists()
     }
 
-    async fn start(&self, node: &str) -> Result<String, String> {
+    /// Starts `node`'s agent for the repair `token`; the same token again
+    /// (a new leader calling for a repair its predecessor recorded) finds
+    /// the agent it started and leaves it be.
+    async fn start(&self, node: &str, token: &str) -> Result<String, String> {
+        let token_file = self.state_dir.join(RECORDS).join(format!("{node}.token"));
+        let last = std::fs::read_to_string(&token_file).unwrap_or_default();
+        if let (true, Some(pid)) = (last.trim() == token, self.pid_of(node)) {
+            return Ok(format!("the agent of {node} runs (pid {pid}), started for this repair"));
+        }
         if let Some(pid) = self.pid_of(node) {
             // Hung (DOWN while its process lives): make room for a new one.
             stop(pid, libc::SIGKILL, Duration::from_secs(5)).await;
         }
         let args = self.args_of(node)?;
-        let logs = self.state_dir.join("logs");
-        let log_path = logs.join(format!("{node}.log"));
-        let log = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&log_path)
-            .map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
-        let mut child = tokio::process::Command::new(&self.exe)
-            .args(&args)
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            // Its own group: it outlives this controller, as `drover up`'s do.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
-        let pid = child.id().ok_or("the agent exited at once")? as i32;
-        // Reaped here, so that a dead agent is not taken for a live one.
-        tokio::spawn(async move {
-            let _ = child.wait().await;
-        });
-        let mut pids = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(self.state_dir.join("pids"))
-            .map_err(|e| format!("cannot record the pid: {e}"))?;
-        std::io::Write::write_all(&mut pids, format!("{node} {pid}\n").as_bytes()).map_err(|e| e.to_string())?;
+        let pid = self.spawn(node, &args)?;
+        let _ = std::fs::write(&token_file, token);
         Ok(format!("started the agent of {node} (pid {pid})"))
     }
 
-    async fn act_one(&self, kind: RepairKind, node: &str) -> Result<String, String> {
+    async fn act_one(&self, kind: RepairKind, node: &str, token: &str) -> Result<String, String> {
         if self.stopping() {
             return Err("the cluster is stopping".into());
         }
         match kind {
-            RepairKind::Replace => self.start(node).await,
+            RepairKind::Replace => self.start(node, token).await,
             RepairKind::Resume => match self.pid_of(node) {
                 // The same resume again (a new leader): already done.
                 Some(pid) => Ok(format!("the agent of {node} runs (pid {pid})")),
-                None => self.start(node).await,
+                None => self.start(node, token).await,
             },
             RepairKind::Suspend => match self.pid_of(node) {
                 Some(pid) => {
@@ -150,16 +231,23 @@ fn has_name(args: &[String], node: &str) -> bool {
     args.windows(2).any(|w| w[0] == "--name" && w[1] == node)
 }
 
+fn cmdline(pid: i32) -> Vec<String> {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return Vec::new() };
+    cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
+}
+
+fn is_zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
 /// Whether `pid` is a drover agent named `node` (not a zombie, not a
 /// process that took a dead agent's pid).
 fn is_agent_of(pid: i32, node: &str) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    let args: Vec<String> = cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
-        .unwrap_or(true);
-    !zombie && args.get(1).map(String::as_str) == Some("agent") && has_name(&args, node)
+    let args = cmdline(pid);
+    !is_zombie(pid) && args.get(1).map(String::as_str) == Some("agent") && has_name(&args, node)
 }
 
 /// Signals `pid`, waits up to `patience` for it to go, then kills it.
@@ -189,6 +277,10 @@ impl Provider for Local {
         false
     }
 
+    fn tend(&self) -> BoxFuture<'_, Vec<String>> {
+        Box::pin(self.restart_controllers())
+    }
+
     fn describe<'a>(&'a self, nodes: &'a [String]) -> BoxFuture<'a, Result<Vec<Machine>, String>> {
         Box::pin(async move {
             if self.stopping() {
@@ -214,7 +306,7 @@ impl Provider for Local {
         Box::pin(async move {
             let mut out = Vec::new();
             for t in targets {
-                out.push(self.act_one(kind, &t.node).await);
+                out.push(self.act_one(kind, &t.node, &t.token).await);
             }
             out
         })
@@ -241,7 +333,7 @@ mod tests {
         assert!(e.contains("refused"), "{e}");
         // A record that starts something else, or another node, is refused.
         Local::record(&dir, "node1", &["controller".to_string()]).unwrap();
-        assert!(local.args_of("node1").unwrap_err().contains("does not start the agent of node1"));
+        assert!(local.args_of("node1").unwrap_err().contains("does not start its agent"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

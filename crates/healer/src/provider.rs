@@ -73,6 +73,13 @@ pub trait Provider: Send + Sync {
     /// of is left out (the healer then goes by the node's state alone).
     fn describe<'a>(&'a self, nodes: &'a [String]) -> BoxFuture<'a, Result<Vec<Machine>, String>>;
 
+    /// Duties beyond the nodes, done each poll on the leader (the local
+    /// provider starts its cluster's dead controllers again); returns what
+    /// it did, for the log.
+    fn tend(&self) -> BoxFuture<'_, Vec<String>> {
+        Box::pin(async { Vec::new() })
+    }
+
     /// Does `kind` to each target; one answer per target, in order: what
     /// it did, or why it could not. `waiting` is the jobs waiting for the
     /// nodes (resume), in Slurm's `SLURM_RESUME_FILE` shape.

@@ -197,7 +197,8 @@ function renderOverview() {
   $("#count-cpus").textContent = `${cpus}/${total}`;
   $("#node-grid").innerHTML = ui.nodes.map((n) => `
     <div class="node state-${esc(n.state)}" data-node="${esc(n.name)}">
-      <div class="name">${esc(n.name)} <span class="pill ${esc(n.state)}">${esc(n.state)}</span></div>
+      <div class="name">${esc(n.name)} <span class="pill ${esc(n.state)}" title="${esc(n.power || "ON")}">${esc(nodeState(n))}</span></div>
+      ${n.repair ? `<div class="muted">${esc(n.repair)}</div>` : ""}
       <div class="muted">CPU ${n.alloc.cpus}/${n.total.cpus}</div>
       <div class="bar"><span style="width:${pct(n.alloc.cpus, n.total.cpus)}%"></span></div>
       <div class="muted">Mem ${Math.round(n.alloc.mem_mb / 1024 * 10) / 10}/${Math.round(n.total.mem_mb / 1024 * 10) / 10} G</div>
@@ -260,12 +261,18 @@ function renderJobs() {
     </tr>`).join("");
 }
 
+/** A node's state with sinfo's power mark: IDLE~ powered down, IDLE# powering up, IDLE% powering down. */
+function nodeState(n) {
+  const mark = { POWERED_DOWN: "~", POWERING_UP: "#", POWERING_DOWN: "%" }[n.power] || "";
+  return n.state + mark;
+}
+
 function renderNodes() {
   $("#node-table tbody").innerHTML = ui.nodes.map((n) => `
     <tr data-node="${esc(n.name)}">
-      <td>${esc(n.name)}</td><td><span class="pill ${esc(n.state)}">${esc(n.state)}</span></td>
+      <td>${esc(n.name)}</td><td><span class="pill ${esc(n.state)}" title="${esc(n.power || "ON")}">${esc(nodeState(n))}</span></td>
       <td>${n.alloc.cpus}/${n.total.cpus}</td><td>${n.alloc.mem_mb}/${n.total.mem_mb} M</td>
-      <td>${n.jobs}</td><td>${esc(n.reason || "")}</td>
+      <td>${n.jobs}</td><td>${esc([n.reason, n.repair && `[${n.repair}]`].filter(Boolean).join(" "))}</td>
     </tr>`).join("");
 }
 
