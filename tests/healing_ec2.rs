@@ -257,6 +257,9 @@ fn short_capacity_moves_to_the_next_type_and_repeated_boot_failures_give_up_loud
     assert!(nodes.contains("healing stopped after 3 failed repairs"), "{nodes}");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(events(&c).matches("repair replace of node2 through").count(), 3, "no launch after giving up");
+    // And what it last launched is stopped, not left running at a cost.
+    let log = std::fs::read_to_string(state.join("logs/controller.log")).unwrap_or_default();
+    assert!(log.contains("gave up repairing node2; its machine is stopped"), "{log}");
 
     // The operator fixed the boot and resumes the node: the last instance
     // boots, the node is back, and the healer may act on it again.

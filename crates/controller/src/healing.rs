@@ -100,7 +100,11 @@ pub async fn run(ctl: Arc<Controller>, healer: Healer) {
                         _ => policy.retry_after(failures),
                     };
                     let outcome = RepairOutcome::Failed { error, retry_after_ms };
-                    record(&ctl, node, token, kind, outcome).await;
+                    let gave_up = matches!(outcome, RepairOutcome::Failed { retry_after_ms: None, .. });
+                    record(&ctl, node.clone(), token, kind, outcome).await;
+                    if gave_up && kind == RepairKind::Replace {
+                        stand_down(provider.as_ref(), &node).await;
+                    }
                 }
                 Decision::Start { node, kind, why, down_first } => {
                     if let Some(reason) = down_first {
@@ -149,10 +153,31 @@ pub async fn run(ctl: Arc<Controller>, healer: Healer) {
                             RepairOutcome::Failed { error, retry_after_ms }
                         }
                     };
-                    record(&ctl, t.node, t.token, kind, outcome).await;
+                    let gave_up = matches!(outcome, RepairOutcome::Failed { retry_after_ms: None, .. });
+                    record(&ctl, t.node.clone(), t.token, kind, outcome).await;
+                    if gave_up && kind == RepairKind::Replace {
+                        stand_down(provider.as_ref(), &t.node).await;
+                    }
                 }
             });
         }
+    }
+}
+
+/// The healer gave up on `node`: its machine (which never came up right)
+/// is stopped through the provider, so that it costs nothing while it
+/// waits for an operator.
+async fn stand_down(provider: &dyn Provider, node: &str) {
+    let target = Target { node: node.to_string(), token: format!("give-up-{}", crate::loops::now_ms()) };
+    let answer = provider.act(RepairKind::Suspend, std::slice::from_ref(&target), &serde_json::Value::Null).await;
+    match answer.into_iter().next() {
+        Some(Ok(did)) => {
+            tracing::error!(node, provider = provider.name(), did, "gave up repairing {node}; its machine is stopped")
+        }
+        Some(Err(e)) => {
+            tracing::error!(node, provider = provider.name(), error = %e, "gave up repairing {node}; its machine could not be stopped")
+        }
+        None => {}
     }
 }
 

@@ -290,9 +290,9 @@ impl Ec2 {
     /// removed, a node tag mistyped, a second instance of one node.
     async fn reap_orphans(&self, instances: &[Instance], nodes: &[String]) {
         let Some(grace) = self.settings.orphan_grace else { return };
-        let alive = |i: &Instance| !matches!(state_of(i), InstanceStateName::Terminated | InstanceStateName::ShuttingDown);
-        let chosen: Vec<String> =
-            nodes.iter().filter_map(|n| Self::node_instance(instances, n)).map(id_of).collect();
+        let alive =
+            |i: &Instance| !matches!(state_of(i), InstanceStateName::Terminated | InstanceStateName::ShuttingDown);
+        let chosen: Vec<String> = nodes.iter().filter_map(|n| Self::node_instance(instances, n)).map(id_of).collect();
         let orphan = |i: &Instance| {
             if tag(i, STANDBY_TAG) == Some("true") && tag(i, NODE_TAG).is_none() {
                 return false;
