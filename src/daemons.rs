@@ -189,6 +189,18 @@ async fn healer(a: &ControllerArgs) -> Result<Option<drover_controller::healing:
         .map(|s| s.trim().parse::<u64>().ok().filter(|&s| s <= 7 * 86_400).map(|s| s * 1000))
         .collect::<Option<Vec<u64>>>()
         .ok_or_else(|| format!("invalid --repair-backoff '{}': give seconds, e.g. 0,60,900,3600", h.repair_backoff))?;
+    let bounds = |flag: &str, v: &Option<String>| -> Result<Vec<(String, u32)>, String> {
+        let Some(v) = v else { return Ok(Vec::new()) };
+        v.split(',')
+            .map(|pair| {
+                let (p, n) = pair.split_once('=').ok_or(())?;
+                Ok((p.trim().to_string(), n.trim().parse().map_err(|_| ())?))
+            })
+            .collect::<Result<_, ()>>()
+            .map_err(|()| format!("invalid {flag} '{v}': give PARTITION=N[,PARTITION=N…]"))
+    };
+    let min_powered = bounds("--power-min-nodes", &h.power_min_nodes)?;
+    let max_powered = bounds("--power-max-nodes", &h.power_max_nodes)?;
     let policy = drover_healer::Policy {
         poll_ms: (h.heal_poll * 1000.0) as u64,
         down_grace_ms: h.heal_down_grace * 1000,
@@ -198,6 +210,8 @@ async fn healer(a: &ControllerArgs) -> Result<Option<drover_controller::healing:
         suspend_timeout_ms: h.suspend_timeout.max(1) * 1000,
         suspend_time_ms: h.suspend_time.map(|s| s * 1000),
         suspend_exclude,
+        min_powered,
+        max_powered,
         resume_rate: h.resume_rate,
         suspend_rate: h.suspend_rate,
         backoff_ms,

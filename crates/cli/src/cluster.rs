@@ -147,6 +147,14 @@ pub struct HealArgs {
     /// Nodes never powered down, as a hostlist.
     #[arg(long)]
     pub suspend_exclude: Option<String>,
+    /// Per partition, at least this many nodes stay powered on:
+    /// PARTITION=N[,PARTITION=N…].
+    #[arg(long)]
+    pub power_min_nodes: Option<String>,
+    /// Per partition, at most this many nodes powered on at once (a budget
+    /// for elastic capacity): PARTITION=N[,PARTITION=N…].
+    #[arg(long)]
+    pub power_max_nodes: Option<String>,
     /// Seconds a resumed node has to register (Slurm's ResumeTimeout); past
     /// it the node is DOWN and the resume counts as failed.
     #[arg(long, default_value_t = 600)]
@@ -193,6 +201,11 @@ impl HealArgs {
         if let Some(x) = &self.suspend_exclude {
             args.extend(["--suspend-exclude".to_string(), x.clone()]);
         }
+        for (flag, v) in [("--power-min-nodes", &self.power_min_nodes), ("--power-max-nodes", &self.power_max_nodes)] {
+            if let Some(v) = v {
+                args.extend([flag.to_string(), v.clone()]);
+            }
+        }
         args
     }
 }
@@ -206,6 +219,8 @@ impl Default for HealArgs {
             replace_timeout: 600,
             suspend_time: None,
             suspend_exclude: None,
+            power_min_nodes: None,
+            power_max_nodes: None,
             resume_timeout: 600,
             suspend_timeout: 120,
             resume_rate: 300,

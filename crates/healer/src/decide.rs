@@ -60,22 +60,88 @@ pub fn decide(
     }));
     if let Some(idle_for) = policy.suspend_time_ms {
         let excluded = |name: &str| policy.suspend_exclude.iter().any(|e| e == name);
-        let suspend = state
-            .nodes()
-            .iter()
-            .filter(|n| n.repair.is_none() && n.power == Power::On && n.status == NodeStatus::Up)
-            .filter(|n| now >= n.repair_not_before)
-            .filter(|n| n.jobs == 0 && !n.drain && !n.fail && !n.admin_down && !excluded(&n.name))
-            .filter(|n| now.saturating_sub(n.idle_since) >= idle_for && !resuming.contains(n.name.as_str()))
-            .take(policy.per_poll(policy.suspend_rate));
-        out.extend(suspend.map(|n| Decision::Start {
-            node: n.name.clone(),
-            kind: RepairKind::Suspend,
-            why: format!("idle for {}s", now.saturating_sub(n.idle_since) / 1000),
-            down_first: None,
-        }));
+        let mut powered = Powered::new(state, policy);
+        let limit = policy.per_poll(policy.suspend_rate);
+        for (i, n) in state.nodes().iter().enumerate() {
+            let idle = n.repair.is_none() && n.power == Power::On && n.status == NodeStatus::Up && n.jobs == 0;
+            let free = !n.drain && !n.fail && !n.admin_down && !excluded(&n.name) && now >= n.repair_not_before;
+            let long = now.saturating_sub(n.idle_since) >= idle_for && !resuming.contains(n.name.as_str());
+            if idle && free && long && out.iter().filter(|d| is_suspend(d)).count() < limit && powered.may_stop(i) {
+                powered.stop(i);
+                out.push(Decision::Start {
+                    node: n.name.clone(),
+                    kind: RepairKind::Suspend,
+                    why: format!("idle for {}s", now.saturating_sub(n.idle_since) / 1000),
+                    down_first: None,
+                });
+            }
+        }
     }
     out
+}
+
+fn is_suspend(d: &Decision) -> bool {
+    matches!(d, Decision::Start { kind: RepairKind::Suspend, .. })
+}
+
+/// How many of each bounded partition's nodes are on (or on their way
+/// up), for the per-partition bounds of power saving.
+#[derive(Clone)]
+struct Powered<'a> {
+    state: &'a State,
+    policy: &'a Policy,
+    on: Vec<(String, u32)>,
+}
+
+impl<'a> Powered<'a> {
+    fn new(state: &'a State, policy: &'a Policy) -> Powered<'a> {
+        let names = policy.min_powered.iter().chain(&policy.max_powered).map(|(p, _)| p.clone());
+        let on = names
+            .map(|p| {
+                let count = state.partition(&p).map_or(0, |part| {
+                    part.members
+                        .iter()
+                        .filter(|&&i| matches!(state.nodes()[i as usize].power, Power::On | Power::PoweringUp))
+                        .count() as u32
+                });
+                (p, count)
+            })
+            .collect();
+        Powered { state, policy, on }
+    }
+
+    /// The bounded partitions node `i` is in, with how many are on.
+    fn of(&self, i: usize) -> impl Iterator<Item = (&str, u32)> + '_ {
+        self.on
+            .iter()
+            .filter(move |(p, _)| self.state.partition(p).is_some_and(|part| part.members.contains(&(i as u32))))
+            .map(|(p, n)| (p.as_str(), *n))
+    }
+
+    fn may_stop(&self, i: usize) -> bool {
+        self.of(i).all(|(p, on)| self.policy.min_powered.iter().all(|(q, min)| q != p || on > *min))
+    }
+
+    fn may_start(&self, i: usize) -> bool {
+        self.of(i).all(|(p, on)| self.policy.max_powered.iter().all(|(q, max)| q != p || on < *max))
+    }
+
+    fn change(&mut self, i: usize, up: bool) {
+        let parts: Vec<String> = self.of(i).map(|(p, _)| p.to_string()).collect();
+        for (p, n) in &mut self.on {
+            if parts.contains(p) {
+                *n = if up { *n + 1 } else { n.saturating_sub(1) };
+            }
+        }
+    }
+
+    fn stop(&mut self, i: usize) {
+        self.change(i, false)
+    }
+
+    fn start(&mut self, i: usize) {
+        self.change(i, true)
+    }
 }
 
 /// Whether the healer may start a repair of `n` now at all.
@@ -156,6 +222,7 @@ fn resumes(state: &State, policy: &Policy, now: Time) -> Vec<String> {
         })
         .collect();
     let mut chosen: Vec<usize> = Vec::new();
+    let mut powered = Powered::new(state, policy);
     for spec in waiting(state) {
         if chosen.len() >= limit {
             break;
@@ -183,6 +250,7 @@ fn resumes(state: &State, policy: &Policy, now: Time) -> Vec<String> {
             }
         }
         let mut wanted: Vec<(usize, u32)> = Vec::new();
+        let mut trial = powered.clone();
         for &i in &members {
             if need == 0 && count >= spec.nodes_min.max(1) {
                 break;
@@ -192,7 +260,9 @@ fn resumes(state: &State, policy: &Policy, now: Time) -> Vec<String> {
                 && repairable(n, now)
                 && !chosen.contains(&i)
                 && chosen.len() + wanted.len() < limit
+                && trial.may_start(i)
             {
+                trial.start(i);
                 let take = n.total.cpus.min(need.max(1));
                 wanted.push((i, take));
                 need = need.saturating_sub(take);
@@ -210,6 +280,7 @@ fn resumes(state: &State, policy: &Policy, now: Time) -> Vec<String> {
             budget[i] = nodes[i].total.cpus - take;
             chosen.push(i);
         }
+        powered = trial;
     }
     chosen.into_iter().map(|i| nodes[i].name.clone()).collect()
 }
@@ -364,6 +435,50 @@ mod tests {
         let p = Policy::default();
         assert!(decide(&s, &m, &p, true, 5_999).is_empty(), "backing off");
         assert_eq!(starts(&decide(&s, &m, &p, true, 6_000)), vec![("node1".into(), RepairKind::Replace, false)]);
+    }
+
+    #[test]
+    fn per_partition_bounds_keep_nodes_on_and_cap_those_powered_up() {
+        let mut s = cluster(4);
+        let on = |s: &State| s.nodes().iter().filter(|n| n.power == Power::On).count();
+        // At least two of debug's nodes stay on.
+        let p = Policy {
+            suspend_time_ms: Some(1_000),
+            min_powered: vec![("debug".into(), 2)],
+            max_powered: vec![("debug".into(), 3)],
+            // Rates high enough that the bounds are what limit.
+            suspend_rate: 6_000,
+            resume_rate: 6_000,
+            ..Policy::default()
+        };
+        let d = decide(&s, &HashMap::new(), &p, true, 5_000);
+        assert_eq!(starts(&d).len(), 2, "two suspended, two kept on: {d:?}");
+        for (k, node) in ["node1", "node2", "node3"].iter().enumerate() {
+            let token = format!("s{k}");
+            s.apply(Command::RepairStart {
+                node: node.to_string(),
+                kind: RepairKind::Suspend,
+                provider: "test".into(),
+                token: token.clone(),
+                deadline: 100_000,
+                now: 5_000,
+            })
+            .unwrap();
+            let outcome = RepairOutcome::Acted { detail: "stopped".into() };
+            s.apply(Command::RepairResult { node: node.to_string(), token, outcome, now: 5_000 }).unwrap();
+        }
+        assert_eq!(on(&s), 1);
+        // A job for all four nodes may bring only two up (at most three on).
+        let mut job = JobSpec::simple("alice", "#!/bin/sh\ntrue\n");
+        (job.ntasks, job.nodes_min, job.nodes_max) = (16, 4, 4);
+        s.apply(Command::Submit { spec: Arc::new(job), now: 6_000 }).unwrap();
+        assert!(starts(&decide(&s, &HashMap::new(), &p, true, 6_000)).is_empty(), "it cannot fit under the cap");
+        let mut job = JobSpec::simple("alice", "#!/bin/sh\ntrue\n");
+        (job.ntasks, job.nodes_min, job.nodes_max) = (12, 3, 3);
+        s.apply(Command::Submit { spec: Arc::new(job), now: 6_000 }).unwrap();
+        let d = starts(&decide(&s, &HashMap::new(), &p, true, 6_000));
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d.iter().all(|(_, k, _)| *k == RepairKind::Resume));
     }
 
     #[test]

@@ -22,6 +22,11 @@ pub struct Policy {
     pub suspend_time_ms: Option<u64>,
     /// Nodes never powered down.
     pub suspend_exclude: Vec<String>,
+    /// Per partition: at least this many of its nodes stay powered on.
+    pub min_powered: Vec<(String, u32)>,
+    /// Per partition: at most this many of its nodes powered on (or
+    /// powering up) at once — a budget for elastic capacity.
+    pub max_powered: Vec<(String, u32)>,
     /// At most this many nodes resumed, and suspended, per minute.
     pub resume_rate: u32,
     pub suspend_rate: u32,
@@ -41,6 +46,8 @@ impl Default for Policy {
             suspend_timeout_ms: 120_000,
             suspend_time_ms: None,
             suspend_exclude: Vec::new(),
+            min_powered: Vec::new(),
+            max_powered: Vec::new(),
             resume_rate: 300,
             suspend_rate: 60,
             // 0, 1 min, 15 min, 1 h, then stop.
