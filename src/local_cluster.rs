@@ -53,6 +53,13 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
     if a.nodes == 0 || a.nodes > 256 {
         return Err(format!("--nodes {} is out of range 1-256", a.nodes));
     }
+    let max_nodes = a.max_nodes.unwrap_or(a.nodes);
+    if max_nodes < a.nodes || max_nodes > 256 {
+        return Err(format!("--max-nodes {max_nodes} is out of range {}-256 (at least --nodes)", a.nodes));
+    }
+    if max_nodes > a.nodes && a.heal != "local" {
+        return Err("--max-nodes starts nodes through the local healer: drop --heal or give --heal local".into());
+    }
     if a.controllers == 0 || a.controllers > 7 {
         return Err(format!("--controllers {} is out of range 1-7 (3 or 5 for fault tolerance)", a.controllers));
     }
@@ -105,6 +112,7 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         ("--health-interval", a.health_interval.to_string()),
         ("controller flags", a.raft.to_args().join(" ")),
         ("healer flags", heal_args.join(" ")),
+        ("--max-nodes", max_nodes.to_string()),
     ]);
     if let Some(running) = &running_settings {
         let differences = wanted.differences(running);
@@ -188,11 +196,13 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         .await
         .map_err(|_| format!("the controllers did not come up; see the logs in {}", state.join("logs").display()))?;
 
-    for i in 1..=a.nodes {
+    for i in 1..=max_nodes {
         let name = format!("node{i}");
         if is_running(&name) {
             continue;
         }
+        // Past --nodes: recorded for the healer, defined powered down below.
+        let elastic = i > a.nodes;
         let args = vec![
             "agent".to_string(),
             "--controller".into(),
@@ -227,7 +237,19 @@ pub async fn up(a: UpArgs) -> Result<(), String> {
         }
         // What the healer runs to bring this node back.
         drover_healer::local::Local::record(&state, &name, &args)?;
-        spawn_daemon(&state, &name, &args)?;
+        if !elastic {
+            spawn_daemon(&state, &name, &args)?;
+        }
+    }
+    if max_nodes > a.nodes {
+        let spare =
+            drover_core::hostlist::compress(&(a.nodes + 1..=max_nodes).map(|i| format!("node{i}")).collect::<Vec<_>>());
+        let body =
+            drover_proto::DefineNodes { nodes: spare.clone(), cpus, memory_mb: mem, gpus: 0, features: Vec::new() };
+        let _: NodeList = client
+            .post("/api/v1/nodes", &body)
+            .await
+            .map_err(|e| format!("cannot define the elastic nodes {spare}: {e}"))?;
     }
     let want: Vec<String> = (1..=a.nodes).map(|i| format!("node{i}")).collect();
     wait_until(Duration::from_secs(20), || async {

@@ -158,7 +158,7 @@ fn losing_or_hanging_the_leader_loses_no_acknowledged_write_and_no_running_job()
     let history = Arc::new(Mutex::new(Vec::new()));
     let client = {
         let (c2, stop, history) = (
-            Cluster { dir: c.dir.clone(), port: c.port, up_flags: vec![], controllers: 3 },
+            Cluster { dir: c.dir.clone(), port: c.port, up_flags: vec![], controllers: 3, env: vec![] },
             stop.clone(),
             history.clone(),
         );
@@ -301,7 +301,8 @@ fn snapshots_bound_the_log_and_an_empty_controller_catches_up_from_one() {
     let s = controller_status(&c, victim);
     assert!(s["snapshot_index"].as_u64().is_some(), "controller {victim} caught up without a snapshot: {s}");
     // Its own (stale) view holds every job.
-    let third = Cluster { dir: c.dir.clone(), port: c.port + victim as u16 - 1, up_flags: vec![], controllers: 1 };
+    let third =
+        Cluster { dir: c.dir.clone(), port: c.port + victim as u16 - 1, up_flags: vec![], controllers: 1, env: vec![] };
     let mine = json(&third, &["queue", "-a", "--stale", "--json"]);
     std::mem::forget(third);
     let theirs = json(&c, &["queue", "-a", "--json"]);

@@ -103,7 +103,9 @@ fn a_drained_node_is_not_healed_and_none_leaves_lost_nodes_down() {
     assert_eq!(c.pid_of("node2"), old, "no new agent for a node under maintenance");
     assert!(!events(&c).contains("repair"), "{}", events(&c));
 
-    let c = Cluster::start_with("healnone", 1, 2, &["--node-timeout", "3", "--heartbeat", "0.5", "--heal", "none"]);
+    // The same slot of ports: the tests of this binary may run at once.
+    drop(c);
+    let c = Cluster::start_with("healnone", 1, 1, &["--node-timeout", "3", "--heartbeat", "0.5", "--heal", "none"]);
     c.drover(&["chaos", "kill-agent", "node1"]);
     c.wait_for("node1 DOWN", Duration::from_secs(8), || node(&c, "node1")["state"] == "DOWN");
     std::thread::sleep(Duration::from_secs(2));
@@ -302,4 +304,25 @@ fn a_repair_survives_the_leader_s_death_without_double_actions() {
     });
     let log = c.logs();
     assert!(log.contains("again (pid"), "the leader's log says it:\n{log}");
+}
+
+/// Elastic capacity: `drover up --max-nodes` defines nodes powered down
+/// (idle~) that the healer starts when a job needs them.
+#[test]
+fn drover_up_grows_by_itself_into_its_elastic_nodes() {
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--max-nodes", "3"]);
+    let c = Cluster::start_with("healelastic", 1, 2, &flags);
+    let s = sinfo(&c);
+    assert!(s.contains("node1 idle\n") && s.contains("node2 idle~") && s.contains("node3 idle~"), "{s}");
+    let started = Instant::now();
+    let id = c.submit(&["-N", "3", "-n", "12", "-o", "e.out", "--wrap", "echo $SLURM_JOB_NODELIST"]);
+    c.wait_for("the job on three nodes", Duration::from_secs(20), || state_of(&c, &id) == "COMPLETED");
+    eprintln!("elastic: a 3-node job on 1 running + 2 defined nodes done in {:?}", started.elapsed());
+    assert_eq!(c.file("e.out"), "node[1-3]\n");
+    let ev = events(&c);
+    assert!(ev.contains("repair resume of node2 done") && ev.contains("repair resume of node3 done"), "{ev}");
+    // A node outside the cluster's reach stays refused at submission.
+    let out = c.drover(&["submit", "-N", "4", "--wrap", "true"]);
+    assert!(!out.status.success(), "no fourth node to grow into");
 }

@@ -22,8 +22,16 @@ struct Moto {
     endpoint: String,
 }
 
+/// A port no one listens on now (the OS's pick), for moto and the proxy:
+/// the tests of this binary may run at once, and test_port's few slots go
+/// to the clusters.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 impl Moto {
-    fn start(port: u16) -> Moto {
+    fn start() -> Moto {
+        let port = free_port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -81,17 +89,20 @@ fn event_time(c: &Cluster, what: &str) -> Option<f64> {
     Some(h * 3600.0 + m * 60.0 + s)
 }
 
-/// Points the controllers (children of `drover up`) at `endpoint` through
-/// the standard AWS environment.
-fn aws_env(endpoint: &str) {
-    std::env::set_var("AWS_ENDPOINT_URL", endpoint);
-    std::env::set_var("AWS_REGION", "us-east-1");
-    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+/// The standard AWS environment that points the controllers (children of
+/// `drover up`) at `endpoint`; given per cluster, as the tests of this
+/// binary may share a process.
+fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+    ]
 }
 
 /// A 2-node cluster healed through EC2, with `extra` flags.
-fn ec2_cluster(name: &str, port_offset: u16, extra: &[&str]) -> Cluster {
+fn ec2_cluster(name: &str, port_offset: u16, endpoint: &str, extra: &[&str]) -> Cluster {
     let mut flags = vec![
         "--node-timeout",
         "3",
@@ -110,7 +121,9 @@ fn ec2_cluster(name: &str, port_offset: u16, extra: &[&str]) -> Cluster {
         "1",
     ];
     flags.extend_from_slice(extra);
-    Cluster::start_with(name, 2, port_offset, &flags)
+    let env = aws_env(endpoint);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Cluster::start_with_env(name, 2, port_offset, &flags, &env)
 }
 
 /// The instances' "boot": see `ec2_cloud.py boot`; stopped on drop.
@@ -143,11 +156,10 @@ fn seconds_of_day_now() -> f64 {
 
 #[test]
 fn lost_instances_come_back_started_from_a_standby_and_launched_from_the_template() {
-    let moto = Moto::start(test_port(7));
-    aws_env(&moto.endpoint);
+    let moto = Moto::start();
     let ids: serde_json::Value =
         serde_json::from_str(&cloud(&["setup", &moto.endpoint, CLUSTER, "node1,node2"])).unwrap();
-    let c = ec2_cluster("healec2", 0, &[]);
+    let c = ec2_cluster("healec2", 0, &moto.endpoint, &[]);
     let state = c.dir.join(".drover");
     let _boot = Boot::start(&c, &moto.endpoint);
 
@@ -212,9 +224,9 @@ fn lost_instances_come_back_started_from_a_standby_and_launched_from_the_templat
 
 #[test]
 fn short_capacity_moves_to_the_next_type_and_repeated_boot_failures_give_up_loudly() {
-    let moto = Moto::start(test_port(6));
+    let moto = Moto::start();
     // EC2 through a proxy that has no c5.large to give.
-    let proxy_port = test_port(5);
+    let proxy_port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ec2_cloud.py");
     let proxy = Command::new("python3")
         .arg(&script)
@@ -227,11 +239,11 @@ fn short_capacity_moves_to_the_next_type_and_repeated_boot_failures_give_up_loud
         assert!(start.elapsed() < Duration::from_secs(10), "the proxy did not listen");
         std::thread::sleep(Duration::from_millis(50));
     }
-    aws_env(&_proxy.endpoint);
     cloud(&["setup", &moto.endpoint, CLUSTER, "node1,node2", "0"]);
     let c = ec2_cluster(
         "healec2cap",
-        0,
+        1,
+        &_proxy.endpoint,
         &["--ec2-instance-types", "c5.large,t3.micro", "--replace-timeout", "3", "--repair-backoff", "1,1"],
     );
     let state = c.dir.join(".drover");
@@ -271,13 +283,12 @@ fn short_capacity_moves_to_the_next_type_and_repeated_boot_failures_give_up_loud
 
 #[test]
 fn power_saving_stops_idle_instances_and_starts_them_for_a_burst_of_jobs() {
-    let moto = Moto::start(test_port(4));
-    aws_env(&moto.endpoint);
+    let moto = Moto::start();
     cloud(&["setup", &moto.endpoint, CLUSTER, "node1,node2", "0"]);
     // An instance of the cluster for a node it does not have: terminated
     // after the grace period.
     let ghost = cloud(&["ghost", &moto.endpoint, CLUSTER, "node9"]);
-    let c = ec2_cluster("healec2power", 0, &["--suspend-time", "2", "--ec2-orphan-grace", "2"]);
+    let c = ec2_cluster("healec2power", 2, &moto.endpoint, &["--suspend-time", "2", "--ec2-orphan-grace", "2"]);
     let _boot = Boot::start(&c, &moto.endpoint);
     c.wait_for("both powered down", Duration::from_secs(20), || {
         let out = c.drover(&["nodes", "--json"]);
@@ -321,16 +332,17 @@ fn leader_id(c: &Cluster) -> Option<u64> {
 
 #[test]
 fn the_floating_ip_follows_the_leader_through_ec2_on_a_kill_9() {
-    let moto = Moto::start(test_port(3));
-    aws_env(&moto.endpoint);
+    let moto = Moto::start();
     let net: serde_json::Value = serde_json::from_str(&cloud(&["vip-setup", &moto.endpoint])).unwrap();
     let enis: Vec<String> = net["enis"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()).collect();
     let rtb = net["rtb"].as_str().unwrap().to_string();
     let map = format!("1={},2={},3={}", enis[0], enis[1], enis[2]);
-    let c = Cluster::start_with(
+    let env = aws_env(&moto.endpoint);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let c = Cluster::start_with_env(
         "vipec2",
         1,
-        0,
+        3,
         &[
             "--controllers",
             "3",
@@ -343,6 +355,7 @@ fn the_floating_ip_follows_the_leader_through_ec2_on_a_kill_9() {
             "--ec2-route-table",
             &rtb,
         ],
+        &env,
     );
     let eni_of = |id: u64| enis[id as usize - 1].clone();
     let first = leader_id(&c).expect("a leader");

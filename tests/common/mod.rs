@@ -18,6 +18,9 @@ pub struct Cluster {
     pub up_flags: Vec<String>,
     /// Controllers on consecutive ports from `port`.
     pub controllers: u16,
+    /// Environment for every `drover` this cluster runs (and so for its
+    /// daemons): tests of one binary share a process, so not `set_var`.
+    pub env: Vec<(String, String)>,
 }
 
 impl Cluster {
@@ -26,6 +29,16 @@ impl Cluster {
     }
 
     pub fn start_with(name: &str, nodes: u32, port_offset: u16, up_flags: &[&str]) -> Cluster {
+        Cluster::start_with_env(name, nodes, port_offset, up_flags, &[])
+    }
+
+    pub fn start_with_env(
+        name: &str,
+        nodes: u32,
+        port_offset: u16,
+        up_flags: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cluster {
         let dir = std::env::temp_dir().join(format!("drover-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -35,7 +48,13 @@ impl Cluster {
             .position(|f| *f == "--controllers")
             .and_then(|i| up_flags.get(i + 1)?.parse().ok())
             .unwrap_or(1);
-        let c = Cluster { dir, port, up_flags: up_flags.iter().map(|s| s.to_string()).collect(), controllers };
+        let c = Cluster {
+            dir,
+            port,
+            up_flags: up_flags.iter().map(|s| s.to_string()).collect(),
+            controllers,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
         let out = c.up(nodes);
         assert!(out.status.success(), "drover up failed: {}\n{}", String::from_utf8_lossy(&out.stderr), c.logs());
         c
@@ -69,6 +88,7 @@ impl Cluster {
             .args(args)
             .current_dir(&self.dir)
             .env("DROVER_CONTROLLER", self.addrs())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("runs drover")
     }

@@ -329,6 +329,11 @@ pub struct UpArgs {
     /// Number of agents (nodes node1..nodeN).
     #[arg(long, default_value_t = 2)]
     pub nodes: u32,
+    /// Elastic capacity: nodes up to this many are defined but powered
+    /// down (idle~) and started by the healer when jobs need them (with
+    /// --suspend-time, stopped again when idle). Needs --heal local.
+    #[arg(long)]
+    pub max_nodes: Option<u32>,
     /// CPUs per node (default: this host's CPUs).
     #[arg(long)]
     pub cpus_per_node: Option<u32>,

@@ -104,6 +104,13 @@ pub const ROUTES: &[(&str, &str, &str, Option<&str>, &str)] = &[
         "HistoryPage",
     ),
     ("/api/v1/nodes/{name}", "get", "One node", None, "NodeView"),
+    (
+        "/api/v1/nodes",
+        "post",
+        "Define cloud nodes, powered down until power saving starts them (operators)",
+        Some("DefineNodes"),
+        "NodeList",
+    ),
     ("/api/v1/nodes/{name}/drain", "post", "Drain a node (operators)", Some("Drain"), "NodeView"),
     ("/api/v1/nodes/{name}/resume", "post", "Return a node to service (operators)", None, "NodeView"),
     (
@@ -276,6 +283,10 @@ fn schemas() -> Value {
             ("power", json!({"type": "string", "enum": ["ON", "POWERING_DOWN", "POWERED_DOWN", "POWERING_UP"]})),
             ("repair", json!({"type": "string", "description": "the healer's repair in flight: KIND by PROVIDER since TIME"})),
         ], &["name", "state"]),
+        "DefineNodes": obj(&[
+            ("nodes", json!({"type": "string", "description": "a hostlist: node[3-8]"})), ("cpus", s("integer")),
+            ("memory_mb", s("integer")), ("gpus", s("integer")), ("features", json!({"type": "array", "items": s("string")})),
+        ], &["nodes", "cpus", "memory_mb"]),
         "MachineStopped": obj(&[("node", s("string")), ("provider", s("string")), ("detail", s("string"))], &["node", "provider", "detail"]),
         "PartitionList": obj(&[("partitions", json!({"type": "array", "items": obj(&[
             ("name", s("string")), ("is_default", s("boolean")), ("up", s("boolean")),

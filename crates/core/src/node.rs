@@ -284,6 +284,13 @@ impl Node {
         self.status == NodeStatus::Up && !self.drain && !self.fail && self.power == Power::On
     }
 
+    /// Whether its resources are known: it registered, or was defined (a
+    /// cloud node, before its machine exists). Submissions are checked
+    /// against these.
+    pub fn described(&self) -> bool {
+        self.status != NodeStatus::Unknown || self.total.cpus > 0
+    }
+
     /// The state with its power mark, as sinfo prints it (`IDLE~`).
     pub fn state_with_power(&self) -> String {
         format!("{}{}", self.state().name(), self.power.mark())

@@ -3,7 +3,7 @@
 //! submit-time check). The scheduler and the state both use it.
 
 use crate::job::{JobSpec, MemRequest, NodeShare};
-use crate::node::{Node, NodeStatus};
+use crate::node::Node;
 use crate::partition::Partition;
 use crate::resources::Resources;
 
@@ -168,7 +168,7 @@ fn best_single(
 /// Whether any node of `part` could hold `spec` if it were empty — the
 /// submit-time check that refuses requests no node can ever satisfy.
 pub fn place_on_empty(nodes: &[Node], spec: &JobSpec, part: &Partition) -> Option<Vec<NodeShare>> {
-    let known = |i: u32| (nodes[i as usize].status != NodeStatus::Unknown).then(|| nodes[i as usize].total);
+    let known = |i: u32| nodes[i as usize].described().then(|| nodes[i as usize].total);
     place(spec, nodes, &part.members, &known, Select::FirstFit)
 }
 
@@ -183,8 +183,7 @@ pub fn describe_misfit(nodes: &[Node], spec: &JobSpec, part: &Partition) -> Stri
         MemRequest::PerCpu(m) => format!(", {} memory", crate::memory::format_mb(m * u64::from(cpus))),
     };
     let gpus = if spec.gpus_per_node > 0 { format!(", {} GPUs", spec.gpus_per_node) } else { String::new() };
-    let members: Vec<_> =
-        part.members.iter().map(|&i| &nodes[i as usize]).filter(|n| n.status != NodeStatus::Unknown).collect();
+    let members: Vec<_> = part.members.iter().map(|&i| &nodes[i as usize]).filter(|n| n.described()).collect();
     if let Some(c) = &spec.constraint {
         let with = members.iter().filter(|n| n.satisfies(c)).count();
         if with < spec.nodes_min as usize {

@@ -185,6 +185,17 @@ impl Runner {
                     );
                 }
             }
+            "define" => {
+                // define NODES cpus=N mem=M [features=a,b] [--as USER]: cloud nodes, powered down.
+                let (_, by) = requester(&mut words)?;
+                let by = if by.uid == 1001 { Requester::ROOT } else { by };
+                let names = hostlist::expand(words.first().ok_or("define needs nodes")?)?;
+                let cpus = kv(&words, "cpus").unwrap_or("4").parse().map_err(|_| "bad cpus")?;
+                let mem_mb = memory::parse_memory_mb(kv(&words, "mem").unwrap_or("8G"))?;
+                let features = kv(&words, "features").map_or(vec![], |f| f.split(',').map(String::from).collect());
+                let total = Resources::new(cpus, mem_mb, 0);
+                self.apply(Command::DefineNodes { names, total, features, by, now }, out);
+            }
             "at" => self.now = duration_ms(words.first().ok_or("at needs a time")?)?,
             "tick" => {
                 if let Some(d) = words.first() {

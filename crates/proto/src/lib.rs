@@ -579,6 +579,20 @@ pub struct NodeList {
     pub nodes: Vec<NodeView>,
 }
 
+/// `POST /api/v1/nodes`: nodes that exist before their machines do (cloud
+/// nodes), powered down until power saving starts them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DefineNodes {
+    /// A hostlist (`node[3-8]`).
+    pub nodes: String,
+    pub cpus: u32,
+    pub memory_mb: u64,
+    #[serde(default)]
+    pub gpus: u32,
+    #[serde(default)]
+    pub features: Vec<String>,
+}
+
 /// `POST /api/v1/nodes/{name}/stop-machine`: what the provider did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MachineStopped {

@@ -95,6 +95,29 @@ pub(super) async fn node_action(
     node_view(app, &node)
 }
 
+/// `POST /api/v1/nodes`: defines cloud nodes (operators), one log entry.
+pub(super) async fn define_nodes(
+    AxState(app): AxState<App>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+    Json(d): Json<drover_proto::DefineNodes>,
+) -> ApiResult<NodeList> {
+    let names = drover_core::hostlist::expand(&d.nodes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("nodes '{}': {e}", d.nodes)))?;
+    if names.is_empty() || names.len() > 10_000 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "define 1 to 10000 nodes at a time"));
+    }
+    let total = drover_core::Resources::new(d.cpus, d.memory_mb, d.gpus);
+    let now = now_ms();
+    let cmd = Command::DefineNodes { names: names.clone(), total, features: d.features, by: who, now };
+    app.propose_request(&headers, cmd).await?;
+    Ok(Json(NodeList {
+        nodes: app.ctl.shared.read(|s| {
+            names.iter().filter_map(|n| s.node_index(n)).map(|i| crate::views::node_view(s, i as usize)).collect()
+        }),
+    }))
+}
+
 pub(super) async fn drain(
     AxState(app): AxState<App>,
     Caller(who): Caller,

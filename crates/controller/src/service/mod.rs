@@ -507,7 +507,7 @@ fn router(app: App) -> Router {
         .route("/api/v1/config", get(show_config))
         .route("/api/v1/history", get(history))
         .route("/api/v1/usage", get(usage))
-        .route("/api/v1/nodes", get(list_nodes))
+        .route("/api/v1/nodes", get(list_nodes).post(define_nodes))
         .route("/api/v1/nodes/{name}", get(show_node))
         .route("/api/v1/nodes/{name}/drain", post(drain))
         .route("/api/v1/nodes/{name}/resume", post(resume))

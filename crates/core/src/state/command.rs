@@ -170,6 +170,17 @@ pub enum Command {
         term: u64,
         now: Time,
     },
+    /// A node that exists before its machine does (Slurm's `State=CLOUD`):
+    /// powered down, with the resources it will have, so that power saving
+    /// can start it when jobs need it. Operators only; a node that has
+    /// registered keeps what it registered. All the names or none.
+    DefineNodes {
+        names: Vec<String>,
+        total: Resources,
+        features: Vec<String>,
+        by: Requester,
+        now: Time,
+    },
     /// The healer's intent, recorded before it calls its provider: a new
     /// leader sees it and does not act twice. Refused while another repair
     /// of the node is in flight, before the node's back-off ends, or when
@@ -246,6 +257,7 @@ impl Command {
             | Heartbeat { now, .. }
             | NodeDown { now, .. }
             | SetNodeState { now, .. }
+            | DefineNodes { now, .. }
             | Allocate { now, .. }
             | StepStarted { now, .. }
             | StepFinished { now, .. }

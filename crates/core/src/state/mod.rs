@@ -572,6 +572,9 @@ impl State {
             Command::SetNodeState { node, action, reason, by, now } => {
                 self.set_node_state(&node, action, reason, by, now, &mut ev)?
             }
+            Command::DefineNodes { names, total, features, by, .. } => {
+                self.define_nodes(names, total, features, by, &mut ev)?
+            }
             Command::Allocate { plan, now, .. } => self.allocate(plan, now, &mut ev),
             Command::StepStarted { job, attempt, .. } => {
                 let j = self.jobs.get(&job).ok_or_else(|| CommandError::UnknownJob(job.to_string()))?;

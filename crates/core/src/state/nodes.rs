@@ -98,6 +98,78 @@ impl State {
         Ok(())
     }
 
+    pub(super) fn define_nodes(
+        &mut self,
+        names: Vec<String>,
+        total: Resources,
+        features: Vec<String>,
+        by: Requester,
+        ev: &mut Vec<Event>,
+    ) -> Result<(), CommandError> {
+        if !by.operator {
+            return Err(CommandError::PermissionDenied("defining nodes needs an operator".into()));
+        }
+        if names.is_empty() || names.len() > 10_000 {
+            return Err(CommandError::Invalid("define 1 to 10000 nodes at a time".into()));
+        }
+        let bad_name = |n: &String| {
+            n.is_empty() || n.len() > 128 || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
+        if let Some(name) = names.iter().find(|n| bad_name(n)) {
+            return Err(CommandError::Invalid(format!(
+                "node name '{name}' must be 1-128 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        let name = &names[0];
+        if total.cpus == 0 {
+            return Err(CommandError::Invalid(format!("node {name} is defined with no CPUs")));
+        }
+        let feature_ok = |f: &String| {
+            !f.is_empty() && f.len() <= 64 && f.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        };
+        if features.len() > 64 || !features.iter().all(feature_ok) {
+            return Err(CommandError::Invalid(format!(
+                "node {name}: at most 64 features of 1-64 letters, digits, '-_.:'"
+            )));
+        }
+        for name in names {
+            self.define_node(name, total, features.clone(), ev);
+        }
+        Ok(())
+    }
+
+    fn define_node(&mut self, name: String, total: Resources, features: Vec<String>, ev: &mut Vec<Event>) {
+        if let Some(i) = self.node_index(&name) {
+            // Registered once: what its agent said stands.
+            if self.nodes[i as usize].registered_at.is_some() {
+                return;
+            }
+        }
+        let i = match self.node_index(&name) {
+            Some(i) => i,
+            None => {
+                let i = self.nodes.len() as u32;
+                self.nodes.push(Node::new(&name));
+                self.idx.node_by_name.insert(name.clone(), i);
+                for p in &mut self.partitions {
+                    if p.includes(&name) {
+                        p.members.push(i);
+                    }
+                }
+                i
+            }
+        };
+        let n = &mut self.nodes[i as usize];
+        let before = n.state();
+        n.total = total;
+        n.features = features;
+        n.power = Power::Off;
+        let after = n.state();
+        if before != after {
+            ev.push(Event::NodeStateChanged { node: name, from: before, to: after, reason: None });
+        }
+    }
+
     pub(super) fn node_down(&mut self, i: u32, reason: String, now: Time, ev: &mut Vec<Event>) {
         let n = &mut self.nodes[i as usize];
         if n.status == NodeStatus::Down {
