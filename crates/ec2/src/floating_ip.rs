@@ -29,13 +29,7 @@ pub struct FloatingIp {
     settings: Settings,
 }
 
-fn why<E: ProvideErrorMetadata + std::fmt::Display>(e: &E) -> String {
-    match (e.code(), e.message()) {
-        (Some(c), Some(m)) => format!("{c}: {m}"),
-        (Some(c), None) => c.to_string(),
-        _ => e.to_string(),
-    }
-}
+use super::why;
 
 impl FloatingIp {
     pub async fn new(settings: Settings) -> Result<FloatingIp, String> {

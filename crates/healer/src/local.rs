@@ -256,10 +256,8 @@ async fn stop(pid: i32, sig: i32, patience: Duration) {
     unsafe { libc::kill(pid, sig) };
     let start = Instant::now();
     while start.elapsed() < patience {
-        if std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
-            .unwrap_or(true)
-        {
+        // Gone, or a zombie its parent has still to reap.
+        if is_zombie(pid) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -4,6 +4,23 @@
 use super::*;
 
 impl State {
+    /// The index of node `name`, added (in every partition that names it)
+    /// if the state has not seen it.
+    fn node_or_new(&mut self, name: &str) -> u32 {
+        if let Some(i) = self.node_index(name) {
+            return i;
+        }
+        let i = self.nodes.len() as u32;
+        self.nodes.push(Node::new(name));
+        self.idx.node_by_name.insert(name.to_string(), i);
+        for p in &mut self.partitions {
+            if p.includes(name) {
+                p.members.push(i);
+            }
+        }
+        i
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) fn register_node(
         &mut self,
@@ -24,20 +41,7 @@ impl State {
         if total.cpus == 0 {
             return Err(CommandError::Invalid(format!("node {name} registers no CPUs")));
         }
-        let i = match self.node_index(&name) {
-            Some(i) => i,
-            None => {
-                let i = self.nodes.len() as u32;
-                self.nodes.push(Node::new(&name));
-                self.idx.node_by_name.insert(name.clone(), i);
-                for p in &mut self.partitions {
-                    if p.includes(&name) {
-                        p.members.push(i);
-                    }
-                }
-                i
-            }
-        };
+        let i = self.node_or_new(&name);
         let n = &self.nodes[i as usize];
         if !total.covers(&n.alloc) {
             return Err(CommandError::Invalid(format!(
@@ -145,20 +149,7 @@ impl State {
                 return;
             }
         }
-        let i = match self.node_index(&name) {
-            Some(i) => i,
-            None => {
-                let i = self.nodes.len() as u32;
-                self.nodes.push(Node::new(&name));
-                self.idx.node_by_name.insert(name.clone(), i);
-                for p in &mut self.partitions {
-                    if p.includes(&name) {
-                        p.members.push(i);
-                    }
-                }
-                i
-            }
-        };
+        let i = self.node_or_new(&name);
         let n = &mut self.nodes[i as usize];
         let before = n.state();
         n.total = total;
